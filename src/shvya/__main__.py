@@ -1,0 +1,3 @@
+from shvya.cli import main
+
+main()

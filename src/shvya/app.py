@@ -1,0 +1,222 @@
+"""The FastAPI application: settings, database and clock in, each domain's router mounted."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shvya import __version__
+from shvya.clock import Clock, SystemClock
+from shvya.config import Settings, load_settings
+from shvya.conversations.api import router as conversations_router
+from shvya.crm.api import router as crm_router
+from shvya.db.engine import make_engine, make_session_factory
+from shvya.errors import ShvyaError
+from shvya.events.api import router as events_router
+from shvya.tenancy.api import router as tenancy_router
+from shvya.tenancy.auth import AuthFailureLimiter
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """
+SHVYA records every lead that writes in, answers with an AI grounded in your knowledge base,
+and keeps an audit trail of everything that happens.
+
+Every route except `/health` needs `Authorization: Bearer <API key>`
+(create one with `shvya apikey create --company NAME --role admin`).
+A key sees only its own company's data; another company's ids answer 404.
+Errors are JSON: `{"error": "<code>", "detail": "<what to fix>"}`.
+"""
+
+
+class BodySizeLimit:
+    """Answers 413 for bodies over the limit before anything parses them (OWASP API4).
+
+    Reads the body up front, so a chunked upload without Content-Length is cut off too.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    await self._reject(send, 400, "bad_request", "Content-Length is not a number")
+                    return
+                if declared > self.max_bytes:
+                    await self._reject_too_large(send)
+                    return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._reject_too_large(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _reject_too_large(self, send: Send) -> None:
+        await self._reject(
+            send, 413, "body_too_large", f"the request body is over {self.max_bytes} bytes"
+        )
+
+    @staticmethod
+    async def _reject(send: Send, status: int, code: str, detail: str) -> None:
+        response = JSONResponse({"error": code, "detail": detail}, status_code=status)
+        await response({"type": "http"}, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def _field_name(location: tuple[Any, ...]) -> str:
+    parts = [str(part) for part in location if part not in ("body", "query", "path", "header")]
+    return ".".join(parts) or str(location[0] if location else "body")
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, str]]:
+    # Only the place and the message: echoing `input` back could put NUL characters, lone
+    # surrogates or a megabyte of someone's text into our response.
+    return [
+        {"field": _field_name(tuple(error.get("loc", ()))), "message": str(error.get("msg", ""))}
+        for error in exc.errors()
+    ]
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ShvyaError)
+    async def _shvya_error(_request: Request, exc: ShvyaError) -> JSONResponse:
+        headers = None
+        if "retry_after_seconds" in exc.extra:
+            headers = {"Retry-After": str(exc.extra["retry_after_seconds"])}
+        return JSONResponse(exc.to_body(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _validation_errors(exc)
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
+        return JSONResponse(
+            {"error": "invalid_input", "detail": detail, "errors": errors}, status_code=422
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+        return JSONResponse(
+            {"error": codes.get(exc.status_code, "http_error"), "detail": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
+    async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        logger.warning("db.unavailable", extra={"error": type(exc).__name__})
+        return JSONResponse(
+            {"error": "database_unavailable", "detail": "the database is unreachable; retry"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(PoolTimeout, _database_unavailable)
+
+    @app.exception_handler(DBAPIError)
+    async def _database_error(request: Request, exc: DBAPIError) -> JSONResponse:
+        if exc.connection_invalidated:
+            return await _database_unavailable(request, exc)
+        logger.exception("db.error")
+        return JSONResponse(
+            {"error": "internal_error", "detail": "the request failed; nothing was saved"},
+            status_code=500,
+        )
+
+
+class HealthOut(BaseModel):
+    status: str
+    database: str
+
+
+def app_from_environment() -> FastAPI:
+    """The factory uvicorn calls in each worker process (`shvya serve --workers N`)."""
+    return create_app(load_settings())
+
+
+def create_app(
+    settings: Settings, *, engine: Engine | None = None, clock: Clock | None = None
+) -> FastAPI:
+    engine = engine or make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    docs = settings.docs_enabled
+    app = FastAPI(
+        title="SHVYA",
+        version=__version__,
+        description=DESCRIPTION,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.session_factory = make_session_factory(engine)
+    app.state.clock = clock or SystemClock()
+    app.state.auth_limiter = AuthFailureLimiter(settings.auth_failures_per_minute)
+    _install_error_handlers(app)
+
+    @app.get(
+        "/health",
+        tags=["health"],
+        summary="Liveness and database reachability (no key needed)",
+        response_model=HealthOut,
+        responses={503: {"model": HealthOut, "description": "The database is unreachable"}},
+    )
+    def health() -> JSONResponse:
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception as exc:  # any failure to reach the database is the answer
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            return JSONResponse(
+                {"status": "error", "database": f"unreachable: {type(exc).__name__}: {reason}"},
+                status_code=503,
+            )
+        return JSONResponse({"status": "ok", "database": "ok"})
+
+    app.include_router(conversations_router)
+    app.include_router(crm_router)
+    app.include_router(events_router)
+    app.include_router(tenancy_router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

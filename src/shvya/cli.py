@@ -1,0 +1,276 @@
+"""The `shvya` command. Every command honours DATABASE_URL like the server does."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, NoReturn, TypeVar
+
+import typer
+from pydantic import ValidationError
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.orm import Session
+
+from shvya import __version__
+from shvya.clock import SystemClock
+from shvya.config import Settings, load_settings
+from shvya.db.engine import make_engine, make_session_factory
+from shvya.db.migrate import current_revision, head_revision, upgrade_database
+from shvya.errors import ShvyaError
+from shvya.tenancy import service as tenancy
+from shvya.tenancy.models import Role
+
+app = typer.Typer(
+    help="SHVYA: AI sales engagement over WhatsApp and email.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+company_app = typer.Typer(help="Manage companies (tenants).", no_args_is_help=True)
+apikey_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+app.add_typer(company_app, name="company")
+app.add_typer(apikey_app, name="apikey")
+
+T = TypeVar("T")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        fail(f"configuration: {problems}")
+
+
+def _safe_url(settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(settings.database_url).render_as_string(hide_password=True)
+
+
+@contextmanager
+def _database(settings: Settings) -> Iterator[Engine]:
+    engine = make_engine(settings.database_url, pool_size=2)
+    try:
+        yield engine
+    except OperationalError as exc:
+        first_line = str(exc.orig or exc).strip().splitlines()[0]
+        fail(f"cannot reach the database at {_safe_url(settings)}: {first_line}")
+    finally:
+        engine.dispose()
+
+
+def _require_migrated(engine: Engine) -> None:
+    current, head = current_revision(engine), head_revision()
+    if current != head:
+        state = "has no SHVYA schema" if current is None else f"is at revision {current}"
+        fail(f"the database {state}, the code needs {head}: run `shvya migrate` first")
+
+
+def _in_transaction(engine: Engine, work: Callable[[Session], T]) -> T:
+    """One unit of work: commit once, roll back on any error, turn ours into messages."""
+    _require_migrated(engine)
+    session = make_session_factory(engine)()
+    try:
+        result = work(session)
+        session.commit()
+        return result
+    except ShvyaError as exc:
+        session.rollback()
+        fail(exc.message)
+    except ProgrammingError as exc:
+        session.rollback()
+        fail(f"database error: {str(exc.orig or exc).strip().splitlines()[0]}")
+    finally:
+        session.close()
+
+
+@app.command()
+def version() -> None:
+    """Print SHVYA's version."""
+    typer.echo(__version__)
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema to this version of SHVYA."""
+    settings = _settings()
+    with _database(settings) as engine:
+        before = current_revision(engine)
+        upgrade_database(settings.database_url)
+        after = current_revision(engine)
+    if before == after:
+        typer.echo(f"database {_safe_url(settings)} is up to date (revision {after})")
+    else:
+        typer.echo(f"database {_safe_url(settings)} migrated: {before or 'empty'} -> {after}")
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on [env: SHVYA_HOST; 127.0.0.1]")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Port to listen on [env: SHVYA_PORT; 8000]"),
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Server processes (PostgreSQL only).")
+    ] = 1,
+) -> None:
+    """Start the HTTP server (API and /docs); on first start, print the admin key once."""
+    import uvicorn
+
+    settings = _settings()
+    if workers > 1 and settings.is_sqlite:
+        fail(
+            "several server processes on SQLite fight over its write lock; "
+            "use --workers 1, or PostgreSQL (DATABASE_URL=postgresql://...)"
+        )
+    with _database(settings) as engine:
+        first = _in_transaction(
+            engine,
+            lambda session: tenancy.bootstrap_default_company(session, now=SystemClock().now()),
+        )
+    if first is not None:
+        company, raw_key = first
+        typer.echo(
+            "\n".join(
+                [
+                    "",
+                    f"First start: created company {company.name!r} with the pipeline "
+                    "New > Qualified > Nurture > Converted > Lost.",
+                    "Its admin API key, shown only this once (SHVYA keeps only a hash):",
+                    "",
+                    f"    {raw_key}",
+                    "",
+                    "Lost it? `shvya apikey create --company Default --role admin` makes another.",
+                    "",
+                ]
+            )
+        )
+    bind_host = host or settings.host
+    bind_port = port or settings.port
+    docs = f"http://{bind_host}:{bind_port}/docs" if settings.docs_enabled else "(docs off)"
+    typer.echo(f"SHVYA {__version__} on http://{bind_host}:{bind_port}  API docs: {docs}")
+    uvicorn.run(
+        "shvya.app:app_from_environment",
+        factory=True,
+        host=bind_host,
+        port=bind_port,
+        workers=workers,
+        log_level=settings.log_level.lower(),
+        proxy_headers=False,
+    )
+
+
+@company_app.command("create")
+def company_create(
+    name: Annotated[str, typer.Argument(help="The company's name (unique).")],
+    timezone: Annotated[str, typer.Option(help="IANA time zone, e.g. Asia/Kolkata.")] = "UTC",
+    phone_region: Annotated[
+        str | None,
+        typer.Option(help="Region for phone numbers without a country code, e.g. IN."),
+    ] = None,
+) -> None:
+    """Create a company with its default pipeline."""
+    settings = _settings()
+    with _database(settings) as engine:
+        company = _in_transaction(
+            engine,
+            lambda session: tenancy.create_company(
+                session,
+                name=name,
+                timezone=timezone,
+                phone_region=phone_region,
+                now=SystemClock().now(),
+            ),
+        )
+    typer.echo(f"created company {company.name!r} ({company.id}), time zone {company.timezone}")
+
+
+@company_app.command("list")
+def company_list() -> None:
+    """List the companies."""
+    settings = _settings()
+    with _database(settings) as engine:
+        companies = _in_transaction(engine, tenancy.list_companies)
+    for company in companies:
+        typer.echo(f"{company.id}  {company.name}  ({company.timezone})")
+
+
+@apikey_app.command("create")
+def apikey_create(
+    company: Annotated[str, typer.Option(help="The company's name.")],
+    role: Annotated[Role, typer.Option(help="What the key may do.")],
+    name: Annotated[str, typer.Option(help="A label to recognise the key by.")] = "",
+) -> None:
+    """Create an API key. The key is printed alone on the last line, and only this once."""
+    settings = _settings()
+
+    def work(session: Session) -> tuple[str, str]:
+        owner = tenancy.get_company_by_name(session, name=company)
+        key, raw_key = tenancy.create_api_key(
+            session, company_id=owner.id, role=role, name=name, actor="cli", now=SystemClock().now()
+        )
+        return key.prefix, raw_key
+
+    with _database(settings) as engine:
+        prefix, raw_key = _in_transaction(engine, work)
+    typer.echo(f"created {role.value} key {prefix} for {company!r}; store it now:", err=True)
+    typer.echo(raw_key)
+
+
+@apikey_app.command("list")
+def apikey_list(company: Annotated[str, typer.Option(help="The company's name.")]) -> None:
+    """List a company's API keys (never the keys themselves)."""
+    settings = _settings()
+
+    def work(session: Session) -> list[str]:
+        owner = tenancy.get_company_by_name(session, name=company)
+        return [
+            f"{k.id}  {k.prefix}  {k.role:<10}  "
+            f"{'revoked ' + k.revoked_at.isoformat() if k.revoked_at else 'active'}  {k.name}"
+            for k in tenancy.list_api_keys(session, company_id=owner.id)
+        ]
+
+    with _database(settings) as engine:
+        for line in _in_transaction(engine, work):
+            typer.echo(line)
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(
+    key: Annotated[str, typer.Argument(help="The key's id or prefix (see `apikey list`).")],
+) -> None:
+    """Revoke an API key; it stops working at once."""
+    settings = _settings()
+
+    def work(session: Session) -> str:
+        row = tenancy.find_api_key(session, company_id=None, ref=key)
+        if row.revoked_at is not None:
+            fail(f"key {row.prefix} was already revoked at {row.revoked_at.isoformat()}")
+        tenancy.revoke_api_key(session, key=row, actor="cli", now=SystemClock().now())
+        return row.prefix
+
+    with _database(settings) as engine:
+        prefix = _in_transaction(engine, work)
+    typer.echo(f"revoked key {prefix}")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

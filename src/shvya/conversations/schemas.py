@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from shvya.crm.models import Channel
+from shvya.schemas import Page, SafeStr, StrictInput
+
+MAX_TEXT_CHARS = 4096
+
+
+class InboundMessageIn(StrictInput):
+    model_config = ConfigDict(populate_by_name=True)
+
+    channel: Channel
+    from_: SafeStr = Field(
+        alias="from",
+        min_length=1,
+        max_length=320,
+        description="The lead's phone (E.164, or national in the company's region) or email.",
+    )
+    name: SafeStr | None = Field(default=None, max_length=200)
+    text: SafeStr = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    external_id: SafeStr | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="The provider's message id; a repeat answers 200 with the first result.",
+    )
+    received_at: AwareDatetime | None = Field(
+        default=None,
+        description="When the provider received it (ISO 8601 with an offset); default now.",
+    )
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+
+class ReceiveResultOut(BaseModel):
+    lead_id: uuid.UUID
+    message_id: uuid.UUID
+    job_id: uuid.UUID | None = Field(description="The queued ai.engage job; null if AI is paused.")
+    lead_created: bool
+    duplicate: bool
+
+
+class MessageOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    lead_id: uuid.UUID
+    channel: str
+    direction: str
+    text: str
+    status: str
+    external_id: str | None
+    template_id: uuid.UUID | None
+    error: str | None
+    meta: dict[str, Any]
+    created_at: datetime
+    received_at: datetime | None
+    sent_at: datetime | None
+    delivered_at: datetime | None
+    read_at: datetime | None
+
+
+class MessagePage(Page):
+    items: list[MessageOut]

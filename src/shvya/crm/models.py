@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shvya.db.base import Base, IdMixin, utcnow
+
+DEFAULT_STAGES = ("New", "Qualified", "Nurture", "Converted", "Lost")
+
+
+class Channel(StrEnum):
+    wa_cloud = "wa_cloud"
+    wa_web = "wa_web"
+    email = "email"
+    sms = "sms"
+    sandbox = "sandbox"
+
+
+class Pipeline(IdMixin, Base):
+    __tablename__ = "pipelines"
+    __table_args__ = (UniqueConstraint("company_id", "name"),)
+
+    company_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    is_default: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# At most one default pipeline per company.
+Index(
+    "uq_pipelines_default_per_company",
+    Pipeline.company_id,
+    unique=True,
+    sqlite_where=Pipeline.is_default,
+    postgresql_where=Pipeline.is_default,
+)
+
+
+class Stage(IdMixin, Base):
+    __tablename__ = "stages"
+    __table_args__ = (
+        UniqueConstraint("pipeline_id", "name"),
+        Index(None, "pipeline_id", "position"),
+    )
+
+    company_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("companies.id", ondelete="CASCADE"), index=True
+    )
+    pipeline_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    position: Mapped[int] = mapped_column()
+    # The AI's brief for leads in this stage: goal, tone, next question, topics to avoid...
+    ai_config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Lead(IdMixin, Base):
+    __tablename__ = "leads"
+    __table_args__ = (
+        Index(None, "company_id", "created_at"),
+        Index(None, "company_id", "stage_id"),
+    )
+
+    company_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    pipeline_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("pipelines.id"))
+    stage_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("stages.id"))
+    name: Mapped[str | None] = mapped_column(String(200))
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    priority: Mapped[int] = mapped_column(default=0)
+    ai_paused: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_inbound_at: Mapped[datetime | None] = mapped_column()
+    last_outbound_at: Mapped[datetime | None] = mapped_column()
+
+
+class LeadContact(IdMixin, Base):
+    """One way to reach a lead. `value` is an E.164 phone or a lower-case email."""
+
+    __tablename__ = "lead_contacts"
+    __table_args__ = (UniqueConstraint("company_id", "channel", "value"),)
+
+    company_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    lead_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("leads.id", ondelete="CASCADE"), index=True
+    )
+    channel: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(320))
+    # The provider's timestamp of the lead's last message: WhatsApp's 24-hour window runs from it.
+    last_inbound_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

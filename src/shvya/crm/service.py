@@ -1,0 +1,475 @@
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from shvya.crm.models import DEFAULT_STAGES, Channel, Lead, LeadContact, Pipeline, Stage
+from shvya.crm.schemas import (
+    ContactOut,
+    LeadCreateIn,
+    LeadOut,
+    LeadPatchIn,
+    PipelineOut,
+    StageOut,
+    StageRef,
+)
+from shvya.db.statements import insert_or_ignore
+from shvya.errors import Conflict, InvalidInput, NotFound
+from shvya.events.service import append_event
+
+EMAIL_CHANNELS = frozenset({Channel.email})
+
+
+class LeadNotFound(NotFound):
+    code = "lead_not_found"
+
+
+class StageNotFound(NotFound):
+    code = "stage_not_found"
+
+
+class InvalidContact(InvalidInput):
+    code = "invalid_contact"
+
+
+class ContactTaken(Conflict):
+    code = "contact_taken"
+
+
+# --- contacts ---------------------------------------------------------------------------------
+
+
+def normalise_phone(raw: str, *, region: str) -> str:
+    """E.164, read in the company's region when the number has no country code."""
+    try:
+        number = phonenumbers.parse(raw, region)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError(f"not a phone number ({exc})") from None
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError(
+            f"not a valid phone number for region {region}; "
+            "write it in international format, e.g. +14155550100"
+        )
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def normalise_email(raw: str) -> str:
+    try:
+        result = validate_email(raw, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"not a valid email address ({exc})") from None
+    return result.normalized.lower()
+
+
+def normalise_contact(channel: Channel, raw: str, *, region: str, field: str) -> str:
+    """The value a contact is stored and matched by: E.164 phone or lower-case email.
+
+    The sandbox channel takes either, so a browser demo can chat as a phone or an email.
+    """
+    try:
+        if channel in EMAIL_CHANNELS or (channel is Channel.sandbox and "@" in raw):
+            return normalise_email(raw)
+        return normalise_phone(raw, region=region)
+    except ValueError as exc:
+        raise InvalidContact(f"{field}: {exc}", extra={"field": field}) from None
+
+
+# --- pipelines and stages ---------------------------------------------------------------------
+
+
+def create_default_pipeline(session: Session, *, company_id: uuid.UUID, now: datetime) -> Pipeline:
+    pipeline = Pipeline(
+        company_id=company_id,
+        name="Sales",
+        is_default=True,
+        created_at=now,
+    )
+    session.add(pipeline)
+    session.flush()
+    for position, name in enumerate(DEFAULT_STAGES):
+        session.add(
+            Stage(
+                company_id=company_id,
+                pipeline_id=pipeline.id,
+                name=name,
+                position=position,
+                ai_config={},
+                created_at=now,
+            )
+        )
+    session.flush()
+    return pipeline
+
+
+def get_entry_stage(session: Session, *, company_id: uuid.UUID, now: datetime) -> Stage:
+    """The first stage of the company's default pipeline, making the pipeline if it has none."""
+    statement = (
+        select(Stage)
+        .join(Pipeline, Pipeline.id == Stage.pipeline_id)
+        .where(Pipeline.company_id == company_id, Pipeline.is_default.is_(True))
+        .order_by(Stage.position)
+        .limit(1)
+    )
+    stage = session.scalars(statement).first()
+    if stage is not None:
+        return stage
+    try:
+        with session.begin_nested():
+            create_default_pipeline(session, company_id=company_id, now=now)
+    except IntegrityError:
+        pass  # another request made it first; use theirs
+    stage = session.scalars(statement).first()
+    assert stage is not None
+    return stage
+
+
+def _parse_uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+def resolve_stage(
+    session: Session, *, company_id: uuid.UUID, ref: str, pipeline_id: uuid.UUID | None
+) -> Stage:
+    """A stage by id (any of the company's pipelines) or by name (in the given pipeline)."""
+    stage_id = _parse_uuid(ref)
+    statement = select(Stage).where(Stage.company_id == company_id)
+    if stage_id is not None:
+        statement = statement.where(Stage.id == stage_id)
+    else:
+        statement = statement.where(func.lower(Stage.name) == ref.strip().lower())
+        if pipeline_id is not None:
+            statement = statement.where(Stage.pipeline_id == pipeline_id)
+        else:
+            statement = statement.join(Pipeline, Pipeline.id == Stage.pipeline_id).where(
+                Pipeline.is_default.is_(True)
+            )
+    stage = session.scalars(statement.limit(1)).first()
+    if stage is None:
+        raise StageNotFound(f"stage {ref!r} not found; GET /pipelines lists the stages")
+    return stage
+
+
+def list_pipelines(session: Session, *, company_id: uuid.UUID) -> list[PipelineOut]:
+    pipelines = session.scalars(
+        select(Pipeline)
+        .where(Pipeline.company_id == company_id)
+        .order_by(Pipeline.is_default.desc(), Pipeline.created_at)
+    ).all()
+    stages = session.scalars(
+        select(Stage)
+        .where(Stage.company_id == company_id)
+        .order_by(Stage.pipeline_id, Stage.position)
+    ).all()
+    by_pipeline: dict[uuid.UUID, list[StageOut]] = {}
+    for stage in stages:
+        by_pipeline.setdefault(stage.pipeline_id, []).append(StageOut.model_validate(stage))
+    return [
+        PipelineOut(id=p.id, name=p.name, is_default=p.is_default, stages=by_pipeline.get(p.id, []))
+        for p in pipelines
+    ]
+
+
+# --- leads ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ContactLead:
+    lead: Lead
+    contact: LeadContact
+    lead_created: bool
+
+
+def find_or_create_lead_for_contact(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    channel: Channel,
+    value: str,
+    name: str | None,
+    actor: str,
+    now: datetime,
+) -> ContactLead:
+    """The lead behind a normalised contact, created in the entry stage if the contact is new."""
+    contact = _find_contact(session, company_id=company_id, channel=channel, value=value)
+    if contact is None:
+        stage = get_entry_stage(session, company_id=company_id, now=now)
+        try:
+            # Two first messages from a new number can race: the contact's unique index
+            # picks the winner and the loser's lead is rolled back with the savepoint.
+            with session.begin_nested():
+                lead = Lead(
+                    company_id=company_id,
+                    pipeline_id=stage.pipeline_id,
+                    stage_id=stage.id,
+                    name=name,
+                    attributes={},
+                    created_at=now,
+                    updated_at=now,
+                )
+                session.add(lead)
+                session.flush()
+                contact = LeadContact(
+                    company_id=company_id,
+                    lead_id=lead.id,
+                    channel=channel.value,
+                    value=value,
+                    created_at=now,
+                )
+                session.add(contact)
+                session.flush()
+        except IntegrityError:
+            contact = _find_contact(session, company_id=company_id, channel=channel, value=value)
+            assert contact is not None
+        else:
+            append_event(
+                session,
+                company_id=company_id,
+                entity_type="lead",
+                entity_id=lead.id,
+                type="LeadCreated",
+                data={
+                    "stage_id": str(stage.id),
+                    "stage": stage.name,
+                    "contact": {"channel": channel.value, "value": value},
+                },
+                actor=actor,
+                now=now,
+            )
+            return ContactLead(lead=lead, contact=contact, lead_created=True)
+    lead = session.get_one(Lead, contact.lead_id)
+    if name and not lead.name:
+        lead.name = name
+    return ContactLead(lead=lead, contact=contact, lead_created=False)
+
+
+def _find_contact(
+    session: Session, *, company_id: uuid.UUID, channel: Channel, value: str
+) -> LeadContact | None:
+    return session.scalars(
+        select(LeadContact).where(
+            LeadContact.company_id == company_id,
+            LeadContact.channel == channel.value,
+            LeadContact.value == value,
+        )
+    ).first()
+
+
+def get_lead(session: Session, *, company_id: uuid.UUID, lead_id: uuid.UUID) -> Lead:
+    lead = session.scalars(
+        select(Lead).where(Lead.id == lead_id, Lead.company_id == company_id)
+    ).first()
+    if lead is None:
+        raise LeadNotFound(f"lead {lead_id} not found")
+    return lead
+
+
+def create_lead(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    data: LeadCreateIn,
+    region: str,
+    actor: str,
+    now: datetime,
+) -> Lead:
+    """A lead without any message: nothing is enqueued.
+
+    A contact that already belongs to a lead is a 409 naming that lead; the caller's unit
+    of work rolls back the half-made lead with it.
+    """
+    if data.stage is None:
+        stage = get_entry_stage(session, company_id=company_id, now=now)
+    else:
+        stage = resolve_stage(session, company_id=company_id, ref=data.stage, pipeline_id=None)
+    contacts = [
+        (
+            contact.channel,
+            normalise_contact(
+                contact.channel, contact.value, region=region, field=f"contacts[{index}].value"
+            ),
+        )
+        for index, contact in enumerate(data.contacts)
+    ]
+    lead = Lead(
+        company_id=company_id,
+        pipeline_id=stage.pipeline_id,
+        stage_id=stage.id,
+        name=data.name,
+        attributes=data.attributes,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(lead)
+    session.flush()
+    for channel, value in dict.fromkeys(contacts):  # the same contact twice is one contact
+        inserted = insert_or_ignore(
+            session,
+            LeadContact.__table__,  # type: ignore[arg-type]
+            {
+                "company_id": company_id,
+                "lead_id": lead.id,
+                "channel": channel.value,
+                "value": value,
+                "created_at": now,
+            },
+            conflict_on=("company_id", "channel", "value"),
+        )
+        if inserted is None:
+            owner = _find_contact(session, company_id=company_id, channel=channel, value=value)
+            assert owner is not None
+            raise ContactTaken(
+                f"{channel.value} contact {value} already belongs to lead {owner.lead_id}",
+                extra={"lead_id": str(owner.lead_id)},
+            )
+    append_event(
+        session,
+        company_id=company_id,
+        entity_type="lead",
+        entity_id=lead.id,
+        type="LeadCreated",
+        data={
+            "stage_id": str(stage.id),
+            "stage": stage.name,
+            "contacts": [{"channel": c.value, "value": v} for c, v in dict.fromkeys(contacts)],
+        },
+        actor=actor,
+        now=now,
+    )
+    return lead
+
+
+def update_lead(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    lead_id: uuid.UUID,
+    patch: LeadPatchIn,
+    actor: str,
+    now: datetime,
+) -> Lead:
+    lead = get_lead(session, company_id=company_id, lead_id=lead_id)
+    sent = patch.model_fields_set
+    changes: dict[str, Any] = {}
+    if "stage" in sent and patch.stage is not None:
+        stage = resolve_stage(
+            session, company_id=company_id, ref=patch.stage, pipeline_id=lead.pipeline_id
+        )
+        if stage.id != lead.stage_id:
+            previous = session.get_one(Stage, lead.stage_id)
+            lead.stage_id = stage.id
+            lead.pipeline_id = stage.pipeline_id
+            append_event(
+                session,
+                company_id=company_id,
+                entity_type="lead",
+                entity_id=lead.id,
+                type="StageChanged",
+                data={
+                    "from": {"id": str(previous.id), "name": previous.name},
+                    "to": {"id": str(stage.id), "name": stage.name},
+                },
+                actor=actor,
+                now=now,
+            )
+    if "name" in sent and patch.name != lead.name:
+        changes["name"] = {"from": lead.name, "to": patch.name}
+        lead.name = patch.name
+    if "priority" in sent and patch.priority is not None and patch.priority != lead.priority:
+        changes["priority"] = {"from": lead.priority, "to": patch.priority}
+        lead.priority = patch.priority
+    if "attributes" in sent and patch.attributes is not None:
+        merged = dict(lead.attributes)
+        for key, value in patch.attributes.items():
+            if value is None:
+                merged.pop(key, None)
+            else:
+                merged[key] = value
+        if merged != lead.attributes:
+            changes["attributes"] = {"set": patch.attributes}
+            lead.attributes = merged
+    if changes:
+        append_event(
+            session,
+            company_id=company_id,
+            entity_type="lead",
+            entity_id=lead.id,
+            type="LeadUpdated",
+            data=changes,
+            actor=actor,
+            now=now,
+        )
+    lead.updated_at = now
+    session.flush()
+    return lead
+
+
+def list_leads(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    stage_ref: str | None,
+    limit: int,
+    offset: int,
+) -> tuple[Sequence[Lead], int]:
+    """Newest first."""
+    where = [Lead.company_id == company_id]
+    if stage_ref is not None:
+        stage = resolve_stage(session, company_id=company_id, ref=stage_ref, pipeline_id=None)
+        where.append(Lead.stage_id == stage.id)
+    total = session.scalar(select(func.count()).select_from(Lead).where(*where)) or 0
+    leads = session.scalars(
+        select(Lead)
+        .where(*where)
+        .order_by(Lead.created_at.desc(), Lead.id.desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return leads, total
+
+
+def present_leads(session: Session, leads: Sequence[Lead]) -> list[LeadOut]:
+    """LeadOut for each lead, with its stage and contacts, in two queries for the whole page."""
+    if not leads:
+        return []
+    lead_ids = [lead.id for lead in leads]
+    stages = {
+        stage.id: stage
+        for stage in session.scalars(
+            select(Stage).where(Stage.id.in_({lead.stage_id for lead in leads}))
+        )
+    }
+    contacts: dict[uuid.UUID, list[ContactOut]] = {}
+    for contact in session.scalars(
+        select(LeadContact)
+        .where(LeadContact.lead_id.in_(lead_ids))
+        .order_by(LeadContact.created_at, LeadContact.id)
+    ):
+        contacts.setdefault(contact.lead_id, []).append(ContactOut.model_validate(contact))
+    return [
+        LeadOut(
+            id=lead.id,
+            name=lead.name,
+            pipeline_id=lead.pipeline_id,
+            stage=StageRef(id=lead.stage_id, name=stages[lead.stage_id].name),
+            attributes=lead.attributes,
+            priority=lead.priority,
+            ai_paused=lead.ai_paused,
+            contacts=contacts.get(lead.id, []),
+            created_at=lead.created_at,
+            updated_at=lead.updated_at,
+            last_inbound_at=lead.last_inbound_at,
+        )
+        for lead in leads
+    ]

@@ -1,0 +1,45 @@
+"""Alembic environment: the only way SHVYA's schema is made, on SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import Connection
+
+from shvya.config import load_settings
+from shvya.db.engine import make_engine
+from shvya.db.models import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def _configure_and_run(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        # SQLite cannot ALTER most things: batch mode rebuilds the table instead.
+        render_as_batch=True,
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        _configure_and_run(connection)
+        return
+    database_url = config.attributes.get("database_url") or load_settings().database_url
+    engine = make_engine(database_url, pool_size=1)
+    try:
+        with engine.connect() as conn:
+            _configure_and_run(conn)
+            conn.commit()
+    finally:
+        engine.dispose()
+
+
+if context.is_offline_mode():
+    raise SystemExit("SHVYA runs migrations against a live database only (no --sql mode).")
+run_migrations_online()

@@ -1,0 +1,33 @@
+"""Every model, imported once so that Alembic and the tests see one complete metadata."""
+
+from shvya.ai.models import AIKBDoc, AIModel
+from shvya.conversations.models import AISession, Message
+from shvya.crm.models import Lead, LeadContact, Pipeline, Stage
+from shvya.db.base import Base
+from shvya.events.models import Event
+from shvya.jobs.models import Job
+from shvya.reports.models import ReportCache
+from shvya.sequences.models import Sequence, SequenceStep, Template
+from shvya.tenancy.models import ApiKey, ChannelAccount, Company, User
+
+__all__ = [
+    "AIKBDoc",
+    "AIModel",
+    "AISession",
+    "ApiKey",
+    "Base",
+    "ChannelAccount",
+    "Company",
+    "Event",
+    "Job",
+    "Lead",
+    "LeadContact",
+    "Message",
+    "Pipeline",
+    "ReportCache",
+    "Sequence",
+    "SequenceStep",
+    "Stage",
+    "Template",
+    "User",
+]

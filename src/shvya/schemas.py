@@ -1,0 +1,115 @@
+"""Validated types shared by every domain's request schemas.
+
+Whatever passes these is safe to store on both databases: PostgreSQL refuses NUL characters
+and lone surrogates, and JSONB refuses NaN and Infinity, each as a 500 if they got that far.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+MAX_JSON_DEPTH = 8
+MAX_JSON_ITEMS = 1000
+
+
+def check_storable_text(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain NUL (\\u0000) characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (lone surrogate such as \\ud800 found)") from None
+    return value
+
+
+def _check_json_value(value: Any, depth: int, counter: list[int]) -> None:
+    counter[0] += 1
+    if counter[0] > MAX_JSON_ITEMS:
+        raise ValueError(f"must hold at most {MAX_JSON_ITEMS} values in all")
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"must not be nested more than {MAX_JSON_DEPTH} levels deep")
+    if isinstance(value, str):
+        check_storable_text(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("numbers must be finite (no NaN or Infinity)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_storable_text(key)
+            _check_json_value(item, depth + 1, counter)
+    elif isinstance(value, list):
+        for item in value:
+            _check_json_value(item, depth + 1, counter)
+
+
+def check_json_object(value: dict[str, Any]) -> dict[str, Any]:
+    _check_json_value(value, 1, [0])
+    return value
+
+
+SafeStr = Annotated[str, AfterValidator(check_storable_text)]
+JsonObject = Annotated[dict[str, Any], AfterValidator(check_json_object)]
+
+
+class StrictInput(BaseModel):
+    """Request bodies: unknown fields are an error, so a typo or a protected field never
+    silently does nothing (mass assignment, OWASP API3)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class Page(BaseModel):
+    total: int
+    limit: int
+    offset: int
+
+
+PAGE_LIMIT_DEFAULT = 50
+PAGE_LIMIT_MAX = 200
+# Above this a limit is not a request for "as many as you have", it is a mistake: 422.
+PAGE_LIMIT_ABSURD = 10_000
+PAGE_OFFSET_MAX = 1_000_000
+
+LimitQuery = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=PAGE_LIMIT_ABSURD,
+        description=f"Page size; values above {PAGE_LIMIT_MAX} are clamped to {PAGE_LIMIT_MAX}.",
+    ),
+]
+OffsetQuery = Annotated[int, Field(ge=0, le=PAGE_OFFSET_MAX)]
+
+
+def clamp_limit(limit: int) -> int:
+    return min(limit, PAGE_LIMIT_MAX)
+
+
+class ErrorOut(BaseModel):
+    """Every error: a stable code to branch on and a message that says what to fix."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str
+    detail: str
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    descriptions = {
+        400: "Malformed request",
+        401: "Missing, unknown or revoked API key",
+        403: "The key's role may not do this",
+        404: "Not found (also another company's resource)",
+        409: "Conflict with an existing resource",
+        413: "Request body over the size limit",
+        422: "Invalid input: the detail names the field",
+        429: "Too many failed authentications from this address",
+        503: "The database is unreachable",
+    }
+    return {status: {"model": ErrorOut, "description": descriptions[status]} for status in statuses}
+
+
+AUTH_ERRORS = (400, 401, 413, 422, 429, 503)

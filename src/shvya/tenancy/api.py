@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter
+
+from shvya.db.session import DbSession
+from shvya.deps import ClockDep
+from shvya.schemas import AUTH_ERRORS, error_responses
+from shvya.tenancy import service
+from shvya.tenancy.auth import AdminKey, CurrentKey
+from shvya.tenancy.schemas import ApiKeyCreatedOut, ApiKeyCreateIn, ApiKeyOut, MeOut
+
+router = APIRouter(tags=["tenancy"], responses=error_responses(*AUTH_ERRORS))
+
+
+@router.get("/me", summary="The calling key: its company and role")
+def get_me(key: CurrentKey) -> MeOut:
+    return MeOut(
+        company_id=key.company.id,
+        company_name=key.company.name,
+        timezone=key.company.timezone,
+        key_id=key.key_id,
+        role=key.role.value,
+    )
+
+
+@router.get(
+    "/api-keys", summary="List the company's API keys (admin)", responses=error_responses(403)
+)
+def list_api_keys(session: DbSession, key: AdminKey) -> list[ApiKeyOut]:
+    keys = service.list_api_keys(session, company_id=key.company.id)
+    return [ApiKeyOut.model_validate(k) for k in keys]
+
+
+@router.post(
+    "/api-keys",
+    status_code=201,
+    summary="Create an API key (admin); the key is shown only in this response",
+    responses=error_responses(403),
+)
+def create_api_key(
+    body: ApiKeyCreateIn, session: DbSession, key: AdminKey, clock: ClockDep
+) -> ApiKeyCreatedOut:
+    row, raw_key = service.create_api_key(
+        session,
+        company_id=key.company.id,
+        role=body.role,
+        name=body.name,
+        actor=key.actor,
+        now=clock.now(),
+    )
+    return ApiKeyCreatedOut(**ApiKeyOut.model_validate(row).model_dump(), key=raw_key)
+
+
+@router.delete(
+    "/api-keys/{key_id}",
+    summary="Revoke an API key (admin); it stops working at once",
+    responses=error_responses(403, 404),
+)
+def revoke_api_key(
+    key_id: uuid.UUID, session: DbSession, key: AdminKey, clock: ClockDep
+) -> ApiKeyOut:
+    row = service.find_api_key(session, company_id=key.company.id, ref=str(key_id))
+    service.revoke_api_key(session, key=row, actor=key.actor, now=clock.now())
+    return ApiKeyOut.model_validate(row)

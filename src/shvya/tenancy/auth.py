@@ -1,0 +1,114 @@
+"""Who is calling: the API key in `Authorization: Bearer`, its company and role.
+
+Keys are read from the header only, never from the query string (URLs end up in logs).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from shvya.clock import Clock
+from shvya.db.session import DbSession
+from shvya.deps import SettingsDep
+from shvya.errors import Forbidden, TooManyRequests, Unauthorized
+from shvya.tenancy.models import Company, Role
+from shvya.tenancy.service import AuthenticatedKey, authenticate_api_key
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: `shvya apikey create`.")
+
+
+class AuthFailureLimiter:
+    """Failed authentications per client address in a sliding minute.
+
+    In memory, per server process: it slows down key guessing against one process; run a
+    proxy limit in front of several.
+    """
+
+    window_seconds = 60.0
+
+    def __init__(self, max_failures: int) -> None:
+        self.max_failures = max_failures
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, address: str, now: float) -> deque[float]:
+        failures = self._failures.setdefault(address, deque())
+        while failures and now - failures[0] > self.window_seconds:
+            failures.popleft()
+        return failures
+
+    def retry_after_seconds(self, address: str) -> int | None:
+        now = time.monotonic()
+        with self._lock:
+            failures = self._recent(address, now)
+            if len(failures) < self.max_failures:
+                return None
+            return max(1, int(self.window_seconds - (now - failures[0])) + 1)
+
+    def record_failure(self, address: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._recent(address, now).append(now)
+            if len(self._failures) > 100_000:  # bounded memory under a spray of addresses
+                self._failures.clear()
+
+
+def _client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def get_current_key(
+    request: Request,
+    session: DbSession,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> AuthenticatedKey:
+    limiter: AuthFailureLimiter = request.app.state.auth_limiter
+    clock: Clock = request.app.state.clock
+    address = _client_address(request)
+    retry_after = limiter.retry_after_seconds(address)
+    if retry_after is not None:
+        raise TooManyRequests(
+            "too many failed authentications from this address; wait and retry",
+            extra={"retry_after_seconds": retry_after},
+        )
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        limiter.record_failure(address)
+        raise Unauthorized("send your API key as `Authorization: Bearer <key>`")
+    key = authenticate_api_key(session, raw_key=credentials.credentials.strip(), now=clock.now())
+    if key is None:
+        limiter.record_failure(address)
+        raise Unauthorized("the API key is unknown or revoked")
+    return key
+
+
+CurrentKey = Annotated[AuthenticatedKey, Depends(get_current_key)]
+
+
+def get_current_company(key: CurrentKey) -> Company:
+    return key.company
+
+
+CurrentCompany = Annotated[Company, Depends(get_current_company)]
+
+
+def require_admin(key: CurrentKey) -> AuthenticatedKey:
+    if key.role is not Role.admin:
+        raise Forbidden(f"this needs an admin key; yours is {key.role.value}")
+    return key
+
+
+AdminKey = Annotated[AuthenticatedKey, Depends(require_admin)]
+
+
+def get_phone_region(key: CurrentKey, settings: SettingsDep) -> str:
+    """The region national-format phone numbers are read in: the company's, else the default."""
+    return key.company.phone_region or settings.default_phone_region
+
+
+PhoneRegion = Annotated[str, Depends(get_phone_region)]

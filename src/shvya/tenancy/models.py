@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from shvya.db.base import Base, IdMixin, utcnow
+
+
+class Role(StrEnum):
+    admin = "admin"
+    agent = "agent"
+    supervisor = "supervisor"
+
+
+class Company(IdMixin, Base):
+    __tablename__ = "companies"
+
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    plan: Mapped[str] = mapped_column(String(32), default="free")
+    # ISO 3166 region used to read national-format phone numbers ("9876543210" in IN).
+    phone_region: Mapped[str | None] = mapped_column(String(2))
+    # What the AI may say about the company: what it sells, hours, contact.
+    company_card: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class User(IdMixin, Base):
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("company_id", "email"),)
+
+    company_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    role: Mapped[str] = mapped_column(String(16), default=Role.agent.value)
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    is_active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(IdMixin, Base):
+    """A bearer key. Only a SHA-256 of the key is kept; the key itself is shown once."""
+
+    __tablename__ = "api_keys"
+
+    company_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("companies.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(200), default="")
+    role: Mapped[str] = mapped_column(String(16))
+    # The non-secret part of the key, used to find the row without scanning hashes.
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class ChannelAccount(IdMixin, Base):
+    """A company's connected number or mailbox; inbound webhooks are routed by it."""
+
+    __tablename__ = "channel_accounts"
+    __table_args__ = (
+        # A provider id (Meta phone_number_id, a mailbox) belongs to exactly one company.
+        UniqueConstraint("channel", "external_id"),
+        Index(None, "company_id", "channel"),
+    )
+
+    company_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    external_id: Mapped[str] = mapped_column(String(255))
+    # Tokens and passwords, encrypted with SHVYA_SECRET_KEY; never returned by the API.
+    credentials_encrypted: Mapped[str | None] = mapped_column(Text)
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    is_active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,243 @@
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import available_timezones
+
+import phonenumbers
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from shvya.crm import service as crm
+from shvya.errors import Conflict, InvalidInput, NotFound
+from shvya.events.service import append_event
+from shvya.tenancy.models import ApiKey, Company, Role
+
+DEFAULT_COMPANY_NAME = "Default"
+KEY_PREFIX = "shvya"
+# last_used_at is for humans auditing keys; writing it on every request would turn each
+# read into a write.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+class CompanyNotFound(NotFound):
+    code = "company_not_found"
+
+
+class CompanyExists(Conflict):
+    code = "company_exists"
+
+
+class ApiKeyNotFound(NotFound):
+    code = "api_key_not_found"
+
+
+@dataclass(frozen=True)
+class AuthenticatedKey:
+    key_id: uuid.UUID
+    role: Role
+    company: Company
+
+    @property
+    def actor(self) -> str:
+        return f"api_key:{self.key_id}"
+
+
+# --- companies --------------------------------------------------------------------------------
+
+
+def check_timezone(name: str) -> str:
+    if name not in available_timezones():
+        raise InvalidInput(
+            f"timezone: {name!r} is not an IANA time zone name (e.g. Asia/Kolkata, UTC)",
+            extra={"field": "timezone"},
+        )
+    return name
+
+
+def check_phone_region(region: str) -> str:
+    region = region.upper()
+    if region not in phonenumbers.SUPPORTED_REGIONS:
+        raise InvalidInput(
+            f"phone region: {region!r} is not an ISO 3166 region code (e.g. US, IN, GB)",
+            extra={"field": "phone_region"},
+        )
+    return region
+
+
+def create_company(
+    session: Session,
+    *,
+    name: str,
+    timezone: str = "UTC",
+    phone_region: str | None = None,
+    now: datetime,
+) -> Company:
+    """A company with its default pipeline (New, Qualified, Nurture, Converted, Lost)."""
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise InvalidInput("company name must be 1 to 200 characters")
+    if find_company(session, name=name) is not None:
+        raise CompanyExists(f"a company named {name!r} already exists")
+    company = Company(
+        name=name,
+        timezone=check_timezone(timezone),
+        phone_region=check_phone_region(phone_region) if phone_region else None,
+        company_card={},
+        settings={},
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(company)
+    session.flush()
+    crm.create_default_pipeline(session, company_id=company.id, now=now)
+    append_event(
+        session,
+        company_id=company.id,
+        entity_type="company",
+        entity_id=company.id,
+        type="CompanyCreated",
+        data={"name": name, "timezone": company.timezone},
+        now=now,
+    )
+    return company
+
+
+def find_company(session: Session, *, name: str) -> Company | None:
+    return session.scalars(
+        select(Company).where(func.lower(Company.name) == name.strip().lower())
+    ).first()
+
+
+def get_company_by_name(session: Session, *, name: str) -> Company:
+    company = find_company(session, name=name)
+    if company is None:
+        raise CompanyNotFound(f"no company named {name!r}; `shvya company list` shows them")
+    return company
+
+
+def list_companies(session: Session) -> Sequence[Company]:
+    return session.scalars(select(Company).order_by(Company.created_at)).all()
+
+
+# --- API keys ---------------------------------------------------------------------------------
+
+
+def _hash_key(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def create_api_key(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    role: Role,
+    name: str = "",
+    actor: str = "system",
+    now: datetime,
+) -> tuple[ApiKey, str]:
+    """Returns the row and the key itself, which is never stored and cannot be shown again."""
+    prefix = f"{KEY_PREFIX}_{secrets.token_hex(6)}"
+    raw_key = f"{prefix}_{secrets.token_hex(24)}"
+    key = ApiKey(
+        company_id=company_id,
+        name=name,
+        role=role.value,
+        prefix=prefix,
+        key_hash=_hash_key(raw_key),
+        created_at=now,
+    )
+    session.add(key)
+    session.flush()
+    append_event(
+        session,
+        company_id=company_id,
+        entity_type="api_key",
+        entity_id=key.id,
+        type="ApiKeyCreated",
+        data={"prefix": prefix, "role": role.value, "name": name},
+        actor=actor,
+        now=now,
+    )
+    return key, raw_key
+
+
+def authenticate_api_key(
+    session: Session, *, raw_key: str, now: datetime
+) -> AuthenticatedKey | None:
+    """The key's company and role, or None for anything not a live key (one query)."""
+    parts = raw_key.split("_")
+    if len(parts) != 3 or parts[0] != KEY_PREFIX or len(raw_key) > 100:
+        return None
+    row = session.execute(
+        select(ApiKey, Company)
+        .join(Company, Company.id == ApiKey.company_id)
+        .where(ApiKey.prefix == f"{parts[0]}_{parts[1]}")
+    ).first()
+    if row is None:
+        return None
+    key, company = row
+    if not hmac.compare_digest(key.key_hash, _hash_key(raw_key)) or key.revoked_at is not None:
+        return None
+    if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+        key.last_used_at = now
+    return AuthenticatedKey(key_id=key.id, role=Role(key.role), company=company)
+
+
+def list_api_keys(session: Session, *, company_id: uuid.UUID) -> Sequence[ApiKey]:
+    return session.scalars(
+        select(ApiKey).where(ApiKey.company_id == company_id).order_by(ApiKey.created_at)
+    ).all()
+
+
+def find_api_key(session: Session, *, company_id: uuid.UUID | None, ref: str) -> ApiKey:
+    """A key by id or by prefix; limited to one company unless company_id is None (CLI)."""
+    statement = select(ApiKey)
+    try:
+        statement = statement.where(ApiKey.id == uuid.UUID(ref))
+    except ValueError:
+        statement = statement.where(ApiKey.prefix == ref)
+    if company_id is not None:
+        statement = statement.where(ApiKey.company_id == company_id)
+    key = session.scalars(statement).first()
+    if key is None:
+        raise ApiKeyNotFound(f"API key {ref!r} not found")
+    return key
+
+
+def revoke_api_key(session: Session, *, key: ApiKey, actor: str, now: datetime) -> ApiKey:
+    if key.revoked_at is None:
+        key.revoked_at = now
+        append_event(
+            session,
+            company_id=key.company_id,
+            entity_type="api_key",
+            entity_id=key.id,
+            type="ApiKeyRevoked",
+            data={"prefix": key.prefix},
+            actor=actor,
+            now=now,
+        )
+    return key
+
+
+# --- first start ------------------------------------------------------------------------------
+
+
+def bootstrap_default_company(session: Session, *, now: datetime) -> tuple[Company, str] | None:
+    """On an empty installation: the Default company, its pipeline and an admin key.
+
+    Returns the company and the key to print once, or None when any company exists.
+    """
+    if session.scalar(select(func.count()).select_from(Company)):
+        return None
+    company = create_company(session, name=DEFAULT_COMPANY_NAME, now=now)
+    _, raw_key = create_api_key(
+        session, company_id=company.id, role=Role.admin, name="first admin key", now=now
+    )
+    return company, raw_key
