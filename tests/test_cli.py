@@ -1,0 +1,207 @@
+"""The `shvya` command as a user runs it: a real process, DATABASE_URL in its environment."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from fastapi.testclient import TestClient
+
+from shvya.app import create_app
+from shvya.config import Settings
+
+KEY_PATTERN = re.compile(r"^shvya_[0-9a-f]{12}_[0-9a-f]{48}$")
+
+
+def shvya(*args: str, database_url: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shvya", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "DATABASE_URL": database_url, **env},
+        check=False,
+    )
+
+
+def test_every_command_has_help() -> None:
+    commands = [
+        [],
+        ["serve"],
+        ["migrate"],
+        ["version"],
+        ["company"],
+        ["company", "create"],
+        ["company", "list"],
+        ["apikey"],
+        ["apikey", "create"],
+        ["apikey", "list"],
+        ["apikey", "revoke"],
+    ]
+    for command in commands:
+        result = shvya(*command, "--help", database_url="sqlite:///unused.db")
+        assert result.returncode == 0, (command, result.stderr)
+        assert "Usage" in result.stdout
+
+
+def test_company_and_key_lifecycle(database_url: str) -> None:
+    migrated = shvya("migrate", database_url=database_url)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "up to date" in migrated.stdout
+
+    created = shvya(
+        "company",
+        "create",
+        "Acme Motors",
+        "--timezone",
+        "Asia/Kolkata",
+        "--phone-region",
+        "in",
+        database_url=database_url,
+    )
+    assert created.returncode == 0, created.stderr
+    assert "Acme Motors" in created.stdout
+    duplicate = shvya("company", "create", "acme motors", database_url=database_url)
+    assert duplicate.returncode == 1
+    assert "already exists" in duplicate.stderr
+    bad_zone = shvya(
+        "company", "create", "Other", "--timezone", "Mars/Base", database_url=database_url
+    )
+    assert bad_zone.returncode == 1
+    assert "IANA" in bad_zone.stderr
+
+    key_run = shvya(
+        "apikey", "create", "--company", "Acme Motors", "--role", "agent", database_url=database_url
+    )
+    assert key_run.returncode == 0, key_run.stderr
+    raw_key = key_run.stdout.strip().splitlines()[-1]
+    assert KEY_PATTERN.match(raw_key)
+
+    app = create_app(Settings(database_url=database_url))
+    with TestClient(app) as client:
+        headers = {"Authorization": f"Bearer {raw_key}"}
+        me = client.get("/me", headers=headers)
+        assert me.status_code == 200
+        assert me.json()["company_name"] == "Acme Motors"
+        assert me.json()["role"] == "agent"
+        # the company's region reads national numbers
+        inbound = client.post(
+            "/inbound-message",
+            json={"channel": "wa_cloud", "from": "9876543210", "text": "hello"},
+            headers=headers,
+        )
+        assert inbound.status_code == 201, inbound.text
+
+        listed = shvya("apikey", "list", "--company", "Acme Motors", database_url=database_url)
+        assert listed.returncode == 0
+        assert raw_key not in listed.stdout
+        prefix = raw_key.rsplit("_", 1)[0]
+        assert prefix in listed.stdout
+
+        revoked = shvya("apikey", "revoke", prefix, database_url=database_url)
+        assert revoked.returncode == 0, revoked.stderr
+        assert client.get("/me", headers=headers).status_code == 401
+        again = shvya("apikey", "revoke", prefix, database_url=database_url)
+        assert again.returncode == 1
+        assert "already revoked" in again.stderr
+
+
+def test_errors_are_messages_with_nonzero_exit(tmp_path: Path) -> None:
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    unmigrated = shvya(
+        "apikey", "create", "--company", "Default", "--role", "admin", database_url=fresh
+    )
+    assert unmigrated.returncode == 1
+    assert "run `shvya migrate` first" in unmigrated.stderr
+    assert "Traceback" not in unmigrated.stderr
+
+    shvya("migrate", database_url=fresh)
+    no_company = shvya(
+        "apikey", "create", "--company", "Nope", "--role", "admin", database_url=fresh
+    )
+    assert no_company.returncode == 1
+    assert "no company named 'Nope'" in no_company.stderr
+    bad_role = shvya("apikey", "create", "--company", "Nope", "--role", "owner", database_url=fresh)
+    assert bad_role.returncode == 2
+    assert "owner" in bad_role.stderr
+
+    unreachable = shvya("migrate", database_url="postgresql://postgres@127.0.0.1:9/nowhere")
+    assert unreachable.returncode == 1
+    assert "cannot reach the database" in unreachable.stderr
+    assert "Traceback" not in unreachable.stderr
+
+    bad_config = shvya("serve", database_url=fresh, SHVYA_ENV="production")
+    assert bad_config.returncode == 1
+    assert "SHVYA_SECRET_KEY" in bad_config.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(
+    database_url: str, *args: str, **env: str
+) -> tuple[subprocess.Popen[str], list[str]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shvya", "serve", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "DATABASE_URL": database_url, **env},
+    )
+    lines: list[str] = []
+    assert process.stdout is not None
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if "Uvicorn running on" in line or "Application startup complete" in line:
+            return process, lines
+    process.kill()
+    raise AssertionError("server did not start:\n" + "\n".join(lines))
+
+
+def stop(process: subprocess.Popen[str]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def test_first_start_creates_default_company_and_prints_admin_key_once(tmp_path: Path) -> None:
+    database_url = f"sqlite:///{tmp_path / 'data' / 'shvya.db'}"
+    assert shvya("migrate", database_url=database_url).returncode == 0
+    port = free_port()
+    process, lines = start_server(database_url, "--port", str(port))
+    try:
+        keys = [line.strip() for line in lines if KEY_PATTERN.match(line.strip())]
+        assert len(keys) == 1, lines
+        base = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{base}/health").json() == {"status": "ok", "database": "ok"}
+        assert "swagger" in httpx.get(f"{base}/docs").text.lower()
+        headers = {"Authorization": f"Bearer {keys[0]}"}
+        me = httpx.get(f"{base}/me", headers=headers).json()
+        assert (me["company_name"], me["role"]) == ("Default", "admin")
+        stages = httpx.get(f"{base}/pipelines", headers=headers).json()[0]["stages"]
+        assert [s["name"] for s in stages] == ["New", "Qualified", "Nurture", "Converted", "Lost"]
+    finally:
+        stop(process)
+
+    port = free_port()
+    process, lines = start_server(database_url, SHVYA_PORT=str(port), SHVYA_HOST="127.0.0.1")
+    try:
+        assert not [line for line in lines if KEY_PATTERN.match(line.strip())]
+        assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
+    finally:
+        stop(process)
