@@ -26,15 +26,34 @@ class LeadCreateIn(StrictInput):
     attributes: JsonObject = Field(default_factory=dict)
 
 
+def _leave_out_or_set(schema: dict[str, Any]) -> None:
+    """Publish a field that may be left out but not sent as null without its null variant,
+    so the schema says what the validator accepts."""
+    variants = [variant for variant in schema.pop("anyOf", []) if variant != {"type": "null"}]
+    if len(variants) == 1:
+        schema.update(variants[0])
+    elif variants:
+        schema["anyOf"] = variants
+    schema.pop("default", None)
+
+
 class LeadPatchIn(StrictInput):
     """Only these fields can change; ids, the company and timestamps never can."""
 
-    stage: SafeStr | None = Field(default=None, max_length=100, description="Stage id or name.")
+    stage: SafeStr | None = Field(
+        default=None,
+        max_length=100,
+        description="Stage id or name.",
+        json_schema_extra=_leave_out_or_set,
+    )
     name: SafeStr | None = Field(default=None, max_length=200, description="null clears it.")
-    priority: int | None = Field(default=None, ge=-1000, le=1000)
+    priority: int | None = Field(
+        default=None, ge=-1000, le=1000, json_schema_extra=_leave_out_or_set
+    )
     attributes: JsonObject | None = Field(
         default=None,
         description="Merged into the lead's attributes; a key set to null is removed.",
+        json_schema_extra=_leave_out_or_set,
     )
 
     @model_validator(mode="before")
