@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -12,17 +14,20 @@ from pydantic import BaseModel
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shvya import __version__
 from shvya.clock import Clock, SystemClock
-from shvya.config import Settings, load_settings
+from shvya.config import Environment, JobEngineName, Settings, load_settings
 from shvya.conversations.api import router as conversations_router
 from shvya.crm.api import router as crm_router
 from shvya.db.engine import make_engine, make_session_factory
 from shvya.errors import ShvyaError
 from shvya.events.api import router as events_router
+from shvya.jobs.api import router as jobs_router
+from shvya.jobs.engines import JobEngine
 from shvya.tenancy.api import router as tenancy_router
 from shvya.tenancy.auth import AuthFailureLimiter
 
@@ -121,9 +126,11 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, str]]:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ShvyaError)
     async def _shvya_error(_request: Request, exc: ShvyaError) -> JSONResponse:
-        headers = None
+        headers: dict[str, str] = {}
         if "retry_after_seconds" in exc.extra:
-            headers = {"Retry-After": str(exc.extra["retry_after_seconds"])}
+            headers["Retry-After"] = str(exc.extra["retry_after_seconds"])
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
         return JSONResponse(exc.to_body(), status_code=exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
@@ -170,16 +177,55 @@ class HealthOut(BaseModel):
     database: str
 
 
+def build_job_engine(settings: Settings, engine: Engine, clock: Clock) -> JobEngine | None:
+    """What `shvya serve` does with the jobs its requests enqueue: run them in worker threads
+    of this process (embedded), publish them to Celery, or leave them to `shvya worker`."""
+    if settings.job_engine is JobEngineName.celery:
+        from shvya.jobs.engines.celery_engine import CeleryPublisher
+
+        return CeleryPublisher(settings, engine)
+    if not settings.serve_worker:
+        return None
+    from shvya.jobs.engines.embedded import EmbeddedWorker
+    from shvya.jobs.registry import load_handlers
+
+    return EmbeddedWorker(
+        engine, handlers=load_handlers(settings.job_handlers), clock=clock, settings=settings
+    )
+
+
 def app_from_environment() -> FastAPI:
     """The factory uvicorn calls in each worker process (`shvya serve --workers N`)."""
-    return create_app(load_settings())
+    settings = load_settings()
+    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    clock = SystemClock()
+    return create_app(
+        settings, engine=engine, clock=clock, job_engine=build_job_engine(settings, engine, clock)
+    )
 
 
 def create_app(
-    settings: Settings, *, engine: Engine | None = None, clock: Clock | None = None
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    clock: Clock | None = None,
+    job_engine: JobEngine | None = None,
 ) -> FastAPI:
+    """The app. `job_engine` hears about jobs after each commit and is started and stopped
+    with the app; without one, jobs wait in the table for `shvya worker`."""
     engine = engine or make_engine(settings.database_url, pool_size=settings.db_pool_size)
     docs = settings.docs_enabled
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if job_engine is not None:
+            job_engine.start()
+        try:
+            yield
+        finally:
+            if job_engine is not None:
+                await run_in_threadpool(job_engine.stop)
+
     app = FastAPI(
         title="SHVYA",
         version=__version__,
@@ -187,10 +233,12 @@ def create_app(
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
         openapi_url="/openapi.json" if docs else None,
+        lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.engine = engine
-    app.state.session_factory = make_session_factory(engine)
+    app.state.job_engine = job_engine
+    app.state.session_factory = make_session_factory(engine, notifier=job_engine)
     app.state.clock = clock or SystemClock()
     app.state.auth_limiter = AuthFailureLimiter(settings.auth_failures_per_minute)
     _install_error_handlers(app)
@@ -207,16 +255,20 @@ def create_app(
             with engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except Exception as exc:  # any failure to reach the database is the answer
-            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-            return JSONResponse(
-                {"status": "error", "database": f"unreachable: {type(exc).__name__}: {reason}"},
-                status_code=503,
-            )
+            logger.warning("health.db_unreachable", extra={"error": type(exc).__name__})
+            database = "unreachable"
+            if settings.env is not Environment.production:
+                # Helps on a development machine; in production it would tell anyone, with no
+                # key, the database's host, port, name and user.
+                reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+                database = f"unreachable: {type(exc).__name__}: {reason}"
+            return JSONResponse({"status": "error", "database": database}, status_code=503)
         return JSONResponse({"status": "ok", "database": "ok"})
 
     app.include_router(conversations_router)
     app.include_router(crm_router)
     app.include_router(events_router)
+    app.include_router(jobs_router)
     app.include_router(tenancy_router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

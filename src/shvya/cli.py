@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, NoReturn, TypeVar
@@ -16,10 +17,11 @@ from sqlalchemy.orm import Session
 
 from shvya import __version__
 from shvya.clock import SystemClock
-from shvya.config import Settings, load_settings
+from shvya.config import JobEngineName, Settings, load_settings
 from shvya.db.engine import make_engine, make_session_factory
 from shvya.db.migrate import current_revision, head_revision, upgrade_database
 from shvya.errors import ShvyaError
+from shvya.jobs import service as jobs
 from shvya.tenancy import service as tenancy
 from shvya.tenancy.models import Role
 
@@ -30,8 +32,12 @@ app = typer.Typer(
 )
 company_app = typer.Typer(help="Manage companies (tenants).", no_args_is_help=True)
 apikey_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+queue_app = typer.Typer(help="Look at the job queue.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Dead-lettered jobs: list and replay.", no_args_is_help=True)
 app.add_typer(company_app, name="company")
 app.add_typer(apikey_app, name="apikey")
+app.add_typer(queue_app, name="queue")
+app.add_typer(dlq_app, name="dlq")
 
 T = TypeVar("T")
 
@@ -265,6 +271,167 @@ def apikey_revoke(
     with _database(settings) as engine:
         prefix = _in_transaction(engine, work)
     typer.echo(f"revoked key {prefix}")
+
+
+@app.command()
+def worker(
+    engine_name: Annotated[
+        JobEngineName | None,
+        typer.Option("--engine", help="embedded threads or Celery [env: SHVYA_JOB_ENGINE]"),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(min=0, max=64, help="Threads for any job [env: SHVYA_WORKER_THREADS]"),
+    ] = None,
+    p1_threads: Annotated[
+        int | None,
+        typer.Option(min=1, max=64, help="Threads only for P1 jobs [env: SHVYA_WORKER_P1_THREADS]"),
+    ] = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="Run the due jobs, then exit (embedded only).")
+    ] = False,
+) -> None:
+    """Run queued jobs until SIGTERM (`shvya serve` already runs embedded workers)."""
+    import signal
+    import threading
+
+    settings = _settings()
+    chosen = engine_name or settings.job_engine
+    general = settings.worker_threads if threads is None else threads
+    p1_only = settings.worker_p1_threads if p1_threads is None else p1_threads
+    if chosen is JobEngineName.celery:
+        if once:
+            fail("--once works with the embedded engine only")
+        from shvya.jobs.engines.celery_engine import run_celery_workers
+
+        with _database(settings) as engine:
+            _require_migrated(engine)
+        try:
+            code = run_celery_workers(settings, threads=general, p1_threads=p1_only)
+        except RuntimeError as exc:
+            fail(str(exc))
+        raise typer.Exit(code)
+
+    from shvya.jobs.engines.embedded import EmbeddedWorker
+    from shvya.jobs.registry import load_handlers
+
+    with _database(settings) as engine:
+        _require_migrated(engine)
+        runner = EmbeddedWorker(
+            engine,
+            handlers=load_handlers(settings.job_handlers),
+            clock=SystemClock(),
+            settings=settings,
+            threads=general,
+            p1_threads=p1_only,
+        )
+        if once:
+            typer.echo(f"ran {runner.run_until_idle()} jobs")
+            return
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        runner.start()
+        typer.echo(
+            f"worker {runner.name}: {p1_only} P1 thread(s), {general} thread(s) for any job; "
+            "SIGTERM or Ctrl-C stops it",
+            err=True,
+        )
+        stop.wait()
+        typer.echo(
+            f"stopping: finishing running jobs (up to {settings.shutdown_grace_seconds:g} s)",
+            err=True,
+        )
+        runner.stop()
+
+
+def _company_id(session: Session, company: str | None) -> uuid.UUID | None:
+    return None if company is None else tenancy.get_company_by_name(session, name=company).id
+
+
+@queue_app.command("stats")
+def queue_stats_command(
+    company: Annotated[str | None, typer.Option(help="One company (default: all).")] = None,
+) -> None:
+    """Jobs by status and type, and each lane's oldest due job and wait times."""
+    settings = _settings()
+
+    def work(session: Session) -> list[str]:
+        stats = jobs.queue_stats(
+            session, company_id=_company_id(session, company), now=SystemClock().now()
+        )
+        lines = ["status: " + ", ".join(f"{k} {v}" for k, v in stats.by_status.items())]
+        for job_type, counts in sorted(stats.by_type.items()):
+            lines.append(f"  {job_type:<18} " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        for lane, lane_stats in stats.lanes.items():
+            oldest = lane_stats.oldest_due_age_seconds
+            lines.append(
+                f"{lane}: {lane_stats.queued_due} due"
+                + (f", oldest {oldest:.1f} s" if oldest is not None else "")
+                + (
+                    f", wait p50 {lane_stats.wait_p50_ms:.0f} ms"
+                    f" p99 {lane_stats.wait_p99_ms:.0f} ms"
+                    f" over {lane_stats.started_last_hour} starts in the last hour"
+                    if lane_stats.wait_p50_ms is not None and lane_stats.wait_p99_ms is not None
+                    else ""
+                )
+            )
+        return lines
+
+    with _database(settings) as engine:
+        for line in _in_transaction(engine, work):
+            typer.echo(line)
+
+
+@dlq_app.command("list")
+def dlq_list(
+    company: Annotated[str | None, typer.Option(help="One company (default: all).")] = None,
+    job_type: Annotated[str | None, typer.Option("--type", help="One job type.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+) -> None:
+    """Dead-lettered jobs with their last error."""
+    settings = _settings()
+
+    def work(session: Session) -> list[str]:
+        rows, total = jobs.list_dead_jobs(
+            session,
+            company_id=_company_id(session, company),
+            job_type=job_type,
+            limit=limit,
+            offset=0,
+        )
+        lines = [
+            f"{job.id}  {job.type:<18} attempts {job.attempts}  {job.last_error or ''}"
+            for job in rows
+        ]
+        return [*lines, f"{total} dead-lettered job(s)"]
+
+    with _database(settings) as engine:
+        for line in _in_transaction(engine, work):
+            typer.echo(line)
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    company: Annotated[str | None, typer.Option(help="One company (default: all).")] = None,
+    job_type: Annotated[str | None, typer.Option("--type", help="One job type.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many.")] = None,
+) -> None:
+    """Put dead-lettered jobs back in the queue, due now, with their attempts reset."""
+    settings = _settings()
+
+    def work(session: Session) -> int:
+        return jobs.replay_dead_jobs(
+            session,
+            company_id=_company_id(session, company),
+            job_type=job_type,
+            limit=limit,
+            now=SystemClock().now(),
+        )
+
+    with _database(settings) as engine:
+        replayed = _in_transaction(engine, work)
+    typer.echo(f"replayed {replayed} job(s)")
 
 
 def main() -> None:

@@ -17,9 +17,20 @@ class Environment(StrEnum):
     production = "production"
 
 
+class JobEngineName(StrEnum):
+    embedded = "embedded"
+    celery = "celery"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_file=".env", env_prefix="SHVYA_", extra="ignore", populate_by_name=True
+        env_file=".env",
+        env_prefix="SHVYA_",
+        extra="ignore",
+        populate_by_name=True,
+        # A validation error would otherwise repeat the input (database password, keys) into
+        # whatever prints the traceback.
+        hide_input_in_errors=True,
     )
 
     env: Environment = Environment.development
@@ -39,6 +50,32 @@ class Settings(BaseSettings):
     expose_docs: bool | None = None
     db_pool_size: int = 10
     log_level: str = "INFO"
+
+    # --- the job queue ---
+    job_engine: JobEngineName = JobEngineName.embedded
+    # `shvya serve` runs the embedded worker threads itself unless this is off (then run
+    # `shvya worker` beside it).
+    serve_worker: bool = True
+    # Worker threads that take any job (P1 first), and threads that take only P1 jobs, so a
+    # flood of bulk work never delays a reply to a live lead.
+    worker_threads: int = Field(default=2, ge=0, le=64)
+    worker_p1_threads: int = Field(default=1, ge=1, le=64)
+    job_claim_batch: int = Field(default=1, ge=1, le=100)
+    job_lease_seconds: float = Field(default=60.0, ge=1.0)
+    # How often an idle worker looks for due jobs without being woken (retries, run_at).
+    job_poll_seconds: float = Field(default=1.0, gt=0.0, le=60.0)
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0.0)
+    celery_broker_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("CELERY_BROKER_URL", "SHVYA_CELERY_BROKER_URL")
+    )
+    # Broker queues are <prefix>.p1 and <prefix>.p2: installations sharing a broker pick
+    # their own prefix.
+    celery_queue_prefix: str = Field(default="shvya", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # "module:function" returning the job handlers by type (tests and benchmarks use their own).
+    job_handlers: str = "shvya.jobs.registry:default_handlers"
+    # The relay republishes a queued job this long after handing it to a broker whose queue
+    # has since gone empty (the broker lost it).
+    relay_republish_after_seconds: float = Field(default=30.0, ge=1.0)
 
     @field_validator("database_url")
     @classmethod

@@ -57,5 +57,7 @@ def _make_sqlite_engine(database_url: str) -> Engine:
     return engine
 
 
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(bind=engine, expire_on_commit=False)
+def make_session_factory(engine: Engine, *, notifier: Any = None) -> sessionmaker[Session]:
+    """Sessions that, once they commit, tell `notifier` (the job engine) about new jobs."""
+    info = {} if notifier is None else {"shvya.jobs.notifier": notifier}
+    return sessionmaker(bind=engine, expire_on_commit=False, info=info)

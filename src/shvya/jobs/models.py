@@ -41,6 +41,11 @@ class Job(IdMixin, Base):
     run_at: Mapped[datetime] = mapped_column(default=utcnow)
     locked_by: Mapped[str | None] = mapped_column(String(200))
     locked_until: Mapped[datetime | None] = mapped_column()
+    # Fencing token of the current claim: completion and failure update the row only while
+    # it still holds this token, so a worker that froze past its lease changes nothing.
+    lease_token: Mapped[uuid.UUID | None] = mapped_column()
+    # When the Celery relay last handed this job to the broker (NULL: not since it was due).
+    published_at: Mapped[datetime | None] = mapped_column()
     last_error: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict[str, Any] | None] = mapped_column()
     idempotency_key: Mapped[str | None] = mapped_column(String(255))

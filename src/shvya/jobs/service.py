@@ -1,16 +1,30 @@
+"""The priority job queue: enqueue, claim, complete, retry, defer, dead-letter, replay, stats.
+
+The Job row is the truth (DESIGN.md rule 1). Delivery is at least once; a claim counts the
+attempt and hands out a lease token, and every later change to a claimed row is fenced on
+that token, so a worker that froze past its lease cannot overwrite what another did since.
+"""
+
 from __future__ import annotations
 
+import logging
+import random
 import uuid
-from datetime import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import Connection, CursorResult, and_, case, event, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from shvya.db.statements import insert_or_ignore
-from shvya.errors import ShvyaError
+from shvya.errors import NotFound, ShvyaError
+from shvya.events.service import append_event
 from shvya.jobs.models import Job, JobStatus
+
+logger = logging.getLogger(__name__)
 
 
 class JobType(StrEnum):
@@ -22,6 +36,11 @@ class JobType(StrEnum):
     webhook_reminder = "webhook.reminder"
 
 
+class Lane(StrEnum):
+    p1 = "p1"  # replies to live leads
+    p2 = "p2"  # bulk: sequences, emails, reminders
+
+
 # Fixed by DESIGN.md: a caller cannot choose a priority, only a type.
 PRIORITIES: dict[JobType, int] = {
     JobType.ai_engage: 100,
@@ -31,12 +50,34 @@ PRIORITIES: dict[JobType, int] = {
     JobType.email_sequence: 60,
     JobType.webhook_reminder: 50,
 }
-P1_MIN_PRIORITY = 90  # ai.engage, followup.bumpup and ai.summary: replies to live leads
+P1_MIN_PRIORITY = 90
+# The n-th retry waits BACKOFF_SECONDS[n-1] (the last value repeats), give or take JITTER.
+BACKOFF_SECONDS = (5, 20, 60, 180, 600)
+BACKOFF_JITTER = 0.1
+ERROR_MAX_CHARS = 2000
+PG_CHANNEL = "shvya_jobs"
 
 
 class UnknownJobType(ShvyaError):
     code = "unknown_job_type"
     status = 422
+
+
+class JobNotFound(NotFound):
+    code = "job_not_found"
+
+
+class PermanentJobError(Exception):
+    """Retrying cannot help (a bad template, a suppressed recipient): the job fails at once."""
+
+
+class DeferJob(Exception):
+    """The job cannot run yet (pacing, quiet hours): run it at `until`, no attempt counted."""
+
+    def __init__(self, until: datetime, reason: str) -> None:
+        super().__init__(reason)
+        self.until = until
+        self.reason = reason
 
 
 def job_priority(job_type: str) -> int:
@@ -45,6 +86,37 @@ def job_priority(job_type: str) -> int:
     except ValueError:
         known = ", ".join(t.value for t in JobType)
         raise UnknownJobType(f"unknown job type {job_type!r}; known types: {known}") from None
+
+
+def lane_of(priority: int) -> Lane:
+    return Lane.p1 if priority >= P1_MIN_PRIORITY else Lane.p2
+
+
+def retry_delay(attempts: int, *, rng: random.Random | None = None) -> timedelta:
+    """How long a job waits after its `attempts`-th failed attempt."""
+    base = BACKOFF_SECONDS[min(max(attempts, 1), len(BACKOFF_SECONDS)) - 1]
+    jitter = (rng or random).uniform(-BACKOFF_JITTER, BACKOFF_JITTER)
+    return timedelta(seconds=base * (1 + jitter))
+
+
+# --- enqueue and after-commit notification ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnqueuedJob:
+    id: uuid.UUID
+    lane: Lane
+    run_at: datetime
+
+
+class JobNotifier(Protocol):
+    """Told about jobs once the transaction that wrote them has committed (the outbox)."""
+
+    def jobs_committed(self, jobs: Sequence[EnqueuedJob]) -> None: ...
+
+
+SESSION_ENQUEUED = "shvya.jobs.enqueued"
+SESSION_NOTIFIER = "shvya.jobs.notifier"
 
 
 def enqueue_job(
@@ -65,6 +137,11 @@ def enqueue_job(
     job and writes nothing: the unique index decides, also between concurrent transactions.
     """
     priority = job_priority(job_type)
+    due = run_at or now
+    notifier = session.info.get(SESSION_NOTIFIER)
+    # A publishing engine hands a due job to its broker right after commit; marking it here
+    # costs nothing and keeps the relay from publishing it a second time.
+    published_at = now if due <= now and getattr(notifier, "publishes_on_commit", False) else None
     job_id = insert_or_ignore(
         session,
         Job.__table__,  # type: ignore[arg-type]
@@ -77,19 +154,48 @@ def enqueue_job(
             "status": JobStatus.queued.value,
             "attempts": 0,
             "max_attempts": max_attempts,
-            "run_at": run_at or now,
+            "run_at": due,
             "idempotency_key": idempotency_key,
             "created_at": now,
+            "published_at": published_at,
         },
         conflict_on=("company_id", "idempotency_key"),
     )
-    if job_id is not None:
-        return job_id, True
-    existing = session.scalar(
-        select(Job.id).where(Job.company_id == company_id, Job.idempotency_key == idempotency_key)
+    if job_id is None:
+        existing = find_job_id(
+            session, company_id=company_id, idempotency_key=idempotency_key or ""
+        )
+        assert existing is not None  # the conflict we just hit is this row
+        return existing, False
+    session.info.setdefault(SESSION_ENQUEUED, []).append(
+        EnqueuedJob(id=job_id, lane=lane_of(priority), run_at=due)
     )
-    assert existing is not None  # the conflict we just hit is this row
-    return existing, False
+    if due <= now and session.get_bind().dialect.name == "postgresql":
+        # Delivered at commit to every listening worker, in any process; nothing on rollback.
+        session.execute(
+            text("SELECT pg_notify(:channel, :lane)"),
+            {
+                "channel": PG_CHANNEL,
+                "lane": lane_of(priority).value,
+            },
+        )
+    return job_id, True
+
+
+@event.listens_for(Session, "after_commit")
+def _notify_after_commit(session: Session) -> None:
+    jobs = session.info.pop(SESSION_ENQUEUED, None)
+    notifier: JobNotifier | None = session.info.get(SESSION_NOTIFIER)
+    if jobs and notifier is not None:
+        try:
+            notifier.jobs_committed(jobs)
+        except Exception:  # the jobs are committed; the relay or a poll will find them
+            logger.exception("jobs.notify_failed", extra={"jobs": len(jobs)})
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_after_rollback(session: Session) -> None:
+    session.info.pop(SESSION_ENQUEUED, None)
 
 
 def find_job_id(
@@ -97,4 +203,473 @@ def find_job_id(
 ) -> uuid.UUID | None:
     return session.scalar(
         select(Job.id).where(Job.company_id == company_id, Job.idempotency_key == idempotency_key)
+    )
+
+
+# --- claiming ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: uuid.UUID
+    company_id: uuid.UUID
+    lead_id: uuid.UUID | None
+    type: str
+    priority: int
+    payload: dict[str, Any]
+    attempts: int
+    max_attempts: int
+    run_at: datetime
+    lease_token: uuid.UUID
+
+    @property
+    def lane(self) -> Lane:
+        return lane_of(self.priority)
+
+
+_CLAIM_COLUMNS = (
+    Job.id,
+    Job.company_id,
+    Job.lead_id,
+    Job.type,
+    Job.priority,
+    Job.payload,
+    Job.attempts,
+    Job.max_attempts,
+    Job.run_at,
+    Job.lease_token,
+)
+
+
+def claim_jobs(
+    conn: Connection,
+    *,
+    worker_id: str,
+    now: datetime,
+    lease_seconds: float,
+    limit: int = 1,
+    min_priority: int | None = None,
+    job_id: uuid.UUID | None = None,
+) -> list[ClaimedJob]:
+    """Claim up to `limit` due jobs, highest priority first, then the earliest due.
+
+    One statement. On PostgreSQL `FOR UPDATE SKIP LOCKED` lets any number of workers claim
+    side by side without ever taking the same row; on SQLite the write lock serialises
+    claimers. `job_id` claims that one job only if it is still queued and due (the Celery
+    task's claim: a redelivered message finds the row taken and does nothing).
+    """
+    candidates = select(Job.id).where(Job.status == JobStatus.queued.value, Job.run_at <= now)
+    if job_id is not None:
+        candidates = candidates.where(Job.id == job_id)
+    if min_priority is not None:
+        candidates = candidates.where(Job.priority >= min_priority)
+    candidates = candidates.order_by(Job.priority.desc(), Job.run_at, Job.id).limit(limit)
+    if conn.dialect.name == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True)
+    # A CTE, not `id IN (subquery)`: PostgreSQL may evaluate an IN-subquery more than once
+    # and then claim more rows than LIMIT (seen here: two rows for LIMIT 1). A locking CTE is
+    # evaluated exactly once.
+    chosen = candidates.cte("chosen_jobs")
+    token = uuid.uuid4()
+    statement = (
+        update(Job)
+        .where(Job.id == chosen.c.id, Job.status == JobStatus.queued.value)
+        .values(
+            status=JobStatus.processing.value,
+            attempts=Job.attempts + 1,
+            locked_by=worker_id,
+            locked_until=now + timedelta(seconds=lease_seconds),
+            lease_token=token,
+            started_at=now,
+            published_at=None,
+        )
+        .returning(*_CLAIM_COLUMNS)
+    )
+    rows = conn.execute(statement).all()
+    jobs = [ClaimedJob(**row._mapping) for row in rows]
+    jobs.sort(key=lambda job: (-job.priority, job.run_at))
+    return jobs
+
+
+def extend_leases(
+    conn: Connection, *, jobs: Sequence[ClaimedJob], now: datetime, lease_seconds: float
+) -> int:
+    """The running handler's heartbeat: push its leases forward. Returns how many held."""
+    if not jobs:
+        return 0
+    until = now + timedelta(seconds=lease_seconds)
+    held = 0
+    for job in jobs:
+        held += _changed(
+            conn.execute(
+                update(Job)
+                .where(Job.id == job.id, Job.lease_token == job.lease_token)
+                .values(locked_until=until)
+            )
+        )
+    return held
+
+
+def _fenced(job: ClaimedJob) -> Any:
+    return and_(
+        Job.id == job.id,
+        Job.lease_token == job.lease_token,
+        Job.status == JobStatus.processing.value,
+    )
+
+
+def _changed(result: Any) -> bool:
+    assert isinstance(result, CursorResult)
+    return bool(result.rowcount)
+
+
+def _clip(error: str) -> str:
+    return error if len(error) <= ERROR_MAX_CHARS else error[: ERROR_MAX_CHARS - 1] + "…"
+
+
+def _released() -> dict[str, Any]:
+    return {"locked_by": None, "locked_until": None, "lease_token": None}
+
+
+def complete_job(
+    session: Session, *, job: ClaimedJob, result: dict[str, Any], now: datetime
+) -> bool:
+    """Mark the job done in the handler's own transaction. False: the lease was lost, and the
+    caller must roll the handler's work back."""
+    outcome = session.execute(
+        update(Job)
+        .where(_fenced(job))
+        .values(status=JobStatus.completed.value, result=result, finished_at=now, **_released())
+    )
+    return _changed(outcome)
+
+
+def fail_job(
+    session: Session,
+    *,
+    job: ClaimedJob,
+    error: str,
+    now: datetime,
+    permanent: bool = False,
+    rng: random.Random | None = None,
+) -> JobStatus | None:
+    """After a failed attempt: queued again after the backoff, or `dlq` when the attempts are
+    spent, or `failed` at once for a permanent error. None: the lease was lost."""
+    if permanent:
+        status = JobStatus.failed
+    elif job.attempts >= job.max_attempts:
+        status = JobStatus.dlq
+    else:
+        status = JobStatus.queued
+    values: dict[str, Any] = {"status": status.value, "last_error": _clip(error), **_released()}
+    if status is JobStatus.queued:
+        values["run_at"] = now + retry_delay(job.attempts, rng=rng)
+    else:
+        values["finished_at"] = now
+    outcome = session.execute(update(Job).where(_fenced(job)).values(**values))
+    if not _changed(outcome):
+        return None
+    if status is not JobStatus.queued:
+        _append_job_event(
+            session,
+            job=job,
+            type="JobDeadLettered" if status is JobStatus.dlq else "JobFailed",
+            data={"attempts": job.attempts, "error": _clip(error)},
+            now=now,
+        )
+    return status
+
+
+def defer_job(session: Session, *, job: ClaimedJob, until: datetime, reason: str) -> bool:
+    """Reschedule without counting the attempt the claim counted."""
+    outcome = session.execute(
+        update(Job)
+        .where(_fenced(job))
+        .values(
+            status=JobStatus.queued.value,
+            run_at=until,
+            attempts=Job.attempts - 1,
+            last_error=_clip(f"deferred: {reason}"),
+            **_released(),
+        )
+    )
+    return _changed(outcome)
+
+
+def release_job(conn: Connection, *, job: ClaimedJob) -> bool:
+    """Give a claimed job back untouched (shutdown before or while running it)."""
+    outcome = conn.execute(
+        update(Job)
+        .where(_fenced(job))
+        .values(status=JobStatus.queued.value, attempts=Job.attempts - 1, **_released())
+    )
+    return _changed(outcome)
+
+
+def reap_expired_leases(session: Session, *, now: datetime) -> tuple[int, int]:
+    """Jobs whose worker died (its lease ran out): queued again, or to the DLQ when that was
+    their last attempt, since the attempt was counted at claim. Returns (requeued, dead)."""
+    expired = session.execute(
+        select(*_CLAIM_COLUMNS)
+        .where(Job.status == JobStatus.processing.value, Job.locked_until < now)
+        .limit(500)
+    ).all()
+    requeued = dead = 0
+    for row in expired:
+        job = ClaimedJob(**row._mapping)
+        status = fail_job(
+            session,
+            job=job,
+            error=f"lease expired after attempt {job.attempts}: the worker stopped or died",
+            now=now,
+        )
+        if status is JobStatus.dlq:
+            dead += 1
+        elif status is JobStatus.queued:
+            requeued += 1
+    if expired:
+        logger.warning("jobs.leases_expired", extra={"requeued": requeued, "dead": dead})
+    return requeued, dead
+
+
+def _append_job_event(
+    session: Session,
+    *,
+    job: ClaimedJob,
+    type: str,
+    data: dict[str, Any],
+    now: datetime,
+) -> None:
+    append_event(
+        session,
+        company_id=job.company_id,
+        entity_type="lead" if job.lead_id else "company",
+        entity_id=job.lead_id or job.company_id,
+        type=type,
+        data={"job_id": str(job.id), "job_type": job.type, **data},
+        now=now,
+    )
+
+
+# --- reading, DLQ and stats -------------------------------------------------------------------
+
+
+def get_job(session: Session, *, company_id: uuid.UUID, job_id: uuid.UUID) -> Job:
+    job = session.scalars(select(Job).where(Job.id == job_id, Job.company_id == company_id)).first()
+    if job is None:
+        raise JobNotFound(f"job {job_id} not found")
+    return job
+
+
+def list_dead_jobs(
+    session: Session,
+    *,
+    company_id: uuid.UUID | None,
+    job_type: str | None,
+    limit: int,
+    offset: int,
+) -> tuple[Sequence[Job], int]:
+    where = [Job.status == JobStatus.dlq.value]
+    if company_id is not None:
+        where.append(Job.company_id == company_id)
+    if job_type is not None:
+        where.append(Job.type == job_type)
+    total = session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
+    rows = session.scalars(
+        select(Job)
+        .where(*where)
+        .order_by(Job.finished_at.desc(), Job.id)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return rows, total
+
+
+def replay_dead_jobs(
+    session: Session,
+    *,
+    company_id: uuid.UUID | None,
+    job_type: str | None,
+    limit: int | None,
+    now: datetime,
+) -> int:
+    """DLQ jobs back to queued, due now, with their attempts reset."""
+    if job_type is not None:
+        job_priority(job_type)
+    candidates = select(Job.id).where(Job.status == JobStatus.dlq.value)
+    if company_id is not None:
+        candidates = candidates.where(Job.company_id == company_id)
+    if job_type is not None:
+        candidates = candidates.where(Job.type == job_type)
+    candidates = candidates.order_by(Job.finished_at, Job.id)
+    if limit is not None:
+        candidates = candidates.limit(limit)
+    ids = list(session.scalars(candidates))
+    if not ids:
+        return 0
+    session.execute(
+        update(Job)
+        .where(Job.id.in_(ids), Job.status == JobStatus.dlq.value)
+        .values(
+            status=JobStatus.queued.value,
+            attempts=0,
+            run_at=now,
+            finished_at=None,
+            published_at=None,
+        )
+    )
+    enqueued = session.info.setdefault(SESSION_ENQUEUED, [])
+    for job_id, lead_id, job_company_id, type_, priority in session.execute(
+        select(Job.id, Job.lead_id, Job.company_id, Job.type, Job.priority).where(Job.id.in_(ids))
+    ):
+        append_event(
+            session,
+            company_id=job_company_id,
+            entity_type="lead" if lead_id else "company",
+            entity_id=lead_id or job_company_id,
+            type="JobReplayed",
+            data={"job_id": str(job_id), "job_type": type_},
+            now=now,
+        )
+        enqueued.append(EnqueuedJob(id=job_id, lane=lane_of(priority), run_at=now))
+    return len(ids)
+
+
+@dataclass(frozen=True)
+class LaneStats:
+    queued_due: int
+    oldest_due_age_seconds: float | None
+    wait_p50_ms: float | None
+    wait_p99_ms: float | None
+    started_last_hour: int
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    by_status: dict[str, int]
+    by_type: dict[str, dict[str, int]]
+    lanes: dict[str, LaneStats]
+
+
+def _percentile(sorted_values: Sequence[float], fraction: float) -> float | None:
+    if not sorted_values:
+        return None
+    index = min(len(sorted_values) - 1, max(0, round(fraction * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+def queue_stats(session: Session, *, company_id: uuid.UUID | None, now: datetime) -> QueueStats:
+    scope = [] if company_id is None else [Job.company_id == company_id]
+    by_status = {status.value: 0 for status in JobStatus}
+    by_type: dict[str, dict[str, int]] = {}
+    for job_type, status, count in session.execute(
+        select(Job.type, Job.status, func.count()).where(*scope).group_by(Job.type, Job.status)
+    ):
+        by_status[status] = by_status.get(status, 0) + count
+        by_type.setdefault(job_type, {})[status] = count
+
+    lane_expr = case((Job.priority >= P1_MIN_PRIORITY, Lane.p1.value), else_=Lane.p2.value)
+    due = {
+        lane: (count, oldest)
+        for lane, count, oldest in session.execute(
+            select(lane_expr, func.count(), func.min(Job.run_at))
+            .where(*scope, Job.status == JobStatus.queued.value, Job.run_at <= now)
+            .group_by(lane_expr)
+        )
+    }
+    # Wait = from due to started, for the jobs started in the last hour (the last start of
+    # each job: a retried job's wait is that of its last attempt).
+    since = now - timedelta(hours=1)
+    waits: dict[str, list[float]] = {Lane.p1.value: [], Lane.p2.value: []}
+    for priority, run_at, started_at in session.execute(
+        select(Job.priority, Job.run_at, Job.started_at).where(
+            *scope,
+            Job.started_at >= since,
+            or_(Job.status != JobStatus.queued.value, Job.run_at <= Job.started_at),
+        )
+    ):
+        if started_at is not None and run_at is not None:
+            waits[lane_of(priority).value].append(
+                max(0.0, (started_at - run_at).total_seconds() * 1000)
+            )
+    lanes: dict[str, LaneStats] = {}
+    for lane in Lane:
+        count, oldest = due.get(lane.value, (0, None))
+        ordered = sorted(waits[lane.value])
+        lanes[lane.value] = LaneStats(
+            queued_due=count,
+            oldest_due_age_seconds=None
+            if oldest is None
+            else max(0.0, (now - _aware(oldest)).total_seconds()),
+            wait_p50_ms=_percentile(ordered, 0.5),
+            wait_p99_ms=_percentile(ordered, 0.99),
+            started_last_hour=len(ordered),
+        )
+    return QueueStats(by_status=by_status, by_type=by_type, lanes=lanes)
+
+
+def _aware(value: datetime | str) -> datetime:
+    # func.min() bypasses the column type on SQLite and can hand back a naive value or text.
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def jobs_due_for_publishing(session: Session, *, now: datetime, limit: int) -> list[EnqueuedJob]:
+    """For the Celery relay: due queued jobs not handed to the broker since they became due
+    (broker down at commit, retries whose backoff passed, jobs requeued). Marks them."""
+    return _mark_published(
+        session,
+        select(Job.id, Job.priority, Job.run_at).where(
+            Job.status == JobStatus.queued.value,
+            Job.run_at <= now,
+            Job.published_at.is_(None),
+        ),
+        now=now,
+        limit=limit,
+    )
+
+
+def stale_published_jobs(
+    session: Session, *, lane: Lane, now: datetime, older_than_seconds: float, limit: int
+) -> list[EnqueuedJob]:
+    """Queued jobs of a lane handed to the broker long ago. Called only when that lane's
+    broker queue is empty, so these are messages the broker lost. Marks them again."""
+    lane_filter = (
+        Job.priority >= P1_MIN_PRIORITY if lane is Lane.p1 else Job.priority < P1_MIN_PRIORITY
+    )
+    return _mark_published(
+        session,
+        select(Job.id, Job.priority, Job.run_at).where(
+            Job.status == JobStatus.queued.value,
+            Job.run_at <= now,
+            Job.published_at < now - timedelta(seconds=older_than_seconds),
+            lane_filter,
+        ),
+        now=now,
+        limit=limit,
+    )
+
+
+def _mark_published(
+    session: Session, statement: Any, *, now: datetime, limit: int
+) -> list[EnqueuedJob]:
+    statement = statement.order_by(Job.priority.desc(), Job.run_at).limit(limit)
+    if session.get_bind().dialect.name == "postgresql":
+        statement = statement.with_for_update(skip_locked=True)
+    rows = session.execute(statement).all()
+    if not rows:
+        return []
+    session.execute(
+        update(Job).where(Job.id.in_([row.id for row in rows])).values(published_at=now)
+    )
+    return [EnqueuedJob(id=row.id, lane=lane_of(row.priority), run_at=row.run_at) for row in rows]
+
+
+def clear_published(session: Session, *, job_ids: Sequence[uuid.UUID]) -> None:
+    """A publish failed: let the relay pick these jobs up on its next tick."""
+    session.execute(
+        update(Job)
+        .where(Job.id.in_(list(job_ids)), Job.status == JobStatus.queued.value)
+        .values(published_at=None)
     )

@@ -1,0 +1,226 @@
+"""The embedded engine: worker threads inside `shvya serve` or `shvya worker`.
+
+At least one thread takes only P1 jobs, so a flood of P2 work cannot delay a reply to a live
+lead. Idle threads sleep until woken: in-process by the after-commit hook of the session that
+enqueued, across processes by PostgreSQL NOTIFY, and otherwise by a short poll (SQLite
+written by another process, retries coming due).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import psycopg
+from sqlalchemy import Connection, Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from shvya.clock import Clock
+from shvya.config import Settings
+from shvya.db.engine import make_session_factory
+from shvya.jobs.runner import Handler, LeaseKeeper, run_claimed_job
+from shvya.jobs.service import (
+    P1_MIN_PRIORITY,
+    PG_CHANNEL,
+    ClaimedJob,
+    EnqueuedJob,
+    Lane,
+    claim_jobs,
+    reap_expired_leases,
+    release_job,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claim_connection(engine: Engine) -> Any:
+    """A connection for one claim statement: autocommit on PostgreSQL (one round trip, no
+    transaction around it); SQLite's BEGIN IMMEDIATE transaction otherwise."""
+    if engine.dialect.name == "postgresql":
+        return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    return engine.begin()
+
+
+class _Lane:
+    def __init__(self, name: str, min_priority: int | None) -> None:
+        self.name = name
+        self.min_priority = min_priority
+        self.wake = threading.Event()
+
+
+class EmbeddedWorker:
+    """Implements JobNotifier: the app's and the handlers' sessions tell it about new jobs."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        handlers: Mapping[str, Handler],
+        clock: Clock,
+        settings: Settings,
+        threads: int | None = None,
+        p1_threads: int | None = None,
+    ) -> None:
+        self.engine = engine
+        self.handlers = handlers
+        self.clock = clock
+        self.settings = settings
+        self.name = worker_name()
+        self.session_factory: sessionmaker[Session] = make_session_factory(engine, notifier=self)
+        self.leases = LeaseKeeper(engine, clock=clock, lease_seconds=settings.job_lease_seconds)
+        general = settings.worker_threads if threads is None else threads
+        p1_only = settings.worker_p1_threads if p1_threads is None else p1_threads
+        self._lanes = [_Lane(f"p1-{i}", P1_MIN_PRIORITY) for i in range(p1_only)] + [
+            _Lane(f"any-{i}", None) for i in range(general)
+        ]
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # --- JobNotifier ---
+
+    def jobs_committed(self, jobs: Sequence[EnqueuedJob]) -> None:
+        now = self.clock.now()
+        lanes = {job.lane for job in jobs if job.run_at <= now}
+        self._wake(lanes)
+
+    def _wake(self, lanes: set[Lane] | set[str]) -> None:
+        for lane in self._lanes:
+            if Lane.p1 in lanes or lane.min_priority is None:
+                lane.wake.set()
+
+    # --- running ---
+
+    def start(self) -> None:
+        if self._threads:
+            return
+        self._stopping.clear()
+        for lane in self._lanes:
+            thread = threading.Thread(
+                target=self._work, args=(lane,), name=f"shvya-worker-{lane.name}", daemon=True
+            )
+            self._threads.append(thread)
+        self._threads.append(
+            threading.Thread(target=self._maintain, name="shvya-worker-leases", daemon=True)
+        )
+        if self.engine.dialect.name == "postgresql":
+            self._threads.append(
+                threading.Thread(target=self._listen, name="shvya-worker-listen", daemon=True)
+            )
+        for thread in self._threads:
+            thread.start()
+        logger.info(
+            "worker.started",
+            extra={"worker": self.name, "threads": len(self._lanes), "engine": "embedded"},
+        )
+
+    def stop(self, grace_seconds: float | None = None) -> None:
+        """Stop claiming, let running jobs finish within the grace period, give back the rest."""
+        grace = self.settings.shutdown_grace_seconds if grace_seconds is None else grace_seconds
+        self._stopping.set()
+        for lane in self._lanes:
+            lane.wake.set()
+        deadline = time.monotonic() + grace
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        released = self.leases.release_all()
+        self._threads = []
+        logger.info("worker.stopped", extra={"worker": self.name, "released": released})
+
+    def run_until_idle(self, *, max_jobs: int = 10_000) -> int:
+        """Claim and run due jobs in this thread until none is due (tests, `--once`)."""
+        ran = 0
+        while ran < max_jobs:
+            jobs = self._claim(None, limit=1)
+            if not jobs:
+                return ran
+            for job in jobs:
+                self._run(job)
+                ran += 1
+        return ran
+
+    def _claim(self, min_priority: int | None, *, limit: int) -> list[ClaimedJob]:
+        with claim_connection(self.engine) as conn:
+            assert isinstance(conn, Connection)
+            jobs = claim_jobs(
+                conn,
+                worker_id=f"{self.name}:{threading.current_thread().name}",
+                now=self.clock.now(),
+                lease_seconds=self.settings.job_lease_seconds,
+                limit=limit,
+                min_priority=min_priority,
+            )
+        for job in jobs:
+            self.leases.add(job)
+        return jobs
+
+    def _run(self, job: ClaimedJob) -> None:
+        try:
+            run_claimed_job(
+                job,
+                session_factory=self.session_factory,
+                handlers=self.handlers,
+                clock=self.clock,
+                settings=self.settings,
+            )
+        finally:
+            self.leases.discard(job)
+
+    def _work(self, lane: _Lane) -> None:
+        while not self._stopping.is_set():
+            try:
+                lane.wake.clear()
+                jobs = self._claim(lane.min_priority, limit=self.settings.job_claim_batch)
+            except Exception:
+                logger.exception("worker.claim_failed", extra={"worker": self.name})
+                self._stopping.wait(self.settings.job_poll_seconds)
+                continue
+            if not jobs:
+                lane.wake.wait(self.settings.job_poll_seconds)
+                continue
+            for index, job in enumerate(jobs):
+                if self._stopping.is_set():
+                    self._give_back(jobs[index:])
+                    return
+                self._run(job)
+
+    def _give_back(self, jobs: Sequence[ClaimedJob]) -> None:
+        for job in jobs:
+            with self.engine.begin() as conn:
+                release_job(conn, job=job)
+            self.leases.discard(job)
+
+    def _maintain(self) -> None:
+        """Heartbeat the leases of running jobs; requeue the jobs of workers that died."""
+        interval = max(0.5, self.settings.job_lease_seconds / 3)
+        while not self._stopping.wait(interval):
+            try:
+                self.leases.heartbeat()
+                with self.session_factory() as session:
+                    reap_expired_leases(session, now=self.clock.now())
+                    session.commit()
+            except Exception:
+                logger.exception("worker.maintenance_failed", extra={"worker": self.name})
+
+    def _listen(self) -> None:
+        """Wake the lanes on NOTIFY from any process that enqueued on this database."""
+        dsn = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {PG_CHANNEL}")
+                    while not self._stopping.is_set():
+                        lanes = {n.payload for n in conn.notifies(timeout=1.0)}
+                        if lanes:
+                            self._wake(lanes)
+            except psycopg.Error:
+                logger.warning("worker.listen_failed", extra={"worker": self.name})
+                self._stopping.wait(self.settings.job_poll_seconds)

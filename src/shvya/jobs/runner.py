@@ -1,0 +1,162 @@
+"""Running one claimed job: its handler in one unit of work, then the outcome on the row.
+
+Both engines (embedded threads, Celery workers) run jobs through here, so retries, deferral,
+dead-lettering and lease fencing behave the same whichever engine claimed the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from shvya.clock import Clock
+from shvya.config import Settings
+from shvya.jobs.models import JobStatus
+from shvya.jobs.service import (
+    ClaimedJob,
+    DeferJob,
+    PermanentJobError,
+    complete_job,
+    defer_job,
+    extend_leases,
+    fail_job,
+    release_job,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a handler gets: the job, a session it must not commit, the time, the settings."""
+
+    session: Session
+    job: ClaimedJob
+    now: datetime
+    clock: Clock
+    settings: Settings
+
+
+Handler = Callable[[JobContext], Mapping[str, Any] | None]
+
+
+class LeaseKeeper:
+    """The running jobs of one process, and the heartbeat that keeps their leases alive."""
+
+    def __init__(self, engine: Engine, *, clock: Clock, lease_seconds: float) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.lease_seconds = lease_seconds
+        self._running: dict[uuid.UUID, ClaimedJob] = {}
+        self._lock = threading.Lock()
+
+    def add(self, job: ClaimedJob) -> None:
+        with self._lock:
+            self._running[job.id] = job
+
+    def discard(self, job: ClaimedJob) -> None:
+        with self._lock:
+            self._running.pop(job.id, None)
+
+    def running(self) -> list[ClaimedJob]:
+        with self._lock:
+            return list(self._running.values())
+
+    def heartbeat(self) -> None:
+        jobs = self.running()
+        if not jobs:
+            return
+        with self.engine.begin() as conn:
+            extend_leases(conn, jobs=jobs, now=self.clock.now(), lease_seconds=self.lease_seconds)
+
+    def release_all(self) -> int:
+        """Give back every job still running (shutdown past its grace period). Their handlers'
+        late completions will find the lease gone and change nothing."""
+        released = 0
+        for job in self.running():
+            with self.engine.begin() as conn:
+                released += release_job(conn, job=job)
+            self.discard(job)
+        return released
+
+
+def run_claimed_job(
+    job: ClaimedJob,
+    *,
+    session_factory: sessionmaker[Session],
+    handlers: Mapping[str, Handler],
+    clock: Clock,
+    settings: Settings,
+) -> JobStatus | None:
+    """Run the handler and record the outcome. None: the lease was lost meanwhile (another
+    worker owns the job now), so nothing of this run was kept."""
+    handler = handlers.get(job.type)
+    session = session_factory()
+    try:
+        if handler is None:
+            raise PermanentJobError(f"no handler is registered for job type {job.type!r}")
+        result = handler(
+            JobContext(session=session, job=job, now=clock.now(), clock=clock, settings=settings)
+        )
+        if complete_job(session, job=job, result=dict(result or {}), now=clock.now()):
+            session.commit()
+            logger.info(
+                "job.completed",
+                extra={"job_id": str(job.id), "type": job.type, "attempt": job.attempts},
+            )
+            return JobStatus.completed
+        session.rollback()
+        logger.warning("job.lease_lost", extra={"job_id": str(job.id), "type": job.type})
+        return None
+    except DeferJob as deferral:
+        session.rollback()
+        until, reason = deferral.until, deferral.reason
+        return _record(
+            session_factory,
+            job,
+            lambda s: (
+                JobStatus.queued if defer_job(s, job=job, until=until, reason=reason) else None
+            ),
+        )
+    except PermanentJobError as exc:
+        session.rollback()
+        error = str(exc) or type(exc).__name__
+        return _record(
+            session_factory,
+            job,
+            lambda s: fail_job(s, job=job, error=error, now=clock.now(), permanent=True),
+        )
+    except Exception as exc:  # any handler failure is retried with backoff
+        session.rollback()
+        error = f"{type(exc).__name__}: {exc}"
+        logger.warning(
+            "job.failed",
+            extra={"job_id": str(job.id), "type": job.type, "attempt": job.attempts},
+            exc_info=True,
+        )
+        return _record(
+            session_factory, job, lambda s: fail_job(s, job=job, error=error, now=clock.now())
+        )
+    finally:
+        session.close()
+
+
+def _record(
+    session_factory: sessionmaker[Session],
+    job: ClaimedJob,
+    write: Callable[[Session], JobStatus | None],
+) -> JobStatus | None:
+    with session_factory() as session:
+        status = write(session)
+        session.commit()
+    if status is None:
+        logger.warning("job.lease_lost", extra={"job_id": str(job.id), "type": job.type})
+    return status

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from shvya.config import Settings
+from shvya.jobs.engines.embedded import EmbeddedWorker
+from shvya.jobs.runner import Handler, JobContext
+from tests.support import FakeClock
+
+
+class Recorder:
+    """Test handlers: record each run, and do what the test tells them to."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[str, int]] = []
+        self.lock = threading.Lock()
+        self.behaviour: dict[str, Callable[[JobContext], Any]] = {}
+
+    def handler(self, job_type: str) -> Handler:
+        def handle(ctx: JobContext) -> Any:
+            with self.lock:
+                self.runs.append((str(ctx.job.id), ctx.job.attempts))
+            action = self.behaviour.get(job_type)
+            if action is not None:
+                return action(ctx)
+            return {"ok": True, "type": job_type}
+
+        return handle
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def make_worker(
+    engine: Engine, clock: FakeClock, settings: Settings, recorder: Recorder
+) -> Iterator[Callable[..., EmbeddedWorker]]:
+    from shvya.jobs.service import JobType
+
+    started: list[EmbeddedWorker] = []
+
+    def build(**kwargs: Any) -> EmbeddedWorker:
+        handlers = {t.value: recorder.handler(t.value) for t in JobType}
+        worker = EmbeddedWorker(
+            engine, handlers=handlers, clock=kwargs.pop("clock", clock), settings=settings, **kwargs
+        )
+        started.append(worker)
+        return worker
+
+    yield build
+    for worker in started:
+        worker.stop(grace_seconds=5)

@@ -1,0 +1,272 @@
+"""The queue's rules on both databases, with an injected clock instead of sleeps."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from shvya.events.models import Event
+from shvya.jobs.engines.embedded import EmbeddedWorker, claim_connection
+from shvya.jobs.models import Job
+from shvya.jobs.runner import JobContext
+from shvya.jobs.service import (
+    BACKOFF_SECONDS,
+    DeferJob,
+    PermanentJobError,
+    UnknownJobType,
+    claim_jobs,
+    complete_job,
+    enqueue_job,
+    reap_expired_leases,
+)
+from tests.jobs.conftest import Recorder
+from tests.support import FakeClock, Tenant
+
+
+def enqueue(
+    factory: sessionmaker[Session],
+    tenant: Tenant,
+    job_type: str,
+    clock: FakeClock,
+    **kwargs: object,
+) -> uuid.UUID:
+    with factory() as session:
+        job_id, _ = enqueue_job(
+            session,
+            job_type,
+            {"n": 1},
+            company_id=tenant.company_id,
+            now=clock.now(),
+            **kwargs,  # type: ignore[arg-type]
+        )
+        session.commit()
+        return job_id
+
+
+def load(factory: sessionmaker[Session], job_id: uuid.UUID) -> Job:
+    with factory() as session:
+        return session.get_one(Job, job_id)
+
+
+def test_priority_comes_from_the_type_and_unknown_types_are_refused(
+    session_factory: sessionmaker[Session], acme: Tenant, clock: FakeClock
+) -> None:
+    expected = {
+        "ai.engage": 100,
+        "followup.bumpup": 95,
+        "ai.summary": 90,
+        "sequence.step": 70,
+        "email.sequence": 60,
+        "webhook.reminder": 50,
+    }
+    for job_type, priority in expected.items():
+        assert (
+            load(session_factory, enqueue(session_factory, acme, job_type, clock)).priority
+            == priority
+        )
+    with session_factory() as session, pytest.raises(UnknownJobType, match=r"ai\.engage"):
+        enqueue_job(session, "ai.dance", {}, company_id=acme.company_id, now=clock.now())
+
+
+def test_same_idempotency_key_returns_the_first_job(
+    session_factory: sessionmaker[Session], acme: Tenant, globex: Tenant, clock: FakeClock
+) -> None:
+    first = enqueue(session_factory, acme, "sequence.step", clock, idempotency_key="step:1")
+    again = enqueue(session_factory, acme, "sequence.step", clock, idempotency_key="step:1")
+    other = enqueue(session_factory, globex, "sequence.step", clock, idempotency_key="step:1")
+    assert first == again
+    assert other != first
+    with session_factory() as session:
+        assert len(session.scalars(select(Job)).all()) == 2
+
+
+def test_claims_highest_priority_then_earliest_due_and_only_due_jobs(
+    engine: Engine, session_factory: sessionmaker[Session], acme: Tenant, clock: FakeClock
+) -> None:
+    late_p2 = enqueue(session_factory, acme, "webhook.reminder", clock)
+    clock.advance(seconds=1)
+    engage = enqueue(session_factory, acme, "ai.engage", clock)
+    step_early = enqueue(
+        session_factory, acme, "sequence.step", clock, run_at=clock.now() - timedelta(minutes=5)
+    )
+    step_late = enqueue(session_factory, acme, "sequence.step", clock)
+    future = enqueue(
+        session_factory, acme, "ai.engage", clock, run_at=clock.now() + timedelta(minutes=1)
+    )
+    order = []
+    while True:
+        with claim_connection(engine) as conn:
+            jobs = claim_jobs(conn, worker_id="t", now=clock.now(), lease_seconds=60)
+        if not jobs:
+            break
+        order.append(jobs[0].id)
+    assert order == [engage, step_early, step_late, late_p2]
+    assert load(session_factory, future).status == "queued"
+    claimed = load(session_factory, engage)
+    assert (claimed.status, claimed.attempts, claimed.locked_by) == ("processing", 1, "t")
+    assert claimed.locked_until == clock.now() + timedelta(seconds=60)
+
+
+def test_success_stores_result_and_finished_at(
+    make_worker: Callable[..., EmbeddedWorker],
+    session_factory: sessionmaker[Session],
+    acme: Tenant,
+    clock: FakeClock,
+) -> None:
+    job_id = enqueue(session_factory, acme, "ai.engage", clock)
+    assert make_worker().run_until_idle() == 1
+    job = load(session_factory, job_id)
+    assert (job.status, job.attempts) == ("completed", 1)
+    assert job.result == {"ok": True, "type": "ai.engage"}
+    assert job.finished_at == clock.now()
+    assert job.locked_by is None
+    assert job.lease_token is None
+
+
+def test_failures_retry_on_the_backoff_schedule_then_dead_letter(
+    make_worker: Callable[..., EmbeddedWorker],
+    session_factory: sessionmaker[Session],
+    acme: Tenant,
+    clock: FakeClock,
+    recorder: Recorder,
+) -> None:
+    def boom(ctx: JobContext) -> None:
+        raise RuntimeError(f"provider down (attempt {ctx.job.attempts})")
+
+    recorder.behaviour["sequence.step"] = boom
+    with session_factory() as session:
+        lead_id = None
+        job_id, _ = enqueue_job(
+            session, "sequence.step", {}, company_id=acme.company_id, now=clock.now()
+        )
+        session.commit()
+    worker = make_worker()
+    delays = []
+    for attempt in range(1, 6):
+        before = clock.now()
+        assert worker.run_until_idle() == 1
+        job = load(session_factory, job_id)
+        assert job.attempts == attempt
+        assert job.last_error == f"RuntimeError: provider down (attempt {attempt})"
+        if attempt < 5:
+            assert job.status == "queued"
+            delays.append((job.run_at - before).total_seconds())
+            assert worker.run_until_idle() == 0  # not due yet
+            clock.current = job.run_at
+    assert job.status == "dlq"
+    for delay, expected in zip(delays, BACKOFF_SECONDS, strict=False):
+        assert expected * 0.9 <= delay <= expected * 1.1
+    assert len(delays) == 4
+    with session_factory() as session:
+        events = session.scalars(select(Event).where(Event.type == "JobDeadLettered")).all()
+    assert len(events) == 1
+    assert events[0].entity_id == (lead_id or acme.company_id)
+    assert events[0].data["job_id"] == str(job_id)
+    assert events[0].data["attempts"] == 5
+
+
+def test_permanent_error_fails_at_once(
+    make_worker: Callable[..., EmbeddedWorker],
+    session_factory: sessionmaker[Session],
+    acme: Tenant,
+    clock: FakeClock,
+    recorder: Recorder,
+) -> None:
+    def refuse(ctx: JobContext) -> None:
+        raise PermanentJobError("recipient is on the suppression list")
+
+    recorder.behaviour["email.sequence"] = refuse
+    job_id = enqueue(session_factory, acme, "email.sequence", clock)
+    worker = make_worker()
+    assert worker.run_until_idle() == 1
+    clock.advance(hours=1)
+    assert worker.run_until_idle() == 0
+    job = load(session_factory, job_id)
+    assert (job.status, job.attempts) == ("failed", 1)
+    assert job.last_error == "recipient is on the suppression list"
+    with session_factory() as session:
+        assert session.scalars(select(Event.type).where(Event.type == "JobFailed")).all() == [
+            "JobFailed"
+        ]
+
+
+def test_deferral_reschedules_without_counting_an_attempt(
+    make_worker: Callable[..., EmbeddedWorker],
+    session_factory: sessionmaker[Session],
+    acme: Tenant,
+    clock: FakeClock,
+    recorder: Recorder,
+) -> None:
+    calls = []
+
+    def quiet_hours(ctx: JobContext) -> dict[str, bool]:
+        calls.append(ctx.now)
+        if len(calls) == 1:
+            raise DeferJob(ctx.now + timedelta(hours=8), "quiet hours")
+        return {"sent": True}
+
+    recorder.behaviour["email.sequence"] = quiet_hours
+    job_id = enqueue(session_factory, acme, "email.sequence", clock)
+    worker = make_worker()
+    assert worker.run_until_idle() == 1
+    job = load(session_factory, job_id)
+    assert (job.status, job.attempts) == ("queued", 0)
+    assert job.run_at == clock.now() + timedelta(hours=8)
+    assert job.last_error == "deferred: quiet hours"
+    clock.advance(hours=8)
+    assert worker.run_until_idle() == 1
+    job = load(session_factory, job_id)
+    assert (job.status, job.attempts, job.result) == ("completed", 1, {"sent": True})
+
+
+def test_handler_work_rolls_back_with_a_failure(
+    make_worker: Callable[..., EmbeddedWorker],
+    session_factory: sessionmaker[Session],
+    acme: Tenant,
+    clock: FakeClock,
+    recorder: Recorder,
+) -> None:
+    def half_done(ctx: JobContext) -> None:
+        enqueue_job(ctx.session, "ai.summary", {}, company_id=acme.company_id, now=ctx.now)
+        raise RuntimeError("crashed after enqueueing a follow-on job")
+
+    recorder.behaviour["ai.engage"] = half_done
+    enqueue(session_factory, acme, "ai.engage", clock)
+    make_worker().run_until_idle()
+    with session_factory() as session:
+        assert session.scalars(select(Job.type)).all() == ["ai.engage"]
+
+
+def test_expired_lease_is_claimed_again_counting_the_attempt_and_fenced(
+    engine: Engine, session_factory: sessionmaker[Session], acme: Tenant, clock: FakeClock
+) -> None:
+    job_id = enqueue(session_factory, acme, "ai.engage", clock, max_attempts=2)
+    with claim_connection(engine) as conn:
+        [dead] = claim_jobs(conn, worker_id="dead", now=clock.now(), lease_seconds=30)
+    clock.advance(seconds=31)
+    with session_factory() as session:
+        assert reap_expired_leases(session, now=clock.now()) == (1, 0)
+        session.commit()
+    job = load(session_factory, job_id)
+    assert (job.status, job.attempts) == ("queued", 1)
+    assert "lease expired" in (job.last_error or "")
+    clock.current = job.run_at
+    with claim_connection(engine) as conn:
+        [alive] = claim_jobs(conn, worker_id="alive", now=clock.now(), lease_seconds=30)
+    assert alive.attempts == 2
+    # the frozen first worker wakes up and tries to complete: nothing changes
+    with session_factory() as session:
+        assert complete_job(session, job=dead, result={"stale": True}, now=clock.now()) is False
+        session.commit()
+    assert load(session_factory, job_id).locked_by == "alive"
+    # the second worker dies too: that was the last attempt
+    clock.advance(seconds=31)
+    with session_factory() as session:
+        assert reap_expired_leases(session, now=clock.now()) == (0, 1)
+        session.commit()
+    assert load(session_factory, job_id).status == "dlq"
