@@ -43,6 +43,12 @@ def test_every_command_has_help() -> None:
         ["apikey", "create"],
         ["apikey", "list"],
         ["apikey", "revoke"],
+        ["worker"],
+        ["queue"],
+        ["queue", "stats"],
+        ["dlq"],
+        ["dlq", "list"],
+        ["dlq", "replay"],
     ]
     for command in commands:
         result = shvya(*command, "--help", database_url="sqlite:///unused.db")
@@ -205,3 +211,46 @@ def test_first_start_creates_default_company_and_prints_admin_key_once(tmp_path:
         assert httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200
     finally:
         stop(process)
+
+
+def test_worker_once_queue_stats_and_dlq_commands(database_url: str) -> None:
+    from sqlalchemy.orm import Session
+
+    from shvya.clock import SystemClock
+    from shvya.db.engine import make_engine, make_session_factory
+    from shvya.jobs.service import enqueue_job
+    from shvya.tenancy import service as tenancy
+
+    assert shvya("migrate", database_url=database_url).returncode == 0
+    engine = make_engine(database_url)
+    now = SystemClock().now()
+    with make_session_factory(engine)() as session:
+        assert isinstance(session, Session)
+        company = tenancy.create_company(session, name="Queue Co", now=now)
+        for _ in range(3):
+            enqueue_job(session, "ai.engage", {}, company_id=company.id, now=now)
+        enqueue_job(session, "sequence.step", {}, company_id=company.id, now=now)
+        session.commit()
+
+    stats = shvya("queue", "stats", "--company", "Queue Co", database_url=database_url)
+    assert stats.returncode == 0, stats.stderr
+    assert "queued 4" in stats.stdout
+    assert "p1: 3 due" in stats.stdout
+    assert "p2: 1 due" in stats.stdout
+
+    once = shvya("worker", "--once", database_url=database_url)
+    assert once.returncode == 0, once.stderr
+    assert "ran 4 jobs" in once.stdout
+    stats = shvya("queue", "stats", database_url=database_url)
+    assert "completed 4" in stats.stdout
+
+    empty = shvya("dlq", "list", database_url=database_url)
+    assert empty.returncode == 0
+    assert "0 dead-lettered job(s)" in empty.stdout
+    replayed = shvya("dlq", "replay", "--type", "ai.engage", database_url=database_url)
+    assert replayed.returncode == 0
+    assert "replayed 0 job(s)" in replayed.stdout
+    unknown = shvya("dlq", "replay", "--type", "ai.dance", database_url=database_url)
+    assert unknown.returncode == 1
+    assert "unknown job type" in unknown.stderr
+    engine.dispose()

@@ -123,11 +123,11 @@ def migrate() -> None:
 @app.command()
 def serve(
     host: Annotated[
-        str | None, typer.Option(help="Address to listen on [env: SHVYA_HOST; 127.0.0.1]")
+        str | None, typer.Option(help="Address to listen on (env: SHVYA_HOST; 127.0.0.1)")
     ] = None,
     port: Annotated[
         int | None,
-        typer.Option(min=1, max=65535, help="Port to listen on [env: SHVYA_PORT; 8000]"),
+        typer.Option(min=1, max=65535, help="Port to listen on (env: SHVYA_PORT; 8000)"),
     ] = None,
     workers: Annotated[
         int, typer.Option(min=1, max=64, help="Server processes (PostgreSQL only).")
@@ -277,15 +277,15 @@ def apikey_revoke(
 def worker(
     engine_name: Annotated[
         JobEngineName | None,
-        typer.Option("--engine", help="embedded threads or Celery [env: SHVYA_JOB_ENGINE]"),
+        typer.Option("--engine", help="embedded threads or Celery (env: SHVYA_JOB_ENGINE)"),
     ] = None,
     threads: Annotated[
         int | None,
-        typer.Option(min=0, max=64, help="Threads for any job [env: SHVYA_WORKER_THREADS]"),
+        typer.Option(min=0, max=64, help="Threads for any job (env: SHVYA_WORKER_THREADS)"),
     ] = None,
     p1_threads: Annotated[
         int | None,
-        typer.Option(min=1, max=64, help="Threads only for P1 jobs [env: SHVYA_WORKER_P1_THREADS]"),
+        typer.Option(min=1, max=64, help="Threads only for P1 jobs (env: SHVYA_WORKER_P1_THREADS)"),
     ] = None,
     once: Annotated[
         bool, typer.Option("--once", help="Run the due jobs, then exit (embedded only).")
