@@ -49,6 +49,8 @@ def test_every_command_has_help() -> None:
         ["dlq"],
         ["dlq", "list"],
         ["dlq", "replay"],
+        ["templates"],
+        ["templates", "sync"],
     ]
     for command in commands:
         result = shvya(*command, "--help", database_url="sqlite:///unused.db")

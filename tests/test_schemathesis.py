@@ -51,16 +51,16 @@ def seeded(app: FastAPI, acme: Tenant, globex: Tenant) -> None:
 # - allow-x00 = false: every text field refuses NUL characters (PostgreSQL cannot store them);
 #   a pattern for that on every nested string of free-form `attributes` objects cannot be
 #   written in the schema. tests/conversations/test_inbound.py proves NUL answers 422.
-# - Contacts (`from`, `contacts[].value`) must be a real phone number or email address, which
-#   no schema pattern can decide, so 422 is an expected answer to schema-valid data there,
-#   and only there.
+# - Contacts (`from`, `contacts[].value`, a suppression's `address`) must be a real phone
+#   number or email address, which no schema pattern can decide, so 422 is an expected answer
+#   to schema-valid data there, and only there.
 SCHEMATHESIS_CONFIG = """
 [generation]
 allow-x00 = false
 with-security-parameters = false
 
 [[operations]]
-include-name = ["POST /inbound-message", "POST /leads"]
+include-name = ["POST /inbound-message", "POST /leads", "POST /suppressions"]
 checks.positive_data_acceptance.expected-statuses = [
     "2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"
 ]

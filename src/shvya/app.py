@@ -19,6 +19,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shvya import __version__
+from shvya.channels.api import router as channels_router
+from shvya.channels.webhooks import router as webhooks_router
 from shvya.clock import Clock, SystemClock
 from shvya.config import Environment, JobEngineName, Settings, load_settings
 from shvya.conversations.api import router as conversations_router
@@ -28,8 +30,10 @@ from shvya.errors import ShvyaError
 from shvya.events.api import router as events_router
 from shvya.jobs.api import router as jobs_router
 from shvya.jobs.engines import JobEngine
+from shvya.sequences.api import router as templates_router
 from shvya.tenancy.api import router as tenancy_router
 from shvya.tenancy.auth import AuthFailureLimiter
+from shvya.web.sandbox import router as sandbox_router
 
 logger = logging.getLogger(__name__)
 
@@ -265,7 +269,11 @@ def create_app(
             return JSONResponse({"status": "error", "database": database}, status_code=503)
         return JSONResponse({"status": "ok", "database": "ok"})
 
+    app.include_router(sandbox_router)
     app.include_router(conversations_router)
+    app.include_router(channels_router)
+    app.include_router(webhooks_router)
+    app.include_router(templates_router)
     app.include_router(crm_router)
     app.include_router(events_router)
     app.include_router(jobs_router)

@@ -34,10 +34,12 @@ company_app = typer.Typer(help="Manage companies (tenants).", no_args_is_help=Tr
 apikey_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 queue_app = typer.Typer(help="Look at the job queue.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead-lettered jobs: list and replay.", no_args_is_help=True)
+templates_app = typer.Typer(help="WhatsApp message templates.", no_args_is_help=True)
 app.add_typer(company_app, name="company")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(queue_app, name="queue")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(templates_app, name="templates")
 
 T = TypeVar("T")
 
@@ -147,6 +149,7 @@ def serve(
             engine,
             lambda session: tenancy.bootstrap_default_company(session, now=SystemClock().now()),
         )
+        connected = _in_transaction(engine, lambda session: _connect_meta_number(session, settings))
     if first is not None:
         company, raw_key = first
         typer.echo(
@@ -164,6 +167,10 @@ def serve(
                 ]
             )
         )
+    if connected:
+        typer.echo(
+            f"WhatsApp Cloud number {connected} (META_PHONE_NUMBER_ID) is connected to Default"
+        )
     bind_host = host or settings.host
     bind_port = port or settings.port
     docs = f"http://{bind_host}:{bind_port}/docs" if settings.docs_enabled else "(docs off)"
@@ -177,6 +184,18 @@ def serve(
         log_level=settings.log_level.lower(),
         proxy_headers=False,
     )
+
+
+def _connect_meta_number(session: Session, settings: Settings) -> str | None:
+    if not settings.meta_phone_number_id or settings.meta_whatsapp_token is None:
+        return None
+    from shvya.channels import service as channels
+
+    company = tenancy.get_company_by_name(session, name=tenancy.DEFAULT_COMPANY_NAME)
+    channels.connect_whatsapp_from_environment(
+        session, company_id=company.id, settings=settings, now=SystemClock().now()
+    )
+    return settings.meta_phone_number_id
 
 
 @company_app.command("create")
@@ -432,6 +451,35 @@ def dlq_replay(
     with _database(settings) as engine:
         replayed = _in_transaction(engine, work)
     typer.echo(f"replayed {replayed} job(s)")
+
+
+@templates_app.command("sync")
+def templates_sync(
+    company: Annotated[str, typer.Option(help="The company's name.")] = "Default",
+) -> None:
+    """Pull the WhatsApp account's templates and their statuses from Meta."""
+    from shvya.channels import service as channels
+    from shvya.channels.adapters import ChannelSendError
+
+    settings = _settings()
+
+    def work(session: Session) -> tuple[int, int]:
+        owner = tenancy.get_company_by_name(session, name=company)
+        typer.echo(f"asking Meta for the templates of {owner.name!r}...", err=True)
+        try:
+            return channels.sync_whatsapp_templates(
+                session,
+                company_id=owner.id,
+                settings=settings,
+                now=SystemClock().now(),
+                checkpoint=session.commit,
+            )
+        except ChannelSendError as exc:
+            fail(f"Meta refused: {exc.code}: {exc.message}")
+
+    with _database(settings) as engine:
+        seen, approved = _in_transaction(engine, work)
+    typer.echo(f"{seen} template(s), {approved} approved")
 
 
 def main() -> None:

@@ -51,6 +51,40 @@ class Settings(BaseSettings):
     db_pool_size: int = 10
     log_level: str = "INFO"
 
+    # --- WhatsApp Cloud API (Meta): one app for the installation ---
+    meta_app_secret: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("META_APP_SECRET", "SHVYA_META_APP_SECRET")
+    )
+    meta_verify_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("META_VERIFY_TOKEN", "SHVYA_META_VERIFY_TOKEN"),
+    )
+    # The default company's number, connected at `shvya serve` when both are set.
+    meta_whatsapp_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("META_WHATSAPP_TOKEN", "SHVYA_META_WHATSAPP_TOKEN"),
+    )
+    meta_phone_number_id: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("META_PHONE_NUMBER_ID", "SHVYA_META_PHONE_NUMBER_ID"),
+    )
+    meta_waba_id: str | None = Field(
+        default=None, validation_alias=AliasChoices("META_WABA_ID", "SHVYA_META_WABA_ID")
+    )
+    meta_graph_base_url: str = Field(
+        default="https://graph.facebook.com",
+        validation_alias=AliasChoices("META_GRAPH_BASE_URL", "SHVYA_META_GRAPH_BASE_URL"),
+    )
+    meta_graph_version: str = Field(
+        default="v25.0",
+        pattern=r"^v[0-9]+\.[0-9]+$",
+        validation_alias=AliasChoices("META_GRAPH_VERSION", "SHVYA_META_GRAPH_VERSION"),
+    )
+    # The browser chat at / (the sandbox channel): on in development; in production only for
+    # companies that turn it on.
+    sandbox_page: bool | None = None
+    sandbox_company: str = "Default"
+
     # --- the job queue ---
     job_engine: JobEngineName = JobEngineName.embedded
     # `shvya serve` runs the embedded worker threads itself unless this is off (then run
@@ -107,6 +141,12 @@ class Settings(BaseSettings):
     def docs_enabled(self) -> bool:
         if self.expose_docs is not None:
             return self.expose_docs
+        return self.env is Environment.development
+
+    @property
+    def sandbox_enabled(self) -> bool:
+        if self.sandbox_page is not None:
+            return self.sandbox_page
         return self.env is Environment.development
 
     @property

@@ -107,6 +107,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         413: "Request body over the size limit",
         422: "Invalid input: the detail names the field",
         429: "Too many failed authentications from this address",
+        502: "The provider (e.g. WhatsApp) did not answer as it should",
         503: "The database is unreachable",
     }
     return {status: {"model": ErrorOut, "description": descriptions[status]} for status in statuses}

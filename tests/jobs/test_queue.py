@@ -270,3 +270,32 @@ def test_expired_lease_is_claimed_again_counting_the_attempt_and_fenced(
         assert reap_expired_leases(session, now=clock.now()) == (0, 1)
         session.commit()
     assert load(session_factory, job_id).status == "dlq"
+
+
+def test_jobs_are_announced_after_the_outer_commit_never_at_a_savepoint(
+    engine: Engine, acme: Tenant, clock: FakeClock
+) -> None:
+    from shvya.db.engine import make_session_factory
+    from shvya.jobs.service import EnqueuedJob
+
+    heard: list[list[EnqueuedJob]] = []
+
+    class Recording:
+        def jobs_committed(self, jobs: list[EnqueuedJob]) -> None:
+            heard.append(list(jobs))
+
+    factory = make_session_factory(engine, notifier=Recording())
+    with factory() as session:
+        with session.begin_nested():
+            job_id, _ = enqueue_job(
+                session, "ai.engage", {}, company_id=acme.company_id, now=clock.now()
+            )
+        # the savepoint is released, the transaction is not committed: a Celery worker told
+        # now would find no such job
+        assert heard == []
+        session.commit()
+    assert [[job.id for job in jobs] for jobs in heard] == [[job_id]]
+    with factory() as session:
+        enqueue_job(session, "ai.engage", {}, company_id=acme.company_id, now=clock.now())
+        session.rollback()
+    assert len(heard) == 1

@@ -35,6 +35,9 @@ class Victim:
     agent_key_id: str
     stage_ids: list[str]
     pipeline_ids: list[str]
+    message_id: str
+    suppression_id: str
+    template_id: str
 
 
 # Path parameter name -> the id of company B's resource of that kind. A route with a path
@@ -43,6 +46,16 @@ PATH_IDS: dict[str, Callable[[Victim], str]] = {
     "lead_id": lambda victim: victim.lead_id,
     "job_id": lambda victim: victim.job_id,
     "key_id": lambda victim: victim.agent_key_id,
+    "message_id": lambda victim: victim.message_id,
+    "suppression_id": lambda victim: victim.suppression_id,
+    "template_id": lambda victim: victim.template_id,
+}
+
+# Routes where B's own request is not expected to succeed, with the check that proves B's
+# resource was found all the same (so A's 404 still came from the company boundary).
+FOUND_BUT_NOT_OK: dict[tuple[str, str], Callable[[Any], bool]] = {
+    # B's message is text: found, but it has no media to fetch.
+    ("GET", "/messages/{message_id}/media"): lambda r: r.json()["error"] != "message_not_found",
 }
 
 # (METHOD, path) -> a minimal body that the route accepts, so validation cannot answer first
@@ -114,6 +127,8 @@ def api_view(client: TestClient, victim: Victim) -> dict[str, Any]:
         "/leads",
         "/pipelines",
         "/api-keys",
+        "/suppressions",
+        "/templates",
     )
     view = {}
     for path in paths:
@@ -134,6 +149,18 @@ def victim(client: TestClient, globex: Tenant) -> Victim:
     assert keys.status_code == 200, keys.text
     [agent_key] = [k for k in keys.json() if k["role"] == "agent"]
     pipelines = client.get("/pipelines", headers=globex.admin).json()
+    suppression = client.post(
+        "/suppressions",
+        json={"channel": "email", "address": "blocked@globex.example"},
+        headers=globex.admin,
+    )
+    assert suppression.status_code == 201, suppression.text
+    template = client.post(
+        "/templates",
+        json={"name": "globex_followup", "body": "Hi {{1}}, still interested?"},
+        headers=globex.admin,
+    )
+    assert template.status_code == 201, template.text
     return Victim(
         tenant=globex,
         lead_id=created.json()["lead_id"],
@@ -141,6 +168,9 @@ def victim(client: TestClient, globex: Tenant) -> Victim:
         agent_key_id=agent_key["id"],
         stage_ids=[s["id"] for p in pipelines for s in p["stages"]],
         pipeline_ids=[p["id"] for p in pipelines],
+        message_id=created.json()["message_id"],
+        suppression_id=suppression.json()["id"],
+        template_id=template.json()["id"],
     )
 
 
@@ -246,7 +276,11 @@ def test_another_companys_id_in_the_path_answers_404_and_changes_nothing(
     own = _request(
         client, method, _fill_path(path, operation, victim_ids), body, victim.tenant.admin
     )
-    assert 200 <= own.status_code < 300, (route, own.status_code, own.text)
+    found_check = FOUND_BUT_NOT_OK.get((method, path))
+    if found_check is not None:
+        assert found_check(own), (route, own.status_code, own.text)
+    else:
+        assert 200 <= own.status_code < 300, (route, own.status_code, own.text)
 
 
 # --- another company's ids inside request bodies and query strings ------------------------------

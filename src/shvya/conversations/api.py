@@ -45,7 +45,7 @@ def post_inbound_message(
         result = service.receive_inbound_message(
             session,
             company_id=key.company.id,
-            message=body,
+            message=service.InboundMessage.from_api(body),
             region=region,
             actor=key.actor,
             now=clock.now(),

@@ -33,7 +33,11 @@ class Message(IdMixin, Base):
     __table_args__ = (
         # The provider's message id dedupes redelivered webhooks (NULLs never collide).
         UniqueConstraint("company_id", "channel", "external_id"),
+        # One outbound message per send key (job and purpose): a retried job finds the row it
+        # wrote before calling the provider instead of sending a second message.
+        UniqueConstraint("company_id", "send_key"),
         Index(None, "lead_id", "created_at"),
+        Index(None, "channel_account_id", "direction", "created_at"),
         Index(None, "company_id", "created_at"),
     )
 
@@ -43,6 +47,9 @@ class Message(IdMixin, Base):
         ForeignKey("lead_contacts.id", ondelete="SET NULL")
     )
     channel: Mapped[str] = mapped_column(String(16))
+    channel_account_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("channel_accounts.id", ondelete="SET NULL")
+    )
     direction: Mapped[str] = mapped_column(String(3))
     text: Mapped[str] = mapped_column(Text, default="")
     template_id: Mapped[uuid.UUID | None] = mapped_column(
@@ -50,6 +57,7 @@ class Message(IdMixin, Base):
     )
     status: Mapped[str] = mapped_column(String(16))
     external_id: Mapped[str | None] = mapped_column(String(255))
+    send_key: Mapped[str | None] = mapped_column(String(255))
     error: Mapped[str | None] = mapped_column(Text)
     # Media, buttons, passages used by the AI: whatever the channel or the AI attaches.
     meta: Mapped[dict[str, Any]] = mapped_column(default=dict)

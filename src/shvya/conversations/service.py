@@ -1,23 +1,43 @@
 from __future__ import annotations
 
+import re
+import unicodedata
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from shvya.conversations.models import Direction, Message, MessageStatus
 from shvya.conversations.schemas import InboundMessageIn, ReceiveResultOut
 from shvya.crm import service as crm
+from shvya.crm.models import Channel, SuppressionReason
 from shvya.db.statements import insert_or_ignore
-from shvya.errors import InvalidInput
+from shvya.errors import InvalidInput, NotFound
 from shvya.events.service import append_event
 from shvya.jobs.service import JobType, enqueue_job, find_job_id
 
 # A provider clock a little ahead of ours is normal; a timestamp far ahead would stretch
-# WhatsApp's 24-hour window, so it is refused.
+# WhatsApp's 24-hour window, so the API refuses it and webhooks clamp it.
 MAX_CLOCK_SKEW = timedelta(minutes=10)
+MAX_TEXT_CHARS = 4096
+# Whole-message keywords (PROTOCOLS.md 5.2); companies add their own languages' words.
+OPT_OUT_KEYWORDS = frozenset(
+    {"stop", "stopall", "unsubscribe", "cancel", "end", "quit", "revoke", "optout", "opt out"}
+)
+OPT_IN_KEYWORDS = frozenset({"start", "unstop", "subscribe"})
+# Delivery statuses only move forward; `failed` is final (PROTOCOLS.md 1.6).
+STATUS_RANK = {
+    MessageStatus.queued: 0,
+    MessageStatus.sending: 1,
+    MessageStatus.unknown: 2,
+    MessageStatus.sent: 3,
+    MessageStatus.delivered: 4,
+    MessageStatus.read: 5,
+}
 
 
 class DuplicateInbound(Exception):
@@ -28,35 +48,92 @@ class DuplicateInbound(Exception):
         self.result = result
 
 
+class MessageNotFound(NotFound):
+    code = "message_not_found"
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """A lead's message from any door: the API, a channel webhook, the sandbox page."""
+
+    channel: Channel
+    sender: str
+    text: str
+    name: str | None = None
+    external_id: str | None = None
+    received_at: datetime | None = None
+    # Provider details worth keeping: message type, media id and mime type, button ids...
+    meta: dict[str, Any] = field(default_factory=dict)
+    # WhatsApp's business-scoped user id; found before the phone number when present.
+    external_user_id: str | None = None
+
+    @classmethod
+    def from_api(cls, body: InboundMessageIn) -> InboundMessage:
+        return cls(
+            channel=body.channel,
+            sender=body.from_,
+            text=body.text,
+            name=body.name,
+            external_id=body.external_id,
+            received_at=body.received_at,
+        )
+
+
 def engage_idempotency_key(message_id: uuid.UUID) -> str:
     return f"ai.engage:{message_id}"
+
+
+def _keyword(text: str) -> str:
+    folded = unicodedata.normalize("NFKC", text).casefold().strip()
+    folded = re.sub(r"\s+", " ", folded)
+    return folded.strip(" .!¡?¿'\"")
+
+
+def opt_out_keyword(text: str, *, company_keywords: Sequence[str] = ()) -> str | None:
+    """ "out" when the whole message is an opt-out keyword, "in" for START, else None."""
+    word = _keyword(text)
+    if word in OPT_OUT_KEYWORDS or word in {_keyword(k) for k in company_keywords}:
+        return "out"
+    if word in OPT_IN_KEYWORDS:
+        return "in"
+    return None
 
 
 def receive_inbound_message(
     session: Session,
     *,
     company_id: uuid.UUID,
-    message: InboundMessageIn,
+    message: InboundMessage,
     region: str,
     actor: str,
     now: datetime,
+    opt_out_keywords: Sequence[str] = (),
+    clamp_future: bool = False,
 ) -> ReceiveResultOut:
-    """Record a lead's message and queue the AI's answer, all in the caller's transaction.
+    """Record a lead's message and queue what follows, all in the caller's transaction.
 
     Idempotent on (company, channel, external_id): a redelivery returns the first result
     with duplicate=true and writes nothing. When two copies race, the message's unique index
     decides and the loser raises DuplicateInbound so its unit of work rolls back whole.
+    An opt-out keyword suppresses the contact and queues one confirmation, never an AI reply.
     """
     channel = message.channel
-    value = crm.normalise_contact(channel, message.from_, region=region, field="from")
+    if message.sender.startswith("bsuid:"):
+        value = message.sender  # WhatsApp users with a username and no phone number
+    else:
+        value = crm.normalise_contact(channel, message.sender, region=region, field="from")
     received_at = message.received_at or now
     if received_at - now > MAX_CLOCK_SKEW:
-        raise InvalidInput(
-            "received_at: is in the future; send the provider's timestamp with its offset",
-            extra={"field": "received_at"},
-        )
+        if not clamp_future:
+            raise InvalidInput(
+                "received_at: is in the future; send the provider's timestamp with its offset",
+                extra={"field": "received_at"},
+            )
+        received_at = now
     if message.external_id is not None:
-        first = _find_existing(session, company_id=company_id, message=message)
+        first = _find_existing(
+            session, company_id=company_id, channel=channel, external_id=message.external_id
+        )
         if first is not None:
             return first
 
@@ -68,8 +145,10 @@ def receive_inbound_message(
         name=message.name,
         actor=actor,
         now=now,
+        external_user_id=message.external_user_id,
     )
     lead, contact = found.lead, found.contact
+    text = message.text[:MAX_TEXT_CHARS]
     message_id = insert_or_ignore(
         session,
         Message.__table__,  # type: ignore[arg-type]
@@ -79,10 +158,10 @@ def receive_inbound_message(
             "contact_id": contact.id,
             "channel": channel.value,
             "direction": Direction.inbound.value,
-            "text": message.text,
+            "text": text,
             "status": MessageStatus.received.value,
             "external_id": message.external_id,
-            "meta": {},
+            "meta": message.meta,
             "created_at": now,
             "updated_at": now,
             "received_at": received_at,
@@ -90,7 +169,10 @@ def receive_inbound_message(
         conflict_on=("company_id", "channel", "external_id"),
     )
     if message_id is None:
-        first = _find_existing(session, company_id=company_id, message=message)
+        assert message.external_id is not None
+        first = _find_existing(
+            session, company_id=company_id, channel=channel, external_id=message.external_id
+        )
         assert first is not None
         raise DuplicateInbound(first)
 
@@ -109,11 +191,33 @@ def receive_inbound_message(
             "message_id": str(message_id),
             "channel": channel.value,
             "external_id": message.external_id,
-            "chars": len(message.text),
+            "kind": message.meta.get("type", "text"),
+            "chars": len(text),
         },
         actor=actor,
         now=now,
     )
+    keyword = opt_out_keyword(text, company_keywords=opt_out_keywords)
+    if keyword is not None:
+        _apply_opt_keyword(
+            session,
+            keyword=keyword,
+            company_id=company_id,
+            lead_id=lead.id,
+            channel=channel,
+            address=value,
+            message_id=message_id,
+            actor=actor,
+            now=now,
+        )
+        session.flush()
+        return ReceiveResultOut(
+            lead_id=lead.id,
+            message_id=message_id,
+            job_id=None,
+            lead_created=found.lead_created,
+            duplicate=False,
+        )
     job_id: uuid.UUID | None = None
     if not lead.ai_paused:
         job_id, _ = enqueue_job(
@@ -135,14 +239,89 @@ def receive_inbound_message(
     )
 
 
+def _apply_opt_keyword(
+    session: Session,
+    *,
+    keyword: str,
+    company_id: uuid.UUID,
+    lead_id: uuid.UUID,
+    channel: Channel,
+    address: str,
+    message_id: uuid.UUID,
+    actor: str,
+    now: datetime,
+) -> None:
+    if keyword == "out":
+        suppression, created = crm.add_suppression(
+            session,
+            company_id=company_id,
+            channel=channel.value,
+            address=address,
+            reason=SuppressionReason.opt_out,
+            source="keyword",
+            actor=actor,
+            now=now,
+            lead_id=lead_id,
+        )
+        append_event(
+            session,
+            company_id=company_id,
+            entity_type="lead",
+            entity_id=lead_id,
+            type="OptedOut",
+            data={"channel": channel.value, "message_id": str(message_id), "first": created},
+            actor=actor,
+            now=now,
+        )
+        if created:
+            # One confirmation per opt-out, keyed on the suppression: never a sales reply.
+            enqueue_job(
+                session,
+                JobType.channel_notice,
+                {
+                    "lead_id": str(lead_id),
+                    "channel": channel.value,
+                    "notice": "opt_out_confirmation",
+                    "suppression_id": str(suppression.id),
+                },
+                company_id=company_id,
+                lead_id=lead_id,
+                idempotency_key=f"optout:{suppression.id}",
+                now=now,
+            )
+        return
+    existing = crm.find_suppression(
+        session, company_id=company_id, channel=channel.value, address=address
+    )
+    if existing is not None and existing.reason == SuppressionReason.opt_out.value:
+        crm.remove_suppression(
+            session,
+            company_id=company_id,
+            suppression=existing,
+            actor=actor,
+            now=now,
+            lead_id=lead_id,
+        )
+        append_event(
+            session,
+            company_id=company_id,
+            entity_type="lead",
+            entity_id=lead_id,
+            type="OptedIn",
+            data={"channel": channel.value, "message_id": str(message_id)},
+            actor=actor,
+            now=now,
+        )
+
+
 def _find_existing(
-    session: Session, *, company_id: uuid.UUID, message: InboundMessageIn
+    session: Session, *, company_id: uuid.UUID, channel: Channel, external_id: str
 ) -> ReceiveResultOut | None:
     row = session.execute(
         select(Message.id, Message.lead_id).where(
             Message.company_id == company_id,
-            Message.channel == message.channel.value,
-            Message.external_id == message.external_id,
+            Message.channel == channel.value,
+            Message.external_id == external_id,
         )
     ).first()
     if row is None:
@@ -171,3 +350,181 @@ def list_lead_messages(
         .offset(offset)
     ).all()
     return rows, total
+
+
+def get_message(session: Session, *, company_id: uuid.UUID, message_id: uuid.UUID) -> Message:
+    row = session.scalars(
+        select(Message).where(Message.id == message_id, Message.company_id == company_id)
+    ).first()
+    if row is None:
+        raise MessageNotFound(f"message {message_id} not found")
+    return row
+
+
+# --- outbound messages ------------------------------------------------------------------------
+
+
+def find_outbound_by_send_key(
+    session: Session, *, company_id: uuid.UUID, send_key: str
+) -> Message | None:
+    return session.scalars(
+        select(Message).where(Message.company_id == company_id, Message.send_key == send_key)
+    ).first()
+
+
+def last_outbound_at(
+    session: Session, *, company_id: uuid.UUID, lead_id: uuid.UUID, channel: str
+) -> datetime | None:
+    """Our last message to this lead on this channel that may have reached them."""
+    last: datetime | None = session.scalar(
+        select(func.max(Message.created_at)).where(
+            Message.company_id == company_id,
+            Message.lead_id == lead_id,
+            Message.channel == channel,
+            Message.direction == Direction.outbound.value,
+            Message.status != MessageStatus.failed.value,
+        )
+    )
+    return last
+
+
+def outbound_count_since(
+    session: Session, *, channel_account_id: uuid.UUID, since: datetime
+) -> int:
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Message)
+            .where(
+                Message.channel_account_id == channel_account_id,
+                Message.direction == Direction.outbound.value,
+                Message.created_at >= since,
+            )
+        )
+        or 0
+    )
+
+
+@dataclass(frozen=True)
+class DeliveryStatus:
+    """A provider's status for one of our messages (sent, delivered, read, failed)."""
+
+    external_id: str
+    status: MessageStatus
+    at: datetime
+    error_code: str | None = None
+    error: str | None = None
+
+
+def apply_delivery_status(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    channel: Channel,
+    status: DeliveryStatus,
+    now: datetime,
+) -> Message | None:
+    """Move an outbound message's status forward. A status that would move it back (delivered
+    after read), repeats the current one, or follows `failed` changes nothing. Returns the
+    message when it changed."""
+    message = session.scalars(
+        select(Message).where(
+            Message.company_id == company_id,
+            Message.channel == channel.value,
+            Message.external_id == status.external_id,
+            Message.direction == Direction.outbound.value,
+        )
+    ).first()
+    if message is None or message.status == MessageStatus.failed.value:
+        return None
+    current = MessageStatus(message.status)
+    if status.status is MessageStatus.failed:
+        if current is MessageStatus.read:
+            return None  # read is proof of delivery: a late failure cannot undo it
+        message.status = MessageStatus.failed.value
+        message.error = (
+            f"{status.error_code}: {status.error}" if status.error_code else status.error
+        )
+    else:
+        if STATUS_RANK.get(status.status, -1) <= STATUS_RANK.get(current, -1):
+            return None
+        message.status = status.status.value
+        if status.status is MessageStatus.sent and message.sent_at is None:
+            message.sent_at = status.at
+        if status.status in (MessageStatus.delivered, MessageStatus.read):
+            message.delivered_at = message.delivered_at or status.at
+        if status.status is MessageStatus.read:
+            message.read_at = status.at
+    message.updated_at = now
+    append_event(
+        session,
+        company_id=company_id,
+        entity_type="lead",
+        entity_id=message.lead_id,
+        type="MessageStatusChanged",
+        data={
+            "message_id": str(message.id),
+            "from": current.value,
+            "to": message.status,
+            **({"error": message.error} if status.status is MessageStatus.failed else {}),
+        },
+        now=now,
+    )
+    return message
+
+
+def create_outbound_message(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    lead_id: uuid.UUID,
+    contact_id: uuid.UUID | None,
+    channel: str,
+    channel_account_id: uuid.UUID | None,
+    text: str,
+    send_key: str,
+    template_id: uuid.UUID | None,
+    meta: dict[str, Any],
+    now: datetime,
+) -> Message:
+    message = Message(
+        company_id=company_id,
+        lead_id=lead_id,
+        contact_id=contact_id,
+        channel=channel,
+        channel_account_id=channel_account_id,
+        direction=Direction.outbound.value,
+        text=text,
+        template_id=template_id,
+        status=MessageStatus.sending.value,
+        send_key=send_key,
+        meta=meta,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(message)
+    session.flush()
+    return message
+
+
+def set_outbound_status(
+    session: Session,
+    *,
+    message_id: uuid.UUID,
+    status: MessageStatus,
+    now: datetime,
+    external_id: str | None = None,
+    error: str | None = None,
+    meta_update: dict[str, Any] | None = None,
+) -> None:
+    values: dict[str, Any] = {"status": status.value, "updated_at": now}
+    if external_id is not None:
+        values["external_id"] = external_id
+    if status is MessageStatus.sent:
+        values["sent_at"] = now
+    if error is not None:
+        values["error"] = error
+    session.execute(update(Message).where(Message.id == message_id).values(**values))
+    if meta_update:
+        message = session.get_one(Message, message_id)
+        message.meta = {**message.meta, **meta_update}

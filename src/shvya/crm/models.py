@@ -83,7 +83,11 @@ class LeadContact(IdMixin, Base):
     """One way to reach a lead. `value` is an E.164 phone or a lower-case email."""
 
     __tablename__ = "lead_contacts"
-    __table_args__ = (UniqueConstraint("company_id", "channel", "value"),)
+    __table_args__ = (
+        UniqueConstraint("company_id", "channel", "value"),
+        # WhatsApp's business-scoped user id: a lead is found by it before its phone number.
+        UniqueConstraint("company_id", "channel", "external_user_id"),
+    )
 
     company_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
     lead_id: Mapped[uuid.UUID] = mapped_column(
@@ -93,4 +97,33 @@ class LeadContact(IdMixin, Base):
     value: Mapped[str] = mapped_column(String(320))
     # The provider's timestamp of the lead's last message: WhatsApp's 24-hour window runs from it.
     last_inbound_at: Mapped[datetime | None] = mapped_column()
+    external_user_id: Mapped[str | None] = mapped_column(String(255))
+    # Marketing messages: "stop" or "resume" as the lead last told the provider.
+    marketing_consent: Mapped[str | None] = mapped_column(String(16))
+    marketing_consent_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SuppressionReason(StrEnum):
+    opt_out = "opt_out"  # the lead sent STOP (or one of the company's own keywords)
+    marketing_opt_out = "marketing_opt_out"  # WhatsApp user_preferences "stop", or 131050
+    undeliverable = "undeliverable"
+    bounce = "bounce"
+    complaint = "complaint"
+    manual = "manual"
+
+
+class Suppression(IdMixin, Base):
+    """An address nothing may be sent to on a channel; the router checks it before any send."""
+
+    __tablename__ = "suppressions"
+    __table_args__ = (UniqueConstraint("company_id", "channel", "address"),)
+
+    company_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(16))
+    # As contacts store it: E.164 phone or lower-case email.
+    address: Mapped[str] = mapped_column(String(320))
+    reason: Mapped[str] = mapped_column(String(32))
+    # Where it came from: keyword, webhook, api, cli.
+    source: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

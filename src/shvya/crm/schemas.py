@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -112,3 +112,20 @@ class LeadOut(BaseModel):
 
 class LeadPage(Page):
     items: list[LeadOut]
+
+
+class SuppressionIn(StrictInput):
+    channel: Literal["wa_cloud", "wa_web", "email", "sms", "sandbox"]
+    address: SafeStr = Field(min_length=1, max_length=320)
+    reason: Literal["manual", "bounce", "complaint", "opt_out", "marketing_opt_out"] = "manual"
+
+
+class SuppressionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
+    channel: str
+    address: str
+    reason: str
+    source: str
+    created_at: datetime

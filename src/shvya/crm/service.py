@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,7 +13,16 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from shvya.crm.models import DEFAULT_STAGES, Channel, Lead, LeadContact, Pipeline, Stage
+from shvya.crm.models import (
+    DEFAULT_STAGES,
+    Channel,
+    Lead,
+    LeadContact,
+    Pipeline,
+    Stage,
+    Suppression,
+    SuppressionReason,
+)
 from shvya.crm.schemas import (
     ContactOut,
     LeadCreateIn,
@@ -27,6 +37,7 @@ from shvya.errors import Conflict, InvalidInput, NotFound
 from shvya.events.service import append_event
 
 EMAIL_CHANNELS = frozenset({Channel.email})
+SANDBOX_VISITOR = re.compile(r"visitor-[0-9a-f]{16,64}")
 
 
 class LeadNotFound(NotFound):
@@ -73,8 +84,10 @@ def normalise_email(raw: str) -> str:
 def normalise_contact(channel: Channel, raw: str, *, region: str, field: str) -> str:
     """The value a contact is stored and matched by: E.164 phone or lower-case email.
 
-    The sandbox channel takes either, so a browser demo can chat as a phone or an email.
+    The sandbox channel also takes either, and the sandbox page's own visitor ids.
     """
+    if channel is Channel.sandbox and SANDBOX_VISITOR.fullmatch(raw):
+        return raw
     try:
         if channel in EMAIL_CHANNELS or (channel is Channel.sandbox and "@" in raw):
             return normalise_email(raw)
@@ -111,7 +124,12 @@ def create_default_pipeline(session: Session, *, company_id: uuid.UUID, now: dat
 
 
 def get_entry_stage(session: Session, *, company_id: uuid.UUID, now: datetime) -> Stage:
-    """The first stage of the company's default pipeline, making the pipeline if it has none."""
+    """The first stage of the company's default pipeline, making the pipeline if it has none.
+    Remembered for the session: a webhook batch creates many leads in the same stage."""
+    cache_key = ("shvya.crm.entry_stage", company_id)
+    cached = session.info.get(cache_key)
+    if isinstance(cached, Stage):
+        return cached
     statement = (
         select(Stage)
         .join(Pipeline, Pipeline.id == Stage.pipeline_id)
@@ -121,6 +139,7 @@ def get_entry_stage(session: Session, *, company_id: uuid.UUID, now: datetime) -
     )
     stage = session.scalars(statement).first()
     if stage is not None:
+        session.info[cache_key] = stage
         return stage
     try:
         with session.begin_nested():
@@ -200,9 +219,26 @@ def find_or_create_lead_for_contact(
     name: str | None,
     actor: str,
     now: datetime,
+    external_user_id: str | None = None,
 ) -> ContactLead:
-    """The lead behind a normalised contact, created in the entry stage if the contact is new."""
-    contact = _find_contact(session, company_id=company_id, channel=channel, value=value)
+    """The lead behind a normalised contact, created in the entry stage if the contact is new.
+
+    With a provider user id (WhatsApp's business-scoped id) the contact is found by it first:
+    a lead who changes or hides their number stays the same lead.
+    """
+    contact = None
+    if external_user_id is not None:
+        contact = session.scalars(
+            select(LeadContact).where(
+                LeadContact.company_id == company_id,
+                LeadContact.channel == channel.value,
+                LeadContact.external_user_id == external_user_id,
+            )
+        ).first()
+    if contact is None:
+        contact = _find_contact(session, company_id=company_id, channel=channel, value=value)
+    if contact is not None and external_user_id is not None and contact.external_user_id is None:
+        contact.external_user_id = external_user_id
     if contact is None:
         stage = get_entry_stage(session, company_id=company_id, now=now)
         try:
@@ -225,6 +261,7 @@ def find_or_create_lead_for_contact(
                     lead_id=lead.id,
                     channel=channel.value,
                     value=value,
+                    external_user_id=external_user_id,
                     created_at=now,
                 )
                 session.add(contact)
@@ -473,3 +510,187 @@ def present_leads(session: Session, leads: Sequence[Lead]) -> list[LeadOut]:
         )
         for lead in leads
     ]
+
+
+# --- suppressions -----------------------------------------------------------------------------
+
+
+class SuppressionNotFound(NotFound):
+    code = "suppression_not_found"
+
+
+def is_suppressed(session: Session, *, company_id: uuid.UUID, channel: str, address: str) -> bool:
+    return (
+        session.scalar(
+            select(Suppression.id).where(
+                Suppression.company_id == company_id,
+                Suppression.channel == channel,
+                Suppression.address == address,
+            )
+        )
+        is not None
+    )
+
+
+def find_suppression(
+    session: Session, *, company_id: uuid.UUID, channel: str, address: str
+) -> Suppression | None:
+    return session.scalars(
+        select(Suppression).where(
+            Suppression.company_id == company_id,
+            Suppression.channel == channel,
+            Suppression.address == address,
+        )
+    ).first()
+
+
+def add_suppression(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    channel: str,
+    address: str,
+    reason: SuppressionReason,
+    source: str,
+    actor: str,
+    now: datetime,
+    lead_id: uuid.UUID | None = None,
+) -> tuple[Suppression, bool]:
+    """Suppress an address on a channel; returns (row, created). Adding it twice is a no-op."""
+    created_id = insert_or_ignore(
+        session,
+        Suppression.__table__,  # type: ignore[arg-type]
+        {
+            "company_id": company_id,
+            "channel": channel,
+            "address": address,
+            "reason": reason.value,
+            "source": source,
+            "created_at": now,
+        },
+        conflict_on=("company_id", "channel", "address"),
+    )
+    row = find_suppression(session, company_id=company_id, channel=channel, address=address)
+    assert row is not None
+    if created_id is not None:
+        append_event(
+            session,
+            company_id=company_id,
+            entity_type="lead" if lead_id else "company",
+            entity_id=lead_id or company_id,
+            type="ContactSuppressed",
+            data={"channel": channel, "address": address, "reason": reason.value, "source": source},
+            actor=actor,
+            now=now,
+        )
+    return row, created_id is not None
+
+
+def remove_suppression(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    suppression: Suppression,
+    actor: str,
+    now: datetime,
+    lead_id: uuid.UUID | None = None,
+) -> None:
+    session.delete(suppression)
+    append_event(
+        session,
+        company_id=company_id,
+        entity_type="lead" if lead_id else "company",
+        entity_id=lead_id or company_id,
+        type="ContactUnsuppressed",
+        data={"channel": suppression.channel, "address": suppression.address},
+        actor=actor,
+        now=now,
+    )
+
+
+def get_suppression(
+    session: Session, *, company_id: uuid.UUID, suppression_id: uuid.UUID
+) -> Suppression:
+    row = session.scalars(
+        select(Suppression).where(
+            Suppression.id == suppression_id, Suppression.company_id == company_id
+        )
+    ).first()
+    if row is None:
+        raise SuppressionNotFound(f"suppression {suppression_id} not found")
+    return row
+
+
+def list_suppressions(
+    session: Session, *, company_id: uuid.UUID, limit: int, offset: int
+) -> tuple[Sequence[Suppression], int]:
+    where = (Suppression.company_id == company_id,)
+    total = session.scalar(select(func.count()).select_from(Suppression).where(*where)) or 0
+    rows = session.scalars(
+        select(Suppression)
+        .where(*where)
+        .order_by(Suppression.created_at.desc(), Suppression.id)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return rows, total
+
+
+def lead_contact(
+    session: Session, *, company_id: uuid.UUID, lead_id: uuid.UUID, channel: str
+) -> LeadContact | None:
+    """The lead's contact on a channel (the first one made)."""
+    return session.scalars(
+        select(LeadContact)
+        .where(
+            LeadContact.company_id == company_id,
+            LeadContact.lead_id == lead_id,
+            LeadContact.channel == channel,
+        )
+        .order_by(LeadContact.created_at, LeadContact.id)
+        .limit(1)
+    ).first()
+
+
+def find_contact_by_value(
+    session: Session, *, company_id: uuid.UUID, channel: str, value: str
+) -> LeadContact | None:
+    return session.scalars(
+        select(LeadContact).where(
+            LeadContact.company_id == company_id,
+            LeadContact.channel == channel,
+            LeadContact.value == value,
+        )
+    ).first()
+
+
+def set_marketing_consent(
+    session: Session, *, contact: LeadContact, value: str, at: datetime, now: datetime
+) -> bool:
+    """WhatsApp's user_preferences: "stop" or "resume". Returns whether anything changed
+    (an older or repeated preference changes nothing)."""
+    if contact.marketing_consent_at is not None and at <= contact.marketing_consent_at:
+        return False
+    if contact.marketing_consent == value:
+        contact.marketing_consent_at = at
+        return False
+    contact.marketing_consent = value
+    contact.marketing_consent_at = at
+    append_event(
+        session,
+        company_id=contact.company_id,
+        entity_type="lead",
+        entity_id=contact.lead_id,
+        type="MarketingConsentChanged",
+        data={"channel": contact.channel, "value": value},
+        now=now,
+    )
+    return True
+
+
+def touch_last_outbound(
+    session: Session, *, company_id: uuid.UUID, lead_id: uuid.UUID, at: datetime
+) -> None:
+    lead = get_lead(session, company_id=company_id, lead_id=lead_id)
+    if lead.last_outbound_at is None or at > lead.last_outbound_at:
+        lead.last_outbound_at = at

@@ -2,7 +2,7 @@
 
 from shvya.ai.models import AIKBDoc, AIModel
 from shvya.conversations.models import AISession, Message
-from shvya.crm.models import Lead, LeadContact, Pipeline, Stage
+from shvya.crm.models import Lead, LeadContact, Pipeline, Stage, Suppression
 from shvya.db.base import Base
 from shvya.events.models import Event
 from shvya.jobs.models import Job
@@ -28,6 +28,7 @@ __all__ = [
     "Sequence",
     "SequenceStep",
     "Stage",
+    "Suppression",
     "Template",
     "User",
 ]

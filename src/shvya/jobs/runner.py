@@ -23,11 +23,13 @@ from shvya.jobs.models import JobStatus
 from shvya.jobs.service import (
     ClaimedJob,
     DeferJob,
+    LeaseLost,
     PermanentJobError,
     complete_job,
     defer_job,
     extend_leases,
     fail_job,
+    hold_lease,
     release_job,
 )
 
@@ -43,6 +45,19 @@ class JobContext:
     now: datetime
     clock: Clock
     settings: Settings
+
+    def checkpoint(self) -> None:
+        """Commit the work so far, if the job is still ours. The one place a handler's work
+        is committed before the job ends: right before and after a provider call, so the
+        outbound message row is durable and a crash can never send twice (RELIABILITY F2)."""
+        if not hold_lease(
+            self.session,
+            job=self.job,
+            now=self.clock.now(),
+            lease_seconds=self.settings.job_lease_seconds,
+        ):
+            raise LeaseLost(f"job {self.job.id} is no longer ours")
+        self.session.commit()
 
 
 Handler = Callable[[JobContext], Mapping[str, Any] | None]
@@ -116,6 +131,10 @@ def run_claimed_job(
         session.rollback()
         logger.warning("job.lease_lost", extra={"job_id": str(job.id), "type": job.type})
         return None
+    except LeaseLost:
+        session.rollback()
+        logger.warning("job.lease_lost", extra={"job_id": str(job.id), "type": job.type})
+        return None
     except DeferJob as deferral:
         session.rollback()
         until, reason = deferral.until, deferral.reason
@@ -129,10 +148,13 @@ def run_claimed_job(
     except PermanentJobError as exc:
         session.rollback()
         error = str(exc) or type(exc).__name__
+        refusal = exc.reason
         return _record(
             session_factory,
             job,
-            lambda s: fail_job(s, job=job, error=error, now=clock.now(), permanent=True),
+            lambda s: fail_job(
+                s, job=job, error=error, now=clock.now(), permanent=True, reason=refusal
+            ),
         )
     except Exception as exc:  # any handler failure is retried with backoff
         session.rollback()

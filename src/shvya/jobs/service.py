@@ -29,11 +29,14 @@ logger = logging.getLogger(__name__)
 
 class JobType(StrEnum):
     ai_engage = "ai.engage"
+    channel_notice = "channel.notice"
     followup_bumpup = "followup.bumpup"
     ai_summary = "ai.summary"
     sequence_step = "sequence.step"
     email_sequence = "email.sequence"
     webhook_reminder = "webhook.reminder"
+    templates_sync = "templates.sync"
+    templates_submit = "templates.submit"
 
 
 class Lane(StrEnum):
@@ -44,11 +47,14 @@ class Lane(StrEnum):
 # Fixed by DESIGN.md: a caller cannot choose a priority, only a type.
 PRIORITIES: dict[JobType, int] = {
     JobType.ai_engage: 100,
+    JobType.channel_notice: 98,
     JobType.followup_bumpup: 95,
     JobType.ai_summary: 90,
     JobType.sequence_step: 70,
     JobType.email_sequence: 60,
     JobType.webhook_reminder: 50,
+    JobType.templates_sync: 40,
+    JobType.templates_submit: 40,
 }
 P1_MIN_PRIORITY = 90
 # The n-th retry waits BACKOFF_SECONDS[n-1] (the last value repeats), give or take JITTER.
@@ -68,7 +74,16 @@ class JobNotFound(NotFound):
 
 
 class PermanentJobError(Exception):
-    """Retrying cannot help (a bad template, a suppressed recipient): the job fails at once."""
+    """Retrying cannot help (a bad template, a suppressed recipient): the job fails at once.
+    `reason` is a short code kept in the JobFailed event (`outside_24h_window`, ...)."""
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class LeaseLost(Exception):
+    """Another worker owns the job now (this one froze past its lease): stop, keep nothing."""
 
 
 class DeferJob(Exception):
@@ -117,6 +132,7 @@ class JobNotifier(Protocol):
 
 SESSION_ENQUEUED = "shvya.jobs.enqueued"
 SESSION_NOTIFIER = "shvya.jobs.notifier"
+SESSION_NOTIFIED = "shvya.jobs.notified_lanes"
 
 
 def enqueue_job(
@@ -170,20 +186,23 @@ def enqueue_job(
     session.info.setdefault(SESSION_ENQUEUED, []).append(
         EnqueuedJob(id=job_id, lane=lane_of(priority), run_at=due)
     )
-    if due <= now and session.get_bind().dialect.name == "postgresql":
+    lane = lane_of(priority)
+    notified: set[Lane] = session.info.setdefault(SESSION_NOTIFIED, set())
+    if due <= now and lane not in notified and session.get_bind().dialect.name == "postgresql":
         # Delivered at commit to every listening worker, in any process; nothing on rollback.
+        # One per lane and transaction: a batch of jobs wakes the workers once.
         session.execute(
-            text("SELECT pg_notify(:channel, :lane)"),
-            {
-                "channel": PG_CHANNEL,
-                "lane": lane_of(priority).value,
-            },
+            text("SELECT pg_notify(:channel, :lane)"), {"channel": PG_CHANNEL, "lane": lane.value}
         )
+        notified.add(lane)
     return job_id, True
 
 
 @event.listens_for(Session, "after_commit")
 def _notify_after_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint was released: nothing is committed until the outer transaction is
+    session.info.pop(SESSION_NOTIFIED, None)
     jobs = session.info.pop(SESSION_ENQUEUED, None)
     notifier: JobNotifier | None = session.info.get(SESSION_NOTIFIER)
     if jobs and notifier is not None:
@@ -196,6 +215,7 @@ def _notify_after_commit(session: Session) -> None:
 @event.listens_for(Session, "after_rollback")
 def _forget_after_rollback(session: Session) -> None:
     session.info.pop(SESSION_ENQUEUED, None)
+    session.info.pop(SESSION_NOTIFIED, None)
 
 
 def find_job_id(
@@ -310,6 +330,15 @@ def extend_leases(
     return held
 
 
+def hold_lease(session: Session, *, job: ClaimedJob, now: datetime, lease_seconds: float) -> bool:
+    """In the handler's own transaction: still ours? Then renew the lease. Used before a
+    checkpoint commit, so a stale worker never commits work (or calls a provider) late."""
+    outcome = session.execute(
+        update(Job).where(_fenced(job)).values(locked_until=now + timedelta(seconds=lease_seconds))
+    )
+    return _changed(outcome)
+
+
 def _fenced(job: ClaimedJob) -> Any:
     return and_(
         Job.id == job.id,
@@ -351,6 +380,7 @@ def fail_job(
     error: str,
     now: datetime,
     permanent: bool = False,
+    reason: str | None = None,
     rng: random.Random | None = None,
 ) -> JobStatus | None:
     """After a failed attempt: queued again after the backoff, or `dlq` when the attempts are
@@ -374,7 +404,11 @@ def fail_job(
             session,
             job=job,
             type="JobDeadLettered" if status is JobStatus.dlq else "JobFailed",
-            data={"attempts": job.attempts, "error": _clip(error)},
+            data={
+                "attempts": job.attempts,
+                "error": _clip(error),
+                **({"reason": reason} if reason else {}),
+            },
             now=now,
         )
     return status

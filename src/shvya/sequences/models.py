@@ -25,8 +25,9 @@ class Template(IdMixin, Base):
     subject: Mapped[str | None] = mapped_column(String(998))
     body: Mapped[str] = mapped_column(Text, default="")
     components: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    # draft, pending, approved, rejected, paused, disabled (as the provider reports it).
+    # draft, submitted, approved, rejected, paused, disabled (the provider's word, mapped).
     status: Mapped[str] = mapped_column(String(16), default="draft")
+    rejection_reason: Mapped[str | None] = mapped_column(String(255))
     external_id: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)

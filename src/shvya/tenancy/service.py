@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from shvya.crm import service as crm
 from shvya.errors import Conflict, InvalidInput, NotFound
 from shvya.events.service import append_event
-from shvya.tenancy.models import ApiKey, Company, Role
+from shvya.tenancy.models import ApiKey, ChannelAccount, Company, Role
 
 DEFAULT_COMPANY_NAME = "Default"
 KEY_PREFIX = "shvya"
@@ -241,3 +241,109 @@ def bootstrap_default_company(session: Session, *, now: datetime) -> tuple[Compa
         session, company_id=company.id, role=Role.admin, name="first admin key", now=now
     )
     return company, raw_key
+
+
+def get_company(session: Session, *, company_id: uuid.UUID) -> Company:
+    company = session.get(Company, company_id)
+    if company is None:
+        raise CompanyNotFound(f"company {company_id} not found")
+    return company
+
+
+# --- channel accounts -------------------------------------------------------------------------
+
+
+class ChannelAccountTaken(Conflict):
+    code = "channel_account_taken"
+
+
+def find_channel_account(
+    session: Session, *, channel: str, external_id: str
+) -> ChannelAccount | None:
+    """The account a provider id (Meta's phone_number_id) belongs to, whichever company's."""
+    return session.scalars(
+        select(ChannelAccount).where(
+            ChannelAccount.channel == channel, ChannelAccount.external_id == external_id
+        )
+    ).first()
+
+
+def company_channel_account(
+    session: Session, *, company_id: uuid.UUID, channel: str
+) -> ChannelAccount | None:
+    """The company's active account on a channel (the first connected)."""
+    return session.scalars(
+        select(ChannelAccount)
+        .where(
+            ChannelAccount.company_id == company_id,
+            ChannelAccount.channel == channel,
+            ChannelAccount.is_active.is_(True),
+        )
+        .order_by(ChannelAccount.created_at)
+        .limit(1)
+    ).first()
+
+
+def list_channel_accounts(session: Session, *, company_id: uuid.UUID) -> Sequence[ChannelAccount]:
+    return session.scalars(
+        select(ChannelAccount)
+        .where(ChannelAccount.company_id == company_id)
+        .order_by(ChannelAccount.created_at)
+    ).all()
+
+
+def upsert_channel_account(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    channel: str,
+    external_id: str,
+    name: str,
+    credentials_encrypted: str | None,
+    config: dict[str, object],
+    actor: str,
+    now: datetime,
+) -> ChannelAccount:
+    """Connect (or reconnect, with a new token) a number or mailbox to a company. A provider
+    id already connected to another company is a conflict."""
+    account = find_channel_account(session, channel=channel, external_id=external_id)
+    if account is not None and account.company_id != company_id:
+        raise ChannelAccountTaken(
+            f"{channel} account {external_id} is connected to another company"
+        )
+    if account is None:
+        account = ChannelAccount(
+            company_id=company_id, channel=channel, external_id=external_id, created_at=now
+        )
+        session.add(account)
+    account.name = name
+    account.credentials_encrypted = credentials_encrypted
+    account.config = {**(account.config or {}), **config}
+    account.is_active = True
+    session.flush()
+    append_event(
+        session,
+        company_id=company_id,
+        entity_type="company",
+        entity_id=company_id,
+        type="ChannelAccountConnected",
+        data={"channel": channel, "external_id": external_id, "account_id": str(account.id)},
+        actor=actor,
+        now=now,
+    )
+    return account
+
+
+def find_channel_account_by_config(
+    session: Session, *, channel: str, key: str, value: str
+) -> ChannelAccount | None:
+    """An account by a value in its config (Meta's WABA id for template and preference
+    webhooks). Accounts are few; matching in Python keeps the query portable."""
+    for account in session.scalars(
+        select(ChannelAccount)
+        .where(ChannelAccount.channel == channel)
+        .order_by(ChannelAccount.created_at)
+    ):
+        if (account.config or {}).get(key) == value:
+            return account
+    return None

@@ -1,0 +1,224 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from shvya.channels import service
+from shvya.channels.adapters import ChannelSendError
+from shvya.channels.schemas import ChannelAccountOut, WhatsAppAccountIn
+from shvya.conversations import service as conversations
+from shvya.crm import service as crm
+from shvya.crm.models import Channel, SuppressionReason
+from shvya.crm.schemas import SuppressionIn, SuppressionOut
+from shvya.crypto import SecretUnreadable, decrypt_secret, mask_secret
+from shvya.db.session import DbSession
+from shvya.deps import ClockDep, SettingsDep
+from shvya.errors import NotFound, ShvyaError
+from shvya.schemas import (
+    AUTH_ERRORS,
+    PAGE_LIMIT_DEFAULT,
+    LimitQuery,
+    OffsetQuery,
+    Page,
+    clamp_limit,
+    error_responses,
+)
+from shvya.tenancy import service as tenancy
+from shvya.tenancy.auth import AdminKey, CurrentKey, PhoneRegion
+from shvya.tenancy.models import ChannelAccount
+
+router = APIRouter(tags=["channels"], responses=error_responses(*AUTH_ERRORS))
+
+
+class MediaUnavailable(ShvyaError):
+    code = "media_unavailable"
+    status = 502
+
+
+class SuppressionPage(Page):
+    items: list[SuppressionOut]
+
+
+def _account_out(account: ChannelAccount, secret_key: str) -> ChannelAccountOut:
+    hint = None
+    if account.credentials_encrypted:
+        try:
+            hint = mask_secret(decrypt_secret(account.credentials_encrypted, secret_key=secret_key))
+        except SecretUnreadable:
+            hint = "unreadable: reconnect with a new token"
+    return ChannelAccountOut(
+        id=account.id,
+        channel=account.channel,
+        name=account.name,
+        external_id=account.external_id,
+        config=account.config,
+        token_hint=hint,
+        is_active=account.is_active,
+        created_at=account.created_at,
+    )
+
+
+@router.get(
+    "/channels/accounts",
+    summary="The company's connected numbers and mailboxes (tokens never shown)",
+    responses=error_responses(403),
+)
+def list_channel_accounts(
+    session: DbSession, key: AdminKey, settings: SettingsDep
+) -> list[ChannelAccountOut]:
+    secret = settings.secret_key.get_secret_value()
+    return [
+        _account_out(a, secret)
+        for a in tenancy.list_channel_accounts(session, company_id=key.company.id)
+    ]
+
+
+@router.post(
+    "/channels/whatsapp",
+    status_code=201,
+    summary="Connect a WhatsApp Cloud API number (admin); the token is stored encrypted",
+    responses=error_responses(403, 409),
+)
+def connect_whatsapp(
+    body: WhatsAppAccountIn,
+    session: DbSession,
+    key: AdminKey,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> ChannelAccountOut:
+    account = service.connect_whatsapp(
+        session,
+        company_id=key.company.id,
+        data=body,
+        settings=settings,
+        actor=key.actor,
+        now=clock.now(),
+    )
+    return _account_out(account, settings.secret_key.get_secret_value())
+
+
+@router.get(
+    "/messages/{message_id}/media",
+    summary="A lead's media (image, document, audio, video), fetched from WhatsApp on demand",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/octet-stream": {}}, "description": "The file"},
+        **error_responses(404, 502),
+    },
+)
+def get_message_media(
+    message_id: uuid.UUID, session: DbSession, key: CurrentKey, settings: SettingsDep
+) -> Response:
+    # A read-only proxy, the one provider call made inside a request: the lead's file is
+    # needed now, by a person looking at it, and nothing is changed or sent.
+    message = conversations.get_message(session, company_id=key.company.id, message_id=message_id)
+    media = message.meta.get("media") if isinstance(message.meta, dict) else None
+    if (
+        message.channel != Channel.wa_cloud.value
+        or not isinstance(media, dict)
+        or not media.get("id")
+    ):
+        raise NotFound(f"message {message_id} has no WhatsApp media")
+    account = tenancy.company_channel_account(
+        session, company_id=key.company.id, channel=Channel.wa_cloud.value
+    )
+    if account is None:
+        raise NotFound("no WhatsApp Cloud number is connected to this company")
+    adapter = service.whatsapp_adapter(account, settings)
+    try:
+        content, mime_type = adapter.fetch_media(str(media["id"]))
+    except ChannelSendError as exc:
+        raise MediaUnavailable(
+            f"WhatsApp did not give the file: {exc.code}: {exc.message}"
+        ) from None
+    finally:
+        adapter.close()
+    return Response(
+        content,
+        media_type=mime_type,
+        headers={"X-Content-Type-Options": "nosniff", "Content-Disposition": "attachment"},
+    )
+
+
+@router.get(
+    "/suppressions",
+    summary="Addresses nothing is sent to (admin)",
+    responses=error_responses(403),
+)
+def list_suppressions(
+    session: DbSession,
+    key: AdminKey,
+    limit: Annotated[LimitQuery, Query()] = PAGE_LIMIT_DEFAULT,
+    offset: Annotated[OffsetQuery, Query()] = 0,
+) -> SuppressionPage:
+    limit = clamp_limit(limit)
+    rows, total = crm.list_suppressions(
+        session, company_id=key.company.id, limit=limit, offset=offset
+    )
+    return SuppressionPage(
+        items=[SuppressionOut.model_validate(r) for r in rows],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.post(
+    "/suppressions",
+    status_code=201,
+    summary="Suppress an address on a channel (admin); adding it again changes nothing",
+    responses=error_responses(403),
+)
+def add_suppression(
+    body: SuppressionIn,
+    response: Response,
+    session: DbSession,
+    key: AdminKey,
+    region: PhoneRegion,
+    clock: ClockDep,
+) -> SuppressionOut:
+    channel = Channel(body.channel)
+    address = crm.normalise_contact(channel, body.address, region=region, field="address")
+    contact = crm.find_contact_by_value(
+        session, company_id=key.company.id, channel=channel.value, value=address
+    )
+    row, created = crm.add_suppression(
+        session,
+        company_id=key.company.id,
+        channel=channel.value,
+        address=address,
+        reason=SuppressionReason(body.reason),
+        source="api",
+        actor=key.actor,
+        now=clock.now(),
+        lead_id=contact.lead_id if contact else None,
+    )
+    if not created:
+        response.status_code = 200
+    return SuppressionOut.model_validate(row)
+
+
+@router.delete(
+    "/suppressions/{suppression_id}",
+    summary="Lift a suppression (admin)",
+    responses=error_responses(403, 404),
+)
+def delete_suppression(
+    suppression_id: uuid.UUID, session: DbSession, key: AdminKey, clock: ClockDep
+) -> SuppressionOut:
+    row = crm.get_suppression(session, company_id=key.company.id, suppression_id=suppression_id)
+    out = SuppressionOut.model_validate(row)
+    contact = crm.find_contact_by_value(
+        session, company_id=key.company.id, channel=row.channel, value=row.address
+    )
+    crm.remove_suppression(
+        session,
+        company_id=key.company.id,
+        suppression=row,
+        actor=key.actor,
+        now=clock.now(),
+        lead_id=contact.lead_id if contact else None,
+    )
+    return out

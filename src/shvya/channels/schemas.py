@@ -1,0 +1,185 @@
+"""What can be sent, and the API's channel shapes."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, HttpUrl, StringConstraints, model_validator
+
+from shvya.schemas import SafeStr, StrictInput
+
+
+class MediaKind(StrEnum):
+    image = "image"
+    document = "document"
+    audio = "audio"
+    video = "video"
+
+
+class Media(StrictInput):
+    kind: MediaKind
+    link: HttpUrl | None = None
+    media_id: SafeStr | None = Field(default=None, max_length=255)
+    caption: SafeStr | None = Field(default=None, max_length=1024)
+    filename: SafeStr | None = Field(default=None, max_length=240)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Media:
+        if (self.link is None) == (self.media_id is None):
+            raise ValueError("give exactly one of link or media_id")
+        if self.caption is not None and self.kind is MediaKind.audio:
+            raise ValueError("audio takes no caption")
+        if self.filename is not None and self.kind is not MediaKind.document:
+            raise ValueError("only documents take a filename")
+        return self
+
+
+class ReplyButton(StrictInput):
+    id: SafeStr = Field(min_length=1, max_length=256)
+    title: SafeStr = Field(min_length=1, max_length=20)
+
+
+class ListRow(StrictInput):
+    id: SafeStr = Field(min_length=1, max_length=200)
+    title: SafeStr = Field(min_length=1, max_length=24)
+    description: SafeStr | None = Field(default=None, max_length=72)
+
+
+class ListSection(StrictInput):
+    title: SafeStr | None = Field(default=None, max_length=24)
+    rows: list[ListRow] = Field(min_length=1, max_length=10)
+
+
+class Interactive(StrictInput):
+    """WhatsApp reply buttons (up to 3) or a list (up to 10 rows in all)."""
+
+    kind: Literal["buttons", "list"]
+    body: SafeStr = Field(min_length=1, max_length=4096)
+    header: SafeStr | None = Field(default=None, max_length=60)
+    footer: SafeStr | None = Field(default=None, max_length=60)
+    buttons: list[ReplyButton] = Field(default_factory=list, max_length=3)
+    list_button: SafeStr | None = Field(default=None, max_length=20)
+    sections: list[ListSection] = Field(default_factory=list, max_length=10)
+
+    @model_validator(mode="after")
+    def _shape(self) -> Interactive:
+        if self.kind == "buttons":
+            if not self.buttons:
+                raise ValueError("reply buttons need 1 to 3 buttons")
+            if len(self.body) > 1024:
+                raise ValueError("a reply-button body is at most 1024 characters")
+        else:
+            rows = sum(len(section.rows) for section in self.sections)
+            if not self.list_button or not 1 <= rows <= 10:
+                raise ValueError("a list needs list_button and 1 to 10 rows across its sections")
+        return self
+
+
+class TemplateSend(StrictInput):
+    """An approved template and the values of its variables."""
+
+    name: SafeStr = Field(min_length=1, max_length=512)
+    language: SafeStr = Field(default="en", max_length=16)
+    body_params: list[SafeStr] = Field(default_factory=list, max_length=50)
+    header_media: Media | None = None
+    header_text: SafeStr | None = Field(default=None, max_length=60)
+    button_url_params: list[SafeStr] = Field(default_factory=list, max_length=10)
+    # Each URL parameter's button position among all the template's buttons (quick replies
+    # too); filled by the router from the stored template.
+    url_button_indexes: list[int] | None = Field(default=None, max_length=10)
+
+    @model_validator(mode="after")
+    def _header(self) -> TemplateSend:
+        if self.header_media is not None and self.header_media.kind is MediaKind.audio:
+            raise ValueError("a template header is an image, video or document, not audio")
+        if self.header_media is not None and self.header_text is not None:
+            raise ValueError("give header_media or header_text, not both")
+        return self
+
+
+class OutboundContent(StrictInput):
+    """One message. Exactly one of text, media, interactive or template."""
+
+    text: SafeStr | None = Field(default=None, min_length=1, max_length=4096)
+    media: Media | None = None
+    interactive: Interactive | None = None
+    template: TemplateSend | None = None
+    # Quote-reply to this provider message id (the lead's message).
+    reply_to: SafeStr | None = Field(default=None, max_length=255)
+    # Outside WhatsApp's 24-hour window, may the router swap this for the company's
+    # re-engagement template? (AI replies and bump-ups: yes.)
+    reengage_with_template: bool = False
+    # The one confirmation an opt-out gets: the only thing sent to a suppressed contact.
+    is_opt_out_confirmation: bool = False
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> OutboundContent:
+        given = [
+            f for f in ("text", "media", "interactive", "template") if getattr(self, f) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError("give exactly one of text, media, interactive or template")
+        return self
+
+    @property
+    def kind(self) -> str:
+        for kind in ("text", "media", "interactive", "template"):
+            if getattr(self, kind) is not None:
+                return kind
+        raise AssertionError("validated to hold one kind")
+
+    def preview(self) -> str:
+        """The text shown for this message in the conversation."""
+        if self.text is not None:
+            return self.text
+        if self.media is not None:
+            return self.media.caption or f"[{self.media.kind.value}]"
+        if self.interactive is not None:
+            return self.interactive.body
+        assert self.template is not None
+        return f"[template {self.template.name}]"
+
+
+class SendOutcome(StrEnum):
+    sent = "sent"
+    deferred = "deferred"
+    refused = "refused"
+    already_sent = "already_sent"
+    unknown = "unknown"
+
+
+class SendResultOut(BaseModel):
+    outcome: SendOutcome
+    message_id: uuid.UUID | None = None
+    external_id: str | None = None
+    reason: str | None = None
+    retry_at: datetime | None = None
+
+
+# --- API shapes ---------------------------------------------------------------------------
+
+
+# Meta's numeric ids (phone_number_id, WABA id).
+GraphId = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,64}$")]
+
+
+class WhatsAppAccountIn(StrictInput):
+    phone_number_id: GraphId
+    access_token: SafeStr = Field(min_length=8, max_length=1024)
+    waba_id: GraphId | None = None
+    display_phone_number: SafeStr | None = Field(default=None, max_length=32)
+    name: SafeStr = Field(default="", max_length=200)
+
+
+class ChannelAccountOut(BaseModel):
+    id: uuid.UUID
+    channel: str
+    name: str
+    external_id: str
+    config: dict[str, Any]
+    token_hint: str | None = Field(description="The last 4 characters of the stored token")
+    is_active: bool
+    created_at: datetime

@@ -1,0 +1,743 @@
+"""The channel router: the only way anything leaves SHVYA (DESIGN.md rules 4 and 6).
+
+send_message() asks the policies, writes the outbound message as `sending` and makes it
+durable (a job checkpoint) before the adapter is called, then records the outcome. A crash
+anywhere leaves either no message, or a row the retried job finds by its send key and marks
+`unknown` instead of sending again.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, NoReturn
+
+from sqlalchemy.orm import Session
+
+from shvya.channels.adapters import ChannelAdapter, ChannelSendError, FailureKind, SendResult
+from shvya.channels.policies import ChannelPolicy, Defer, Refuse, SendFacts, decide
+from shvya.channels.schemas import OutboundContent, SendOutcome, SendResultOut, WhatsAppAccountIn
+from shvya.channels.whatsapp_cloud import (
+    MARKETING_OPT_OUT_CODE,
+    WebhookBatch,
+    WhatsAppCloudAdapter,
+    parse_webhook,
+)
+from shvya.config import Settings
+from shvya.conversations import service as conversations
+from shvya.conversations.models import MessageStatus
+from shvya.crm import service as crm
+from shvya.crm.models import Channel, SuppressionReason
+from shvya.crypto import decrypt_secret, encrypt_secret
+from shvya.errors import InvalidInput, ShvyaError
+from shvya.events.service import append_event
+from shvya.faults import crash_point
+from shvya.jobs.service import DeferJob, PermanentJobError
+from shvya.sequences import service as templates
+from shvya.tenancy import service as tenancy
+from shvya.tenancy.models import ChannelAccount
+
+logger = logging.getLogger(__name__)
+
+Checkpoint = Callable[[], None]
+
+
+class ChannelNotConnected(ShvyaError):
+    code = "channel_not_connected"
+    status = 409
+
+
+# --- adapters ---------------------------------------------------------------------------------
+
+
+class SandboxAdapter:
+    """The browser chat: outbound messages are stored and shown, never sent anywhere."""
+
+    def send(self, *, to: str, content: OutboundContent) -> SendResult:
+        return SendResult(external_id=f"sandbox.{uuid.uuid4().hex}")
+
+
+def whatsapp_adapter(account: ChannelAccount, settings: Settings) -> WhatsAppCloudAdapter:
+    if not account.credentials_encrypted:
+        raise ChannelNotConnected(f"WhatsApp number {account.external_id} has no access token")
+    token = decrypt_secret(
+        account.credentials_encrypted, secret_key=settings.secret_key.get_secret_value()
+    )
+    return WhatsAppCloudAdapter(
+        phone_number_id=account.external_id,
+        access_token=token,
+        base_url=settings.meta_graph_base_url,
+        version=settings.meta_graph_version,
+    )
+
+
+def _adapter_for(
+    session: Session, *, company_id: uuid.UUID, channel: Channel, settings: Settings
+) -> tuple[ChannelAdapter, ChannelAccount | None]:
+    if channel is Channel.sandbox:
+        return SandboxAdapter(), None
+    if channel is Channel.wa_cloud:
+        account = tenancy.company_channel_account(
+            session, company_id=company_id, channel=channel.value
+        )
+        if account is None:
+            raise ChannelNotConnected("no WhatsApp Cloud number is connected to this company")
+        return whatsapp_adapter(account, settings), account
+    raise ChannelNotConnected(f"sending on {channel.value} is not available yet")
+
+
+# --- sending ----------------------------------------------------------------------------------
+
+
+def send_message(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    lead_id: uuid.UUID,
+    channel: Channel,
+    content: OutboundContent,
+    send_key: str,
+    settings: Settings,
+    now: Callable[[], datetime],
+    checkpoint: Checkpoint,
+    actor: str = "system",
+) -> SendResultOut:
+    """Send one message to a lead, at most once per send key.
+
+    Raises DeferJob (pacing, throughput: the job runs again later, no attempt counted),
+    PermanentJobError (refused by a policy or by the provider, with a SendRefused event), or
+    ChannelSendError for failures worth retrying.
+    """
+    existing = conversations.find_outbound_by_send_key(
+        session, company_id=company_id, send_key=send_key
+    )
+    if existing is not None:
+        status = MessageStatus(existing.status)
+        if status is MessageStatus.sending:
+            # A previous attempt wrote the row and then died: Meta may have the message.
+            conversations.set_outbound_status(
+                session, message_id=existing.id, status=MessageStatus.unknown, now=now()
+            )
+            _event(session, company_id, lead_id, "OutboundMessageUnknown", existing.id, now(), {})
+            checkpoint()
+            return SendResultOut(outcome=SendOutcome.unknown, message_id=existing.id)
+        if status is MessageStatus.unknown:
+            return SendResultOut(outcome=SendOutcome.unknown, message_id=existing.id)
+        if status is not MessageStatus.failed:
+            return SendResultOut(
+                outcome=SendOutcome.already_sent,
+                message_id=existing.id,
+                external_id=existing.external_id,
+            )
+        if not existing.meta.get("retryable"):
+            raise PermanentJobError(
+                f"this message already failed: {existing.error}", reason="already_failed"
+            )
+
+    company = tenancy.get_company(session, company_id=company_id)
+    contact = crm.lead_contact(
+        session, company_id=company_id, lead_id=lead_id, channel=channel.value
+    )
+    if contact is None:
+        _refuse(
+            session,
+            company_id,
+            lead_id,
+            "no_contact",
+            f"the lead has no {channel.value} contact",
+            now(),
+            checkpoint,
+        )
+    try:
+        adapter, account = _adapter_for(
+            session, company_id=company_id, channel=channel, settings=settings
+        )
+    except ChannelNotConnected as exc:
+        _refuse(session, company_id, lead_id, exc.code, exc.message, now(), checkpoint)
+    policy = ChannelPolicy.from_settings(company.settings)
+    moment = now()
+    facts = SendFacts(
+        channel=channel,
+        now=moment,
+        is_suppressed=crm.is_suppressed(
+            session, company_id=company_id, channel=channel.value, address=contact.value
+        ),
+        last_inbound_at=contact.last_inbound_at,
+        last_outbound_at=conversations.last_outbound_at(
+            session, company_id=company_id, lead_id=lead_id, channel=channel.value
+        ),
+        sent_last_second=0
+        if account is None
+        else conversations.outbound_count_since(
+            session, channel_account_id=account.id, since=moment - timedelta(seconds=1)
+        ),
+    )
+    decision = decide(policy, facts, content)
+    if isinstance(decision, Defer):
+        raise DeferJob(decision.until, decision.reason)
+    if isinstance(decision, Refuse):
+        _refuse(session, company_id, lead_id, decision.reason, decision.detail, moment, checkpoint)
+    content = decision.content
+    template_id = None
+    if content.template is not None:
+        template = templates.find_template(
+            session,
+            company_id=company_id,
+            channel=channel.value,
+            name=content.template.name,
+            language=content.template.language,
+        )
+        try:
+            positions = templates.check_sendable(
+                template,
+                name=content.template.name,
+                language=content.template.language,
+                body_params=len(content.template.body_params),
+                url_params=len(content.template.button_url_params),
+                has_header_media=content.template.header_media is not None,
+                has_header_text=content.template.header_text is not None,
+            )
+        except templates.TemplateNotSendable as exc:
+            _refuse(
+                session,
+                company_id,
+                lead_id,
+                "template_not_sendable",
+                exc.message,
+                moment,
+                checkpoint,
+            )
+        template_id = template.id if template is not None else None
+        content = content.model_copy(
+            update={
+                "template": content.template.model_copy(update={"url_button_indexes": positions})
+            }
+        )
+
+    meta: dict[str, Any] = {
+        "kind": content.kind,
+        "content": content.model_dump(mode="json", exclude_defaults=True),
+    }
+    if existing is None:
+        message = conversations.create_outbound_message(
+            session,
+            company_id=company_id,
+            lead_id=lead_id,
+            contact_id=contact.id,
+            channel=channel.value,
+            channel_account_id=account.id if account else None,
+            text=content.preview(),
+            send_key=send_key,
+            template_id=template_id,
+            meta=meta,
+            now=moment,
+        )
+        message_id = message.id
+    else:
+        message_id = existing.id
+        conversations.set_outbound_status(
+            session,
+            message_id=message_id,
+            status=MessageStatus.sending,
+            now=moment,
+            meta_update={"retryable": False},
+        )
+    checkpoint()  # the row is durable before the provider hears of it
+
+    try:
+        result = adapter.send(to=contact.value, content=content)
+    except ChannelSendError as exc:
+        _record_failure(
+            session,
+            company_id=company_id,
+            lead_id=lead_id,
+            message_id=message_id,
+            address=contact.value,
+            channel=channel,
+            error=exc,
+            now=now(),
+            checkpoint=checkpoint,
+        )
+    finally:
+        close = getattr(adapter, "close", None)
+        if callable(close):
+            close()
+    # The provider has it and nothing of that is committed yet: the crash RELIABILITY F2 means.
+    crash_point("channels.after_provider_accepted")
+    sent_at = now()
+    conversations.set_outbound_status(
+        session,
+        message_id=message_id,
+        status=MessageStatus.sent,
+        now=sent_at,
+        external_id=result.external_id,
+    )
+    crm.touch_last_outbound(session, company_id=company_id, lead_id=lead_id, at=sent_at)
+    _event(
+        session,
+        company_id,
+        lead_id,
+        "OutboundMessageSent",
+        message_id,
+        sent_at,
+        {
+            "channel": channel.value,
+            "kind": content.kind,
+            "external_id": result.external_id,
+            "actor": actor,
+        },
+    )
+    return SendResultOut(
+        outcome=SendOutcome.sent, message_id=message_id, external_id=result.external_id
+    )
+
+
+def _event(
+    session: Session,
+    company_id: uuid.UUID,
+    lead_id: uuid.UUID,
+    type_: str,
+    message_id: uuid.UUID | None,
+    now: datetime,
+    data: dict[str, Any],
+) -> None:
+    append_event(
+        session,
+        company_id=company_id,
+        entity_type="lead",
+        entity_id=lead_id,
+        type=type_,
+        data={**({"message_id": str(message_id)} if message_id else {}), **data},
+        now=now,
+    )
+
+
+def _refuse(
+    session: Session,
+    company_id: uuid.UUID,
+    lead_id: uuid.UUID,
+    reason: str,
+    detail: str,
+    now: datetime,
+    checkpoint: Checkpoint,
+) -> NoReturn:
+    """Keep the SendRefused event (the job's own work is rolled back when it fails)."""
+    _event(
+        session, company_id, lead_id, "SendRefused", None, now, {"reason": reason, "detail": detail}
+    )
+    checkpoint()
+    raise PermanentJobError(f"{reason}: {detail}", reason=reason)
+
+
+def _record_failure(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    lead_id: uuid.UUID,
+    message_id: uuid.UUID,
+    address: str,
+    channel: Channel,
+    error: ChannelSendError,
+    now: datetime,
+    checkpoint: Checkpoint,
+) -> NoReturn:
+    """Make the failure durable on the message, then let the job retry or fail."""
+    shown = f"{error.code}: {error.message}"
+    if error.kind is FailureKind.unknown:
+        conversations.set_outbound_status(
+            session, message_id=message_id, status=MessageStatus.unknown, now=now, error=shown
+        )
+        _event(
+            session,
+            company_id,
+            lead_id,
+            "OutboundMessageUnknown",
+            message_id,
+            now,
+            {"error": shown},
+        )
+        checkpoint()
+        raise PermanentJobError(
+            f"the provider may or may not have the message ({shown}); not resent",
+            reason="send_outcome_unknown",
+        )
+    retryable = error.kind is FailureKind.retry
+    conversations.set_outbound_status(
+        session,
+        message_id=message_id,
+        status=MessageStatus.failed,
+        now=now,
+        error=shown,
+        meta_update={"retryable": retryable, "failure_code": error.code},
+    )
+    if retryable:
+        _event(
+            session,
+            company_id,
+            lead_id,
+            "OutboundMessageFailed",
+            message_id,
+            now,
+            {"error": shown, "retrying": True},
+        )
+        checkpoint()
+        raise error
+    reason = {
+        FailureKind.outside_window: "outside_24h_window",
+        FailureKind.auth: "channel_auth_failed",
+        FailureKind.channel_blocked: "channel_blocked",
+    }.get(error.kind, f"provider_{error.code}")
+    _event(
+        session,
+        company_id,
+        lead_id,
+        "OutboundMessageFailed",
+        message_id,
+        now,
+        {"error": shown, "reason": reason},
+    )
+    if error.kind in (FailureKind.auth, FailureKind.channel_blocked):
+        # A company-level alert: nothing on this channel will send until a person acts.
+        append_event(
+            session,
+            company_id=company_id,
+            entity_type="company",
+            entity_id=company_id,
+            type="ChannelAuthFailed" if error.kind is FailureKind.auth else "ChannelBlocked",
+            data={"channel": channel.value, "error": shown},
+            now=now,
+        )
+    if error.code == str(MARKETING_OPT_OUT_CODE):
+        crm.add_suppression(
+            session,
+            company_id=company_id,
+            channel=channel.value,
+            address=address,
+            reason=SuppressionReason.marketing_opt_out,
+            source="provider",
+            actor="system",
+            now=now,
+            lead_id=lead_id,
+        )
+    checkpoint()
+    raise PermanentJobError(f"{reason}: {shown}", reason=reason)
+
+
+def show_typing(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    channel: Channel,
+    reply_to_external_id: str | None,
+    settings: Settings,
+) -> bool:
+    """Mark the lead's message read and show "typing…" before an AI reply (WhatsApp only).
+    Best effort: a failure here never stops the reply."""
+    if channel is not Channel.wa_cloud or not reply_to_external_id:
+        return False
+    account = tenancy.company_channel_account(session, company_id=company_id, channel=channel.value)
+    if account is None:
+        return False
+    adapter = whatsapp_adapter(account, settings)
+    try:
+        adapter.mark_read(reply_to_external_id, typing=True)
+    except ChannelSendError as exc:
+        logger.warning("whatsapp.typing_failed", extra={"code": exc.code})
+        return False
+    finally:
+        adapter.close()
+    return True
+
+
+# --- templates with Meta ----------------------------------------------------------------------
+
+
+def whatsapp_admin_adapter(
+    session: Session, *, company_id: uuid.UUID, settings: Settings
+) -> tuple[WhatsAppCloudAdapter, str]:
+    """The adapter and WABA id for account-level calls (templates)."""
+    account = tenancy.company_channel_account(
+        session, company_id=company_id, channel=Channel.wa_cloud.value
+    )
+    if account is None:
+        raise ChannelNotConnected("no WhatsApp Cloud number is connected to this company")
+    waba_id = (account.config or {}).get("waba_id")
+    if not waba_id:
+        raise ChannelNotConnected("the WhatsApp account has no WABA id; reconnect it with waba_id")
+    return whatsapp_adapter(account, settings), str(waba_id)
+
+
+def sync_whatsapp_templates(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    settings: Settings,
+    now: datetime,
+    checkpoint: Checkpoint,
+) -> tuple[int, int]:
+    """Every template of the account and its status, from Meta. Returns (seen, approved)."""
+    adapter, waba_id = whatsapp_admin_adapter(session, company_id=company_id, settings=settings)
+    checkpoint()  # no transaction (nor SQLite's write lock) held while Meta answers
+    try:
+        listed = list(adapter.list_templates(waba_id))
+    finally:
+        adapter.close()
+    seen = [
+        templates.upsert_provider_template(
+            session, company_id=company_id, channel=Channel.wa_cloud.value, data=item, now=now
+        )
+        for item in listed
+    ]
+    return len(seen), sum(t.status == templates.TemplateStatus.approved.value for t in seen)
+
+
+# --- channel accounts -------------------------------------------------------------------------
+
+
+def connect_whatsapp(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    data: WhatsAppAccountIn,
+    settings: Settings,
+    actor: str,
+    now: datetime,
+) -> ChannelAccount:
+    return tenancy.upsert_channel_account(
+        session,
+        company_id=company_id,
+        channel=Channel.wa_cloud.value,
+        external_id=data.phone_number_id,
+        name=data.name,
+        credentials_encrypted=encrypt_secret(
+            data.access_token, secret_key=settings.secret_key.get_secret_value()
+        ),
+        config={
+            k: v
+            for k, v in {
+                "waba_id": data.waba_id,
+                "display_phone_number": data.display_phone_number,
+            }.items()
+            if v
+        },
+        actor=actor,
+        now=now,
+    )
+
+
+def connect_whatsapp_from_environment(
+    session: Session, *, company_id: uuid.UUID, settings: Settings, now: datetime
+) -> ChannelAccount | None:
+    """META_PHONE_NUMBER_ID and META_WHATSAPP_TOKEN connect the default company's number."""
+    if not settings.meta_phone_number_id or settings.meta_whatsapp_token is None:
+        return None
+    existing = tenancy.find_channel_account(
+        session, channel=Channel.wa_cloud.value, external_id=settings.meta_phone_number_id
+    )
+    token = settings.meta_whatsapp_token.get_secret_value()
+    if existing is not None and existing.credentials_encrypted:
+        current = decrypt_secret(
+            existing.credentials_encrypted, secret_key=settings.secret_key.get_secret_value()
+        )
+        if current == token and existing.company_id == company_id:
+            return existing
+    return connect_whatsapp(
+        session,
+        company_id=company_id,
+        data=WhatsAppAccountIn(
+            phone_number_id=settings.meta_phone_number_id,
+            access_token=token,
+            waba_id=settings.meta_waba_id,
+            name="from META_* settings",
+        ),
+        settings=settings,
+        actor="settings",
+        now=now,
+    )
+
+
+# --- WhatsApp webhooks ------------------------------------------------------------------------
+
+
+@dataclass
+class WebhookSummary:
+    messages: int = 0
+    duplicates: int = 0
+    statuses: int = 0
+    preferences: int = 0
+    templates: int = 0
+    unknown_numbers: int = 0
+    ignored: int = 0
+
+
+_STATUS = {
+    "sent": MessageStatus.sent,
+    "delivered": MessageStatus.delivered,
+    "read": MessageStatus.read,
+    "played": MessageStatus.read,
+    "failed": MessageStatus.failed,
+}
+
+
+def process_whatsapp_webhook(
+    session: Session, *, payload: Any, settings: Settings, now: datetime
+) -> WebhookSummary:
+    """Record everything in one delivery, in the caller's transaction: inbound messages go
+    through the same receive() as the API, statuses move messages forward, preferences set
+    consent, template updates set template status. Nothing here calls Meta."""
+    batch: WebhookBatch = parse_webhook(payload)
+    summary = WebhookSummary(ignored=batch.ignored)
+    accounts: dict[str, ChannelAccount | None] = {}
+
+    def account_for(phone_number_id: str | None) -> ChannelAccount | None:
+        if phone_number_id is None:
+            return None
+        if phone_number_id not in accounts:
+            accounts[phone_number_id] = tenancy.find_channel_account(
+                session, channel=Channel.wa_cloud.value, external_id=phone_number_id
+            )
+        return accounts[phone_number_id]
+
+    for inbound in batch.inbound:
+        account = account_for(inbound.phone_number_id)
+        if account is None:
+            summary.unknown_numbers += 1
+            continue
+        company = tenancy.get_company(session, company_id=account.company_id)
+        sender = f"+{inbound.wa_id}" if inbound.wa_id else f"bsuid:{inbound.user_id}"
+        try:
+            # Each message in its own savepoint: a copy racing another delivery rolls back
+            # alone, not the rest of the batch.
+            with session.begin_nested():
+                result = conversations.receive_inbound_message(
+                    session,
+                    company_id=company.id,
+                    message=conversations.InboundMessage(
+                        channel=Channel.wa_cloud,
+                        sender=sender,
+                        text=inbound.text,
+                        name=inbound.name,
+                        external_id=inbound.wamid,
+                        received_at=inbound.timestamp,
+                        meta=inbound.meta,
+                        external_user_id=inbound.user_id,
+                    ),
+                    region=company.phone_region or settings.default_phone_region,
+                    actor="whatsapp",
+                    now=now,
+                    opt_out_keywords=company.settings.get("opt_out_keywords", []),
+                    clamp_future=True,
+                )
+        except conversations.DuplicateInbound:
+            summary.duplicates += 1
+            continue
+        except InvalidInput as exc:
+            logger.warning("whatsapp.inbound_rejected", extra={"reason": exc.code})
+            summary.ignored += 1
+            continue
+        if result.duplicate:
+            summary.duplicates += 1
+        else:
+            summary.messages += 1
+
+    for status in batch.statuses:
+        account = account_for(status.phone_number_id)
+        state = _STATUS.get(status.status)
+        if account is None or state is None:
+            summary.unknown_numbers += account is None
+            summary.ignored += state is None
+            continue
+        changed = conversations.apply_delivery_status(
+            session,
+            company_id=account.company_id,
+            channel=Channel.wa_cloud,
+            status=conversations.DeliveryStatus(
+                external_id=status.wamid,
+                status=state,
+                at=status.timestamp or now,
+                error_code=str(status.error_code) if status.error_code else None,
+                error=status.error,
+            ),
+            now=now,
+        )
+        if changed is not None:
+            summary.statuses += 1
+            if state is MessageStatus.failed and status.error_code == MARKETING_OPT_OUT_CODE:
+                contact = crm.lead_contact(
+                    session,
+                    company_id=account.company_id,
+                    lead_id=changed.lead_id,
+                    channel=Channel.wa_cloud.value,
+                )
+                if contact is not None:
+                    crm.add_suppression(
+                        session,
+                        company_id=account.company_id,
+                        channel=Channel.wa_cloud.value,
+                        address=contact.value,
+                        reason=SuppressionReason.marketing_opt_out,
+                        source="provider",
+                        actor="whatsapp",
+                        now=now,
+                        lead_id=changed.lead_id,
+                    )
+
+    for preference in batch.preferences:
+        account = account_for(preference.phone_number_id) or _account_by_waba(
+            session, preference.waba_id
+        )
+        if account is None:
+            summary.unknown_numbers += 1
+            continue
+        contact = crm.find_contact_by_value(
+            session,
+            company_id=account.company_id,
+            channel=Channel.wa_cloud.value,
+            value=f"+{preference.wa_id}",
+        )
+        if contact is not None and crm.set_marketing_consent(
+            session,
+            contact=contact,
+            value=preference.value,
+            at=preference.timestamp or now,
+            now=now,
+        ):
+            summary.preferences += 1
+
+    for update in batch.template_updates:
+        account = _account_by_waba(session, update.waba_id)
+        if account is None:
+            summary.unknown_numbers += 1
+            continue
+        template = templates.find_template(
+            session,
+            company_id=account.company_id,
+            channel=Channel.wa_cloud.value,
+            name=update.name,
+            language=update.language,
+        )
+        status_value = templates.PROVIDER_STATUS.get(update.event.upper())
+        if template is None or status_value is None:
+            summary.ignored += 1
+            continue
+        if templates.set_template_status(
+            session,
+            template=template,
+            status=status_value,
+            now=now,
+            reason=update.reason if update.reason and update.reason != "NONE" else None,
+            external_id=update.template_id,
+        ):
+            summary.templates += 1
+    return summary
+
+
+def _account_by_waba(session: Session, waba_id: str) -> ChannelAccount | None:
+    if not waba_id:
+        return None
+    return tenancy.find_channel_account_by_config(
+        session, channel=Channel.wa_cloud.value, key="waba_id", value=waba_id
+    )

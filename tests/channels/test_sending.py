@@ -1,0 +1,630 @@
+"""Everything that leaves SHVYA goes through the router: policies, the outbound row made
+durable before the provider call, the provider's errors mapped, statuses moving forward."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from shvya.channels import service as channels
+from shvya.channels.schemas import (
+    Interactive,
+    ListRow,
+    ListSection,
+    Media,
+    OutboundContent,
+    ReplyButton,
+    TemplateSend,
+)
+from shvya.config import Settings
+from shvya.conversations.models import Message
+from shvya.crm.models import Channel, Suppression
+from shvya.events.models import Event
+from shvya.jobs.engines.embedded import EmbeddedWorker
+from shvya.jobs.models import Job
+from shvya.jobs.runner import JobContext
+from tests.fakes.meta_graph import FakeMetaGraph
+from tests.support import FakeClock, Tenant
+
+WA_ID = "16315551181"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def replying_with(content: OutboundContent) -> Callable[[JobContext], dict[str, Any]]:
+    """A stand-in for the AI: answer every inbound message with `content`."""
+
+    def reply(ctx: JobContext) -> dict[str, Any]:
+        result = channels.send_message(
+            ctx.session,
+            company_id=ctx.job.company_id,
+            lead_id=uuid.UUID(ctx.job.payload["lead_id"]),
+            channel=Channel.wa_cloud,
+            content=content,
+            send_key=f"reply:{ctx.job.id}",
+            settings=ctx.settings,
+            now=ctx.clock.now,
+            checkpoint=ctx.checkpoint,
+        )
+        return result.model_dump(mode="json", exclude_none=True)
+
+    return reply
+
+
+TEXT = OutboundContent(text="The pro plan is 49 USD a month.", reengage_with_template=True)
+
+
+def outbound(factory: sessionmaker[Session]) -> list[Message]:
+    with factory() as session:
+        return list(
+            session.scalars(select(Message).where(Message.direction == "out").order_by(Message.id))
+        )
+
+
+def jobs_of(factory: sessionmaker[Session], job_type: str) -> list[Job]:
+    with factory() as session:
+        return list(session.scalars(select(Job).where(Job.type == job_type).order_by(Job.id)))
+
+
+def event_types(factory: sessionmaker[Session]) -> list[str]:
+    with factory() as session:
+        return list(session.scalars(select(Event.type).order_by(Event.created_at, Event.id)))
+
+
+def test_a_reply_reaches_whatsapp_and_its_statuses_come_back(
+    whatsapp: FakeMetaGraph,
+    make_worker: Callable[..., EmbeddedWorker],
+    client: TestClient,
+    acme: Tenant,
+    session_factory: sessionmaker[Session],
+) -> None:
+    whatsapp.deliver_inbound(WA_ID, "price?", wamid="wamid.IN1")
+    assert make_worker({"ai.engage": replying_with(TEXT)}).run_until_idle() == 1
+
+    [sent] = whatsapp.sent_messages
+    assert sent.to == WA_ID
+    assert sent.body["text"]["body"] == "The pro plan is 49 USD a month."
+    [message] = outbound(session_factory)
+    assert (message.status, message.external_id) == ("sent", sent.wamid)
+    assert message.channel_account_id is not None
+
+    for status in ("delivered", "read"):
+        assert whatsapp.deliver_status(sent.wamid, status).status_code == 200
+    whatsapp.deliver_status(sent.wamid, "delivered")  # late and out of order
+    whatsapp.redeliver()
+    [message] = outbound(session_factory)
+    assert message.status == "read"
+    assert message.delivered_at is not None
+    assert message.read_at is not None
+    changes = [t for t in event_types(session_factory) if t == "MessageStatusChanged"]
+    assert len(changes) == 2  # sent->delivered, delivered->read; repeats changed nothing
+    lead_id = jobs_of(session_factory, "ai.engage")[0].lead_id
+    conversation = client.get(f"/leads/{lead_id}/messages", headers=acme.agent).json()["items"]
+    assert [(m["direction"], m["status"]) for m in conversation] == [
+        ("in", "received"),
+        ("out", "read"),
+    ]
+
+
+def test_every_message_type_a_conversation_needs_is_accepted_by_whatsapp(
+    whatsapp: FakeMetaGraph,
+    make_worker: Callable[..., EmbeddedWorker],
+    session_factory: sessionmaker[Session],
+    clock: FakeClock,
+) -> None:
+    contents = [
+        OutboundContent(text="As asked:", reply_to="wamid.IN1"),
+        OutboundContent(
+            media=Media(
+                kind="document",
+                link="https://example.com/prices.pdf",
+                caption="Prices",
+                filename="prices.pdf",
+            )
+        ),
+        OutboundContent(media=Media(kind="image", media_id="1234567890", caption="Our showroom")),
+        OutboundContent(media=Media(kind="audio", link="https://example.com/hello.ogg")),
+        OutboundContent(
+            media=Media(kind="video", link="https://example.com/tour.mp4", caption="Tour")
+        ),
+        OutboundContent(
+            interactive=Interactive(
+                kind="buttons",
+                body="Want a demo this week?",
+                buttons=[
+                    ReplyButton(id="demo_yes", title="Yes"),
+                    ReplyButton(id="demo_no", title="Not now"),
+                ],
+            )
+        ),
+        OutboundContent(
+            interactive=Interactive(
+                kind="list",
+                body="Pick a plan",
+                header="Plans",
+                footer="Acme",
+                list_button="See plans",
+                sections=[
+                    ListSection(
+                        title="Monthly",
+                        rows=[
+                            ListRow(id="basic", title="Basic", description="5 seats"),
+                            ListRow(id="pro", title="Pro"),
+                        ],
+                    )
+                ],
+            )
+        ),
+    ]
+    whatsapp.pair_burst = None
+    whatsapp.deliver_inbound(WA_ID, "show me", wamid="wamid.IN1")
+    with session_factory() as session:
+        lead_id = session.scalars(select(Job.lead_id)).one()
+    for index, content in enumerate(contents):
+        with session_factory() as session:
+            result = channels.send_message(
+                session,
+                company_id=session.scalars(select(Job.company_id)).one(),
+                lead_id=lead_id,  # type: ignore[arg-type]
+                channel=Channel.wa_cloud,
+                content=content,
+                send_key=f"test:{index}",
+                settings=make_worker().settings,
+                now=clock.now,
+                checkpoint=session.commit,
+            )
+            session.commit()
+        assert result.outcome == "sent", (index, result)
+        clock.advance(seconds=16)
+    types = [m.type for m in whatsapp.sent_messages]
+    assert types == ["text", "document", "image", "audio", "video", "interactive", "interactive"]
+    assert whatsapp.sent_messages[0].body["context"] == {"message_id": "wamid.IN1"}
+    assert whatsapp.sent_messages[1].body["document"]["filename"] == "prices.pdf"
+    assert whatsapp.sent_messages[2].body["image"] == {
+        "id": "1234567890",
+        "caption": "Our showroom",
+    }
+
+
+def test_typing_indicator_marks_the_leads_message_read(
+    whatsapp: FakeMetaGraph,
+    acme: Tenant,
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+) -> None:
+    whatsapp.deliver_inbound(WA_ID, "hello?", wamid="wamid.TYPE")
+    with session_factory() as session:
+        shown = channels.show_typing(
+            session,
+            company_id=acme.company_id,
+            channel=Channel.wa_cloud,
+            reply_to_external_id="wamid.TYPE",
+            settings=settings,
+        )
+    assert shown is True
+    [receipt] = whatsapp.read_receipts
+    assert (receipt.message_id, receipt.is_typing, receipt.is_known_inbound) == (
+        "wamid.TYPE",
+        True,
+        True,
+    )
+
+
+def test_outside_the_window_a_reply_is_refused_before_meta_sees_it(
+    whatsapp: FakeMetaGraph,
+    make_worker: Callable[..., EmbeddedWorker],
+    session_factory: sessionmaker[Session],
+    clock: FakeClock,
+) -> None:
+    whatsapp.deliver_inbound(WA_ID, "hi", timestamp=clock.now() - timedelta(hours=25))
+    make_worker({"ai.engage": replying_with(TEXT)}).run_until_idle()
+    assert whatsapp.sent_messages == []
+    assert whatsapp.requests_to("/messages") == []
+    [job] = jobs_of(session_factory, "ai.engage")
+    assert (job.status, job.attempts) == ("failed", 1)
+    assert "outside_24h_window" in (job.last_error or "")
+    with session_factory() as session:
+        refusal = session.scalars(select(Event).where(Event.type == "SendRefused")).one()
+        failure = session.scalars(select(Event).where(Event.type == "JobFailed")).one()
+    assert refusal.data["reason"] == "outside_24h_window"
+    assert failure.data["reason"] == "outside_24h_window"
+    assert outbound(session_factory) == []
+
+
+def test_outside_the_window_the_company_reengagement_template_goes_instead(
+    whatsapp: FakeMetaGraph,
+    make_worker: Callable[..., EmbeddedWorker],
+    client: TestClient,
+    acme: Tenant,
+    session_factory: sessionmaker[Session],
+    clock: FakeClock,
+) -> None:
+    from shvya.tenancy.models import Company
+
+    whatsapp.add_template("we_miss_you", "en_US", "MARKETING", body_params=1)
+    assert client.post("/templates/sync", headers=acme.admin).status_code == 202
+    worker = make_worker({"ai.engage": replying_with(TEXT)})
+    worker.run_until_idle()
+    with session_factory() as session:
+        company = session.get_one(Company, acme.company_id)
+        company.settings = {
+            "channels": {
+                "reengagement_template": {
+                    "name": "we_miss_you",
+                    "language": "en_US",
+                    "body_params": ["there"],
+                }
+            }
+        }
+        session.commit()
+    whatsapp.deliver_inbound(WA_ID, "hi", timestamp=clock.now() - timedelta(days=2))
+    worker.run_until_idle()
+    [sent] = whatsapp.sent_messages
+    assert sent.type == "template"
+    assert sent.template == ("we_miss_you", "en_US")
+    [message] = outbound(session_factory)
+    assert message.text == "[template we_miss_you]"
+    assert message.template_id is not None
+
+
+def test_a_second_reply_within_15_seconds_is_deferred_without_counting_an_attempt(
+    whatsapp: FakeMetaGraph,
+    make_worker: Callable[..., EmbeddedWorker],
+    session_factory: sessionmaker[Session],
+    clock: FakeClock,
+) -> None:
+    worker = make_worker({"ai.engage": replying_with(TEXT)})
+    whatsapp.deliver_inbound(WA_ID, "one")
+    worker.run_until_idle()
+    clock.advance(seconds=5)
+    whatsapp.deliver_inbound(WA_ID, "two")
+    worker.run_until_idle()
+    assert len(whatsapp.sent_messages) == 1
+    second = jobs_of(session_factory, "ai.engage")[1]
+    assert (second.status, second.attempts) == ("queued", 0)
+    assert second.run_at == clock.now() + timedelta(seconds=10)
+    clock.current = second.run_at
+    worker.run_until_idle()
+    assert len(whatsapp.sent_messages) == 2
+
+
+def test_rate_limits_retry_the_same_message_and_never_send_it_twice(
+    whatsapp: FakeMetaGraph,
+    make_worker: Callable[..., EmbeddedWorker],
+    session_factory: sessionmaker[Session],
+    clock: FakeClock,
+) -> None:
+    worker = make_worker({"ai.engage": replying_with(TEXT)})
+    whatsapp.deliver_inbound(WA_ID, "hi")
+    whatsapp.fail_next(code=130429, path_contains="/messages")
+    worker.run_until_idle()
+    [job] = jobs_of(session_factory, "ai.engage")
+    assert (job.status, job.attempts) == ("queued", 1)
+    [failed] = outbound(session_factory)
+    assert failed.status == "failed"
+    assert failed.error.startswith("130429")
+    clock.current = job.run_at
+    worker.run_until_idle()
+    [message] = outbound(session_factory)
+    assert message.id == failed.id
+    assert message.status == "sent"
+    assert len(whatsapp.sent_messages) == 1
+    assert jobs_of(session_factory, "ai.engage")[0].status == "completed"
+
+
+def test_permanent_errors_fail_the_message_with_the_reason_shown(
+    whatsapp: FakeMetaGraph,
+    make_worker: Callable[..., EmbeddedWorker],
+    session_factory: sessionmaker[Session],
+) -> None:
+    worker = make_worker({"ai.engage": replying_with(TEXT)})
+    whatsapp.deliver_inbound(WA_ID, "hi")
+    whatsapp.fail_next(code=131026, details="Message undeliverable", path_contains="/messages")
+    worker.run_until_idle()
+    [message] = outbound(session_factory)
+    assert message.status == "failed"
+    assert "131026" in (message.error or "")
+    [job] = jobs_of(session_factory, "ai.engage")
+    assert (job.status, job.attempts) == ("failed", 1)
+
+
+def test_a_bad_token_fails_permanently_and_alerts_the_company(
+    whatsapp: FakeMetaGraph,
+    make_worker: Callable[..., EmbeddedWorker],
+    session_factory: sessionmaker[Session],
+) -> None:
+    worker = make_worker({"ai.engage": replying_with(TEXT)})
+    whatsapp.deliver_inbound(WA_ID, "hi")
+    whatsapp.access_token = "EAAG-rotated-elsewhere"
+    worker.run_until_idle()
+    assert "ChannelAuthFailed" in event_types(session_factory)
+    [job] = jobs_of(session_factory, "ai.engage")
+    assert job.status == "failed"
+    assert "channel_auth_failed" in (job.last_error or "")
+
+
+def test_a_policy_block_stops_the_channel_with_an_alert(
+    whatsapp: FakeMetaGraph,
+    make_worker: Callable[..., EmbeddedWorker],
+    session_factory: sessionmaker[Session],
+) -> None:
+    worker = make_worker({"ai.engage": replying_with(TEXT)})
+    whatsapp.deliver_inbound(WA_ID, "hi")
+    whatsapp.fail_next(code=368, path_contains="/messages")
+    worker.run_until_idle()
+    assert "ChannelBlocked" in event_types(session_factory)
+    assert jobs_of(session_factory, "ai.engage")[0].status == "failed"
+
+
+def test_no_answer_from_meta_leaves_the_message_unknown_and_never_resends(
+    whatsapp: FakeMetaGraph,
+    make_worker: Callable[..., EmbeddedWorker],
+    session_factory: sessionmaker[Session],
+    clock: FakeClock,
+) -> None:
+    worker = make_worker({"ai.engage": replying_with(TEXT)})
+    whatsapp.deliver_inbound(WA_ID, "hi")
+    whatsapp.drop_next(path_contains="/messages")  # Meta took it; the answer was lost
+    worker.run_until_idle()
+    [message] = outbound(session_factory)
+    assert message.status == "unknown"
+    clock.advance(hours=1)
+    worker.run_until_idle()
+    assert len(whatsapp.sent_messages) == 1
+    assert outbound(session_factory)[0].status == "unknown"
+    assert jobs_of(session_factory, "ai.engage")[0].status == "failed"
+
+
+def test_a_crash_after_meta_accepted_never_produces_a_second_message(
+    whatsapp: FakeMetaGraph,
+    database_url: str,
+    session_factory: sessionmaker[Session],
+    make_worker: Callable[..., EmbeddedWorker],
+    clock: FakeClock,
+    tmp_path: Path,
+) -> None:
+    whatsapp.deliver_inbound(WA_ID, "hi")
+    # A real worker process dies (os._exit, like kill -9) right after Meta answered 200 and
+    # before anything of it was committed.
+    crashed = subprocess.run(
+        [sys.executable, "-m", "tests.channels.send_once"],
+        cwd=REPO,
+        env={
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "META_GRAPH_BASE_URL": whatsapp.base_url,
+            "SHVYA_CRASH_AT": "channels.after_provider_accepted",
+            "SHVYA_TEST_NOW": clock.now().isoformat(),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert crashed.returncode == 137, crashed.stderr
+    assert len(whatsapp.sent_messages) == 1
+    [message] = outbound(session_factory)
+    assert message.status == "sending"
+    # The job's lease runs out; another worker takes it up again.
+    clock.advance(minutes=5)
+    worker = make_worker({"ai.engage": replying_with(TEXT)})
+    with session_factory() as session:
+        from shvya.jobs.service import reap_expired_leases
+
+        reap_expired_leases(session, now=clock.now())
+        session.commit()
+    clock.advance(minutes=1)
+    worker.run_until_idle()
+    assert len(whatsapp.sent_messages) == 1  # never a second message to the lead
+    [message] = outbound(session_factory)
+    assert message.status == "unknown"
+    assert "OutboundMessageUnknown" in event_types(session_factory)
+
+
+def test_an_unapproved_template_or_wrong_parameters_never_reach_meta(
+    whatsapp: FakeMetaGraph,
+    make_worker: Callable[..., EmbeddedWorker],
+    client: TestClient,
+    acme: Tenant,
+    session_factory: sessionmaker[Session],
+) -> None:
+    whatsapp.add_template(
+        "offer", "en_US", "MARKETING", body_params=2, quick_replies=1, url_buttons=1
+    )
+    whatsapp.add_template("pending_one", "en_US", status="PENDING", body_params=0)
+    client.post("/templates/sync", headers=acme.admin)
+    make_worker().run_until_idle()
+    cases = {
+        "wrong_count": TemplateSend(
+            name="offer", language="en_US", body_params=["Ana"], button_url_params=["x1"]
+        ),
+        "unapproved": TemplateSend(name="pending_one", language="en_US"),
+        "unknown": TemplateSend(name="nope", language="en_US"),
+        "good": TemplateSend(
+            name="offer", language="en_US", body_params=["Ana", "20%"], button_url_params=["ref-9"]
+        ),
+    }
+    for label, template in cases.items():
+        worker = make_worker({"ai.engage": replying_with(OutboundContent(template=template))})
+        whatsapp.deliver_inbound(WA_ID, f"please send {label}")
+        worker.run_until_idle()
+    [sent] = whatsapp.sent_messages
+    assert sent.template == ("offer", "en_US")
+    button = next(c for c in sent.body["template"]["components"] if c["type"] == "button")
+    assert button["index"] == "1"  # after the quick reply: Meta counts every button
+    refusals = []
+    with session_factory() as session:
+        refusals = [
+            e.data["detail"]
+            for e in session.scalars(select(Event).where(Event.type == "SendRefused"))
+        ]
+    assert len(refusals) == 3
+    assert any("takes 2 body parameter(s), 1 given" in r for r in refusals)
+    assert any("is submitted, not approved" in r for r in refusals)
+    assert any("'nope' (en_US) is unknown" in r for r in refusals)
+
+
+def test_async_marketing_opt_out_suppresses_the_contact(
+    whatsapp: FakeMetaGraph,
+    make_worker: Callable[..., EmbeddedWorker],
+    session_factory: sessionmaker[Session],
+    clock: FakeClock,
+) -> None:
+    worker = make_worker({"ai.engage": replying_with(TEXT)})
+    whatsapp.fail_async(WA_ID, code=131050)
+    whatsapp.deliver_inbound(WA_ID, "hi")
+    worker.run_until_idle()
+    whatsapp.deliver_statuses()
+    [message] = outbound(session_factory)
+    assert message.status == "failed"
+    assert (message.error or "").startswith("131050")
+    with session_factory() as session:
+        suppression = session.scalars(select(Suppression)).one()
+    assert (suppression.address, suppression.reason) == (f"+{WA_ID}", "marketing_opt_out")
+    clock.advance(minutes=1)
+    whatsapp.deliver_inbound(WA_ID, "anyone?")
+    worker.run_until_idle()
+    assert len(whatsapp.sent_messages) == 1  # the suppressed contact got nothing more
+
+
+def test_stop_suppresses_confirms_once_and_start_lifts_it(
+    whatsapp: FakeMetaGraph,
+    make_worker: Callable[..., EmbeddedWorker],
+    session_factory: sessionmaker[Session],
+    clock: FakeClock,
+) -> None:
+    worker = make_worker({"ai.engage": replying_with(TEXT)})
+    whatsapp.deliver_inbound(WA_ID, "Stop")
+    assert jobs_of(session_factory, "ai.engage") == []  # never a sales reply to STOP
+    worker.run_until_idle()
+    [confirmation] = whatsapp.sent_messages
+    assert "unsubscribed" in confirmation.body["text"]["body"]
+    clock.advance(minutes=1)
+    whatsapp.deliver_inbound(WA_ID, "STOP!")
+    worker.run_until_idle()
+    assert len(whatsapp.sent_messages) == 1  # one confirmation only
+    types = event_types(session_factory)
+    assert types.count("OptedOut") == 2
+    assert types.count("ContactSuppressed") == 1
+    clock.advance(minutes=1)
+    whatsapp.deliver_inbound(WA_ID, "start")
+    with session_factory() as session:
+        assert session.scalars(select(Suppression)).all() == []
+    clock.advance(minutes=1)
+    whatsapp.deliver_inbound(WA_ID, "What does it cost?")
+    worker.run_until_idle()
+    assert len(whatsapp.sent_messages) == 2
+    assert "OptedIn" in event_types(session_factory)
+
+
+def test_company_opt_out_words_in_its_own_language(
+    whatsapp: FakeMetaGraph,
+    make_worker: Callable[..., EmbeddedWorker],
+    acme: Tenant,
+    session_factory: sessionmaker[Session],
+) -> None:
+    from shvya.tenancy.models import Company
+
+    with session_factory() as session:
+        session.get_one(Company, acme.company_id).settings = {
+            "opt_out_keywords": ["band karo", "रुको"]
+        }
+        session.commit()
+    whatsapp.deliver_inbound(WA_ID, "Band Karo")
+    whatsapp.deliver_inbound("16315552222", "रुको")
+    with session_factory() as session:
+        assert len(session.scalars(select(Suppression)).all()) == 2
+    assert jobs_of(session_factory, "ai.engage") == []
+
+
+def test_lead_media_is_fetched_through_the_graph_api(
+    whatsapp: FakeMetaGraph,
+    client: TestClient,
+    acme: Tenant,
+    session_factory: sessionmaker[Session],
+) -> None:
+    whatsapp.add_media("media-77", b"%PDF-1.7 quote", "application/pdf")
+    whatsapp.deliver_inbound(WA_ID, "quote", type="document", media_id="media-77", filename="q.pdf")
+    [message] = _all_messages(session_factory)
+    response = client.get(f"/messages/{message.id}/media", headers=acme.agent)
+    assert response.status_code == 200
+    assert response.content == b"%PDF-1.7 quote"
+    assert response.headers["content-type"] == "application/pdf"
+    text_message = post_text(client, acme)
+    missing = client.get(f"/messages/{text_message}/media", headers=acme.agent)
+    assert missing.status_code == 404
+
+
+def _all_messages(factory: sessionmaker[Session]) -> list[Message]:
+    with factory() as session:
+        return list(session.scalars(select(Message)))
+
+
+def post_text(client: TestClient, tenant: Tenant) -> str:
+    from tests.support import post_inbound
+
+    body = post_inbound(client, tenant, phone="+14155550100").json()
+    return str(body["message_id"])
+
+
+def test_templates_sync_submit_and_approval(
+    whatsapp: FakeMetaGraph,
+    make_worker: Callable[..., EmbeddedWorker],
+    client: TestClient,
+    acme: Tenant,
+) -> None:
+    for index in range(30):
+        whatsapp.add_template(f"catalog_{index:02d}", "en_US", body_params=1)
+    whatsapp.add_template("paused_one", "en_US", status="PAUSED", body_params=0)
+    job = client.post("/templates/sync", headers=acme.admin).json()["job_id"]
+    make_worker().run_until_idle()
+    result = client.get(f"/jobs/{job}", headers=acme.agent).json()
+    assert result["status"] == "completed", result
+    assert result["result"] == {"templates": 31, "approved": 30}
+    listed = client.get("/templates?limit=200", headers=acme.agent).json()
+    assert listed["total"] == 31
+    assert {t["status"] for t in listed["items"]} == {"approved", "paused"}
+
+    draft = client.post(
+        "/templates",
+        json={
+            "name": "price_drop",
+            "language": "en_US",
+            "category": "MARKETING",
+            "body": "Hi {{1}}, {{2}} off",
+        },
+        headers=acme.admin,
+    )
+    assert draft.status_code == 201
+    assert (
+        client.post(
+            "/templates",
+            json={"name": "price_drop", "language": "en_US", "body": "x"},
+            headers=acme.admin,
+        ).status_code
+        == 409
+    )
+    submit = client.post(f"/templates/{draft.json()['id']}/submit", headers=acme.admin)
+    assert submit.status_code == 202
+    make_worker().run_until_idle()
+    submitted = client.get(f"/templates/{draft.json()['id']}", headers=acme.agent).json()
+    assert submitted["status"] == "submitted"
+    assert submitted["external_id"]
+    assert whatsapp.template("price_drop", "en_US") is not None
+    assert (
+        client.post(f"/templates/{draft.json()['id']}/submit", headers=acme.admin).status_code
+        == 409
+    )
+    whatsapp.set_template_status("price_drop", "en_US", "APPROVED", deliver=True)
+    approved = client.get(f"/templates/{draft.json()['id']}", headers=acme.agent).json()
+    assert approved["status"] == "approved"
+    assert client.post("/templates/sync", headers=acme.agent).status_code == 403

@@ -1,0 +1,368 @@
+"""Signed WhatsApp deliveries in, exactly as the fake Graph server (Meta) sends them."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from shvya.channels.whatsapp_cloud import verify_signature
+from shvya.conversations.models import Message
+from shvya.crm.models import Lead, LeadContact, Suppression
+from shvya.events.models import Event
+from shvya.jobs.models import Job
+from tests.channels.conftest import APP_SECRET, PHONE_NUMBER_ID, VERIFY_TOKEN, WABA_ID
+from tests.fakes.meta_graph import FakeMetaGraph
+from tests.support import FakeClock, Tenant, make_tenant
+
+WA_ID = "16315551181"
+
+
+def counts(factory: sessionmaker[Session]) -> dict[str, int]:
+    with factory() as session:
+        return {
+            model.__tablename__: session.scalar(select(func.count()).select_from(model)) or 0
+            for model in (Lead, LeadContact, Message, Job, Suppression)
+        }
+
+
+def inbound_messages(factory: sessionmaker[Session]) -> list[Message]:
+    with factory() as session:
+        return list(
+            session.scalars(select(Message).where(Message.direction == "in").order_by(Message.id))
+        )
+
+
+# --- verification handshake ------------------------------------------------------------------
+
+
+def test_verification_handshake_answers_the_challenge(client: TestClient) -> None:
+    ok = client.get(
+        "/webhooks/whatsapp",
+        params={
+            "hub.mode": "subscribe",
+            "hub.verify_token": VERIFY_TOKEN,
+            "hub.challenge": "1158201444",
+        },
+    )
+    assert ok.status_code == 200
+    assert ok.text == "1158201444"
+    for params in (
+        {"hub.mode": "subscribe", "hub.verify_token": "guess", "hub.challenge": "1"},
+        {"hub.mode": "unsubscribe", "hub.verify_token": VERIFY_TOKEN, "hub.challenge": "1"},
+        {"hub.verify_token": VERIFY_TOKEN, "hub.challenge": "1"},
+    ):
+        refused = client.get("/webhooks/whatsapp", params=params)
+        assert refused.status_code == 403
+        assert "1" not in refused.text.replace("403", "")
+
+
+# --- signatures ------------------------------------------------------------------------------
+
+
+def test_unsigned_or_wrongly_signed_deliveries_are_401_and_store_nothing(
+    whatsapp: FakeMetaGraph, session_factory: sessionmaker[Session]
+) -> None:
+    item = whatsapp.inbound_item(WA_ID, "hello")
+    body = json.dumps(whatsapp.envelope([item]), separators=(",", ":")).encode()
+    good = "sha256=" + hmac.new(APP_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    sha1 = "sha1=" + hmac.new(APP_SECRET.encode(), body, hashlib.sha1).hexdigest()
+    flipped = bytearray(body)
+    flipped[len(flipped) // 2] ^= 0x01
+    wrong_secret = "sha256=" + hmac.new(b"another-secret", body, hashlib.sha256).hexdigest()
+    forged = [
+        (body, None),
+        (body, ""),
+        (body, sha1),
+        (body, good.upper()),
+        (body, "sha256=" + good.removeprefix("sha256=").upper()),
+        (bytes(flipped), good),
+        (body, wrong_secret),
+        (json.dumps(json.loads(body), indent=1).encode(), good),  # re-serialised JSON
+    ]
+    for raw, signature in forged:
+        response = whatsapp.deliver_raw(raw, signature=signature)
+        assert response.status_code == 401, (signature, response.text)
+        assert response.json()["error"] == "unauthorized"
+    assert counts(session_factory) == dict.fromkeys(counts(session_factory), 0)
+    # a header with non-ASCII characters (possible on a raw socket) is a refusal, not a crash
+    assert not verify_signature(body=body, header="sha256=zzz\u00e9\u00e9", app_secret=APP_SECRET)
+    assert whatsapp.deliver_raw(body, signature=good).status_code == 200
+    assert counts(session_factory)["messages"] == 1
+
+
+def test_a_signed_body_that_is_not_json_is_400(whatsapp: FakeMetaGraph) -> None:
+    response = whatsapp.deliver_raw(b"{not json")
+    assert response.status_code == 400
+    assert response.json()["error"] == "bad_webhook_body"
+
+
+# --- inbound messages ------------------------------------------------------------------------
+
+
+def test_a_text_message_becomes_lead_message_events_and_engage_job(
+    whatsapp: FakeMetaGraph,
+    client: TestClient,
+    acme: Tenant,
+    session_factory: sessionmaker[Session],
+    clock: FakeClock,
+) -> None:
+    sent_at = clock.now() - timedelta(minutes=2)
+    response = whatsapp.deliver_inbound(
+        WA_ID, "How much is the pro plan?", name="Ana", timestamp=sent_at, user_id="US.1349"
+    )
+    assert response.status_code == 200
+    assert response.json() == {"ok": True}
+    [lead] = client.get("/leads", headers=acme.agent).json()["items"]
+    assert lead["name"] == "Ana"
+    assert lead["contacts"][0]["channel"] == "wa_cloud"
+    assert lead["contacts"][0]["value"] == f"+{WA_ID}"
+    # the window runs from Meta's timestamp, not from when the delivery arrived
+    assert lead["contacts"][0]["last_inbound_at"] == sent_at.isoformat().replace("+00:00", "Z")
+    [message] = client.get(f"/leads/{lead['id']}/messages", headers=acme.agent).json()["items"]
+    assert message["text"] == "How much is the pro plan?"
+    assert message["external_id"].startswith("wamid.")
+    with session_factory() as session:
+        contact = session.scalars(select(LeadContact)).one()
+        assert contact.external_user_id == "US.1349"
+        [job] = session.scalars(select(Job)).all()
+        assert (job.type, job.status) == ("ai.engage", "queued")
+
+
+def test_the_same_delivery_three_times_leaves_one_message_and_one_job(
+    whatsapp: FakeMetaGraph, session_factory: sessionmaker[Session]
+) -> None:
+    assert whatsapp.deliver_inbound(WA_ID, "hi", wamid="wamid.SAME").status_code == 200
+    for _ in range(2):
+        assert whatsapp.redeliver().status_code == 200
+    assert whatsapp.deliver_inbound(WA_ID, "hi again", wamid="wamid.SAME").status_code == 200
+    assert counts(session_factory) == {
+        "leads": 1,
+        "lead_contacts": 1,
+        "messages": 1,
+        "jobs": 1,
+        "suppressions": 0,
+    }
+
+
+def test_every_message_of_a_batch_is_recorded_and_each_type_understood(
+    whatsapp: FakeMetaGraph, session_factory: sessionmaker[Session]
+) -> None:
+    whatsapp.add_media("media-1", b"%PDF-1.7 price list", "application/pdf")
+    whatsapp.add_media("media-2", b"\x89PNG fake", "image/png")
+    items = [
+        whatsapp.inbound_item(WA_ID, "plain text"),
+        whatsapp.inbound_item(WA_ID, "Book demo", type="button", reply_id="BOOK_DEMO"),
+        whatsapp.inbound_item(WA_ID, "Yes", type="interactive_button", reply_id="demo_yes"),
+        whatsapp.inbound_item(WA_ID, "Basic", type="interactive_list", reply_id="plan_basic"),
+        whatsapp.inbound_item(
+            WA_ID, None, type="document", media_id="media-1", filename="prices.pdf"
+        ),
+        whatsapp.inbound_item(WA_ID, "my car", type="image", media_id="media-2"),
+        whatsapp.inbound_item(WA_ID, "Office", type="location"),
+        whatsapp.inbound_item(WA_ID, None, type="contacts"),
+        whatsapp.inbound_item(WA_ID, None, type="unsupported"),
+        whatsapp.inbound_item("4915112345678", "Hallo", name="Jonas"),
+    ]
+    response = whatsapp.deliver_batch(items, items_per_change=3, changes_per_entry=2)
+    assert response.status_code == 200
+    messages = inbound_messages(session_factory)
+    assert len(messages) == 10
+    by_type = {m.meta["type"]: m for m in messages}
+    assert by_type["button"].text == "Book demo"
+    assert by_type["button"].meta["payload"] == "BOOK_DEMO"
+    assert by_type["interactive"].meta["reply_id"] in {"demo_yes", "plan_basic"}
+    assert by_type["document"].meta["media"]["id"] == "media-1"
+    assert by_type["document"].meta["media"]["mime_type"] == "application/pdf"
+    assert by_type["image"].text == "[image] my car"
+    assert by_type["location"].text.startswith("[location]")
+    assert by_type["contacts"].text.startswith("[contact]")
+    assert by_type["unsupported"].text == "[unsupported message]"
+    assert counts(session_factory)["leads"] == 2
+
+
+def test_a_thousand_items_in_one_delivery(
+    whatsapp: FakeMetaGraph, session_factory: sessionmaker[Session]
+) -> None:
+    items = [whatsapp.inbound_item(f"1631555{i:04d}", f"message {i}") for i in range(1000)]
+    response = whatsapp.deliver_batch(items, items_per_change=10, changes_per_entry=10)
+    assert response.status_code == 200
+    assert counts(session_factory)["messages"] == 1000
+
+
+def test_an_unknown_number_is_answered_200_and_not_processed(
+    whatsapp: FakeMetaGraph, session_factory: sessionmaker[Session]
+) -> None:
+    item = whatsapp.inbound_item(WA_ID, "hello")
+    envelope = whatsapp.envelope([item])
+    envelope["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = "999999999"
+    body = json.dumps(envelope, separators=(",", ":")).encode()
+    assert whatsapp.deliver_raw(body).status_code == 200
+    assert counts(session_factory)["messages"] == 0
+
+
+def test_a_number_of_company_b_never_touches_company_a(
+    whatsapp: FakeMetaGraph,
+    client: TestClient,
+    acme: Tenant,
+    session_factory: sessionmaker[Session],
+    settings: object,
+    clock: FakeClock,
+) -> None:
+    from shvya.channels import service as channels
+    from shvya.channels.schemas import WhatsAppAccountIn
+
+    globex = make_tenant(session_factory, "Globex")
+    with session_factory() as session:
+        channels.connect_whatsapp(
+            session,
+            company_id=globex.company_id,
+            data=WhatsAppAccountIn(phone_number_id="200000000000001", access_token="EAAG-globex"),
+            settings=settings,  # type: ignore[arg-type]
+            actor="test",
+            now=clock.now(),
+        )
+        session.commit()
+    item = whatsapp.inbound_item(WA_ID, "hello Globex")
+    envelope = whatsapp.envelope([item])
+    envelope["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = "200000000000001"
+    assert whatsapp.deliver_raw(json.dumps(envelope).encode()).status_code == 200
+    assert client.get("/leads", headers=acme.agent).json()["total"] == 0
+    [lead] = client.get("/leads", headers=globex.agent).json()["items"]
+    assert lead["contacts"][0]["value"] == f"+{WA_ID}"
+    # the same lead phone writing to Acme's number is Acme's own, separate lead
+    assert whatsapp.deliver_inbound(WA_ID, "hello Acme").status_code == 200
+    assert client.get("/leads", headers=acme.agent).json()["total"] == 1
+    assert client.get("/leads", headers=globex.agent).json()["total"] == 1
+
+
+def test_connecting_a_number_of_another_company_is_409(
+    whatsapp: FakeMetaGraph, client: TestClient, session_factory: sessionmaker[Session]
+) -> None:
+    globex = make_tenant(session_factory, "Globex")
+    response = client.post(
+        "/channels/whatsapp",
+        json={"phone_number_id": PHONE_NUMBER_ID, "access_token": "EAAG-stolen-token"},
+        headers=globex.admin,
+    )
+    assert response.status_code == 409
+    assert response.json()["error"] == "channel_account_taken"
+
+
+def test_far_past_future_and_garbage_timestamps_are_never_a_500(
+    whatsapp: FakeMetaGraph, session_factory: sessionmaker[Session], clock: FakeClock
+) -> None:
+    items = [
+        whatsapp.inbound_item(WA_ID, "from 1970", timestamp=1),
+        whatsapp.inbound_item(WA_ID, "from 2099", timestamp=4_070_908_800),
+        whatsapp.inbound_item(WA_ID, "garbage"),
+        whatsapp.inbound_item(WA_ID, "huge"),
+    ]
+    envelope = whatsapp.envelope(items, items_per_change=4)
+    messages_sent = envelope["entry"][0]["changes"][0]["value"]["messages"]
+    messages_sent[2]["timestamp"] = "soon"
+    messages_sent[3]["timestamp"] = "9" * 40
+    assert whatsapp.deliver_raw(json.dumps(envelope).encode()).status_code == 200
+    messages = inbound_messages(session_factory)
+    assert len(messages) == 4
+    for message in messages:
+        assert message.received_at is not None
+        assert message.received_at <= clock.now() + timedelta(minutes=10)
+
+
+def test_unknown_fields_types_and_shapes_are_ignored_with_200(
+    whatsapp: FakeMetaGraph, session_factory: sessionmaker[Session]
+) -> None:
+    odd_bodies = [
+        {"object": "whatsapp_business_account"},
+        {"object": "whatsapp_business_account", "entry": "not a list"},
+        {
+            "object": "whatsapp_business_account",
+            "entry": [{"changes": [{"field": "account_update", "value": {}}]}],
+        },
+        {
+            "entry": [
+                {
+                    "changes": [
+                        {
+                            "field": "messages",
+                            "value": {
+                                "metadata": {"phone_number_id": PHONE_NUMBER_ID},
+                                "messages": [{"id": None}],
+                                "statuses": [{"id": "wamid.nobody", "status": "read"}],
+                            },
+                        }
+                    ]
+                }
+            ]
+        },
+        [1, 2, 3],
+    ]
+    for body in odd_bodies:
+        response = whatsapp.deliver_raw(json.dumps(body).encode())
+        assert response.status_code == 200, body
+    assert whatsapp.deliver_batch([whatsapp.error_item(130429)]).status_code == 200
+    assert counts(session_factory)["messages"] == 0
+
+
+# --- preferences and templates ---------------------------------------------------------------
+
+
+def test_user_preferences_set_marketing_consent(
+    whatsapp: FakeMetaGraph, session_factory: sessionmaker[Session], clock: FakeClock
+) -> None:
+    whatsapp.deliver_inbound(WA_ID, "hi")
+    assert whatsapp.deliver_user_preference(WA_ID, "stop").status_code == 200
+    assert whatsapp.redeliver().status_code == 200
+    with session_factory() as session:
+        contact = session.scalars(select(LeadContact)).one()
+        assert contact.marketing_consent == "stop"
+    clock.advance(minutes=5)
+    whatsapp.deliver_user_preference(WA_ID, "resume")
+    with session_factory() as session:
+        assert session.scalars(select(LeadContact)).one().marketing_consent == "resume"
+        changes = session.scalars(
+            select(Event.data).where(Event.type == "MarketingConsentChanged")
+        ).all()
+    assert [c["value"] for c in changes] == ["stop", "resume"]
+
+
+def test_template_status_updates_move_the_template(
+    whatsapp: FakeMetaGraph, client: TestClient, acme: Tenant
+) -> None:
+    created = client.post(
+        "/templates",
+        json={"name": "lead_followup", "language": "en_US", "body": "Hi {{1}}"},
+        headers=acme.admin,
+    ).json()
+    assert whatsapp.deliver_template_status("lead_followup", "en_US", "APPROVED").status_code == 200
+    assert (
+        client.get(f"/templates/{created['id']}", headers=acme.agent).json()["status"] == "approved"
+    )
+    whatsapp.deliver_template_status("lead_followup", "en_US", "PAUSED", reason="LOW_QUALITY")
+    paused = client.get(f"/templates/{created['id']}", headers=acme.agent).json()
+    assert (paused["status"], paused["rejection_reason"]) == ("paused", "LOW_QUALITY")
+
+
+@pytest.mark.parametrize("value", ["stop"])
+def test_preference_of_an_unknown_user_changes_nothing(
+    whatsapp: FakeMetaGraph, session_factory: sessionmaker[Session], value: str
+) -> None:
+    assert whatsapp.deliver_user_preference("19999999999", "stop").status_code == 200
+    assert counts(session_factory)["lead_contacts"] == 0
+
+
+def test_wamid_uniqueness_is_per_company_and_channel(
+    whatsapp: FakeMetaGraph, session_factory: sessionmaker[Session]
+) -> None:
+    whatsapp.deliver_inbound(WA_ID, "one", wamid="wamid.X")
+    whatsapp.deliver_inbound("16315559999", "two", wamid="wamid.X")  # Meta never does this
+    assert Counter(m.external_id for m in inbound_messages(session_factory)) == {"wamid.X": 1}
+    _ = (datetime.now(UTC), WABA_ID)
