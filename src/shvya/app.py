@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shvya import __version__
@@ -30,9 +31,9 @@ from shvya.errors import ShvyaError
 from shvya.events.api import router as events_router
 from shvya.jobs.api import router as jobs_router
 from shvya.jobs.engines import JobEngine
+from shvya.ratelimit import SlidingWindowLimiter
 from shvya.sequences.api import router as templates_router
 from shvya.tenancy.api import router as tenancy_router
-from shvya.tenancy.auth import AuthFailureLimiter
 from shvya.web.sandbox import router as sandbox_router
 
 logger = logging.getLogger(__name__)
@@ -244,7 +245,8 @@ def create_app(
     app.state.job_engine = job_engine
     app.state.session_factory = make_session_factory(engine, notifier=job_engine)
     app.state.clock = clock or SystemClock()
-    app.state.auth_limiter = AuthFailureLimiter(settings.auth_failures_per_minute)
+    app.state.auth_limiter = SlidingWindowLimiter(settings.auth_failures_per_minute)
+    app.state.sandbox_limiter = SlidingWindowLimiter(settings.sandbox_messages_per_minute)
     _install_error_handlers(app)
 
     @app.get(
@@ -270,6 +272,7 @@ def create_app(
         return JSONResponse({"status": "ok", "database": "ok"})
 
     app.include_router(sandbox_router)
+    app.mount("/static", StaticFiles(packages=[("shvya.web", "static")]), name="static")
     app.include_router(conversations_router)
     app.include_router(channels_router)
     app.include_router(webhooks_router)

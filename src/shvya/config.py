@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     # companies that turn it on.
     sandbox_page: bool | None = None
     sandbox_company: str = "Default"
+    # Sandbox messages per client address per minute (each can start an AI reply).
+    sandbox_messages_per_minute: int = Field(default=30, ge=1)
 
     # --- the job queue ---
     job_engine: JobEngineName = JobEngineName.embedded

@@ -58,9 +58,11 @@ def test_outside_the_window_a_template_goes_and_a_reply_becomes_the_reengagement
     assert isinstance(decide(ChannelPolicy(reengagement_template=reengage), late, plain), Refuse)
 
 
-def test_sandbox_has_no_window() -> None:
+def test_sandbox_has_no_window_and_no_pacing() -> None:
     sandbox = facts(channel=Channel.sandbox, last_inbound_at=None)
     assert decide(ChannelPolicy(), sandbox, REPLY) == Send(REPLY)
+    right_after = facts(channel=Channel.sandbox, last_outbound_at=T0 - timedelta(seconds=1))
+    assert decide(ChannelPolicy(), right_after, REPLY) == Send(REPLY)
 
 
 def test_suppressed_contacts_get_nothing_but_one_opt_out_confirmation() -> None:

@@ -104,7 +104,8 @@ def decide(policy: ChannelPolicy, facts: SendFacts, content: OutboundContent) ->
                 "template may be sent (set a re-engagement template to reach them)",
             )
         content = OutboundContent(template=policy.reengagement_template)
-    if facts.last_outbound_at is not None and not content.is_opt_out_confirmation:
+    paced = facts.channel in WHATSAPP_CHANNELS  # the sandbox answers as fast as it can
+    if paced and facts.last_outbound_at is not None and not content.is_opt_out_confirmation:
         next_allowed = facts.last_outbound_at + timedelta(seconds=policy.min_gap_seconds)
         if facts.now < next_allowed:
             return Defer(next_allowed, f"at most one message per {policy.min_gap_seconds:g} s")

@@ -5,9 +5,6 @@ Keys are read from the header only, never from the query string (URLs end up in 
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import deque
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -17,49 +14,14 @@ from shvya.clock import Clock
 from shvya.db.session import DbSession
 from shvya.deps import SettingsDep
 from shvya.errors import Forbidden, TooManyRequests, Unauthorized
+from shvya.ratelimit import SlidingWindowLimiter
 from shvya.tenancy.models import Company, Role
 from shvya.tenancy.service import AuthenticatedKey, authenticate_api_key
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `shvya apikey create`.")
 
 
-class AuthFailureLimiter:
-    """Failed authentications per client address in a sliding minute.
-
-    In memory, per server process: it slows down key guessing against one process; run a
-    proxy limit in front of several.
-    """
-
-    window_seconds = 60.0
-
-    def __init__(self, max_failures: int) -> None:
-        self.max_failures = max_failures
-        self._failures: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def _recent(self, address: str, now: float) -> deque[float]:
-        failures = self._failures.setdefault(address, deque())
-        while failures and now - failures[0] > self.window_seconds:
-            failures.popleft()
-        return failures
-
-    def retry_after_seconds(self, address: str) -> int | None:
-        now = time.monotonic()
-        with self._lock:
-            failures = self._recent(address, now)
-            if len(failures) < self.max_failures:
-                return None
-            return max(1, int(self.window_seconds - (now - failures[0])) + 1)
-
-    def record_failure(self, address: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._recent(address, now).append(now)
-            if len(self._failures) > 100_000:  # bounded memory under a spray of addresses
-                self._failures.clear()
-
-
-def _client_address(request: Request) -> str:
+def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
@@ -68,9 +30,9 @@ def get_current_key(
     session: DbSession,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> AuthenticatedKey:
-    limiter: AuthFailureLimiter = request.app.state.auth_limiter
+    limiter: SlidingWindowLimiter = request.app.state.auth_limiter
     clock: Clock = request.app.state.clock
-    address = _client_address(request)
+    address = client_address(request)
     retry_after = limiter.retry_after_seconds(address)
     if retry_after is not None:
         raise TooManyRequests(
@@ -78,11 +40,11 @@ def get_current_key(
             extra={"retry_after_seconds": retry_after},
         )
     if credentials is None or credentials.scheme.lower() != "bearer":
-        limiter.record_failure(address)
+        limiter.record(address)
         raise Unauthorized("send your API key as `Authorization: Bearer <key>`")
     key = authenticate_api_key(session, raw_key=credentials.credentials.strip(), now=clock.now())
     if key is None:
-        limiter.record_failure(address)
+        limiter.record(address)
         raise Unauthorized("the API key is unknown or revoked")
     return key
 

@@ -15,9 +15,9 @@ from datetime import datetime
 from importlib import resources
 from typing import Annotated
 
-from fastapi import APIRouter, Cookie, Query, Response
+from fastapi import APIRouter, Cookie, Query, Request, Response
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from shvya.config import Settings
 from shvya.conversations import service as conversations
@@ -25,9 +25,11 @@ from shvya.crm import service as crm
 from shvya.crm.models import Channel
 from shvya.db.session import DbSession
 from shvya.deps import ClockDep, SettingsDep
-from shvya.errors import NotFound
+from shvya.errors import NotFound, TooManyRequests
+from shvya.ratelimit import SlidingWindowLimiter
 from shvya.schemas import SafeStr, StrictInput, error_responses
 from shvya.tenancy import service as tenancy
+from shvya.tenancy.auth import client_address
 from shvya.tenancy.models import Company
 
 router = APIRouter(tags=["sandbox"])
@@ -42,6 +44,13 @@ class SandboxOff(NotFound):
 
 class SandboxMessageIn(StrictInput):
     text: SafeStr = Field(min_length=1, max_length=conversations.MAX_TEXT_CHARS)
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
 
 
 class SandboxMessageOut(BaseModel):
@@ -64,7 +73,8 @@ def _sign(visitor: str, settings: Settings) -> str:
 
 
 def _visitor_from(cookie: str | None, settings: Settings) -> str | None:
-    if not cookie or cookie.count(".") != 1:
+    # compare_digest raises TypeError on non-ASCII text: a forged cookie would answer 500.
+    if not cookie or not cookie.isascii() or cookie.count(".") != 1:
         return None
     visitor = cookie.split(".", 1)[0]
     return visitor if hmac.compare_digest(_sign(visitor, settings), cookie) else None
@@ -86,8 +96,9 @@ def sandbox_page(session: DbSession, settings: SettingsDep) -> HTMLResponse:
     return HTMLResponse(
         page,
         headers={
-            "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "
-            "style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+            # No inline script or style at all: an injected one would not run.
+            "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; "
+            "base-uri 'none'; form-action 'self'",
             "X-Content-Type-Options": "nosniff",
         },
     )
@@ -97,10 +108,11 @@ def sandbox_page(session: DbSession, settings: SettingsDep) -> HTMLResponse:
     "/sandbox/messages",
     status_code=201,
     summary="Send a message as the sandbox lead of this browser",
-    responses=error_responses(400, 404, 413, 422),
+    responses=error_responses(400, 404, 413, 422, 429),
 )
 def post_sandbox_message(
     body: SandboxMessageIn,
+    request: Request,
     response: Response,
     session: DbSession,
     settings: SettingsDep,
@@ -108,6 +120,16 @@ def post_sandbox_message(
     shvya_sandbox: Annotated[str | None, Cookie()] = None,
 ) -> SandboxMessageOut:
     company = _company(session, settings)
+    # Each message may start AI work: a visitor (or a script) gets a bounded number.
+    limiter: SlidingWindowLimiter = request.app.state.sandbox_limiter
+    address = client_address(request)
+    retry_after = limiter.retry_after_seconds(address)
+    if retry_after is not None:
+        raise TooManyRequests(
+            "too many sandbox messages from this address; wait a little",
+            extra={"retry_after_seconds": retry_after},
+        )
+    limiter.record(address)
     visitor = _visitor_from(shvya_sandbox, settings)
     if visitor is None:
         visitor = f"visitor-{secrets.token_hex(12)}"

@@ -1,0 +1,41 @@
+"""A sliding-window counter per client address, in memory, per server process.
+
+It slows down key guessing and page abuse against one process; run a proxy limit in front of
+several.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+
+class SlidingWindowLimiter:
+    def __init__(self, max_events: int, *, window_seconds: float = 60.0) -> None:
+        self.max_events = max_events
+        self.window_seconds = window_seconds
+        self._events: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        events = self._events.setdefault(key, deque())
+        while events and now - events[0] > self.window_seconds:
+            events.popleft()
+        return events
+
+    def retry_after_seconds(self, key: str) -> int | None:
+        """None while under the limit; otherwise how long until the oldest event expires."""
+        now = time.monotonic()
+        with self._lock:
+            events = self._recent(key, now)
+            if len(events) < self.max_events:
+                return None
+            return max(1, int(self.window_seconds - (now - events[0])) + 1)
+
+    def record(self, key: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._recent(key, now).append(now)
+            if len(self._events) > 100_000:  # bounded memory under a spray of addresses
+                self._events.clear()
