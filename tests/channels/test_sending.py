@@ -628,3 +628,104 @@ def test_templates_sync_submit_and_approval(
     approved = client.get(f"/templates/{draft.json()['id']}", headers=acme.agent).json()
     assert approved["status"] == "approved"
     assert client.post("/templates/sync", headers=acme.agent).status_code == 403
+
+
+def test_a_lead_without_a_phone_number_is_reached_by_their_business_scoped_id(
+    whatsapp: FakeMetaGraph,
+    make_worker: Callable[..., EmbeddedWorker],
+    client: TestClient,
+    acme: Tenant,
+) -> None:
+    whatsapp.deliver_inbound(None, "hi, I use a username", user_id="US.13491208655302741918")
+    [lead] = client.get("/leads", headers=acme.agent).json()["items"]
+    assert lead["contacts"][0]["value"] == "bsuid:US.13491208655302741918"
+    make_worker({"ai.engage": replying_with(TEXT)}).run_until_idle()
+    [sent] = whatsapp.sent_messages
+    assert sent.body["recipient"] == "US.13491208655302741918"
+    assert "to" not in sent.body
+    # the same person later writing with a phone number stays the same lead
+    whatsapp.deliver_inbound(WA_ID, "now with my number", user_id="US.13491208655302741918")
+    assert client.get("/leads", headers=acme.agent).json()["total"] == 1
+
+
+def test_three_simultaneous_copies_of_a_delivery_get_one_reply(
+    whatsapp: FakeMetaGraph,
+    live_server: str,
+    make_worker: Callable[..., EmbeddedWorker],
+    session_factory: sessionmaker[Session],
+) -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    whatsapp.webhook_client = None
+    whatsapp.webhook_url = f"{live_server}/webhooks/whatsapp"
+    first = whatsapp.deliver_inbound(WA_ID, "price?", wamid="wamid.TRIPLE")
+    assert first.status_code == 200
+    original = whatsapp.deliveries[-1]
+    barrier = threading.Barrier(3)
+
+    def again(_: int) -> int:
+        with httpx.Client(timeout=30) as http:
+            barrier.wait()
+            return http.post(
+                original.url, content=original.body, headers=dict(original.headers)
+            ).status_code
+
+    with ThreadPoolExecutor(3) as pool:
+        assert list(pool.map(again, range(3))) == [200, 200, 200]
+    make_worker({"ai.engage": replying_with(TEXT)}).run_until_idle()
+    with session_factory() as session:
+        inbound = session.scalars(select(Message).where(Message.direction == "in")).all()
+    assert len(inbound) == 1
+    assert len(jobs_of(session_factory, "ai.engage")) == 1
+    assert len(whatsapp.sent_messages) == 1
+
+
+def test_suppressions_are_managed_by_admins(
+    whatsapp: FakeMetaGraph,
+    client: TestClient,
+    acme: Tenant,
+    session_factory: sessionmaker[Session],
+) -> None:
+    body = {"channel": "wa_cloud", "address": "+1 (631) 555-1181"}
+    assert client.post("/suppressions", json=body, headers=acme.agent).status_code == 403
+    created = client.post("/suppressions", json=body, headers=acme.admin)
+    assert created.status_code == 201
+    assert created.json()["address"] == "+16315551181"
+    assert (created.json()["reason"], created.json()["source"]) == ("manual", "api")
+    again = client.post("/suppressions", json=body, headers=acme.admin)
+    assert again.status_code == 200
+    assert again.json()["id"] == created.json()["id"]
+    bad = client.post(
+        "/suppressions", json={"channel": "email", "address": "nope"}, headers=acme.admin
+    )
+    assert bad.status_code == 422
+    listed = client.get("/suppressions", headers=acme.admin).json()
+    assert [s["id"] for s in listed["items"]] == [created.json()["id"]]
+    deleted = client.delete(f"/suppressions/{created.json()['id']}", headers=acme.admin)
+    assert deleted.status_code == 200
+    assert client.get("/suppressions", headers=acme.admin).json()["total"] == 0
+    assert (
+        client.delete(f"/suppressions/{created.json()['id']}", headers=acme.admin).status_code
+        == 404
+    )
+
+
+def test_channel_accounts_never_show_the_token(
+    whatsapp: FakeMetaGraph, client: TestClient, acme: Tenant, database_url: str
+) -> None:
+    from sqlalchemy import create_engine, text
+
+    [account] = client.get("/channels/accounts", headers=acme.admin).json()
+    assert account["external_id"] == "106540352242922"
+    assert account["token_hint"] == "…1234"
+    assert "EAAG-acme-token-1234" not in str(account)
+    assert client.get("/channels/accounts", headers=acme.agent).status_code == 403
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT credentials_encrypted FROM channel_accounts")).scalar()
+    engine.dispose()
+    assert stored
+    assert "EAAG-acme-token-1234" not in stored
