@@ -263,3 +263,22 @@ def test_body_over_one_mebibyte_is_413_before_parsing(
         headers={**acme.agent, "Content-Type": "application/json"},
     )
     assert chunked.status_code == 413
+
+
+def test_an_opt_out_through_the_api_suppresses_and_queues_only_the_confirmation(
+    client: TestClient, acme: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    response = post_inbound(client, acme, text="  unsubscribe ")
+    assert response.status_code == 201
+    assert response.json()["job_id"] is None  # no AI reply to an opt-out
+    with session_factory() as session:
+        [job] = session.scalars(select(Job)).all()
+        assert job.type == "channel.notice"
+        assert job.payload["notice"] == "opt_out_confirmation"
+    events = client.get(f"/leads/{response.json()['lead_id']}/events", headers=acme.agent).json()
+    assert [e["type"] for e in events["items"]] == [
+        "LeadCreated",
+        "InboundMessageReceived",
+        "ContactSuppressed",
+        "OptedOut",
+    ]

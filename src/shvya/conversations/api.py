@@ -49,6 +49,7 @@ def post_inbound_message(
             region=region,
             actor=key.actor,
             now=clock.now(),
+            opt_out_keywords=key.company.settings.get("opt_out_keywords", []),
         )
     except service.DuplicateInbound as duplicate:
         session.rollback()  # the copy that lost the race writes nothing
