@@ -196,7 +196,9 @@ def test_first_start_creates_default_company_and_prints_admin_key_once(tmp_path:
         keys = [line.strip() for line in lines if KEY_PATTERN.match(line.strip())]
         assert len(keys) == 1, lines
         base = f"http://127.0.0.1:{port}"
-        assert httpx.get(f"{base}/health").json() == {"status": "ok", "database": "ok"}
+        health = httpx.get(f"{base}/health").json()
+        assert (health["status"], health["database"]) == ("ok", "ok")
+        assert health["retrieval"].startswith("hybrid (sqlite fts5 + numpy exact")
         assert "swagger" in httpx.get(f"{base}/docs").text.lower()
         headers = {"Authorization": f"Bearer {keys[0]}"}
         me = httpx.get(f"{base}/me", headers=headers).json()

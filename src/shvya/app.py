@@ -20,6 +20,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shvya import __version__
+from shvya.ai import retrieval
+from shvya.ai.api import router as ai_router
+from shvya.ai.embeddings import embedding_backend
 from shvya.channels.api import router as channels_router
 from shvya.channels.webhooks import router as webhooks_router
 from shvya.clock import Clock, SystemClock
@@ -55,14 +58,22 @@ class BodySizeLimit:
     Reads the body up front, so a chunked upload without Content-Length is cut off too.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_bytes: int, upload_paths: dict[str, int] | None = None
+    ) -> None:
         self.app = app
-        self.max_bytes = max_bytes
+        self.default_max_bytes = max_bytes
+        # Routes that take files (knowledge-base uploads) get their own, larger limit.
+        self.upload_paths = upload_paths or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.upload_paths.get(scope.get("path", ""), self.default_max_bytes)
+        await self._limited(scope, receive, send, max_bytes)
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send, max_bytes: int) -> None:
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -70,8 +81,8 @@ class BodySizeLimit:
                 except ValueError:
                     await self._reject(send, 400, "bad_request", "Content-Length is not a number")
                     return
-                if declared > self.max_bytes:
-                    await self._reject_too_large(send)
+                if declared > max_bytes:
+                    await self._reject_too_large(send, max_bytes)
                     return
         chunks: list[bytes] = []
         size = 0
@@ -81,8 +92,8 @@ class BodySizeLimit:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
-                await self._reject_too_large(send)
+            if size > max_bytes:
+                await self._reject_too_large(send, max_bytes)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -99,9 +110,9 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
-    async def _reject_too_large(self, send: Send) -> None:
+    async def _reject_too_large(self, send: Send, max_bytes: int) -> None:
         await self._reject(
-            send, 413, "body_too_large", f"the request body is over {self.max_bytes} bytes"
+            send, 413, "body_too_large", f"the request body is over {max_bytes} bytes"
         )
 
     @staticmethod
@@ -180,6 +191,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 class HealthOut(BaseModel):
     status: str
     database: str
+    retrieval: str | None = None
 
 
 def build_job_engine(settings: Settings, engine: Engine, clock: Clock) -> JobEngine | None:
@@ -247,6 +259,7 @@ def create_app(
     app.state.clock = clock or SystemClock()
     app.state.auth_limiter = SlidingWindowLimiter(settings.auth_failures_per_minute)
     app.state.sandbox_limiter = SlidingWindowLimiter(settings.sandbox_messages_per_minute)
+    app.state.embeddings = embedding_backend(settings)
     _install_error_handlers(app)
 
     @app.get(
@@ -258,8 +271,9 @@ def create_app(
     )
     def health() -> JSONResponse:
         try:
-            with engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
+            with app.state.session_factory() as session:
+                session.execute(text("SELECT 1"))
+                mode = retrieval.describe(session, app.state.embeddings)
         except Exception as exc:  # any failure to reach the database is the answer
             logger.warning("health.db_unreachable", extra={"error": type(exc).__name__})
             database = "unreachable"
@@ -269,7 +283,7 @@ def create_app(
                 reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
                 database = f"unreachable: {type(exc).__name__}: {reason}"
             return JSONResponse({"status": "error", "database": database}, status_code=503)
-        return JSONResponse({"status": "ok", "database": "ok"})
+        return JSONResponse({"status": "ok", "database": "ok", "retrieval": mode})
 
     app.include_router(sandbox_router)
     app.mount("/static", StaticFiles(packages=[("shvya.web", "static")]), name="static")
@@ -280,6 +294,11 @@ def create_app(
     app.include_router(crm_router)
     app.include_router(events_router)
     app.include_router(jobs_router)
+    app.include_router(ai_router)
     app.include_router(tenancy_router)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        upload_paths={"/kb/documents": settings.max_upload_bytes},
+    )
     return app

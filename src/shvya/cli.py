@@ -7,6 +7,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
 
 import typer
@@ -35,11 +36,13 @@ apikey_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 queue_app = typer.Typer(help="Look at the job queue.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead-lettered jobs: list and replay.", no_args_is_help=True)
 templates_app = typer.Typer(help="WhatsApp message templates.", no_args_is_help=True)
+kb_app = typer.Typer(help="The knowledge base the AI answers from.", no_args_is_help=True)
 app.add_typer(company_app, name="company")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(queue_app, name="queue")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(templates_app, name="templates")
+app.add_typer(kb_app, name="kb")
 
 T = TypeVar("T")
 
@@ -72,7 +75,9 @@ def _database(settings: Settings) -> Iterator[Engine]:
         yield engine
     except OperationalError as exc:
         first_line = str(exc.orig or exc).strip().splitlines()[0]
-        fail(f"cannot reach the database at {_safe_url(settings)}: {first_line}")
+        if exc.connection_invalidated or "connect" in first_line or "unable to open" in first_line:
+            fail(f"cannot reach the database at {_safe_url(settings)}: {first_line}")
+        fail(f"database error at {_safe_url(settings)}: {first_line}")
     finally:
         engine.dispose()
 
@@ -480,6 +485,127 @@ def templates_sync(
     with _database(settings) as engine:
         seen, approved = _in_transaction(engine, work)
     typer.echo(f"{seen} template(s), {approved} approved")
+
+
+def _kb_files(paths: list[Path]) -> list[Path]:
+    from shvya.ai.documents import SUPPORTED
+
+    found: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found.extend(
+                sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED)
+            )
+        elif path.is_file():
+            found.append(path)
+        else:
+            fail(f"{path}: no such file or folder")
+    return found
+
+
+@kb_app.command("add")
+def kb_add(
+    paths: Annotated[list[Path], typer.Argument(help="Files (.md .txt .html .pdf) or folders.")],
+    company: Annotated[str, typer.Option(help="The company's name.")] = "Default",
+) -> None:
+    """Add or update knowledge-base documents (the title is the file name)."""
+    from shvya.ai import service as ai
+    from shvya.ai.embeddings import embedding_backend
+    from shvya.errors import ShvyaError as Refused
+
+    settings = _settings()
+    files = _kb_files(paths)
+    if not files:
+        fail("no .md, .txt, .html or .pdf files found")
+    # Not a request: ingest everything here, however large, rather than queueing jobs.
+    inline = settings.model_copy(update={"kb_inline_ingest_bytes": 1 << 62})
+    backend = embedding_backend(settings)
+    outcomes: dict[str, int] = {}
+    problems: list[str] = []
+    with _database(settings) as engine:
+        _require_migrated(engine)
+        factory = make_session_factory(engine)
+        with factory() as session:
+            owner = tenancy.get_company_by_name(session, name=company)
+        with typer.progressbar(files, label="adding", show_pos=True) as progress:
+            for path in progress:
+                with factory() as session:
+                    try:
+                        result = ai.add_document(
+                            session,
+                            company_id=owner.id,
+                            title=path.stem,
+                            data=path.read_bytes(),
+                            filename=path.name,
+                            declared_type=None,
+                            settings=inline,
+                            backend=backend,
+                            actor="cli",
+                            now=SystemClock().now(),
+                        )
+                        session.commit()
+                        outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
+                    except Refused as exc:
+                        session.rollback()
+                        problems.append(f"{path}: {exc.message}")
+    for problem in problems:
+        typer.echo(f"skipped {problem}", err=True)
+    summary = ", ".join(f"{count} {outcome}" for outcome, count in sorted(outcomes.items()))
+    typer.echo(f"{len(files)} file(s): {summary or 'none added'}")
+    if problems:
+        raise typer.Exit(1)
+
+
+@kb_app.command("list")
+def kb_list(
+    company: Annotated[str, typer.Option(help="The company's name.")] = "Default",
+) -> None:
+    """The knowledge-base documents and their passages."""
+    from shvya.ai import service as ai
+
+    settings = _settings()
+
+    def work(session: Session) -> list[str]:
+        owner = tenancy.get_company_by_name(session, name=company)
+        rows, total = ai.list_documents(session, company_id=owner.id, limit=10_000, offset=0)
+        return [f"{d.id}  {d.status:<7} {d.passage_count:>4} passages  {d.title}" for d in rows] + [
+            f"{total} document(s)"
+        ]
+
+    with _database(settings) as engine:
+        for line in _in_transaction(engine, work):
+            typer.echo(line)
+
+
+@kb_app.command("search")
+def kb_search(
+    query: Annotated[str, typer.Argument(help="A question, as a lead would ask it.")],
+    company: Annotated[str, typer.Option(help="The company's name.")] = "Default",
+    k: Annotated[int, typer.Option(min=1, max=50, help="How many passages.")] = 5,
+) -> None:
+    """The passages the AI would answer this question from."""
+    from shvya.ai import retrieval
+    from shvya.ai import service as ai
+    from shvya.ai.embeddings import embedding_backend
+
+    settings = _settings()
+    backend = embedding_backend(settings)
+
+    def work(session: Session) -> list[str]:
+        owner = tenancy.get_company_by_name(session, name=company)
+        hits = ai.search_knowledge(session, company_id=owner.id, query=query, k=k, backend=backend)
+        lines = [f"retrieval: {retrieval.describe(session, backend)}"]
+        for rank, hit in enumerate(hits, start=1):
+            where = f"{hit.title}" + (f" > {hit.heading}" if hit.heading else "")
+            lines.append(f"{rank}. [{hit.score:.4f}] {where} (passage {hit.position})")
+            lines.append(f"   {hit.content[:300]}")
+        if not hits:
+            lines.append("no passage matches")
+        return lines
+
+    with _database(settings) as engine:
+        for line in _in_transaction(engine, work):
+            typer.echo(line)
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -86,6 +87,30 @@ class Settings(BaseSettings):
     sandbox_company: str = "Default"
     # Sandbox messages per client address per minute (each can start an AI reply).
     sandbox_messages_per_minute: int = Field(default=30, ge=1)
+
+    # --- AI providers and the knowledge base ---
+    openai_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "SHVYA_OPENAI_API_KEY")
+    )
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "SHVYA_OPENAI_BASE_URL")
+    )
+    anthropic_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ANTHROPIC_API_KEY", "SHVYA_ANTHROPIC_API_KEY"),
+    )
+    anthropic_base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "SHVYA_ANTHROPIC_BASE_URL"),
+    )
+    ai_timeout_seconds: float = Field(default=30.0, gt=0)
+    # auto: WordLlama when installed (the default), else MiniLM, else full-text search alone.
+    embeddings: Literal["auto", "wordllama", "minilm", "openai", "none"] = "auto"
+    openai_embedding_model: str = "text-embedding-3-small"
+    # Knowledge-base uploads (larger than the API's 1 MiB body limit) and the size above
+    # which a document is ingested by a job instead of inside the request.
+    max_upload_bytes: int = 20 * 1024 * 1024
+    kb_inline_ingest_bytes: int = 256 * 1024
 
     # --- the job queue ---
     job_engine: JobEngineName = JobEngineName.embedded

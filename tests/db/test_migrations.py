@@ -11,7 +11,13 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shvya.db.engine import make_engine
-from shvya.db.migrate import alembic_config, current_revision, head_revision, upgrade_database
+from shvya.db.migrate import (
+    alembic_config,
+    current_revision,
+    head_revision,
+    include_object,
+    upgrade_database,
+)
 from shvya.db.models import Base
 from tests.support import make_tenant
 
@@ -39,7 +45,9 @@ PLAN_TABLES = {
 
 def test_migrated_schema_matches_the_models(engine: Engine) -> None:
     with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "include_object": include_object}
+        )
         differences = compare_metadata(context, Base.metadata)
     assert differences == []
     assert set(inspect(engine).get_table_names()) >= PLAN_TABLES

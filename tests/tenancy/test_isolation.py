@@ -38,6 +38,7 @@ class Victim:
     message_id: str
     suppression_id: str
     template_id: str
+    document_id: str
 
 
 # Path parameter name -> the id of company B's resource of that kind. A route with a path
@@ -49,6 +50,7 @@ PATH_IDS: dict[str, Callable[[Victim], str]] = {
     "message_id": lambda victim: victim.message_id,
     "suppression_id": lambda victim: victim.suppression_id,
     "template_id": lambda victim: victim.template_id,
+    "document_id": lambda victim: victim.document_id,
 }
 
 # Routes where B's own request is not expected to succeed, with the check that proves B's
@@ -73,7 +75,12 @@ def _routes_with_path_parameters() -> list[tuple[str, str]]:
         for path, operations in schema["paths"].items()
         for method, operation in operations.items()
         if method in HTTP_METHODS
-        and any(p["in"] == "path" for p in operation.get("parameters", []))
+        # An id names a company's resource; other path parameters (an enum like the AI
+        # `task`) name nothing that belongs to anyone.
+        and any(
+            p["in"] == "path" and p.get("schema", {}).get("format") == "uuid"
+            for p in operation.get("parameters", [])
+        )
     ]
 
 
@@ -129,6 +136,7 @@ def api_view(client: TestClient, victim: Victim) -> dict[str, Any]:
         "/api-keys",
         "/suppressions",
         "/templates",
+        "/kb/documents",
     )
     view = {}
     for path in paths:
@@ -161,6 +169,12 @@ def victim(client: TestClient, globex: Tenant) -> Victim:
         headers=globex.admin,
     )
     assert template.status_code == 201, template.text
+    document = client.post(
+        "/kb/documents",
+        json={"title": "Globex prices", "content": "The Globex plan costs 12,000 INR a year."},
+        headers=globex.admin,
+    )
+    assert document.status_code == 201, document.text
     return Victim(
         tenant=globex,
         lead_id=created.json()["lead_id"],
@@ -171,6 +185,7 @@ def victim(client: TestClient, globex: Tenant) -> Victim:
         message_id=created.json()["message_id"],
         suppression_id=suppression.json()["id"],
         template_id=template.json()["id"],
+        document_id=document.json()["document"]["id"],
     )
 
 

@@ -35,3 +35,25 @@ def current_revision(engine: Engine) -> str | None:
 
 def is_up_to_date(engine: Engine) -> bool:
     return current_revision(engine) == head_revision()
+
+
+# Search structures made by raw SQL in the migrations, which the models do not describe:
+# SQLite's FTS5 table (and its shadow tables), PostgreSQL's generated tsvector and pgvector's
+# column and indexes. Autogenerate and the schema test leave them alone.
+SEARCH_OBJECTS_PREFIX = "ai_kb_passages_fts"
+SEARCH_COLUMNS = frozenset({"tsv", "embedding_vec"})
+
+
+def include_object(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object
+) -> bool:
+    if type_ == "table" and name and name.startswith(SEARCH_OBJECTS_PREFIX):
+        return False
+    if type_ == "column" and reflected and name in SEARCH_COLUMNS:
+        return False
+    return not (
+        type_ == "index"
+        and reflected
+        and name is not None
+        and (name == "ix_ai_kb_passages_tsv" or name.startswith("ix_ai_kb_passages_vec_"))
+    )

@@ -1,6 +1,6 @@
 """Every model, imported once so that Alembic and the tests see one complete metadata."""
 
-from shvya.ai.models import AIKBDoc, AIModel
+from shvya.ai.models import AIKBDoc, AIKBPassage, AIModel, AIUsage
 from shvya.conversations.models import AISession, Message
 from shvya.crm.models import Lead, LeadContact, Pipeline, Stage, Suppression
 from shvya.db.base import Base
@@ -12,8 +12,10 @@ from shvya.tenancy.models import ApiKey, ChannelAccount, Company, User
 
 __all__ = [
     "AIKBDoc",
+    "AIKBPassage",
     "AIModel",
     "AISession",
+    "AIUsage",
     "ApiKey",
     "Base",
     "ChannelAccount",

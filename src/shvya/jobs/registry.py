@@ -22,6 +22,7 @@ def default_handlers() -> dict[str, Handler]:
         JobType.sequence_step.value: sequence_tasks.run_step,
         JobType.email_sequence.value: sequence_tasks.send_email_step,
         JobType.webhook_reminder.value: event_tasks.remind,
+        JobType.kb_ingest.value: ai_tasks.ingest_document,
         JobType.templates_sync.value: channel_tasks.sync_templates,
         JobType.templates_submit.value: channel_tasks.submit_template,
     }

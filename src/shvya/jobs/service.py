@@ -35,6 +35,7 @@ class JobType(StrEnum):
     sequence_step = "sequence.step"
     email_sequence = "email.sequence"
     webhook_reminder = "webhook.reminder"
+    kb_ingest = "kb.ingest"
     templates_sync = "templates.sync"
     templates_submit = "templates.submit"
 
@@ -53,6 +54,7 @@ PRIORITIES: dict[JobType, int] = {
     JobType.sequence_step: 70,
     JobType.email_sequence: 60,
     JobType.webhook_reminder: 50,
+    JobType.kb_ingest: 45,
     JobType.templates_sync: 40,
     JobType.templates_submit: 40,
 }

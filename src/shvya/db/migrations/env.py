@@ -7,6 +7,7 @@ from sqlalchemy import Connection
 
 from shvya.config import load_settings
 from shvya.db.engine import make_engine
+from shvya.db.migrate import include_object
 from shvya.db.models import Base
 
 config = context.config
@@ -20,6 +21,7 @@ def _configure_and_run(connection: Connection) -> None:
         # SQLite cannot ALTER most things: batch mode rebuilds the table instead.
         render_as_batch=True,
         compare_type=True,
+        include_object=include_object,
     )
     with context.begin_transaction():
         context.run_migrations()

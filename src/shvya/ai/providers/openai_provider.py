@@ -1,0 +1,157 @@
+"""OpenAI, or any OpenAI-compatible server (llama.cpp, vLLM, Ollama), through the official SDK."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import openai
+
+from shvya.ai.embeddings import Vectors, normalise
+from shvya.ai.providers import (
+    Completion,
+    CompletionRequest,
+    ProviderError,
+    ProviderErrorKind,
+)
+from shvya.config import Settings
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    value = exc.response.headers.get("retry-after") if exc.response is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _provider_error(exc: Exception) -> ProviderError:
+    if isinstance(exc, openai.RateLimitError):
+        return ProviderError(
+            ProviderErrorKind.rate_limited, str(exc.message), retry_after_seconds=_retry_after(exc)
+        )
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        return ProviderError(ProviderErrorKind.auth, str(exc.message))
+    if isinstance(exc, openai.APITimeoutError | openai.APIConnectionError):
+        return ProviderError(ProviderErrorKind.unavailable, type(exc).__name__)
+    if isinstance(exc, openai.APIStatusError):
+        kind = (
+            ProviderErrorKind.unavailable
+            if exc.status_code >= 500 or exc.status_code in (408, 409)
+            else ProviderErrorKind.bad_request
+        )
+        return ProviderError(kind, f"HTTP {exc.status_code}: {exc.message}")
+    return ProviderError(ProviderErrorKind.bad_response, f"{type(exc).__name__}: {exc}")
+
+
+def make_client(settings: Settings) -> openai.OpenAI:
+    if settings.openai_api_key is None:
+        raise ProviderError(ProviderErrorKind.auth, "OPENAI_API_KEY is not set")
+    return openai.OpenAI(
+        api_key=settings.openai_api_key.get_secret_value(),
+        base_url=settings.openai_base_url,
+        timeout=settings.ai_timeout_seconds,
+        max_retries=0,  # the job queue retries, with its backoff
+    )
+
+
+class OpenAIProvider:
+    name = "openai"
+
+    def __init__(self, client: openai.OpenAI, *, default_model: str = "gpt-4o-mini") -> None:
+        self._client = client
+        self._default_model = default_model
+        # api.openai.com's newer models take max_completion_tokens; compatible servers
+        # (llama.cpp, vLLM, Ollama) know max_tokens.
+        self._official = "api.openai.com" in str(client.base_url)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OpenAIProvider:
+        return cls(make_client(settings))
+
+    def complete(self, request: CompletionRequest) -> Completion:
+        model = request.model or self._default_model
+        messages: list[dict[str, str]] = [{"role": "system", "content": request.system}]
+        messages += [{"role": m.role, "content": m.content} for m in request.messages]
+        arguments: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "temperature": request.temperature,
+        }
+        arguments["max_completion_tokens" if self._official else "max_tokens"] = request.max_tokens
+        if request.json_schema is not None:
+            arguments["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": request.schema_name,
+                    "schema": request.json_schema,
+                    "strict": False,
+                },
+            }
+        started = time.perf_counter()
+        try:
+            response = self._client.chat.completions.create(**arguments)
+            text = response.choices[0].message.content or ""
+            usage = response.usage
+        except (openai.OpenAIError, IndexError, AttributeError, ValueError) as exc:
+            raise _provider_error(exc) from None
+        latency_ms = int((time.perf_counter() - started) * 1000)
+        data = _parse_json(text) if request.json_schema is not None else None
+        return Completion(
+            text=text,
+            input_tokens=usage.prompt_tokens if usage else 0,
+            output_tokens=usage.completion_tokens if usage else 0,
+            model=response.model or model,
+            latency_ms=latency_ms,
+            data=data,
+        )
+
+
+def _parse_json(text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise ProviderError(ProviderErrorKind.bad_response, "the reply is not JSON") from None
+    if not isinstance(data, dict):
+        raise ProviderError(ProviderErrorKind.bad_response, "the reply is not a JSON object")
+    return data
+
+
+class OpenAIEmbeddings:
+    """OpenAI's (or a compatible server's) embeddings endpoint."""
+
+    KNOWN_DIMENSIONS = {
+        "text-embedding-3-small": 1536,
+        "text-embedding-3-large": 3072,
+        "text-embedding-ada-002": 1536,
+    }
+
+    def __init__(self, client: openai.OpenAI, *, model: str) -> None:
+        self._client = client
+        self.model = model
+        self.name = f"openai:{model}"
+        self.dimensions = self.KNOWN_DIMENSIONS.get(model, 0)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OpenAIEmbeddings:
+        return cls(make_client(settings), model=settings.openai_embedding_model)
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self.dimensions), dtype=np.float32)
+        vectors: list[list[float]] = []
+        try:
+            for start in range(0, len(texts), 256):
+                response = self._client.embeddings.create(
+                    model=self.model, input=list(texts[start : start + 256])
+                )
+                ordered = sorted(response.data, key=lambda item: item.index)
+                vectors.extend(list(item.embedding) for item in ordered)
+        except openai.OpenAIError as exc:
+            raise _provider_error(exc) from None
+        matrix = normalise(np.asarray(vectors, dtype=np.float32))
+        self.dimensions = int(matrix.shape[1])
+        return matrix
