@@ -179,8 +179,12 @@ def best_sentences(question: str, passages: list[dict[str, Any]]) -> list[str]:
     wanted = content_words(question)
     if not wanted:
         return []
-    asks_price = bool(wanted & {_stem(w) for w in PRICE_WORDS}) or bool(MONEY.search(question))
+    price_stems = {_stem(w) for w in PRICE_WORDS}
+    asks_price = bool(wanted & price_stems) or bool(MONEY.search(question))
     asks_time = bool(wanted & TIME_WORDS)
+    # What the question is about, beyond "how much" and "when": a sentence that shares none
+    # of it answers another question (the premium plan's price is not the shipping cost).
+    subject = wanted - price_stems - TIME_WORDS
     scored: list[tuple[float, int, str]] = []
     for rank, passage in enumerate(passages):
         heading_words = content_words(str(passage.get("heading", "")))
@@ -188,7 +192,7 @@ def best_sentences(question: str, passages: list[dict[str, Any]]) -> list[str]:
         for order, sentence in enumerate(_sentences(str(passage.get("content", "")))):
             found = content_words(sentence) | heading_words | title_words
             overlap = len(wanted & found)
-            if not overlap:
+            if not overlap or (subject and not subject & found):
                 continue
             score = overlap / len(wanted)
             if asks_price and MONEY.search(sentence):
