@@ -49,7 +49,7 @@ class AnthropicProvider:
     name = "anthropic"
 
     def __init__(
-        self, client: anthropic.Anthropic, *, default_model: str = "claude-sonnet-4-5"
+        self, client: anthropic.Anthropic, *, default_model: str = "claude-sonnet-5"
     ) -> None:
         self._client = client
         self._default_model = default_model
@@ -73,7 +73,7 @@ class AnthropicProvider:
             "system": request.system,
             "messages": [{"role": m.role, "content": m.content} for m in request.messages],
             "max_tokens": request.max_tokens,
-            "temperature": request.temperature,
+            # No temperature: this SDK (2.x) no longer takes one; the model sets its own.
         }
         if request.json_schema is not None:
             arguments["tools"] = [
@@ -87,12 +87,22 @@ class AnthropicProvider:
         started = time.perf_counter()
         try:
             response = self._client.messages.create(**arguments)
+            if response.content is None or response.usage is None:
+                raise ValueError("a message without content or usage")
+            blocks = list(response.content)
+            usage = response.usage
+            answered_model = str(response.model or model)
         except anthropic.AnthropicError as exc:
             raise _provider_error(exc) from None
+        except (ValueError, TypeError, AttributeError) as exc:
+            # A 200 we cannot read (not JSON, or not a message): the SDK does not check it.
+            raise ProviderError(
+                ProviderErrorKind.bad_response, f"{type(exc).__name__}: {exc}"
+            ) from None
         latency_ms = int((time.perf_counter() - started) * 1000)
         text_parts: list[str] = []
         data: dict[str, Any] | None = None
-        for block in response.content or []:
+        for block in blocks:
             kind = getattr(block, "type", None)
             if kind == "text":
                 text_parts.append(str(getattr(block, "text", "")))
@@ -102,12 +112,11 @@ class AnthropicProvider:
                     data = value
         if request.json_schema is not None and data is None:
             raise ProviderError(ProviderErrorKind.bad_response, "no structured answer came back")
-        usage = response.usage
         return Completion(
             text="".join(text_parts),
             input_tokens=int(getattr(usage, "input_tokens", 0) or 0),
             output_tokens=int(getattr(usage, "output_tokens", 0) or 0),
-            model=str(response.model or model),
+            model=answered_model,
             latency_ms=latency_ms,
             data=data,
         )

@@ -61,7 +61,7 @@ def make_client(settings: Settings) -> openai.OpenAI:
 class OpenAIProvider:
     name = "openai"
 
-    def __init__(self, client: openai.OpenAI, *, default_model: str = "gpt-4o-mini") -> None:
+    def __init__(self, client: openai.OpenAI, *, default_model: str = "gpt-5-mini") -> None:
         self._client = client
         self._default_model = default_model
         # api.openai.com's newer models take max_completion_tokens; compatible servers
@@ -96,8 +96,13 @@ class OpenAIProvider:
             response = self._client.chat.completions.create(**arguments)
             text = response.choices[0].message.content or ""
             usage = response.usage
-        except (openai.OpenAIError, IndexError, AttributeError, ValueError) as exc:
+        except openai.OpenAIError as exc:
             raise _provider_error(exc) from None
+        except (ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+            # A 200 we cannot read (not JSON, fields missing): the SDK does not check it.
+            raise ProviderError(
+                ProviderErrorKind.bad_response, f"{type(exc).__name__}: {exc}"
+            ) from None
         latency_ms = int((time.perf_counter() - started) * 1000)
         data = _parse_json(text) if request.json_schema is not None else None
         return Completion(
@@ -152,6 +157,14 @@ class OpenAIEmbeddings:
                 vectors.extend(list(item.embedding) for item in ordered)
         except openai.OpenAIError as exc:
             raise _provider_error(exc) from None
+        except (ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+            raise ProviderError(
+                ProviderErrorKind.bad_response, f"{type(exc).__name__}: {exc}"
+            ) from None
+        if len(vectors) != len(texts):
+            raise ProviderError(
+                ProviderErrorKind.bad_response, "a vector per text did not come back"
+            )
         matrix = normalise(np.asarray(vectors, dtype=np.float32))
         self.dimensions = int(matrix.shape[1])
         return matrix
