@@ -329,6 +329,7 @@ def generating_handler(ctx: JobContext) -> dict[str, Any]:
             settings=ctx.settings,
             now=ctx.now,
             job_id=ctx.job.id,
+            checkpoint=ctx.checkpoint,
         )
     except ProviderError as exc:
         raise ai.job_failure(exc) from None
@@ -384,6 +385,11 @@ def test_rate_limits_retry_the_job_and_a_bad_key_fails_it_with_a_company_alert(
     ).run_until_idle()
     with session_factory() as session:
         failed = session.get_one(Job, job.id)
-        alerts = session.scalars(select(Event).where(Event.type == "JobFailed")).all()
+        failures = session.scalars(select(Event).where(Event.type == "JobFailed")).all()
+        alert = session.scalars(select(Event).where(Event.type == "AIProviderAuthFailed")).one()
+        outcomes = session.scalars(select(AIUsage.outcome).order_by(AIUsage.created_at)).all()
     assert failed.status == "failed"
-    assert alerts[0].data["reason"] == "ai_auth"
+    assert failures[0].data["reason"] == "ai_auth"
+    assert (alert.entity_type, alert.entity_id) == ("company", acme.company_id)
+    assert alert.data["provider"] == "openai"
+    assert sorted(outcomes) == ["auth", "rate_limited"]  # failed calls are accounted too

@@ -359,8 +359,12 @@ def generate(
     now: datetime,
     lead_id: uuid.UUID | None = None,
     job_id: uuid.UUID | None = None,
+    checkpoint: Callable[[], None] | None = None,
 ) -> Completion:
     """Ask the company's provider for this task, and record what the call cost.
+
+    In a job, pass its `checkpoint`: a failed call's usage row and a bad key's company alert
+    are then kept although the job's own work is rolled back when it fails.
 
     Raises ProviderError: the caller (a job) retries the retryable ones with the queue's
     backoff; fail_on_provider_error() turns the others into a permanent job failure.
@@ -396,6 +400,8 @@ def generate(
                 data={"provider": chosen.provider, "error": exc.message[:300]},
                 now=now,
             )
+        if checkpoint is not None:
+            checkpoint()
         raise
     usage.model = completion.model
     usage.input_tokens = completion.input_tokens
