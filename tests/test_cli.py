@@ -51,6 +51,10 @@ def test_every_command_has_help() -> None:
         ["dlq", "replay"],
         ["templates"],
         ["templates", "sync"],
+        ["kb"],
+        ["kb", "add"],
+        ["kb", "list"],
+        ["kb", "search"],
     ]
     for command in commands:
         result = shvya(*command, "--help", database_url="sqlite:///unused.db")
@@ -258,3 +262,38 @@ def test_worker_once_queue_stats_and_dlq_commands(database_url: str) -> None:
     assert unknown.returncode == 1
     assert "unknown job type" in unknown.stderr
     engine.dispose()
+
+
+def test_kb_add_list_and_search(database_url: str, tmp_path: Path) -> None:
+    assert shvya("migrate", database_url=database_url).returncode == 0
+    assert shvya("company", "create", "Default", database_url=database_url).returncode == 0
+    docs = tmp_path / "docs"
+    (docs / "nested").mkdir(parents=True)
+    (docs / "pricing.md").write_text(
+        "# Plans\n\n## Premium\nThe premium plan costs 4,999 INR per month.\n"
+    )
+    (docs / "nested" / "delivery.html").write_text(
+        "<h1>Delivery</h1><p>We deliver across Maharashtra in 5 days.</p>"
+    )
+    (docs / "notes.docx").write_bytes(b"ignored: not a knowledge-base format")
+    added = shvya("kb", "add", str(docs), database_url=database_url)
+    assert added.returncode == 0, added.stderr
+    assert "2 file(s): 2 created" in added.stdout
+    again = shvya("kb", "add", str(docs / "pricing.md"), database_url=database_url)
+    assert "1 file(s): 1 unchanged" in again.stdout
+    listed = shvya("kb", "list", database_url=database_url)
+    assert "pricing" in listed.stdout
+    assert "2 document(s)" in listed.stdout
+    found = shvya("kb", "search", "how much is premium", database_url=database_url)
+    assert found.returncode == 0, found.stderr
+    assert "retrieval: hybrid" in found.stdout
+    assert "1. " in found.stdout
+    assert "4,999 INR" in found.stdout.split("2. ")[0]
+    bad = tmp_path / "bad.pdf"
+    bad.write_bytes(b"%PDF-1.4 broken")
+    refused = shvya("kb", "add", str(bad), database_url=database_url)
+    assert refused.returncode == 1
+    assert "not a readable PDF" in refused.stderr
+    missing = shvya("kb", "add", str(tmp_path / "nope"), database_url=database_url)
+    assert missing.returncode == 1
+    assert "no such file or folder" in missing.stderr
