@@ -10,12 +10,14 @@ from shvya.clock import Clock
 from shvya.config import Settings
 
 
-def get_clock(request: Request) -> Clock:
+# `async` on purpose: they only read app state, and FastAPI runs a plain `def` dependency in
+# the thread pool, one hop per dependency per request.
+async def get_clock(request: Request) -> Clock:
     clock: Clock = request.app.state.clock
     return clock
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 

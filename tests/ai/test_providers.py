@@ -274,8 +274,8 @@ def test_every_call_records_tokens_cost_and_latency_per_lead_and_company(
             "engage",
             provider="openai",
             model="gpt-4o-mini",
-            price_per_1k_input="0.15",
-            price_per_1k_output="0.60",
+            price_per_1k_input=0.15,
+            price_per_1k_output=0.60,
         )
         assert chosen.status_code == 200, chosen.text
         assert choose(client, acme, "engage", provider="skynet").status_code == 422

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import AwareDatetime, ValidationError
+from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from shvya.ai import retrieval, service
@@ -40,6 +41,9 @@ from shvya.tenancy.models import Role
 from shvya.tenancy.service import AuthenticatedKey
 
 router = APIRouter(tags=["knowledge base and AI"], responses=error_responses(*AUTH_ERRORS))
+
+# A timestamp with its offset, and nothing else (no Unix seconds, no naive times).
+RFC3339 = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$"
 
 
 def get_embeddings(request: Request) -> EmbeddingBackend | None:
@@ -104,6 +108,7 @@ UPLOAD_BODY: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "required": ["file"],
+                    "additionalProperties": False,
                     "properties": {
                         "file": {"type": "string", "format": "binary"},
                         "title": {"type": "string", "maxLength": 500},
@@ -238,12 +243,20 @@ def get_usage(
     session: DbSession,
     key: CurrentKey,
     lead_id: Annotated[uuid.UUID | None, Query()] = None,
-    since: Annotated[AwareDatetime | None, Query()] = None,
+    since: Annotated[
+        str | None,
+        Query(
+            pattern=RFC3339,
+            description="Only calls since this time (ISO 8601 with an offset)",
+            json_schema_extra={"format": "date-time"},
+        ),
+    ] = None,
 ) -> UsageOut:
+    moment = datetime.fromisoformat(since.replace("Z", "+00:00")) if since else None
     if lead_id is not None:
         crm.get_lead(session, company_id=key.company.id, lead_id=lead_id)
     total, by_task, by_model = service.usage_summary(
-        session, company_id=key.company.id, lead_id=lead_id, since=since
+        session, company_id=key.company.id, lead_id=lead_id, since=moment
     )
 
     def out(totals: service.UsageTotals) -> UsageTotalsOut:
@@ -251,7 +264,7 @@ def get_usage(
 
     return UsageOut(
         lead_id=lead_id,
-        since=since,
+        since=moment,
         total=out(total),
         by_task={k: out(v) for k, v in by_task.items()},
         by_model={k: out(v) for k, v in by_model.items()},
@@ -278,7 +291,7 @@ def set_model(
         session,
         company_id=key.company.id,
         task=task,
-        values=body.model_dump(),
+        values=body.stored_values(),
         actor=key.actor,
         now=clock.now(),
     )

@@ -51,10 +51,20 @@ class WordLlamaBackend:
     def __init__(self) -> None:
         from pathlib import Path
 
-        import wordllama
         from safetensors import safe_open
+
+        # wordllama calls logging.basicConfig(level=INFO) when imported, which would turn on
+        # INFO logging to stderr for the whole process; undo what its import did.
+        root_logger = logging.getLogger()
+        handlers, level = list(root_logger.handlers), root_logger.level
+        import wordllama
         from wordllama import WordLlama
         from wordllama.inference import WordLlamaInference
+
+        for handler in root_logger.handlers[:]:
+            if handler not in handlers:
+                root_logger.removeHandler(handler)
+        root_logger.setLevel(level)
 
         # WordLlama.load() looks for its tokenizer in the wrong folder and then downloads it;
         # both files are in the wheel, so build the model from them directly.

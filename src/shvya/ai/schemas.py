@@ -89,7 +89,18 @@ class AIModelOut(BaseModel):
 class AIModelIn(StrictInput):
     provider: Literal["offline", "openai", "anthropic"]
     model: SafeStr = Field(default="", max_length=200)
-    temperature: Decimal = Field(default=Decimal("0.3"), ge=0, le=2)
+    # Numbers in, exact decimals stored (a JSON number reads the same either way).
+    temperature: float = Field(default=0.3, ge=0, le=2)
     max_tokens: int = Field(default=512, ge=16, le=32_000)
-    price_per_1k_input: Decimal = Field(default=Decimal(0), ge=0, le=1000)
-    price_per_1k_output: Decimal = Field(default=Decimal(0), ge=0, le=1000)
+    price_per_1k_input: float = Field(default=0.0, ge=0, le=1000)
+    price_per_1k_output: float = Field(default=0.0, ge=0, le=1000)
+
+    def stored_values(self) -> dict[str, object]:
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "temperature": Decimal(str(self.temperature)),
+            "max_tokens": self.max_tokens,
+            "price_per_1k_input": Decimal(str(self.price_per_1k_input)),
+            "price_per_1k_output": Decimal(str(self.price_per_1k_output)),
+        }

@@ -23,7 +23,7 @@ class InboundMessageIn(StrictInput):
         description="The lead's phone (E.164, or national in the company's region) or email.",
     )
     name: SafeStr | None = Field(default=None, max_length=200)
-    text: SafeStr = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    text: SafeStr = Field(min_length=1, max_length=MAX_TEXT_CHARS, pattern=r"\S")
     external_id: SafeStr | None = Field(
         default=None,
         min_length=1,

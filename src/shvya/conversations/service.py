@@ -15,6 +15,7 @@ from shvya.conversations.models import Direction, Message, MessageStatus
 from shvya.conversations.schemas import InboundMessageIn, ReceiveResultOut
 from shvya.crm import service as crm
 from shvya.crm.models import Channel, SuppressionReason
+from shvya.db.base import table_of
 from shvya.db.statements import insert_or_ignore
 from shvya.errors import InvalidInput, NotFound
 from shvya.events.service import append_event
@@ -130,14 +131,10 @@ def receive_inbound_message(
                 extra={"field": "received_at"},
             )
         received_at = now
-    if message.external_id is not None:
-        first = _find_existing(
-            session, company_id=company_id, channel=channel, external_id=message.external_id
-        )
-        if first is not None:
-            return first
-
-    found = crm.find_or_create_lead_for_contact(
+    # No look-up for a repeat first: the message's unique index finds it (DuplicateInbound),
+    # and the rare redelivery costs a rolled-back transaction instead of every message an
+    # extra query.
+    contact = crm.resolve_inbound_contact(
         session,
         company_id=company_id,
         channel=channel,
@@ -147,15 +144,14 @@ def receive_inbound_message(
         now=now,
         external_user_id=message.external_user_id,
     )
-    lead, contact = found.lead, found.contact
     text = message.text[:MAX_TEXT_CHARS]
     message_id = insert_or_ignore(
         session,
-        Message.__table__,  # type: ignore[arg-type]
+        table_of(Message),
         {
             "company_id": company_id,
-            "lead_id": lead.id,
-            "contact_id": contact.id,
+            "lead_id": contact.lead_id,
+            "contact_id": contact.contact_id,
             "channel": channel.value,
             "direction": Direction.inbound.value,
             "text": text,
@@ -176,16 +172,18 @@ def receive_inbound_message(
         assert first is not None
         raise DuplicateInbound(first)
 
-    if contact.last_inbound_at is None or received_at > contact.last_inbound_at:
-        contact.last_inbound_at = received_at
-    if lead.last_inbound_at is None or received_at > lead.last_inbound_at:
-        lead.last_inbound_at = received_at
-    lead.updated_at = now
+    crm.note_inbound(
+        session,
+        contact_id=contact.contact_id,
+        lead_id=contact.lead_id,
+        received_at=received_at,
+        now=now,
+    )
     append_event(
         session,
         company_id=company_id,
         entity_type="lead",
-        entity_id=lead.id,
+        entity_id=contact.lead_id,
         type="InboundMessageReceived",
         data={
             "message_id": str(message_id),
@@ -203,38 +201,36 @@ def receive_inbound_message(
             session,
             keyword=keyword,
             company_id=company_id,
-            lead_id=lead.id,
+            lead_id=contact.lead_id,
             channel=channel,
             address=value,
             message_id=message_id,
             actor=actor,
             now=now,
         )
-        session.flush()
         return ReceiveResultOut(
-            lead_id=lead.id,
+            lead_id=contact.lead_id,
             message_id=message_id,
             job_id=None,
-            lead_created=found.lead_created,
+            lead_created=contact.lead_created,
             duplicate=False,
         )
     job_id: uuid.UUID | None = None
-    if not lead.ai_paused:
+    if not contact.ai_paused:
         job_id, _ = enqueue_job(
             session,
             JobType.ai_engage,
-            {"lead_id": str(lead.id), "message_id": str(message_id)},
+            {"lead_id": str(contact.lead_id), "message_id": str(message_id)},
             company_id=company_id,
-            lead_id=lead.id,
+            lead_id=contact.lead_id,
             idempotency_key=engage_idempotency_key(message_id),
             now=now,
         )
-    session.flush()
     return ReceiveResultOut(
-        lead_id=lead.id,
+        lead_id=contact.lead_id,
         message_id=message_id,
         job_id=job_id,
-        lead_created=found.lead_created,
+        lead_created=contact.lead_created,
         duplicate=False,
     )
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import func, select
+from sqlalchemy import Uuid, bindparam, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -32,6 +32,7 @@ from shvya.crm.schemas import (
     StageOut,
     StageRef,
 )
+from shvya.db.base import UTCDateTime, table_of
 from shvya.db.statements import insert_or_ignore
 from shvya.errors import Conflict, InvalidInput, NotFound
 from shvya.events.service import append_event
@@ -303,6 +304,136 @@ def _find_contact(
     ).first()
 
 
+_contacts = table_of(LeadContact)
+_leads = table_of(Lead)
+_CONTACT_COLUMNS = select(
+    _contacts.c.id,
+    _contacts.c.lead_id,
+    _contacts.c.external_user_id,
+    _leads.c.ai_paused,
+    _leads.c.name,
+).join(_leads, _leads.c.id == _contacts.c.lead_id)
+# A foreign-key column's type is only known once its target is resolved, which may be after
+# this module builds its statements: the bound parameter names its type itself.
+_COMPANY_ID = bindparam("company_id", type_=Uuid())
+_CONTACT_BY_VALUE = _CONTACT_COLUMNS.where(
+    _contacts.c.company_id == _COMPANY_ID,
+    _contacts.c.channel == bindparam("channel"),
+    _contacts.c.value == bindparam("value"),
+)
+_CONTACT_BY_USER_ID = _CONTACT_COLUMNS.where(
+    _contacts.c.company_id == _COMPANY_ID,
+    _contacts.c.channel == bindparam("channel"),
+    or_(
+        _contacts.c.value == bindparam("value"),
+        _contacts.c.external_user_id == bindparam("user_id"),
+    ),
+)
+
+
+def _later(column: Any) -> Any:
+    """`column` moved forward to :at, never back (decided in SQL, so two messages of one lead
+    processed at once cannot move it back)."""
+    at = bindparam("at", type_=UTCDateTime())
+    return case((or_(column.is_(None), column < at), at), else_=column)
+
+
+_TOUCH_CONTACT = (
+    update(_contacts)
+    .where(_contacts.c.id == bindparam("contact_id"))
+    .values(last_inbound_at=_later(_contacts.c.last_inbound_at))
+)
+_TOUCH_LEAD = (
+    update(_leads)
+    .where(_leads.c.id == bindparam("lead_id"))
+    .values(
+        last_inbound_at=_later(_leads.c.last_inbound_at),
+        updated_at=bindparam("now", type_=UTCDateTime()),
+    )
+)
+
+
+@dataclass(frozen=True)
+class InboundContact:
+    contact_id: uuid.UUID
+    lead_id: uuid.UUID
+    lead_created: bool
+    ai_paused: bool
+
+
+def resolve_inbound_contact(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    channel: Channel,
+    value: str,
+    name: str | None,
+    actor: str,
+    now: datetime,
+    external_user_id: str | None = None,
+) -> InboundContact:
+    """The contact and lead a message comes from: one indexed query when they exist (the hot
+    path of every inbound message), created in the entry stage when they do not."""
+    statement = _CONTACT_BY_USER_ID if external_user_id is not None else _CONTACT_BY_VALUE
+    rows = (
+        session.connection()
+        .execute(
+            statement,
+            {
+                "company_id": company_id,
+                "channel": channel.value,
+                "value": value,
+                "user_id": external_user_id,
+            },
+        )
+        .all()
+    )
+    if rows:
+        # The provider's user id outranks the phone number (a number can change hands).
+        row = next((r for r in rows if r.external_user_id == external_user_id), rows[0])
+        if external_user_id is not None and row.external_user_id is None:
+            session.execute(
+                update(LeadContact)
+                .where(LeadContact.id == row.id)
+                .values(external_user_id=external_user_id)
+            )
+        if name and not row.name:
+            session.execute(update(Lead).where(Lead.id == row.lead_id).values(name=name))
+        return InboundContact(
+            contact_id=row.id, lead_id=row.lead_id, lead_created=False, ai_paused=row.ai_paused
+        )
+    found = find_or_create_lead_for_contact(
+        session,
+        company_id=company_id,
+        channel=channel,
+        value=value,
+        name=name,
+        actor=actor,
+        now=now,
+        external_user_id=external_user_id,
+    )
+    return InboundContact(
+        contact_id=found.contact.id,
+        lead_id=found.lead.id,
+        lead_created=found.lead_created,
+        ai_paused=found.lead.ai_paused,
+    )
+
+
+def note_inbound(
+    session: Session,
+    *,
+    contact_id: uuid.UUID,
+    lead_id: uuid.UUID,
+    received_at: datetime,
+    now: datetime,
+) -> None:
+    """The contact's and lead's last inbound time move forward only."""
+    connection = session.connection()
+    connection.execute(_TOUCH_CONTACT, {"contact_id": contact_id, "at": received_at})
+    connection.execute(_TOUCH_LEAD, {"lead_id": lead_id, "at": received_at, "now": now})
+
+
 def get_lead(session: Session, *, company_id: uuid.UUID, lead_id: uuid.UUID) -> Lead:
     lead = session.scalars(
         select(Lead).where(Lead.id == lead_id, Lead.company_id == company_id)
@@ -353,7 +484,7 @@ def create_lead(
     for channel, value in dict.fromkeys(contacts):  # the same contact twice is one contact
         inserted = insert_or_ignore(
             session,
-            LeadContact.__table__,  # type: ignore[arg-type]
+            table_of(LeadContact),
             {
                 "company_id": company_id,
                 "lead_id": lead.id,
@@ -559,7 +690,7 @@ def add_suppression(
     """Suppress an address on a channel; returns (row, created). Adding it twice is a no-op."""
     created_id = insert_or_ignore(
         session,
-        Suppression.__table__,  # type: ignore[arg-type]
+        table_of(Suppression),
         {
             "company_id": company_id,
             "channel": channel,

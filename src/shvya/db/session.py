@@ -2,26 +2,37 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 
-def get_session(request: Request) -> Iterator[Session]:
+def _finish(session: Session, *, commit: bool) -> None:
+    try:
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
+    finally:
+        session.close()
+
+
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    # Async so that opening costs no thread-pool hop (a Session touches the database only at
+    # its first statement); the commit, which does, runs in the pool: one hop, not two.
     factory: sessionmaker[Session] = request.app.state.session_factory
     session = factory()
     try:
         yield session
-        # scope="function" runs this before the response is sent, so a failed commit
-        # becomes an error response instead of following a 2xx the client already has.
-        session.commit()
     except BaseException:
-        session.rollback()
+        await run_in_threadpool(_finish, session, commit=False)
         raise
-    finally:
-        session.close()
+    # scope="function" runs this before the response is sent, so a failed commit becomes an
+    # error response instead of following a 2xx the client already has.
+    await run_in_threadpool(_finish, session, commit=True)
 
 
 DbSession = Annotated[Session, Depends(get_session, scope="function")]

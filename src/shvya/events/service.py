@@ -5,9 +5,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
+from shvya.db.base import new_id, table_of
 from shvya.events.models import Event
 
 
@@ -21,18 +22,27 @@ def append_event(
     data: dict[str, Any] | None = None,
     actor: str = "system",
     now: datetime,
-) -> Event:
-    event = Event(
-        company_id=company_id,
-        entity_type=entity_type,
-        entity_id=entity_id,
-        type=type,
-        data=data or {},
-        actor=actor,
-        created_at=now,
+) -> uuid.UUID:
+    """Insert at once (a Core insert: the hot paths append one event per request, and the
+    ORM's unit-of-work costs more CPU than the statement). Ids are time-ordered."""
+    event_id = new_id()
+    session.connection().execute(
+        _INSERT,
+        {
+            "id": event_id,
+            "company_id": company_id,
+            "entity_type": entity_type,
+            "entity_id": entity_id,
+            "type": type,
+            "data": data or {},
+            "actor": actor,
+            "created_at": now,
+        },
     )
-    session.add(event)
-    return event
+    return event_id
+
+
+_INSERT = insert(table_of(Event))
 
 
 def list_entity_events(

@@ -16,9 +16,10 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, CursorResult, and_, case, event, func, or_, select, text, update
+from sqlalchemy import Connection, CursorResult, and_, case, event, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from shvya.db.base import table_of
 from shvya.db.statements import insert_or_ignore
 from shvya.errors import NotFound, ShvyaError
 from shvya.events.service import append_event
@@ -156,13 +157,19 @@ def enqueue_job(
     """
     priority = job_priority(job_type)
     due = run_at or now
+    lane = lane_of(priority)
     notifier = session.info.get(SESSION_NOTIFIER)
     # A publishing engine hands a due job to its broker right after commit; marking it here
     # costs nothing and keeps the relay from publishing it a second time.
     published_at = now if due <= now and getattr(notifier, "publishes_on_commit", False) else None
+    notified: set[Lane] = session.info.setdefault(SESSION_NOTIFIED, set())
+    # NOTIFY from the insert's own RETURNING (no extra round trip), only when a row is
+    # inserted; delivered at commit to every listening worker, nothing on rollback. One per
+    # lane and transaction: a batch of jobs wakes the workers once.
+    wake = due <= now and lane not in notified and session.get_bind().dialect.name == "postgresql"
     job_id = insert_or_ignore(
         session,
-        Job.__table__,  # type: ignore[arg-type]
+        table_of(Job),
         {
             "company_id": company_id,
             "lead_id": lead_id,
@@ -178,6 +185,7 @@ def enqueue_job(
             "published_at": published_at,
         },
         conflict_on=("company_id", "idempotency_key"),
+        notify=(PG_CHANNEL, lane.value) if wake else None,
     )
     if job_id is None:
         existing = find_job_id(
@@ -185,18 +193,11 @@ def enqueue_job(
         )
         assert existing is not None  # the conflict we just hit is this row
         return existing, False
-    session.info.setdefault(SESSION_ENQUEUED, []).append(
-        EnqueuedJob(id=job_id, lane=lane_of(priority), run_at=due)
-    )
-    lane = lane_of(priority)
-    notified: set[Lane] = session.info.setdefault(SESSION_NOTIFIED, set())
-    if due <= now and lane not in notified and session.get_bind().dialect.name == "postgresql":
-        # Delivered at commit to every listening worker, in any process; nothing on rollback.
-        # One per lane and transaction: a batch of jobs wakes the workers once.
-        session.execute(
-            text("SELECT pg_notify(:channel, :lane)"), {"channel": PG_CHANNEL, "lane": lane.value}
-        )
+    if wake:
         notified.add(lane)
+    session.info.setdefault(SESSION_ENQUEUED, []).append(
+        EnqueuedJob(id=job_id, lane=lane, run_at=due)
+    )
     return job_id, True
 
 

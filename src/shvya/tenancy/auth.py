@@ -15,8 +15,8 @@ from shvya.db.session import DbSession
 from shvya.deps import SettingsDep
 from shvya.errors import Forbidden, TooManyRequests, Unauthorized
 from shvya.ratelimit import SlidingWindowLimiter
-from shvya.tenancy.models import Company, Role
-from shvya.tenancy.service import AuthenticatedKey, authenticate_api_key
+from shvya.tenancy.models import Role
+from shvya.tenancy.service import AuthenticatedKey, CompanyRef, authenticate_api_key
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `shvya apikey create`.")
 
@@ -52,14 +52,14 @@ def get_current_key(
 CurrentKey = Annotated[AuthenticatedKey, Depends(get_current_key)]
 
 
-def get_current_company(key: CurrentKey) -> Company:
+async def get_current_company(key: CurrentKey) -> CompanyRef:
     return key.company
 
 
-CurrentCompany = Annotated[Company, Depends(get_current_company)]
+CurrentCompany = Annotated[CompanyRef, Depends(get_current_company)]
 
 
-def require_admin(key: CurrentKey) -> AuthenticatedKey:
+async def require_admin(key: CurrentKey) -> AuthenticatedKey:
     if key.role is not Role.admin:
         raise Forbidden(f"this needs an admin key; yours is {key.role.value}")
     return key
@@ -68,7 +68,7 @@ def require_admin(key: CurrentKey) -> AuthenticatedKey:
 AdminKey = Annotated[AuthenticatedKey, Depends(require_admin)]
 
 
-def get_phone_region(key: CurrentKey, settings: SettingsDep) -> str:
+async def get_phone_region(key: CurrentKey, settings: SettingsDep) -> str:
     """The region national-format phone numbers are read in: the company's, else the default."""
     return key.company.phone_region or settings.default_phone_region
 

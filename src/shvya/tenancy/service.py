@@ -7,13 +7,15 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import available_timezones
 
 import phonenumbers
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from shvya.crm import service as crm
+from shvya.db.base import UTCDateTime, table_of
 from shvya.errors import Conflict, InvalidInput, NotFound
 from shvya.events.service import append_event
 from shvya.tenancy.models import ApiKey, ChannelAccount, Company, Role
@@ -21,8 +23,8 @@ from shvya.tenancy.models import ApiKey, ChannelAccount, Company, Role
 DEFAULT_COMPANY_NAME = "Default"
 KEY_PREFIX = "shvya"
 # last_used_at is for humans auditing keys; writing it on every request would turn each
-# read into a write.
-LAST_USED_RESOLUTION = timedelta(minutes=1)
+# read into a write, and concurrent requests of one key would queue on the row's lock.
+LAST_USED_RESOLUTION = timedelta(minutes=15)
 
 
 class CompanyNotFound(NotFound):
@@ -38,10 +40,21 @@ class ApiKeyNotFound(NotFound):
 
 
 @dataclass(frozen=True)
+class CompanyRef:
+    """What a request needs to know of the caller's company (read with the key, one query)."""
+
+    id: uuid.UUID
+    name: str
+    timezone: str
+    phone_region: str | None
+    settings: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class AuthenticatedKey:
     key_id: uuid.UUID
     role: Role
-    company: Company
+    company: CompanyRef
 
     @property
     def actor(self) -> str:
@@ -167,26 +180,66 @@ def create_api_key(
     return key, raw_key
 
 
+_keys = table_of(ApiKey)
+_companies = table_of(Company)
+_FIND_KEY = (
+    select(
+        _keys.c.id,
+        _keys.c.role,
+        _keys.c.key_hash,
+        _keys.c.revoked_at,
+        _keys.c.last_used_at,
+        _companies.c.id.label("company_id"),
+        _companies.c.name,
+        _companies.c.timezone,
+        _companies.c.phone_region,
+        _companies.c.settings,
+    )
+    .join(_companies, _companies.c.id == _keys.c.company_id)
+    .where(_keys.c.prefix == bindparam("prefix"))
+)
+_TOUCH_KEY = (
+    update(_keys)
+    .where(
+        _keys.c.id == bindparam("key_id"),
+        or_(
+            _keys.c.last_used_at.is_(None),
+            _keys.c.last_used_at < bindparam("stale", type_=UTCDateTime()),
+        ),
+    )
+    .values(last_used_at=bindparam("now", type_=UTCDateTime()))
+)
+
+
 def authenticate_api_key(
     session: Session, *, raw_key: str, now: datetime
 ) -> AuthenticatedKey | None:
-    """The key's company and role, or None for anything not a live key (one query)."""
+    """The key's company and role, or None for anything not a live key. Every request makes
+    this query, so it is built once and reads only the columns a request needs."""
     parts = raw_key.split("_")
     if len(parts) != 3 or parts[0] != KEY_PREFIX or len(raw_key) > 100:
         return None
-    row = session.execute(
-        select(ApiKey, Company)
-        .join(Company, Company.id == ApiKey.company_id)
-        .where(ApiKey.prefix == f"{parts[0]}_{parts[1]}")
-    ).first()
+    connection = session.connection()
+    row = connection.execute(_FIND_KEY, {"prefix": f"{parts[0]}_{parts[1]}"}).first()
     if row is None:
         return None
-    key, company = row
-    if not hmac.compare_digest(key.key_hash, _hash_key(raw_key)) or key.revoked_at is not None:
+    if not hmac.compare_digest(row.key_hash, _hash_key(raw_key)) or row.revoked_at is not None:
         return None
-    if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
-        key.last_used_at = now
-    return AuthenticatedKey(key_id=key.id, role=Role(key.role), company=company)
+    if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
+        connection.execute(
+            _TOUCH_KEY, {"key_id": row.id, "now": now, "stale": now - LAST_USED_RESOLUTION}
+        )
+    return AuthenticatedKey(
+        key_id=row.id,
+        role=Role(row.role),
+        company=CompanyRef(
+            id=row.company_id,
+            name=row.name,
+            timezone=row.timezone,
+            phone_region=row.phone_region,
+            settings=dict(row.settings or {}),
+        ),
+    )
 
 
 def list_api_keys(session: Session, *, company_id: uuid.UUID) -> Sequence[ApiKey]:

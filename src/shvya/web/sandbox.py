@@ -43,7 +43,8 @@ class SandboxOff(NotFound):
 
 
 class SandboxMessageIn(StrictInput):
-    text: SafeStr = Field(min_length=1, max_length=conversations.MAX_TEXT_CHARS)
+    # The pattern says in the schema what the validator checks: something besides blanks.
+    text: SafeStr = Field(min_length=1, max_length=conversations.MAX_TEXT_CHARS, pattern=r"\S")
 
     @field_validator("text")
     @classmethod
