@@ -114,3 +114,23 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 AUTH_ERRORS = (400, 401, 413, 422, 429, 503)
+
+
+def inline_json_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON Schema with its `$defs` written in place, for a request body declared in
+    `openapi_extra` (where `#/$defs/...` references would point nowhere)."""
+    schema = model.model_json_schema(by_alias=True)
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            reference = node.get("$ref")
+            if isinstance(reference, str) and reference.startswith("#/$defs/"):
+                return resolve(definitions[reference.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved

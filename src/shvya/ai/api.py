@@ -35,6 +35,7 @@ from shvya.schemas import (
     SafeStr,
     clamp_limit,
     error_responses,
+    inline_json_schema,
 )
 from shvya.tenancy.auth import AdminKey, CurrentKey
 from shvya.tenancy.models import Role
@@ -103,7 +104,7 @@ UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": KBDocumentIn.model_json_schema()},
+            "application/json": {"schema": inline_json_schema(KBDocumentIn)},
             "multipart/form-data": {
                 "schema": {
                     "type": "object",

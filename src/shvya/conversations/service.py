@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 import uuid
@@ -8,18 +9,25 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from shvya.conversations.models import Direction, Message, MessageStatus
 from shvya.conversations.schemas import InboundMessageIn, ReceiveResultOut
 from shvya.crm import service as crm
 from shvya.crm.models import Channel, SuppressionReason
-from shvya.db.base import table_of
+from shvya.db.base import new_id, table_of
 from shvya.db.statements import insert_or_ignore
 from shvya.errors import InvalidInput, NotFound
 from shvya.events.service import append_event
-from shvya.jobs.service import JobType, enqueue_job, find_job_id
+from shvya.jobs.service import (
+    PG_CHANNEL,
+    JobType,
+    enqueue_job,
+    find_job_id,
+    job_inserted,
+    prepare_job,
+)
 
 # A provider clock a little ahead of ours is normal; a timestamp far ahead would stretch
 # WhatsApp's 24-hour window, so the API refuses it and webhooks clamp it.
@@ -145,6 +153,25 @@ def receive_inbound_message(
         external_user_id=message.external_user_id,
     )
     text = message.text[:MAX_TEXT_CHARS]
+    keyword = opt_out_keyword(text, company_keywords=opt_out_keywords)
+    event_data = {
+        "channel": channel.value,
+        "external_id": message.external_id,
+        "kind": message.meta.get("type", "text"),
+        "chars": len(text),
+    }
+    if keyword is None and session.get_bind().dialect.name == "postgresql":
+        return _record_postgres(
+            session,
+            company_id=company_id,
+            contact=contact,
+            message=message,
+            text=text,
+            received_at=received_at,
+            event_data=event_data,
+            actor=actor,
+            now=now,
+        )
     message_id = insert_or_ignore(
         session,
         table_of(Message),
@@ -185,17 +212,10 @@ def receive_inbound_message(
         entity_type="lead",
         entity_id=contact.lead_id,
         type="InboundMessageReceived",
-        data={
-            "message_id": str(message_id),
-            "channel": channel.value,
-            "external_id": message.external_id,
-            "kind": message.meta.get("type", "text"),
-            "chars": len(text),
-        },
+        data={"message_id": str(message_id), **event_data},
         actor=actor,
         now=now,
     )
-    keyword = opt_out_keyword(text, company_keywords=opt_out_keywords)
     if keyword is not None:
         _apply_opt_keyword(
             session,
@@ -230,6 +250,122 @@ def receive_inbound_message(
         lead_id=contact.lead_id,
         message_id=message_id,
         job_id=job_id,
+        lead_created=contact.lead_created,
+        duplicate=False,
+    )
+
+
+# Everything a message from a known contact writes, in one statement (PostgreSQL only: SQLite
+# has no data-modifying CTEs and takes the statements one by one above). Each CTE after `m`
+# runs only if the message went in; a repeat of a provider's message id writes nothing.
+_RECORD_POSTGRES = text(
+    """
+    WITH m AS (
+        INSERT INTO messages (id, company_id, lead_id, contact_id, channel, direction, text,
+                              status, external_id, meta, created_at, updated_at, received_at)
+        VALUES (:message_id, :company_id, :lead_id, :contact_id, :channel, 'in', :text,
+                'received', :external_id, CAST(:meta AS jsonb), :now, :now, :received_at)
+        ON CONFLICT (company_id, channel, external_id) DO NOTHING
+        RETURNING id
+    ), contact AS (
+        UPDATE lead_contacts SET last_inbound_at = GREATEST(last_inbound_at, :received_at)
+        WHERE id = :contact_id AND EXISTS (SELECT 1 FROM m)
+    ), lead AS (
+        UPDATE leads SET last_inbound_at = GREATEST(last_inbound_at, :received_at),
+                         updated_at = :now
+        WHERE id = :lead_id AND EXISTS (SELECT 1 FROM m)
+    ), event AS (
+        INSERT INTO events (id, company_id, entity_type, entity_id, type, data, actor, created_at)
+        SELECT :event_id, :company_id, 'lead', :lead_id, 'InboundMessageReceived',
+               CAST(:event_data AS jsonb), :actor, :now
+        FROM m
+    ), job AS (
+        INSERT INTO jobs (id, company_id, lead_id, type, priority, payload, status, attempts,
+                          max_attempts, run_at, idempotency_key, created_at, published_at)
+        SELECT :job_id, :company_id, :lead_id, :job_type, :priority, CAST(:payload AS jsonb),
+               'queued', 0, :max_attempts, :run_at, :idempotency_key, :now,
+               CAST(:published_at AS timestamptz)
+        FROM m WHERE :engage
+        ON CONFLICT (company_id, idempotency_key) DO NOTHING
+        RETURNING id
+    )
+    SELECT (SELECT id FROM m) AS message_id, (SELECT id FROM job) AS job_id,
+           CASE WHEN :wake AND EXISTS (SELECT 1 FROM job)
+                THEN pg_notify(:notify_channel, :lane) END AS woke
+    """
+)
+
+
+def _record_postgres(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    contact: crm.InboundContact,
+    message: InboundMessage,
+    text: str,
+    received_at: datetime,
+    event_data: dict[str, Any],
+    actor: str,
+    now: datetime,
+) -> ReceiveResultOut:
+    message_id = new_id()
+    job = prepare_job(
+        session,
+        JobType.ai_engage,
+        {"lead_id": str(contact.lead_id), "message_id": str(message_id)},
+        company_id=company_id,
+        lead_id=contact.lead_id,
+        idempotency_key=engage_idempotency_key(message_id),
+        now=now,
+    )
+    engage = not contact.ai_paused
+    row = (
+        session.connection()
+        .execute(
+            _RECORD_POSTGRES,
+            {
+                "message_id": message_id,
+                "company_id": company_id,
+                "lead_id": contact.lead_id,
+                "contact_id": contact.contact_id,
+                "channel": message.channel.value,
+                "text": text,
+                "external_id": message.external_id,
+                "meta": json.dumps(message.meta),
+                "now": now,
+                "received_at": received_at,
+                "event_id": new_id(),
+                "event_data": json.dumps({"message_id": str(message_id), **event_data}),
+                "actor": actor,
+                "job_id": job.values["id"],
+                "job_type": job.values["type"],
+                "priority": job.values["priority"],
+                "payload": json.dumps(job.values["payload"]),
+                "max_attempts": job.values["max_attempts"],
+                "run_at": job.values["run_at"],
+                "idempotency_key": job.values["idempotency_key"],
+                "published_at": job.values["published_at"],
+                "engage": engage,
+                "wake": job.wake,
+                "notify_channel": PG_CHANNEL,
+                "lane": job.lane.value,
+            },
+        )
+        .one()
+    )
+    if row.message_id is None:
+        assert message.external_id is not None
+        first = _find_existing(
+            session, company_id=company_id, channel=message.channel, external_id=message.external_id
+        )
+        assert first is not None
+        raise DuplicateInbound(first)
+    if row.job_id is not None:
+        job_inserted(session, job)
+    return ReceiveResultOut(
+        lead_id=contact.lead_id,
+        message_id=row.message_id,
+        job_id=row.job_id,
         lead_created=contact.lead_created,
         duplicate=False,
     )

@@ -5,6 +5,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import phonenumbers
@@ -62,6 +63,13 @@ class ContactTaken(Conflict):
 
 def normalise_phone(raw: str, *, region: str) -> str:
     """E.164, read in the company's region when the number has no country code."""
+    return _normalise_phone(raw, region)
+
+
+@lru_cache(maxsize=65_536)
+def _normalise_phone(raw: str, region: str) -> str:
+    # Cached: a lead writes many times from one number, and parsing is the costliest step of
+    # reading a message's sender (a ValueError is not cached; bad numbers are rare).
     try:
         number = phonenumbers.parse(raw, region)
     except phonenumbers.NumberParseException as exc:

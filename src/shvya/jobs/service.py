@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, CursorResult, and_, case, event, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from shvya.db.base import table_of
+from shvya.db.base import new_id, table_of
 from shvya.db.statements import insert_or_ignore
 from shvya.errors import NotFound, ShvyaError
 from shvya.events.service import append_event
@@ -138,6 +138,69 @@ SESSION_NOTIFIER = "shvya.jobs.notifier"
 SESSION_NOTIFIED = "shvya.jobs.notified_lanes"
 
 
+@dataclass(frozen=True)
+class PreparedJob:
+    """A job's row, ready to insert, and what to do once it is inserted."""
+
+    values: dict[str, Any]
+    lane: Lane
+    due: datetime
+    # PostgreSQL: NOTIFY the workers when this row goes in (once per lane and transaction).
+    wake: bool
+
+
+def prepare_job(
+    session: Session,
+    job_type: str,
+    payload: dict[str, Any],
+    *,
+    company_id: uuid.UUID,
+    now: datetime,
+    lead_id: uuid.UUID | None = None,
+    idempotency_key: str | None = None,
+    run_at: datetime | None = None,
+    max_attempts: int = 5,
+) -> PreparedJob:
+    priority = job_priority(job_type)
+    due = run_at or now
+    lane = lane_of(priority)
+    notifier = session.info.get(SESSION_NOTIFIER)
+    # A publishing engine hands a due job to its broker right after commit; marking it here
+    # costs nothing and keeps the relay from publishing it a second time.
+    published_at = now if due <= now and getattr(notifier, "publishes_on_commit", False) else None
+    notified: set[Lane] = session.info.setdefault(SESSION_NOTIFIED, set())
+    wake = due <= now and lane not in notified and session.get_bind().dialect.name == "postgresql"
+    return PreparedJob(
+        values={
+            "id": new_id(),
+            "company_id": company_id,
+            "lead_id": lead_id,
+            "type": job_type,
+            "priority": priority,
+            "payload": payload,
+            "status": JobStatus.queued.value,
+            "attempts": 0,
+            "max_attempts": max_attempts,
+            "run_at": due,
+            "idempotency_key": idempotency_key,
+            "created_at": now,
+            "published_at": published_at,
+        },
+        lane=lane,
+        due=due,
+        wake=wake,
+    )
+
+
+def job_inserted(session: Session, job: PreparedJob) -> None:
+    """Bookkeeping once the row is in: the workers' wake-up and the after-commit notice."""
+    if job.wake:
+        session.info.setdefault(SESSION_NOTIFIED, set()).add(job.lane)
+    session.info.setdefault(SESSION_ENQUEUED, []).append(
+        EnqueuedJob(id=job.values["id"], lane=job.lane, run_at=job.due)
+    )
+
+
 def enqueue_job(
     session: Session,
     job_type: str,
@@ -155,37 +218,25 @@ def enqueue_job(
     With an idempotency key, a second enqueue of the same (company, key) returns the first
     job and writes nothing: the unique index decides, also between concurrent transactions.
     """
-    priority = job_priority(job_type)
-    due = run_at or now
-    lane = lane_of(priority)
-    notifier = session.info.get(SESSION_NOTIFIER)
-    # A publishing engine hands a due job to its broker right after commit; marking it here
-    # costs nothing and keeps the relay from publishing it a second time.
-    published_at = now if due <= now and getattr(notifier, "publishes_on_commit", False) else None
-    notified: set[Lane] = session.info.setdefault(SESSION_NOTIFIED, set())
+    job = prepare_job(
+        session,
+        job_type,
+        payload,
+        company_id=company_id,
+        now=now,
+        lead_id=lead_id,
+        idempotency_key=idempotency_key,
+        run_at=run_at,
+        max_attempts=max_attempts,
+    )
     # NOTIFY from the insert's own RETURNING (no extra round trip), only when a row is
-    # inserted; delivered at commit to every listening worker, nothing on rollback. One per
-    # lane and transaction: a batch of jobs wakes the workers once.
-    wake = due <= now and lane not in notified and session.get_bind().dialect.name == "postgresql"
+    # inserted; delivered at commit to every listening worker, nothing on rollback.
     job_id = insert_or_ignore(
         session,
         table_of(Job),
-        {
-            "company_id": company_id,
-            "lead_id": lead_id,
-            "type": job_type,
-            "priority": priority,
-            "payload": payload,
-            "status": JobStatus.queued.value,
-            "attempts": 0,
-            "max_attempts": max_attempts,
-            "run_at": due,
-            "idempotency_key": idempotency_key,
-            "created_at": now,
-            "published_at": published_at,
-        },
+        job.values,
         conflict_on=("company_id", "idempotency_key"),
-        notify=(PG_CHANNEL, lane.value) if wake else None,
+        notify=(PG_CHANNEL, job.lane.value) if job.wake else None,
     )
     if job_id is None:
         existing = find_job_id(
@@ -193,11 +244,7 @@ def enqueue_job(
         )
         assert existing is not None  # the conflict we just hit is this row
         return existing, False
-    if wake:
-        notified.add(lane)
-    session.info.setdefault(SESSION_ENQUEUED, []).append(
-        EnqueuedJob(id=job_id, lane=lane, run_at=due)
-    )
+    job_inserted(session, job)
     return job_id, True
 
 

@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
 
 from shvya.clock import Clock
 from shvya.db.session import DbSession
@@ -25,11 +26,19 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
 def get_current_key(
-    request: Request,
-    session: DbSession,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    request: Request, session: DbSession, credentials: BearerCredentials
 ) -> AuthenticatedKey:
+    return authenticate_request(request, session, credentials)
+
+
+def authenticate_request(
+    request: Request, session: Session, credentials: HTTPAuthorizationCredentials | None
+) -> AuthenticatedKey:
+    """The caller's key, or 401 (429 after too many failures from one address)."""
     limiter: SlidingWindowLimiter = request.app.state.auth_limiter
     clock: Clock = request.app.state.clock
     address = client_address(request)
