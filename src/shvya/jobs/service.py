@@ -14,12 +14,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import cache
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, CursorResult, and_, case, event, func, or_, select, update
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    Uuid,
+    and_,
+    bindparam,
+    case,
+    event,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
-from shvya.db.base import new_id, table_of
+from shvya.db.base import UTCDateTime, new_id, table_of
 from shvya.db.statements import insert_or_ignore
 from shvya.errors import NotFound, ShvyaError
 from shvya.events.service import append_event
@@ -328,37 +341,60 @@ def claim_jobs(
     claimers. `job_id` claims that one job only if it is still queued and due (the Celery
     task's claim: a redelivered message finds the row taken and does nothing).
     """
-    candidates = select(Job.id).where(Job.status == JobStatus.queued.value, Job.run_at <= now)
-    if job_id is not None:
-        candidates = candidates.where(Job.id == job_id)
-    if min_priority is not None:
-        candidates = candidates.where(Job.priority >= min_priority)
-    candidates = candidates.order_by(Job.priority.desc(), Job.run_at, Job.id).limit(limit)
-    if conn.dialect.name == "postgresql":
+    statement = _claim_statement(
+        conn.dialect.name == "postgresql", min_priority is not None, job_id is not None
+    )
+    parameters: dict[str, Any] = {
+        "now": now,
+        "claim_limit": limit,
+        "worker_id": worker_id,
+        "locked_until": now + timedelta(seconds=lease_seconds),
+        "token": uuid.uuid4(),
+        "min_priority": min_priority,
+        "job_id": job_id,
+    }
+    jobs = [ClaimedJob(**row._mapping) for row in conn.execute(statement, parameters)]
+    jobs.sort(key=lambda job: (-job.priority, job.run_at))
+    return jobs
+
+
+_jobs = table_of(Job)
+_NOW = bindparam("now", type_=UTCDateTime())
+
+
+@cache
+def _claim_statement(postgresql: bool, by_priority: bool, by_id: bool) -> Any:
+    """Built once per variant: each worker claims many times a second."""
+    candidates = select(_jobs.c.id).where(
+        _jobs.c.status == JobStatus.queued.value, _jobs.c.run_at <= _NOW
+    )
+    if by_id:
+        candidates = candidates.where(_jobs.c.id == bindparam("job_id", type_=Uuid()))
+    if by_priority:
+        candidates = candidates.where(_jobs.c.priority >= bindparam("min_priority"))
+    candidates = candidates.order_by(_jobs.c.priority.desc(), _jobs.c.run_at, _jobs.c.id).limit(
+        bindparam("claim_limit")
+    )
+    if postgresql:
         candidates = candidates.with_for_update(skip_locked=True)
     # A CTE, not `id IN (subquery)`: PostgreSQL may evaluate an IN-subquery more than once
     # and then claim more rows than LIMIT (seen here: two rows for LIMIT 1). A locking CTE is
     # evaluated exactly once.
     chosen = candidates.cte("chosen_jobs")
-    token = uuid.uuid4()
-    statement = (
-        update(Job)
-        .where(Job.id == chosen.c.id, Job.status == JobStatus.queued.value)
+    return (
+        update(_jobs)
+        .where(_jobs.c.id == chosen.c.id, _jobs.c.status == JobStatus.queued.value)
         .values(
             status=JobStatus.processing.value,
-            attempts=Job.attempts + 1,
-            locked_by=worker_id,
-            locked_until=now + timedelta(seconds=lease_seconds),
-            lease_token=token,
-            started_at=now,
+            attempts=_jobs.c.attempts + 1,
+            locked_by=bindparam("worker_id"),
+            locked_until=bindparam("locked_until", type_=UTCDateTime()),
+            lease_token=bindparam("token", type_=Uuid()),
+            started_at=_NOW,
             published_at=None,
         )
-        .returning(*_CLAIM_COLUMNS)
+        .returning(*(_jobs.c[column.key] for column in _CLAIM_COLUMNS))
     )
-    rows = conn.execute(statement).all()
-    jobs = [ClaimedJob(**row._mapping) for row in rows]
-    jobs.sort(key=lambda job: (-job.priority, job.run_at))
-    return jobs
 
 
 def extend_leases(
@@ -380,21 +416,76 @@ def extend_leases(
     return held
 
 
+# Every change to a claimed row is fenced on its lease token (RELIABILITY.md F3), and built
+# once: completing, failing, deferring and renewing happen for every job.
+_FENCED = and_(
+    _jobs.c.id == bindparam("job_id", type_=Uuid()),
+    _jobs.c.lease_token == bindparam("token", type_=Uuid()),
+    _jobs.c.status == JobStatus.processing.value,
+)
+_RELEASED: dict[str, Any] = {"locked_by": None, "locked_until": None, "lease_token": None}
+_HOLD = (
+    update(_jobs).where(_FENCED).values(locked_until=bindparam("locked_until", type_=UTCDateTime()))
+)
+_COMPLETE = (
+    update(_jobs)
+    .where(_FENCED)
+    .values(
+        status=JobStatus.completed.value,
+        result=bindparam("result", type_=_jobs.c.result.type),
+        finished_at=bindparam("finished_at", type_=UTCDateTime()),
+        **_RELEASED,
+    )
+)
+_RETRY = (
+    update(_jobs)
+    .where(_FENCED)
+    .values(
+        status=JobStatus.queued.value,
+        last_error=bindparam("last_error"),
+        run_at=bindparam("run_at", type_=UTCDateTime()),
+        **_RELEASED,
+    )
+)
+_FINISH_FAILED = (
+    update(_jobs)
+    .where(_FENCED)
+    .values(
+        status=bindparam("status"),
+        last_error=bindparam("last_error"),
+        finished_at=bindparam("finished_at", type_=UTCDateTime()),
+        **_RELEASED,
+    )
+)
+_DEFER = (
+    update(_jobs)
+    .where(_FENCED)
+    .values(
+        status=JobStatus.queued.value,
+        run_at=bindparam("run_at", type_=UTCDateTime()),
+        attempts=_jobs.c.attempts - 1,
+        last_error=bindparam("last_error"),
+        **_RELEASED,
+    )
+)
+_RELEASE = (
+    update(_jobs)
+    .where(_FENCED)
+    .values(status=JobStatus.queued.value, attempts=_jobs.c.attempts - 1, **_RELEASED)
+)
+
+
+def _fence(job: ClaimedJob, **values: Any) -> dict[str, Any]:
+    return {"job_id": job.id, "token": job.lease_token, **values}
+
+
 def hold_lease(session: Session, *, job: ClaimedJob, now: datetime, lease_seconds: float) -> bool:
     """In the handler's own transaction: still ours? Then renew the lease. Used before a
     checkpoint commit, so a stale worker never commits work (or calls a provider) late."""
-    outcome = session.execute(
-        update(Job).where(_fenced(job)).values(locked_until=now + timedelta(seconds=lease_seconds))
+    outcome = session.connection().execute(
+        _HOLD, _fence(job, locked_until=now + timedelta(seconds=lease_seconds))
     )
     return _changed(outcome)
-
-
-def _fenced(job: ClaimedJob) -> Any:
-    return and_(
-        Job.id == job.id,
-        Job.lease_token == job.lease_token,
-        Job.status == JobStatus.processing.value,
-    )
 
 
 def _changed(result: Any) -> bool:
@@ -406,20 +497,12 @@ def _clip(error: str) -> str:
     return error if len(error) <= ERROR_MAX_CHARS else error[: ERROR_MAX_CHARS - 1] + "…"
 
 
-def _released() -> dict[str, Any]:
-    return {"locked_by": None, "locked_until": None, "lease_token": None}
-
-
 def complete_job(
     session: Session, *, job: ClaimedJob, result: dict[str, Any], now: datetime
 ) -> bool:
     """Mark the job done in the handler's own transaction. False: the lease was lost, and the
     caller must roll the handler's work back."""
-    outcome = session.execute(
-        update(Job)
-        .where(_fenced(job))
-        .values(status=JobStatus.completed.value, result=result, finished_at=now, **_released())
-    )
+    outcome = session.connection().execute(_COMPLETE, _fence(job, result=result, finished_at=now))
     return _changed(outcome)
 
 
@@ -441,12 +524,17 @@ def fail_job(
         status = JobStatus.dlq
     else:
         status = JobStatus.queued
-    values: dict[str, Any] = {"status": status.value, "last_error": _clip(error), **_released()}
+    connection = session.connection()
     if status is JobStatus.queued:
-        values["run_at"] = now + retry_delay(job.attempts, rng=rng)
+        outcome = connection.execute(
+            _RETRY,
+            _fence(job, last_error=_clip(error), run_at=now + retry_delay(job.attempts, rng=rng)),
+        )
     else:
-        values["finished_at"] = now
-    outcome = session.execute(update(Job).where(_fenced(job)).values(**values))
+        outcome = connection.execute(
+            _FINISH_FAILED,
+            _fence(job, status=status.value, last_error=_clip(error), finished_at=now),
+        )
     if not _changed(outcome):
         return None
     if status is not JobStatus.queued:
@@ -466,28 +554,15 @@ def fail_job(
 
 def defer_job(session: Session, *, job: ClaimedJob, until: datetime, reason: str) -> bool:
     """Reschedule without counting the attempt the claim counted."""
-    outcome = session.execute(
-        update(Job)
-        .where(_fenced(job))
-        .values(
-            status=JobStatus.queued.value,
-            run_at=until,
-            attempts=Job.attempts - 1,
-            last_error=_clip(f"deferred: {reason}"),
-            **_released(),
-        )
+    outcome = session.connection().execute(
+        _DEFER, _fence(job, run_at=until, last_error=_clip(f"deferred: {reason}"))
     )
     return _changed(outcome)
 
 
 def release_job(conn: Connection, *, job: ClaimedJob) -> bool:
     """Give a claimed job back untouched (shutdown before or while running it)."""
-    outcome = conn.execute(
-        update(Job)
-        .where(_fenced(job))
-        .values(status=JobStatus.queued.value, attempts=Job.attempts - 1, **_released())
-    )
-    return _changed(outcome)
+    return _changed(conn.execute(_RELEASE, _fence(job)))
 
 
 def reap_expired_leases(session: Session, *, now: datetime) -> tuple[int, int]:

@@ -8,6 +8,7 @@ written by another process, retries coming due).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -147,8 +148,16 @@ class EmbeddedWorker:
                 ran += 1
         return ran
 
-    def _claim(self, min_priority: int | None, *, limit: int) -> list[ClaimedJob]:
-        with claim_connection(self.engine) as conn:
+    def _claim(
+        self, min_priority: int | None, *, limit: int, held: Connection | None = None
+    ) -> list[ClaimedJob]:
+        """Claim on `held` (a lane's own autocommit connection on PostgreSQL: one round trip,
+        no pool checkout) or on a connection of its own."""
+        with (
+            contextlib.nullcontext(held)
+            if held is not None
+            else claim_connection(self.engine) as conn
+        ):
             assert isinstance(conn, Connection)
             jobs = claim_jobs(
                 conn,
@@ -175,22 +184,37 @@ class EmbeddedWorker:
             self.leases.discard(job)
 
     def _work(self, lane: _Lane) -> None:
-        while not self._stopping.is_set():
-            try:
-                lane.wake.clear()
-                jobs = self._claim(lane.min_priority, limit=self.settings.job_claim_batch)
-            except Exception:
-                logger.exception("worker.claim_failed", extra={"worker": self.name})
-                self._stopping.wait(self.settings.job_poll_seconds)
-                continue
-            if not jobs:
-                lane.wake.wait(self.settings.job_poll_seconds)
-                continue
-            for index, job in enumerate(jobs):
-                if self._stopping.is_set():
-                    self._give_back(jobs[index:])
-                    return
-                self._run(job)
+        keep_connection = self.engine.dialect.name == "postgresql"
+        held: Connection | None = None
+        try:
+            while not self._stopping.is_set():
+                try:
+                    lane.wake.clear()
+                    if keep_connection and held is None:
+                        held = claim_connection(self.engine)
+                    jobs = self._claim(
+                        lane.min_priority, limit=self.settings.job_claim_batch, held=held
+                    )
+                except Exception:
+                    logger.exception("worker.claim_failed", extra={"worker": self.name})
+                    if held is not None:
+                        # The server may have gone away: never reuse a broken connection.
+                        held.invalidate()
+                        held.close()
+                        held = None
+                    self._stopping.wait(self.settings.job_poll_seconds)
+                    continue
+                if not jobs:
+                    lane.wake.wait(self.settings.job_poll_seconds)
+                    continue
+                for index, job in enumerate(jobs):
+                    if self._stopping.is_set():
+                        self._give_back(jobs[index:])
+                        return
+                    self._run(job)
+        finally:
+            if held is not None:
+                held.close()
 
     def _give_back(self, jobs: Sequence[ClaimedJob]) -> None:
         for job in jobs:
@@ -218,9 +242,10 @@ class EmbeddedWorker:
                 with psycopg.connect(dsn, autocommit=True) as conn:
                     conn.execute(f"LISTEN {PG_CHANNEL}")
                     while not self._stopping.is_set():
-                        lanes = {n.payload for n in conn.notifies(timeout=1.0)}
-                        if lanes:
-                            self._wake(lanes)
+                        # Wake on each notification as it arrives: notifies() only returns
+                        # after its timeout, and a P1 job must not wait for that.
+                        for notice in conn.notifies(timeout=1.0):
+                            self._wake({notice.payload})
             except psycopg.Error:
                 logger.warning("worker.listen_failed", extra={"worker": self.name})
                 self._stopping.wait(self.settings.job_poll_seconds)
