@@ -297,3 +297,33 @@ def test_kb_add_list_and_search(database_url: str, tmp_path: Path) -> None:
     missing = shvya("kb", "add", str(tmp_path / "nope"), database_url=database_url)
     assert missing.returncode == 1
     assert "no such file or folder" in missing.stderr
+
+
+def test_log_level_setting_quiets_the_worker(tmp_path: Path) -> None:
+    """SHVYA_LOG_LEVEL is honoured: WARNING hides the INFO lifecycle lines a default run shows."""
+    import signal
+
+    database_url = f"sqlite:///{tmp_path / 'logs.db'}"
+    assert shvya("migrate", database_url=database_url).returncode == 0
+
+    def run_worker(**env: str) -> str:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "shvya", "worker"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "DATABASE_URL": database_url, **env},
+        )
+        time.sleep(2.5)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+        assert process.returncode == 0, stderr
+        return stderr
+
+    assert "worker.started" in run_worker()
+    quiet = run_worker(SHVYA_LOG_LEVEL="warning")
+    assert "worker.started" not in quiet
+    assert "INFO" not in quiet
+    bad = shvya("worker", "--once", database_url=database_url, SHVYA_LOG_LEVEL="loud")
+    assert bad.returncode == 1
+    assert "log_level" in bad.stderr

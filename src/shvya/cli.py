@@ -54,12 +54,14 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 def _settings() -> Settings:
     try:
-        return load_settings()
+        settings = load_settings()
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()
         )
         fail(f"configuration: {problems}")
+    logging.getLogger().setLevel(settings.log_level)
+    return settings
 
 
 def _safe_url(settings: Settings) -> str:
@@ -69,8 +71,8 @@ def _safe_url(settings: Settings) -> str:
 
 
 @contextmanager
-def _database(settings: Settings) -> Iterator[Engine]:
-    engine = make_engine(settings.database_url, pool_size=2)
+def _database(settings: Settings, *, pool_size: int = 2) -> Iterator[Engine]:
+    engine = make_engine(settings.database_url, pool_size=pool_size)
     try:
         yield engine
     except OperationalError as exc:
@@ -339,7 +341,9 @@ def worker(
     from shvya.jobs.engines.embedded import EmbeddedWorker
     from shvya.jobs.registry import load_handlers
 
-    with _database(settings) as engine:
+    # Each lane holds its claim connection and opens one session per job; the lease keeper
+    # and the reaper need one each.
+    with _database(settings, pool_size=2 * (general + p1_only) + 2) as engine:
         _require_migrated(engine)
         runner = EmbeddedWorker(
             engine,

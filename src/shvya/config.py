@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     # /docs and /openapi.json: on in development; off in production unless asked for.
     expose_docs: bool | None = None
     db_pool_size: int = 10
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
     # --- WhatsApp Cloud API (Meta): one app for the installation ---
     meta_app_secret: SecretStr | None = Field(
@@ -137,6 +137,11 @@ class Settings(BaseSettings):
     # The relay republishes a queued job this long after handing it to a broker whose queue
     # has since gone empty (the broker lost it).
     relay_republish_after_seconds: float = Field(default=30.0, ge=1.0)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("database_url")
     @classmethod
