@@ -71,6 +71,17 @@ def celery_settings(request: pytest.FixtureRequest, settings: Settings) -> Itera
     with publisher.celery.connection_for_write() as conn:
         for lane in Lane:
             conn.default_channel.queue_delete(queue=queue_name(configured, lane))
+    if request.param == "redis":
+        # Kombu's Redis transport leaves its binding keys (and a queue list a worker
+        # re-declared at shutdown) behind: remove everything this test's prefix named.
+        import redis
+
+        client = redis.Redis.from_url(url)
+        prefix = configured.celery_queue_prefix
+        leftovers = [key for key in client.scan_iter(match=f"*{prefix}*")]
+        if leftovers:
+            client.delete(*leftovers)
+        client.close()
 
 
 def start_celery_worker(settings: Settings, ledger: Path) -> subprocess.Popen[str]:
