@@ -53,15 +53,19 @@ def seeded(app: FastAPI, acme: Tenant, globex: Tenant) -> None:
 #   written in the schema. tests/conversations/test_inbound.py proves NUL answers 422.
 # - Contacts (`from`, `contacts[].value`, a suppression's `address`) must be a real phone
 #   number or email address, and a knowledge-base upload a readable .md/.txt/.html/.pdf
-#   file: no schema can decide either, so 422 is an expected answer to schema-valid data
-#   there, and only there.
+#   file; a stage rule must name stages of its own pipeline; imported history must not be
+#   dated in the future (and needs a channel when the lead has no contact): no schema can
+#   decide these, so 422 is an expected answer to schema-valid data there, and only there.
 SCHEMATHESIS_CONFIG = """
 [generation]
 allow-x00 = false
 with-security-parameters = false
 
 [[operations]]
-include-name = ["POST /inbound-message", "POST /leads", "POST /suppressions", "POST /kb/documents"]
+include-name = [
+    "POST /inbound-message", "POST /leads", "POST /suppressions", "POST /kb/documents",
+    "PUT /pipelines/{pipeline_id}/stage-rules", "POST /leads/{lead_id}/history",
+]
 checks.positive_data_acceptance.expected-statuses = [
     "2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"
 ]

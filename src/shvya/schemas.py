@@ -7,6 +7,8 @@ and lone surrogates, and JSONB refuses NaN and Infinity, each as a 500 if they g
 from __future__ import annotations
 
 import math
+import uuid
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -54,6 +56,27 @@ SafeStr = Annotated[str, AfterValidator(check_storable_text)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(check_json_object)]
 
 
+def leave_out_or_set(schema: dict[str, Any]) -> None:
+    """json_schema_extra of a field that may be left out but not sent as null: its schema
+    without the null variant, so the schema says what the validator accepts."""
+    variants = [variant for variant in schema.pop("anyOf", []) if variant != {"type": "null"}]
+    if len(variants) == 1:
+        schema.update(variants[0])
+    elif variants:
+        schema["anyOf"] = variants
+    schema.pop("default", None)
+
+
+def one_of(values: list[str]) -> Callable[[dict[str, Any]], None]:
+    """json_schema_extra of a string that may be left out, not null, and is one of `values`."""
+
+    def extra(schema: dict[str, Any]) -> None:
+        leave_out_or_set(schema)
+        schema["enum"] = values
+
+    return extra
+
+
 class StrictInput(BaseModel):
     """Request bodies: unknown fields are an error, so a typo or a protected field never
     silently does nothing (mass assignment, OWASP API3)."""
@@ -86,6 +109,10 @@ OffsetQuery = Annotated[int, Field(ge=0, le=PAGE_OFFSET_MAX)]
 
 def clamp_limit(limit: int) -> int:
     return min(limit, PAGE_LIMIT_MAX)
+
+
+class JobAcceptedOut(BaseModel):
+    job_id: uuid.UUID = Field(description="Follow it with GET /jobs/{id}")
 
 
 class ErrorOut(BaseModel):

@@ -51,6 +51,8 @@ PATH_IDS: dict[str, Callable[[Victim], str]] = {
     "suppression_id": lambda victim: victim.suppression_id,
     "template_id": lambda victim: victim.template_id,
     "document_id": lambda victim: victim.document_id,
+    "stage_id": lambda victim: victim.stage_ids[0],
+    "pipeline_id": lambda victim: victim.pipeline_ids[0],
 }
 
 # Routes where B's own request is not expected to succeed, with the check that proves B's
@@ -64,6 +66,13 @@ FOUND_BUT_NOT_OK: dict[tuple[str, str], Callable[[Any], bool]] = {
 # and hide what authorization would do. The positive control below proves each is valid.
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PATCH", "/leads/{lead_id}"): {"name": "x"},
+    ("POST", "/leads/{lead_id}/history"): {
+        "messages": [{"direction": "in", "text": "hi", "sent_at": "2026-11-20T09:00:00Z"}]
+    },
+    ("PUT", "/pipelines/{pipeline_id}/stage-rules"): {
+        "rules": [{"from": ["New"], "to": "Lost", "when": {"intent": ["not_interested"]}}]
+    },
+    ("PATCH", "/stages/{stage_id}"): {"ai_config": {"tone": "brief"}},
 }
 
 

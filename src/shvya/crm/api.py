@@ -1,24 +1,37 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from shvya.crm import service
-from shvya.crm.schemas import LeadCreateIn, LeadOut, LeadPage, LeadPatchIn, PipelineOut
+from shvya.crm.schemas import (
+    AIPauseIn,
+    LeadCreateIn,
+    LeadOut,
+    LeadPage,
+    LeadPatchIn,
+    PipelineOut,
+    StageOut,
+    StagePatchIn,
+    StageRulesIn,
+)
 from shvya.db.session import DbSession
 from shvya.deps import ClockDep
+from shvya.jobs.service import JobType, enqueue_job
 from shvya.schemas import (
     AUTH_ERRORS,
     PAGE_LIMIT_DEFAULT,
+    JobAcceptedOut,
     LimitQuery,
     OffsetQuery,
     SafeStr,
     clamp_limit,
     error_responses,
 )
-from shvya.tenancy.auth import CurrentKey, PhoneRegion
+from shvya.tenancy.auth import AdminKey, CurrentKey, PhoneRegion
 
 router = APIRouter(tags=["leads"], responses=error_responses(*AUTH_ERRORS))
 
@@ -89,6 +102,117 @@ def patch_lead(
     return service.present_leads(session, [lead])[0]
 
 
+@router.post(
+    "/leads/{lead_id}/ai/pause",
+    summary="Stop the AI answering this lead: a person takes the conversation",
+    responses=error_responses(404),
+)
+def pause_ai(
+    lead_id: uuid.UUID,
+    session: DbSession,
+    key: CurrentKey,
+    clock: ClockDep,
+    body: AIPauseIn | None = None,
+) -> LeadOut:
+    lead = service.get_lead(session, company_id=key.company.id, lead_id=lead_id)
+    reason = (body.reason if body else None) or "taken over by a person"
+    service.set_ai_paused(
+        session, lead=lead, paused=True, reason=reason, actor=key.actor, now=clock.now()
+    )
+    return service.present_leads(session, [lead])[0]
+
+
+@router.post(
+    "/leads/{lead_id}/ai/resume",
+    summary="Let the AI answer this lead again (its next message gets an AI reply)",
+    responses=error_responses(404),
+)
+def resume_ai(lead_id: uuid.UUID, session: DbSession, key: CurrentKey, clock: ClockDep) -> LeadOut:
+    lead = service.get_lead(session, company_id=key.company.id, lead_id=lead_id)
+    service.set_ai_paused(
+        session, lead=lead, paused=False, reason="resumed", actor=key.actor, now=clock.now()
+    )
+    return service.present_leads(session, [lead])[0]
+
+
+def _enqueue_for_lead(
+    session: DbSession, key: CurrentKey, lead_id: uuid.UUID, job_type: JobType, now: datetime
+) -> JobAcceptedOut:
+    lead = service.get_lead(session, company_id=key.company.id, lead_id=lead_id)
+    job_id, _ = enqueue_job(
+        session,
+        job_type,
+        {"lead_id": str(lead.id)},
+        company_id=lead.company_id,
+        lead_id=lead.id,
+        now=now,
+    )
+    return JobAcceptedOut(job_id=job_id)
+
+
+@router.post(
+    "/leads/{lead_id}/bumpup",
+    status_code=202,
+    summary="Send the lead a bump-up now (WhatsApp and sandbox only); done by a job",
+    description="The job's result (GET /jobs/{id}) says what was sent, or why it was "
+    "refused: not a WhatsApp lead, AI paused, the lead is waiting for an answer.",
+    responses=error_responses(404),
+)
+def request_bumpup(
+    lead_id: uuid.UUID, session: DbSession, key: CurrentKey, clock: ClockDep
+) -> JobAcceptedOut:
+    return _enqueue_for_lead(session, key, lead_id, JobType.followup_bumpup, clock.now())
+
+
+@router.post(
+    "/leads/{lead_id}/summary",
+    status_code=202,
+    summary="Write the lead's AI summary now (lead.attributes.ai_summary); done by a job",
+    responses=error_responses(404),
+)
+def request_summary(
+    lead_id: uuid.UUID, session: DbSession, key: CurrentKey, clock: ClockDep
+) -> JobAcceptedOut:
+    return _enqueue_for_lead(session, key, lead_id, JobType.ai_summary, clock.now())
+
+
 @router.get("/pipelines", summary="The company's pipelines with their stages in order")
 def list_pipelines(session: DbSession, key: CurrentKey) -> list[PipelineOut]:
     return service.list_pipelines(session, company_id=key.company.id)
+
+
+@router.put(
+    "/pipelines/{pipeline_id}/stage-rules",
+    summary="Replace the rules that move leads between the pipeline's stages (admin)",
+    responses=error_responses(403, 404),
+)
+def put_stage_rules(
+    pipeline_id: uuid.UUID, body: StageRulesIn, session: DbSession, key: AdminKey, clock: ClockDep
+) -> PipelineOut:
+    return service.set_stage_rules(
+        session,
+        company_id=key.company.id,
+        pipeline_id=pipeline_id,
+        rules=body.rules,
+        actor=key.actor,
+        now=clock.now(),
+    )
+
+
+@router.patch(
+    "/stages/{stage_id}",
+    summary="Set the AI's brief for a stage: goal, tone, next question, limits, handoff (admin)",
+    responses=error_responses(403, 404),
+)
+def patch_stage(
+    stage_id: uuid.UUID, body: StagePatchIn, session: DbSession, key: AdminKey, clock: ClockDep
+) -> StageOut:
+    stage = service.set_stage_ai_config(
+        session,
+        company_id=key.company.id,
+        stage_id=stage_id,
+        config=body.ai_config,
+        actor=key.actor,
+        now=clock.now(),
+    )
+    return StageOut.model_validate(stage)

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shvya.db.base import Base, IdMixin, utcnow
+from shvya.db.base import Base, IdMixin, JSONType, utcnow
 
 DEFAULT_STAGES = ("New", "Qualified", "Nurture", "Converted", "Lost")
 
@@ -28,6 +28,9 @@ class Pipeline(IdMixin, Base):
     company_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(200))
     is_default: Mapped[bool] = mapped_column(default=False)
+    # Rules that move a lead between this pipeline's stages on what the AI understood
+    # (crm.schemas.StageRule). NULL: the built-in rules; an empty list: none.
+    stage_rules: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

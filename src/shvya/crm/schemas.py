@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shvya.crm.models import Channel
-from shvya.schemas import JsonObject, Page, SafeStr, StrictInput
+from shvya.schemas import JsonObject, Page, SafeStr, StrictInput, leave_out_or_set
 
 
 class ContactIn(StrictInput):
@@ -26,17 +26,6 @@ class LeadCreateIn(StrictInput):
     attributes: JsonObject = Field(default_factory=dict)
 
 
-def _leave_out_or_set(schema: dict[str, Any]) -> None:
-    """Publish a field that may be left out but not sent as null without its null variant,
-    so the schema says what the validator accepts."""
-    variants = [variant for variant in schema.pop("anyOf", []) if variant != {"type": "null"}]
-    if len(variants) == 1:
-        schema.update(variants[0])
-    elif variants:
-        schema["anyOf"] = variants
-    schema.pop("default", None)
-
-
 class LeadPatchIn(StrictInput):
     """Only these fields can change; ids, the company and timestamps never can."""
 
@@ -44,16 +33,16 @@ class LeadPatchIn(StrictInput):
         default=None,
         max_length=100,
         description="Stage id or name.",
-        json_schema_extra=_leave_out_or_set,
+        json_schema_extra=leave_out_or_set,
     )
     name: SafeStr | None = Field(default=None, max_length=200, description="null clears it.")
     priority: int | None = Field(
-        default=None, ge=-1000, le=1000, json_schema_extra=_leave_out_or_set
+        default=None, ge=-1000, le=1000, json_schema_extra=leave_out_or_set
     )
     attributes: JsonObject | None = Field(
         default=None,
         description="Merged into the lead's attributes; a key set to null is removed.",
-        json_schema_extra=_leave_out_or_set,
+        json_schema_extra=leave_out_or_set,
     )
 
     @model_validator(mode="before")
@@ -64,6 +53,112 @@ class LeadPatchIn(StrictInput):
                 if field in data and data[field] is None:
                     raise ValueError(f"{field} cannot be null")
         return data
+
+
+# --- what the AI does in each stage, and the rules that move leads between stages ----------
+
+BantField = Literal["budget", "authority", "need", "timeline"]
+BANT_FIELDS: tuple[BantField, ...] = ("budget", "authority", "need", "timeline")
+# What a lead's message is about, as the AI's understanding names it (ai.understanding).
+Intent = Literal[
+    "greeting",
+    "question",
+    "price_inquiry",
+    "purchase_intent",
+    "demo_request",
+    "human_request",
+    "complaint",
+    "not_interested",
+    "opt_out",
+    "other",
+]
+HandoffReason = Literal["asked_for_person", "angry", "legal_or_complaint", "unknown_answer"]
+HANDOFF_REASONS: tuple[HandoffReason, ...] = (
+    "asked_for_person",
+    "angry",
+    "legal_or_complaint",
+    "unknown_answer",
+)
+
+
+class StageAIConfig(StrictInput):
+    """The AI's brief for leads in a stage. Every field has a default."""
+
+    goal: SafeStr | None = Field(
+        default=None, max_length=500, description="What the AI works toward in this stage"
+    )
+    tone: SafeStr | None = Field(default=None, max_length=200, description="e.g. warm, brief")
+    ask_next: SafeStr | None = Field(
+        default=None,
+        max_length=300,
+        description="The question to ask next; default: the first BANT field not yet known",
+    )
+    avoid: list[Annotated[SafeStr, Field(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=20, description="Topics the AI must not discuss"
+    )
+    max_chars: int = Field(default=700, ge=80, le=4096, description="Longest reply")
+    quiet_seconds: float = Field(
+        default=3.0,
+        ge=0,
+        le=60,
+        description="Wait this long after a lead's last message, so a burst gets one answer",
+    )
+    handoff_on: list[HandoffReason] = Field(
+        default_factory=lambda: list(HANDOFF_REASONS),
+        description="When to hand the conversation to a person",
+    )
+
+
+class StageRuleWhen(StrictInput):
+    # The schema says what the validator below demands: at least one condition.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["bant_known"], "properties": {"bant_known": {"minItems": 1}}},
+                {"required": ["intent"], "properties": {"intent": {"minItems": 1}}},
+            ]
+        }
+    )
+
+    bant_known: list[BantField] = Field(
+        default_factory=list, description="All of these BANT fields are known"
+    )
+    intent: list[Intent] = Field(
+        default_factory=list, description="The lead's latest message has one of these intents"
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> StageRuleWhen:
+        if not self.bant_known and not self.intent:
+            raise ValueError("a rule needs a condition: bant_known or intent")
+        return self
+
+
+class StageRule(StrictInput):
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: list[Annotated[SafeStr, Field(min_length=1, max_length=100)]] = Field(
+        alias="from",
+        default_factory=list,
+        max_length=50,
+        description="Stage names the rule applies in; empty: every stage but `to`",
+    )
+    to: SafeStr = Field(min_length=1, max_length=100, description="The stage to move to")
+    when: StageRuleWhen
+
+
+DEFAULT_STAGE_RULES: tuple[dict[str, Any], ...] = (
+    {"from": ["New"], "to": "Qualified", "when": {"bant_known": ["budget", "need", "timeline"]}},
+    {"from": ["New", "Qualified", "Nurture"], "to": "Lost", "when": {"intent": ["not_interested"]}},
+)
+
+
+class StageRulesIn(StrictInput):
+    rules: list[StageRule] = Field(max_length=50, description="Checked in order; the first wins")
+
+
+class StagePatchIn(StrictInput):
+    ai_config: StageAIConfig
 
 
 class StageOut(BaseModel):
@@ -85,6 +180,8 @@ class PipelineOut(BaseModel):
     name: str
     is_default: bool
     stages: list[StageOut]
+    stage_rules: list[dict[str, Any]] = Field(description="The rules in force, in order")
+    stage_rules_are_default: bool
 
 
 class ContactOut(BaseModel):
@@ -129,3 +226,9 @@ class SuppressionOut(BaseModel):
     reason: str
     source: str
     created_at: datetime
+
+
+class AIPauseIn(StrictInput):
+    reason: SafeStr | None = Field(
+        default=None, max_length=200, description="Why (kept in the AIPaused event)"
+    )

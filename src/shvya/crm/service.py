@@ -25,13 +25,16 @@ from shvya.crm.models import (
     SuppressionReason,
 )
 from shvya.crm.schemas import (
+    DEFAULT_STAGE_RULES,
     ContactOut,
     LeadCreateIn,
     LeadOut,
     LeadPatchIn,
     PipelineOut,
+    StageAIConfig,
     StageOut,
     StageRef,
+    StageRule,
 )
 from shvya.db.base import UTCDateTime, table_of
 from shvya.db.statements import insert_or_ignore
@@ -189,6 +192,24 @@ def resolve_stage(
     return stage
 
 
+def effective_stage_rules(pipeline: Pipeline) -> list[StageRule]:
+    raw = DEFAULT_STAGE_RULES if pipeline.stage_rules is None else pipeline.stage_rules
+    return [StageRule.model_validate(rule) for rule in raw]
+
+
+def _pipeline_out(pipeline: Pipeline, stages: list[StageOut]) -> PipelineOut:
+    return PipelineOut(
+        id=pipeline.id,
+        name=pipeline.name,
+        is_default=pipeline.is_default,
+        stages=stages,
+        stage_rules=[
+            rule.model_dump(by_alias=True, mode="json") for rule in effective_stage_rules(pipeline)
+        ],
+        stage_rules_are_default=pipeline.stage_rules is None,
+    )
+
+
 def list_pipelines(session: Session, *, company_id: uuid.UUID) -> list[PipelineOut]:
     pipelines = session.scalars(
         select(Pipeline)
@@ -203,10 +224,143 @@ def list_pipelines(session: Session, *, company_id: uuid.UUID) -> list[PipelineO
     by_pipeline: dict[uuid.UUID, list[StageOut]] = {}
     for stage in stages:
         by_pipeline.setdefault(stage.pipeline_id, []).append(StageOut.model_validate(stage))
-    return [
-        PipelineOut(id=p.id, name=p.name, is_default=p.is_default, stages=by_pipeline.get(p.id, []))
-        for p in pipelines
-    ]
+    return [_pipeline_out(p, by_pipeline.get(p.id, [])) for p in pipelines]
+
+
+class PipelineNotFound(NotFound):
+    code = "pipeline_not_found"
+
+
+def get_pipeline(session: Session, *, company_id: uuid.UUID, pipeline_id: uuid.UUID) -> Pipeline:
+    pipeline = session.scalars(
+        select(Pipeline).where(Pipeline.id == pipeline_id, Pipeline.company_id == company_id)
+    ).first()
+    if pipeline is None:
+        raise PipelineNotFound(f"pipeline {pipeline_id} not found")
+    return pipeline
+
+
+def pipeline_stages(session: Session, *, pipeline_id: uuid.UUID) -> list[Stage]:
+    return list(
+        session.scalars(
+            select(Stage).where(Stage.pipeline_id == pipeline_id).order_by(Stage.position)
+        )
+    )
+
+
+def set_stage_rules(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    pipeline_id: uuid.UUID,
+    rules: list[StageRule],
+    actor: str,
+    now: datetime,
+) -> PipelineOut:
+    """Replace the pipeline's rules; every stage they name must be one of its stages."""
+    pipeline = get_pipeline(session, company_id=company_id, pipeline_id=pipeline_id)
+    stages = pipeline_stages(session, pipeline_id=pipeline.id)
+    names = {stage.name.lower() for stage in stages}
+    for index, rule in enumerate(rules):
+        for name in [*rule.from_, rule.to]:
+            if name.strip().lower() not in names:
+                raise InvalidInput(
+                    f"rules[{index}]: {name!r} is not a stage of pipeline {pipeline.name!r} "
+                    f"({', '.join(stage.name for stage in stages)})",
+                    extra={"field": f"rules.{index}"},
+                )
+    pipeline.stage_rules = [rule.model_dump(by_alias=True, mode="json") for rule in rules]
+    append_event(
+        session,
+        company_id=company_id,
+        entity_type="pipeline",
+        entity_id=pipeline.id,
+        type="StageRulesChanged",
+        data={"rules": pipeline.stage_rules},
+        actor=actor,
+        now=now,
+    )
+    session.flush()
+    return _pipeline_out(pipeline, [StageOut.model_validate(stage) for stage in stages])
+
+
+def set_stage_ai_config(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    stage_id: uuid.UUID,
+    config: StageAIConfig,
+    actor: str,
+    now: datetime,
+) -> Stage:
+    stage = session.scalars(
+        select(Stage).where(Stage.id == stage_id, Stage.company_id == company_id)
+    ).first()
+    if stage is None:
+        raise StageNotFound(f"stage {stage_id} not found; GET /pipelines lists the stages")
+    stage.ai_config = config.model_dump(mode="json", exclude_defaults=True)
+    append_event(
+        session,
+        company_id=company_id,
+        entity_type="stage",
+        entity_id=stage.id,
+        type="StageAIConfigChanged",
+        data={"ai_config": stage.ai_config},
+        actor=actor,
+        now=now,
+    )
+    session.flush()
+    return stage
+
+
+def stage_ai_config(stage: Stage) -> StageAIConfig:
+    """A stage's AI brief; a stored config that no longer validates falls back to defaults
+    field by field rather than silencing the AI."""
+    try:
+        return StageAIConfig.model_validate(stage.ai_config or {})
+    except ValueError:
+        known = StageAIConfig.model_fields
+        config = StageAIConfig()
+        for key, value in (stage.ai_config or {}).items():
+            if key in known:
+                try:
+                    config = StageAIConfig.model_validate({**config.model_dump(), key: value})
+                except ValueError:
+                    continue
+        return config
+
+
+def move_stage(
+    session: Session,
+    *,
+    lead: Lead,
+    stage: Stage,
+    actor: str,
+    now: datetime,
+    reason: str | None = None,
+) -> bool:
+    """Put the lead in `stage`, with a StageChanged event. False: it was there already."""
+    if stage.id == lead.stage_id:
+        return False
+    previous = session.get_one(Stage, lead.stage_id)
+    lead.stage_id = stage.id
+    lead.pipeline_id = stage.pipeline_id
+    lead.updated_at = now
+    append_event(
+        session,
+        company_id=lead.company_id,
+        entity_type="lead",
+        entity_id=lead.id,
+        type="StageChanged",
+        data={
+            "from": {"id": str(previous.id), "name": previous.name},
+            "to": {"id": str(stage.id), "name": stage.name},
+            **({"reason": reason} if reason else {}),
+        },
+        actor=actor,
+        now=now,
+    )
+    return True
 
 
 # --- leads ------------------------------------------------------------------------------------
@@ -542,23 +696,7 @@ def update_lead(
         stage = resolve_stage(
             session, company_id=company_id, ref=patch.stage, pipeline_id=lead.pipeline_id
         )
-        if stage.id != lead.stage_id:
-            previous = session.get_one(Stage, lead.stage_id)
-            lead.stage_id = stage.id
-            lead.pipeline_id = stage.pipeline_id
-            append_event(
-                session,
-                company_id=company_id,
-                entity_type="lead",
-                entity_id=lead.id,
-                type="StageChanged",
-                data={
-                    "from": {"id": str(previous.id), "name": previous.name},
-                    "to": {"id": str(stage.id), "name": stage.name},
-                },
-                actor=actor,
-                now=now,
-            )
+        move_stage(session, lead=lead, stage=stage, actor=actor, now=now)
     if "name" in sent and patch.name != lead.name:
         changes["name"] = {"from": lead.name, "to": patch.name}
         lead.name = patch.name
@@ -589,6 +727,33 @@ def update_lead(
     lead.updated_at = now
     session.flush()
     return lead
+
+
+def set_ai_paused(
+    session: Session,
+    *,
+    lead: Lead,
+    paused: bool,
+    reason: str,
+    actor: str,
+    now: datetime,
+) -> bool:
+    """Pause or resume the AI for one lead (AIPaused / AIResumed). False: no change."""
+    if lead.ai_paused == paused:
+        return False
+    lead.ai_paused = paused
+    lead.updated_at = now
+    append_event(
+        session,
+        company_id=lead.company_id,
+        entity_type="lead",
+        entity_id=lead.id,
+        type="AIPaused" if paused else "AIResumed",
+        data={"reason": reason},
+        actor=actor,
+        now=now,
+    )
+    return True
 
 
 def list_leads(
@@ -789,6 +954,26 @@ def lead_contact(
         .order_by(LeadContact.created_at, LeadContact.id)
         .limit(1)
     ).first()
+
+
+def lead_contacts(
+    session: Session, *, company_id: uuid.UUID, lead_id: uuid.UUID
+) -> list[LeadContact]:
+    """The lead's contacts, oldest first."""
+    return list(
+        session.scalars(
+            select(LeadContact)
+            .where(LeadContact.company_id == company_id, LeadContact.lead_id == lead_id)
+            .order_by(LeadContact.created_at, LeadContact.id)
+        )
+    )
+
+
+def first_contact(
+    session: Session, *, company_id: uuid.UUID, lead_id: uuid.UUID
+) -> LeadContact | None:
+    contacts = lead_contacts(session, company_id=company_id, lead_id=lead_id)
+    return contacts[0] if contacts else None
 
 
 def find_contact_by_value(

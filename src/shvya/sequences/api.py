@@ -11,13 +11,14 @@ from shvya.jobs.service import JobType, enqueue_job
 from shvya.schemas import (
     AUTH_ERRORS,
     PAGE_LIMIT_DEFAULT,
+    JobAcceptedOut,
     LimitQuery,
     OffsetQuery,
     clamp_limit,
     error_responses,
 )
 from shvya.sequences import service
-from shvya.sequences.schemas import JobAcceptedOut, TemplateDraftIn, TemplateOut, TemplatePage
+from shvya.sequences.schemas import TemplateDraftIn, TemplateOut, TemplatePage
 from shvya.tenancy.auth import AdminKey, CurrentKey
 
 router = APIRouter(tags=["templates"], responses=error_responses(*AUTH_ERRORS))

@@ -41,7 +41,3 @@ class TemplateOut(BaseModel):
 
 class TemplatePage(Page):
     items: list[TemplateOut]
-
-
-class JobAcceptedOut(BaseModel):
-    job_id: uuid.UUID = Field(description="Follow it with GET /jobs/{id}")

@@ -9,7 +9,14 @@ from shvya.deps import ClockDep
 from shvya.schemas import AUTH_ERRORS, error_responses
 from shvya.tenancy import service
 from shvya.tenancy.auth import AdminKey, CurrentKey
-from shvya.tenancy.schemas import ApiKeyCreatedOut, ApiKeyCreateIn, ApiKeyOut, MeOut
+from shvya.tenancy.schemas import (
+    ApiKeyCreatedOut,
+    ApiKeyCreateIn,
+    ApiKeyOut,
+    CompanyOut,
+    CompanyPatchIn,
+    MeOut,
+)
 
 router = APIRouter(tags=["tenancy"], responses=error_responses(*AUTH_ERRORS))
 
@@ -64,3 +71,22 @@ def revoke_api_key(
     row = service.find_api_key(session, company_id=key.company.id, ref=str(key_id))
     service.revoke_api_key(session, key=row, actor=key.actor, now=clock.now())
     return ApiKeyOut.model_validate(row)
+
+
+@router.get("/company", summary="The company's settings: card, currency, language, AI switch")
+def get_company(session: DbSession, key: CurrentKey) -> CompanyOut:
+    return service.company_out(service.get_company(session, company_id=key.company.id))
+
+
+@router.patch(
+    "/company",
+    summary="Change the company's settings (admin); only the fields sent change",
+    responses=error_responses(403, 409),
+)
+def patch_company(
+    body: CompanyPatchIn, session: DbSession, key: AdminKey, clock: ClockDep
+) -> CompanyOut:
+    company = service.update_company(
+        session, company_id=key.company.id, patch=body, actor=key.actor, now=clock.now()
+    )
+    return service.company_out(company)

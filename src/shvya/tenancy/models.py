@@ -5,7 +5,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shvya.db.base import Base, IdMixin, utcnow
@@ -27,6 +27,14 @@ class Company(IdMixin, Base):
     phone_region: Mapped[str | None] = mapped_column(String(2))
     # What the AI may say about the company: what it sells, hours, contact.
     company_card: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # ISO 4217: the currency a lead's budget is read in when they name none.
+    currency: Mapped[str] = mapped_column(String(3), default="USD", server_default="USD")
+    # ISO 639-1: the AI's language when a lead's own cannot be told.
+    default_language: Mapped[str] = mapped_column(String(8), default="en", server_default="en")
+    ai_enabled: Mapped[bool] = mapped_column(default=True, server_default=true())
+    # Sent when a conversation is handed to a person; a default in the lead's language if unset.
+    handoff_message: Mapped[str | None] = mapped_column(Text)
+    # Opt-out words, channel pacing, summary cadence...: see tenancy.schemas.CompanyPatchIn.
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -2,10 +2,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated, Any
+from zoneinfo import available_timezones
 
-from pydantic import BaseModel, ConfigDict, Field
+import phonenumbers
+import pycountry
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from shvya.schemas import SafeStr, StrictInput
+from shvya.schemas import SafeStr, StrictInput, leave_out_or_set, one_of
 from shvya.tenancy.models import Role
 
 
@@ -36,3 +40,118 @@ class MeOut(BaseModel):
     timezone: str
     key_id: uuid.UUID
     role: str
+
+
+# --- the company's own settings ---------------------------------------------------------------
+
+MAX_OPT_OUT_KEYWORDS = 50
+
+
+CURRENCIES = sorted(currency.alpha_3 for currency in pycountry.currencies)
+LANGUAGES = sorted(
+    language.alpha_2 for language in pycountry.languages if hasattr(language, "alpha_2")
+)
+TIMEZONES = sorted(available_timezones())
+PHONE_REGIONS = sorted(phonenumbers.SUPPORTED_REGIONS)
+
+
+def check_region(code: str) -> str:
+    if code not in PHONE_REGIONS:
+        hint = f"; write it in capitals: {code.upper()}" if code.upper() in PHONE_REGIONS else ""
+        raise ValueError(f"{code!r} is not an ISO 3166 region code (e.g. US, IN, GB){hint}")
+    return code
+
+
+def check_currency(code: str) -> str:
+    if code not in CURRENCIES:
+        hint = f"; write it in capitals: {code.upper()}" if code.upper() in CURRENCIES else ""
+        raise ValueError(f"{code!r} is not an ISO 4217 currency code (e.g. USD, INR, EUR){hint}")
+    return code
+
+
+def check_language(code: str) -> str:
+    if code not in LANGUAGES:
+        hint = f"; write it in small letters: {code.lower()}" if code.lower() in LANGUAGES else ""
+        raise ValueError(f"{code!r} is not an ISO 639-1 language code (e.g. en, hi, es){hint}")
+    return code
+
+
+def check_timezone_name(name: str) -> str:
+    if name not in TIMEZONES:
+        raise ValueError(f"{name!r} is not an IANA time zone name (e.g. Asia/Kolkata, UTC)")
+    return name
+
+
+CardText = Annotated[SafeStr, Field(max_length=2000)]
+
+
+class CompanyCard(StrictInput):
+    """What the AI may say about the company. Every figure in an AI reply must come from here,
+    the knowledge base or the lead's own words."""
+
+    about: CardText | None = Field(default=None, description="What the company sells, to whom")
+    hours: CardText | None = Field(default=None, description="Opening or support hours")
+    contact: CardText | None = Field(
+        default=None, description="Phone, email, how to reach a person"
+    )
+    website: CardText | None = None
+    address: CardText | None = None
+    facts: list[Annotated[SafeStr, Field(min_length=1, max_length=500)]] = Field(
+        default_factory=list, max_length=50, description="Short facts the AI may quote"
+    )
+
+
+class CompanyOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    timezone: str
+    phone_region: str | None
+    currency: str
+    default_language: str
+    company_card: dict[str, Any]
+    opt_out_keywords: list[str]
+    handoff_message: str | None
+    ai_enabled: bool
+    summary_every: int = Field(description="An AI summary after every this many lead messages")
+    created_at: datetime
+    updated_at: datetime
+
+
+class CompanyPatchIn(StrictInput):
+    """Only the fields sent change."""
+
+    name: SafeStr | None = Field(
+        default=None, min_length=1, max_length=200, json_schema_extra=leave_out_or_set
+    )
+    timezone: Annotated[SafeStr, AfterValidator(check_timezone_name)] | None = Field(
+        default=None, description="IANA time zone name", json_schema_extra=one_of(TIMEZONES)
+    )
+    phone_region: Annotated[SafeStr, AfterValidator(check_region)] | None = Field(
+        default=None,
+        description="Region for phone numbers written without +country code",
+        json_schema_extra={"enum": [*PHONE_REGIONS, None]},
+    )
+    currency: Annotated[SafeStr, AfterValidator(check_currency)] | None = Field(
+        default=None, description="ISO 4217 code", json_schema_extra=one_of(CURRENCIES)
+    )
+    default_language: Annotated[SafeStr, AfterValidator(check_language)] | None = Field(
+        default=None, description="ISO 639-1 code", json_schema_extra=one_of(LANGUAGES)
+    )
+    company_card: CompanyCard | None = Field(default=None, json_schema_extra=leave_out_or_set)
+    opt_out_keywords: (
+        list[Annotated[SafeStr, Field(min_length=1, max_length=40, pattern=r"\S")]] | None
+    ) = Field(
+        default=None,
+        max_length=MAX_OPT_OUT_KEYWORDS,
+        description="Whole-message opt-out words in the company's languages, besides STOP etc.",
+        json_schema_extra=leave_out_or_set,
+    )
+    handoff_message: SafeStr | None = Field(default=None, min_length=1, max_length=1000)
+    ai_enabled: bool | None = Field(default=None, json_schema_extra=leave_out_or_set)
+    summary_every: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="Write the AI summary after every this many inbound messages",
+        json_schema_extra=leave_out_or_set,
+    )
