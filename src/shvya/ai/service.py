@@ -363,8 +363,9 @@ def generate(
 ) -> Completion:
     """Ask the company's provider for this task, and record what the call cost.
 
-    In a job, pass its `checkpoint`: a failed call's usage row and a bad key's company alert
-    are then kept although the job's own work is rolled back when it fails.
+    In a job, pass its `checkpoint`: the work so far is committed before a network provider
+    is called, and a failed call's usage row and a bad key's company alert are kept although
+    the job's own work is rolled back when it fails.
 
     Raises ProviderError: the caller (a job) retries the retryable ones with the queue's
     backoff; fail_on_provider_error() turns the others into a permanent job failure.
@@ -385,8 +386,13 @@ def generate(
         model=request.model or chosen.provider,
         created_at=now,
     )
+    provider = make_provider(chosen.provider, settings)
+    if checkpoint is not None and chosen.provider != DEFAULT_PROVIDER:
+        # No transaction stays open across a network call (DESIGN.md rule 2); the offline
+        # provider runs in this process and needs none.
+        checkpoint()
     try:
-        completion = make_provider(chosen.provider, settings).complete(request)
+        completion = provider.complete(request)
     except ProviderError as exc:
         usage.outcome = exc.kind.value
         session.add(usage)

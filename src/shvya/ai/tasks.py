@@ -1,5 +1,4 @@
-"""Job handlers of the AI salesperson. The AI issues fill these in; until then each says,
-in its job's result, that it did nothing."""
+"""Job handlers of the AI salesperson and of the knowledge base."""
 
 from __future__ import annotations
 
@@ -9,20 +8,25 @@ from typing import Any
 from shvya.jobs.runner import JobContext
 
 
-def _not_yet(what: str) -> dict[str, Any]:
-    return {"outcome": "not_implemented", "detail": f"{what}: nothing was sent"}
-
-
 def engage(ctx: JobContext) -> dict[str, Any]:
-    return _not_yet("AI replies arrive with the AI salesperson")
+    """ai.engage: answer the lead's unanswered messages (ai.engage)."""
+    from shvya.ai.engage import engage as run
+
+    return run(ctx)
 
 
 def bumpup(ctx: JobContext) -> dict[str, Any]:
-    return _not_yet("bump-ups arrive with the AI salesperson")
+    """followup.bumpup: nudge a lead who went quiet (ai.followups)."""
+    from shvya.ai.followups import bumpup as run
+
+    return run(ctx)
 
 
 def summarise(ctx: JobContext) -> dict[str, Any]:
-    return _not_yet("conversation summaries arrive with the AI salesperson")
+    """ai.summary: 3 to 5 sentences on the lead for the team (ai.followups)."""
+    from shvya.ai.followups import summarise as run
+
+    return run(ctx)
 
 
 def ingest_document(ctx: JobContext) -> dict[str, Any]:

@@ -104,6 +104,7 @@ def send_message(
     now: Callable[[], datetime],
     checkpoint: Checkpoint,
     actor: str = "system",
+    meta: dict[str, Any] | None = None,
 ) -> SendResultOut:
     """Send one message to a lead, at most once per send key.
 
@@ -217,7 +218,10 @@ def send_message(
             }
         )
 
-    meta: dict[str, Any] = {
+    # What the sender attaches (why it was sent, the passages an AI reply used), then the
+    # content as sent.
+    message_meta: dict[str, Any] = {
+        **(meta or {}),
         "kind": content.kind,
         "content": content.model_dump(mode="json", exclude_defaults=True),
     }
@@ -232,7 +236,7 @@ def send_message(
             text=content.preview(),
             send_key=send_key,
             template_id=template_id,
-            meta=meta,
+            meta=message_meta,
             now=moment,
         )
         message_id = message.id

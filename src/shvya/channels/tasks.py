@@ -37,6 +37,7 @@ def send_notice(ctx: JobContext) -> dict[str, Any]:
         settings=ctx.settings,
         now=ctx.clock.now,
         checkpoint=ctx.checkpoint,
+        meta={"purpose": "opt_out_confirmation"},
     )
     return result.model_dump(mode="json", exclude_none=True)
 

@@ -12,12 +12,15 @@ from starlette.concurrency import run_in_threadpool
 
 from shvya.conversations import service
 from shvya.conversations.schemas import (
+    HistoryIn,
+    HistoryOut,
     InboundMessageIn,
     MessageOut,
     MessagePage,
     ReceiveResultOut,
 )
 from shvya.db.session import DbSession, unit_of_work
+from shvya.deps import ClockDep
 from shvya.schemas import (
     AUTH_ERRORS,
     PAGE_LIMIT_DEFAULT,
@@ -123,4 +126,23 @@ def list_lead_messages(
         total=total,
         limit=limit,
         offset=offset,
+    )
+
+
+@router.post(
+    "/leads/{lead_id}/history",
+    status_code=201,
+    summary="Import earlier messages of a conversation (nothing is enqueued)",
+    responses=error_responses(404),
+)
+def import_history(
+    lead_id: uuid.UUID, body: HistoryIn, session: DbSession, key: CurrentKey, clock: ClockDep
+) -> HistoryOut:
+    return service.import_history(
+        session,
+        company_id=key.company.id,
+        lead_id=lead_id,
+        history=body,
+        actor=key.actor,
+        now=clock.now(),
     )

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
@@ -63,7 +63,12 @@ class MessageOut(BaseModel):
     external_id: str | None
     template_id: uuid.UUID | None
     error: str | None
-    meta: dict[str, Any]
+    meta: dict[str, Any] = Field(
+        description="For outbound messages: `purpose` (reply, safe_answer, handoff, bumpup, "
+        "opt_out_confirmation) and, for AI replies, `passages` (the ids of the knowledge-base "
+        "passages the reply used, see GET /kb/search), `answers` (the inbound message ids it "
+        "answers), `intent` and `language`"
+    )
     created_at: datetime
     received_at: datetime | None
     sent_at: datetime | None
@@ -73,3 +78,29 @@ class MessageOut(BaseModel):
 
 class MessagePage(Page):
     items: list[MessageOut]
+
+
+MAX_HISTORY_ITEMS = 500
+
+
+class HistoryItemIn(StrictInput):
+    direction: Literal["in", "out"] = Field(description="in: from the lead; out: from the team")
+    text: SafeStr = Field(min_length=1, max_length=MAX_TEXT_CHARS, pattern=r"\S")
+    kind: Literal["reply", "bumpup"] = Field(
+        default="reply",
+        description="bumpup: a follow-up nudge; new bump-ups never repeat imported ones",
+    )
+    sent_at: AwareDatetime = Field(description="When it was sent (ISO 8601 with an offset)")
+
+
+class HistoryIn(StrictInput):
+    channel: Channel | None = Field(
+        default=None, description="The conversation's channel; default: the lead's first contact's"
+    )
+    messages: list[HistoryItemIn] = Field(min_length=1, max_length=MAX_HISTORY_ITEMS)
+
+
+class HistoryOut(BaseModel):
+    imported: int = Field(description="Messages stored now")
+    already_imported: int = Field(description="Messages an earlier import already stored")
+    message_ids: list[uuid.UUID] = Field(description="Every message of the request, in order")

@@ -1,19 +1,20 @@
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import unicodedata
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from shvya.conversations.models import Direction, Message, MessageStatus
-from shvya.conversations.schemas import InboundMessageIn, ReceiveResultOut
+from shvya.conversations.schemas import HistoryIn, HistoryOut, InboundMessageIn, ReceiveResultOut
 from shvya.crm import service as crm
 from shvya.crm.models import Channel, SuppressionReason
 from shvya.db.base import new_id, table_of
@@ -184,7 +185,8 @@ def receive_inbound_message(
             "text": text,
             "status": MessageStatus.received.value,
             "external_id": message.external_id,
-            "meta": message.meta,
+            # An opt-out or opt-in keyword is a command, not a question for the AI.
+            "meta": message.meta if keyword is None else {**message.meta, "opt_keyword": keyword},
             "created_at": now,
             "updated_at": now,
             "received_at": received_at,
@@ -384,43 +386,17 @@ def _apply_opt_keyword(
     now: datetime,
 ) -> None:
     if keyword == "out":
-        suppression, created = crm.add_suppression(
+        record_opt_out(
             session,
             company_id=company_id,
-            channel=channel.value,
+            lead_id=lead_id,
+            channel=channel,
             address=address,
-            reason=SuppressionReason.opt_out,
+            message_id=message_id,
             source="keyword",
             actor=actor,
             now=now,
-            lead_id=lead_id,
         )
-        append_event(
-            session,
-            company_id=company_id,
-            entity_type="lead",
-            entity_id=lead_id,
-            type="OptedOut",
-            data={"channel": channel.value, "message_id": str(message_id), "first": created},
-            actor=actor,
-            now=now,
-        )
-        if created:
-            # One confirmation per opt-out, keyed on the suppression: never a sales reply.
-            enqueue_job(
-                session,
-                JobType.channel_notice,
-                {
-                    "lead_id": str(lead_id),
-                    "channel": channel.value,
-                    "notice": "opt_out_confirmation",
-                    "suppression_id": str(suppression.id),
-                },
-                company_id=company_id,
-                lead_id=lead_id,
-                idempotency_key=f"optout:{suppression.id}",
-                now=now,
-            )
         return
     existing = crm.find_suppression(
         session, company_id=company_id, channel=channel.value, address=address
@@ -444,6 +420,65 @@ def _apply_opt_keyword(
             actor=actor,
             now=now,
         )
+
+
+def record_opt_out(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    lead_id: uuid.UUID,
+    channel: Channel,
+    address: str,
+    message_id: uuid.UUID,
+    source: str,
+    actor: str,
+    now: datetime,
+) -> bool:
+    """Suppress the contact (an opt-out keyword, or a lead the AI understood asking to stop)
+    and queue the one confirmation it is owed. False: it had opted out already."""
+    suppression, created = crm.add_suppression(
+        session,
+        company_id=company_id,
+        channel=channel.value,
+        address=address,
+        reason=SuppressionReason.opt_out,
+        source=source,
+        actor=actor,
+        now=now,
+        lead_id=lead_id,
+    )
+    append_event(
+        session,
+        company_id=company_id,
+        entity_type="lead",
+        entity_id=lead_id,
+        type="OptedOut",
+        data={
+            "channel": channel.value,
+            "message_id": str(message_id),
+            "first": created,
+            "source": source,
+        },
+        actor=actor,
+        now=now,
+    )
+    if created:
+        # One confirmation per opt-out, keyed on the suppression: never a sales reply.
+        enqueue_job(
+            session,
+            JobType.channel_notice,
+            {
+                "lead_id": str(lead_id),
+                "channel": channel.value,
+                "notice": "opt_out_confirmation",
+                "suppression_id": str(suppression.id),
+            },
+            company_id=company_id,
+            lead_id=lead_id,
+            idempotency_key=f"optout:{suppression.id}",
+            now=now,
+        )
+    return created
 
 
 def _find_existing(
@@ -491,6 +526,197 @@ def get_message(session: Session, *, company_id: uuid.UUID, message_id: uuid.UUI
     if row is None:
         raise MessageNotFound(f"message {message_id} not found")
     return row
+
+
+def unanswered_inbound(
+    session: Session, *, company_id: uuid.UUID, lead_id: uuid.UUID, limit: int = 20
+) -> list[Message]:
+    """The lead's messages since our last reply that may have reached them, oldest first:
+    what the next AI answer answers. Imported history and opt-in/out keywords are left out."""
+    last_out = session.execute(
+        select(Message.created_at, Message.meta)
+        .where(
+            Message.company_id == company_id,
+            Message.lead_id == lead_id,
+            Message.direction == Direction.outbound.value,
+            Message.status != MessageStatus.failed.value,
+        )
+        .order_by(Message.created_at.desc(), Message.id.desc())
+        .limit(1)
+    ).first()
+    statement = select(Message).where(
+        Message.company_id == company_id,
+        Message.lead_id == lead_id,
+        Message.direction == Direction.inbound.value,
+    )
+    answered: set[str] = set()
+    if last_out is not None:
+        # At or after our last message (clocks tick coarsely), less what it answered.
+        statement = statement.where(Message.created_at >= last_out.created_at)
+        answered = {str(i) for i in (last_out.meta or {}).get("answers", [])}
+    rows = session.scalars(
+        statement.order_by(Message.created_at.desc(), Message.id.desc()).limit(limit)
+    ).all()
+    return [
+        m
+        for m in reversed(rows)
+        if str(m.id) not in answered
+        and not m.meta.get("imported")
+        and not m.meta.get("opt_keyword")
+    ]
+
+
+def recent_messages(
+    session: Session, *, company_id: uuid.UUID, lead_id: uuid.UUID, limit: int
+) -> list[Message]:
+    """The lead's last `limit` messages, imported history included, oldest first."""
+    rows = session.scalars(
+        select(Message)
+        .where(
+            Message.company_id == company_id,
+            Message.lead_id == lead_id,
+            Message.status != MessageStatus.failed.value,
+        )
+        .order_by(Message.created_at.desc(), Message.id.desc())
+        .limit(limit)
+    ).all()
+    return list(reversed(rows))
+
+
+def outbound_for(
+    session: Session, *, company_id: uuid.UUID, lead_id: uuid.UUID, purpose: str
+) -> list[Message]:
+    """Every message we sent this lead for one purpose (e.g. bumpup), imported ones included,
+    oldest first."""
+    rows = session.scalars(
+        select(Message)
+        .where(
+            Message.company_id == company_id,
+            Message.lead_id == lead_id,
+            Message.direction == Direction.outbound.value,
+        )
+        .order_by(Message.created_at, Message.id)
+    ).all()
+    return [m for m in rows if m.meta.get("purpose") == purpose]
+
+
+def count_inbound(session: Session, *, company_id: uuid.UUID, lead_id: uuid.UUID) -> int:
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Message)
+            .where(
+                Message.company_id == company_id,
+                Message.lead_id == lead_id,
+                Message.direction == Direction.inbound.value,
+            )
+        )
+        or 0
+    )
+
+
+# --- history import ---------------------------------------------------------------------------
+
+
+def import_history(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    lead_id: uuid.UUID,
+    history: HistoryIn,
+    actor: str,
+    now: datetime,
+) -> HistoryOut:
+    """Store a conversation held in another tool. Idempotent per message (the same message
+    imported twice is stored once); enqueues nothing: the AI reads it as memory only."""
+    lead = crm.get_lead(session, company_id=company_id, lead_id=lead_id)
+    for index, item in enumerate(history.messages):
+        if item.sent_at - now > MAX_CLOCK_SKEW:
+            raise InvalidInput(
+                f"messages[{index}].sent_at: is in the future",
+                extra={"field": f"messages.{index}.sent_at"},
+            )
+    if history.channel is not None:
+        channel = history.channel
+        contact = crm.lead_contact(
+            session, company_id=company_id, lead_id=lead_id, channel=channel.value
+        )
+    else:
+        contact = crm.first_contact(session, company_id=company_id, lead_id=lead_id)
+        if contact is None:
+            raise InvalidInput(
+                "channel: the lead has no contact, so say which channel the conversation was on",
+                extra={"field": "channel"},
+            )
+        channel = Channel(contact.channel)
+    messages = table_of(Message)
+    ids: list[uuid.UUID] = []
+    imported = 0
+    for item in history.messages:
+        at = item.sent_at.astimezone(UTC)
+        digest = hashlib.sha256(
+            f"{lead_id}|{item.direction}|{at.isoformat()}|{item.text}".encode()
+        ).hexdigest()
+        external_id = f"import:{digest[:48]}"
+        inbound = item.direction == Direction.inbound.value
+        message_id = insert_or_ignore(
+            session,
+            messages,
+            {
+                "company_id": company_id,
+                "lead_id": lead_id,
+                "contact_id": contact.id if contact is not None else None,
+                "channel": channel.value,
+                "direction": item.direction,
+                "text": item.text,
+                "status": (MessageStatus.received if inbound else MessageStatus.sent).value,
+                "external_id": external_id,
+                "meta": {"imported": True, "purpose": item.kind},
+                "created_at": at,
+                "updated_at": now,
+                "received_at": at if inbound else None,
+                "sent_at": None if inbound else at,
+            },
+            conflict_on=("company_id", "channel", "external_id"),
+        )
+        if message_id is None:
+            message_id = session.scalar(
+                select(Message.id).where(
+                    Message.company_id == company_id,
+                    Message.channel == channel.value,
+                    Message.external_id == external_id,
+                )
+            )
+            assert message_id is not None
+        else:
+            imported += 1
+        ids.append(message_id)
+    times_in = [m.sent_at for m in history.messages if m.direction == Direction.inbound.value]
+    times_out = [m.sent_at for m in history.messages if m.direction == Direction.outbound.value]
+    if times_in and (lead.last_inbound_at is None or max(times_in) > lead.last_inbound_at):
+        lead.last_inbound_at = max(times_in).astimezone(UTC)
+    if times_out and (lead.last_outbound_at is None or max(times_out) > lead.last_outbound_at):
+        lead.last_outbound_at = max(times_out).astimezone(UTC)
+    if imported:
+        lead.updated_at = now
+        append_event(
+            session,
+            company_id=company_id,
+            entity_type="lead",
+            entity_id=lead_id,
+            type="HistoryImported",
+            data={
+                "channel": channel.value,
+                "imported": imported,
+                "already_imported": len(ids) - imported,
+                "first_sent_at": min(m.sent_at for m in history.messages).isoformat(),
+                "last_sent_at": max(m.sent_at for m in history.messages).isoformat(),
+            },
+            actor=actor,
+            now=now,
+        )
+    session.flush()
+    return HistoryOut(imported=imported, already_imported=len(ids) - imported, message_ids=ids)
 
 
 # --- outbound messages ------------------------------------------------------------------------

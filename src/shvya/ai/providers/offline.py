@@ -3,121 +3,88 @@
 It is what `make run` talks with, so it must be honest and useful on its own: it answers
 with sentences quoted from the company's knowledge base (prices included, verbatim), says
 plainly when the knowledge base does not hold the answer, asks the one qualifying question the
-stage wants next, and understands a lead's message with rules (intent, language, BANT,
-handoff, opt-out) for the extraction task.
+stage wants next, and understands a lead's message with rules (ai.understanding) for the
+extraction task. English, Spanish, Hindi and Hinglish (Hindi in Latin letters).
 """
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import unicodedata
 from typing import Any
 
 from shvya.ai.providers import AITask, Completion, CompletionRequest
+from shvya.ai.text import NEAR_REPEAT, fit, similarity, word_count
+from shvya.ai.understanding import (
+    GREETING_ONLY,
+    PRICE_WORDS,
+    STOPWORDS,
+    detect_language,
+    understand_by_rules,
+    words,
+)
 
-STOPWORDS = frozenset(
-    """a an and are as at be but by can could do does for from had has have how i if in is it
-    its me my of on or our please so than that the their them then there these they this to
-    us was we what when where which who why will with would you your yours hi hello hey tell
-    about know want wanted need any some much many is are ka ki ke hai hain kya ko se me mein
-    aap aapka aapki bhi toh to""".split()
+TIME_WORDS = frozenset(
+    "when hours open opening close closing timing timings kab time horario horarios abren "
+    "abierto cierran hora horas".split()
 )
-PRICE_WORDS = frozenset(
-    """price prices pricing cost costs costing fee fees charge charges rate rates rent
-    expensive cheap budget plan plans kitna kitne kitni paisa daam dam quote quotation
-    subscription emi""".split()
-)
-TIME_WORDS = frozenset("when hours open opening close closing timing timings kab time".split())
 MONEY = re.compile(
-    r"(?:₹|rs\.?|inr|\$|usd|eur|€|£|gbp)\s?\d[\d,]*(?:\.\d+)?(?:\s?(?:k|lakh|lac|crore|cr))?"
-    r"|\d[\d,]*(?:\.\d+)?\s?(?:₹|rs\.?|inr|rupees|usd|dollars|eur|euros|k|lakh|lac|crore|cr)\b",
+    r"(?:₹|rs\.?|inr|\$|usd|eur|€|£|gbp|aud|mxn|s/)\s?\d[\d,.]*(?:\s?(?:k|lakh|lac|crore|cr))?"
+    r"|\d[\d,.]*\s?(?:[₹€£]|(?:rs\.?|inr|rupees|usd|dollars|eur|euros|aud|mxn|pesos|k|lakh|lac|"
+    r"crore|cr)\b)",
     re.IGNORECASE,
 )
-HUMAN_WORDS = re.compile(
-    r"\b(human|real person|person|agent|representative|someone|somebody|manager|call me|"
-    r"phone call|insaan|kisi se baat)\b",
-    re.IGNORECASE,
-)
-ANGRY_WORDS = re.compile(
-    r"\b(angry|furious|terrible|worst|useless|pathetic|scam|fraud|cheated|disgusting|"
-    r"ridiculous|unacceptable|bakwas|bekar|ghatiya)\b",
-    re.IGNORECASE,
-)
-LEGAL_WORDS = re.compile(
-    r"\b(lawyer|legal|court|sue|lawsuit|consumer forum|police|complaint|refund|chargeback)\b",
-    re.IGNORECASE,
-)
-PURCHASE_WORDS = re.compile(
-    r"\b(buy|purchase|order|book|sign up|subscribe|interested|lena hai|chahiye|khareed)\b",
-    re.IGNORECASE,
-)
-DEMO_WORDS = re.compile(r"\b(demo|trial|test drive|visit|appointment|meeting)\b", re.IGNORECASE)
-GREETING_ONLY = re.compile(
-    r"^\W*(hi+|hello+|hey+|namaste|namaskar|hola|good (morning|afternoon|evening)|yo)\W*$",
-    re.IGNORECASE,
-)
-AUTHORITY_SELF = re.compile(
-    r"\b(i decide|my decision|i am the owner|i'm the owner|i own|i am the founder|"
-    r"i'm the founder|i will decide|main decide)\b",
-    re.IGNORECASE,
-)
-AUTHORITY_OTHER = re.compile(
-    r"\b(my (boss|manager|partner|wife|husband|team|father|dad)|need to (check|ask|discuss)|"
-    r"ask my|discuss with)\b",
-    re.IGNORECASE,
-)
-TIMELINE = re.compile(
-    r"\b(today|tomorrow|tonight|this week|next week|this month|next month|this year|"
-    r"next year|in \d+ (days?|weeks?|months?)|within \d+ (days?|weeks?|months?)|asap|"
-    r"immediately|soon|by (monday|tuesday|wednesday|thursday|friday|saturday|sunday)|"
-    r"agle (hafte|mahine|saal)|is (hafte|mahine)|kal|parso|abhi)\b",
-    re.IGNORECASE,
-)
-NEED = re.compile(
-    r"\b(need|looking for|want|require|searching for|chahiye|zarurat)\b[^.?!]*", re.IGNORECASE
-)
-HINGLISH = frozenset(
-    "hai hain kya kitna kitne kitni aap mujhe mera meri chahiye karna kab kaise nahi haan "
-    "bhai ji theek accha acha batao bataiye lena".split()
-)
+LANGUAGES = ("en", "hi", "hinglish", "es")
 
 PHRASES: dict[str, dict[str, str]] = {
     "en": {
         "greeting": "Hi{name}! Thanks for reaching out to {company}.",
-        "answer": "{quote}",
+        "lead_in": "",
         "unknown": (
             "I don't have that information, and I'd rather not guess. "
             "I'll check with the team and get back to you."
         ),
-        "handoff": "I'm bringing in a colleague who can help you with this directly.",
-        "bumpup": (
-            "Hi{name}, just checking in. Did you get a chance to think about {topic}? "
-            "Happy to answer any questions."
+        "ack": "Thanks{name}, noted.",
+        "goodbye": (
+            "Understood{name}, thanks for letting us know. If anything changes, "
+            "just write to us here."
         ),
+        "default_topic": "what we discussed",
     },
     "hi": {
         "greeting": "नमस्ते{name}! {company} से संपर्क करने के लिए धन्यवाद।",
-        "answer": "{quote}",
+        "lead_in": "आपके सवाल का जवाब:",
         "unknown": (
             "मेरे पास अभी यह जानकारी नहीं है, और मैं अंदाज़ा नहीं लगाऊँगा। मैं टीम से पूछकर आपको बताता हूँ।"
         ),
-        "handoff": "मैं अपने एक साथी को जोड़ रहा हूँ जो सीधे आपकी मदद करेंगे।",
-        "bumpup": "नमस्ते{name}, क्या आपने {topic} के बारे में सोचा? कोई भी सवाल हो तो पूछिए।",
+        "ack": "धन्यवाद{name}, मैंने नोट कर लिया है।",
+        "goodbye": "समझ गया{name}, बताने के लिए धन्यवाद। अगर कुछ बदले, तो यहीं लिखिए।",
+        "default_topic": "हमारी बातचीत",
     },
     "hinglish": {
         "greeting": "Hi{name}! {company} se contact karne ke liye thank you.",
-        "answer": "{quote}",
+        "lead_in": "Aapke sawal ka jawab:",
         "unknown": (
             "Yeh information abhi mere paas nahi hai, aur main guess nahi karunga. "
             "Main team se check karke aapko batata hoon."
         ),
-        "handoff": "Main ek colleague ko add kar raha hoon jo aapki seedhe help karenge.",
-        "bumpup": (
-            "Hi{name}, bas check kar raha tha. {topic} ke baare mein socha? "
-            "Koi bhi sawal ho toh batayein."
+        "ack": "Thank you{name}, maine note kar liya hai.",
+        "goodbye": (
+            "Samajh gaya{name}, batane ke liye thank you. Agar kuch badle toh yahin message kijiye."
         ),
+        "default_topic": "hamari baat",
+    },
+    "es": {
+        "greeting": "¡Hola{name}! Gracias por escribir a {company}.",
+        "lead_in": "Claro, te cuento:",
+        "unknown": (
+            "No tengo esa información y prefiero no adivinar. "
+            "Lo consulto con el equipo y te respondo."
+        ),
+        "ack": "Gracias{name}, lo tengo en cuenta.",
+        "goodbye": ("Entendido{name}, gracias por avisarnos. Si algo cambia, escríbenos por aquí."),
+        "default_topic": "lo que hablamos",
     },
 }
 BANT_QUESTIONS: dict[str, dict[str, str]] = {
@@ -139,39 +106,121 @@ BANT_QUESTIONS: dict[str, dict[str, str]] = {
         "authority": "Decision aap lenge, ya kisi aur ko bhi include karun?",
         "timeline": "Aap kab tak start karna chahte hain?",
     },
+    "es": {
+        "need": "¿Qué te gustaría resolver o comprar?",
+        "budget": "¿Qué presupuesto tienes en mente?",
+        "authority": "¿La decisión la tomas tú, o debería incluir a alguien más?",
+        "timeline": "¿Para cuándo te gustaría empezar?",
+    },
 }
-
-
-def words(text: str) -> list[str]:
-    folded = unicodedata.normalize("NFKC", text).casefold()
-    return re.findall(r"[\w₹$€£]+", folded)
+# Bump-ups: {name} is the first name (or "there"), {topic} a few words on the conversation.
+BUMPUPS: dict[str, list[str]] = {
+    "en": [
+        "Hi {name}, just checking in about {topic}. Did you get a chance to think it over? If "
+        "any questions came up, I'm happy to answer them here, whenever it suits you.",
+        "Hello {name}! I wanted to follow up on {topic}. Is there anything I can clarify for "
+        "you, or would it help if I shared a few more details so you can decide with confidence?",
+        "Hi {name}, a quick note from our side about {topic}. Many customers ask similar "
+        "questions before they decide, so feel free to send me yours. I'll reply with clear "
+        "answers and no pressure.",
+        "Good day {name}. Are you still considering {topic}? If your plans have changed, just "
+        "tell me and I won't keep writing; if not, I can walk you through the next steps quickly.",
+        "Hey {name}, circling back on {topic}. What would make this an easy yes for you? Share "
+        "whatever is holding you back, whether it's timing, budget or something else, and I'll "
+        "help.",
+        "Hi {name}, I hope your week is going well. I'm still here if you want to continue our "
+        "chat about {topic}. Reply whenever you are ready and I will pick up right where we "
+        "left off.",
+    ],
+    "es": [
+        "Hola {name}, solo quería saber si pudiste pensar en {topic}. Si te surgió alguna duda, "
+        "con gusto te la respondo por aquí, cuando te venga mejor. Quedo atento a tu mensaje.",
+        "Hola {name}, te escribo para dar seguimiento a {topic}. ¿Hay algo que pueda aclararte, "
+        "o te ayudaría que te comparta más detalles para que decidas con total tranquilidad?",
+        "Hola {name}, una nota rápida sobre {topic}. Muchos clientes tienen preguntas parecidas "
+        "antes de decidir, así que envíame las tuyas y te responderé con claridad y sin ninguna "
+        "presión.",
+        "Buen día {name}. ¿Sigues considerando {topic}? Si tus planes cambiaron, dímelo y no te "
+        "escribiré más; si no, puedo explicarte los siguientes pasos en un par de minutos.",
+        "Hola {name}, retomo lo de {topic}. ¿Qué haría que esta decisión te resulte fácil? "
+        "Cuéntame qué te frena, ya sea el momento, el presupuesto u otra cosa, y te ayudo.",
+        "Hola {name}, espero que tu semana vaya muy bien. Sigo aquí si quieres continuar "
+        "nuestra conversación sobre {topic}. Respóndeme cuando quieras y retomamos justo donde "
+        "lo dejamos.",
+    ],
+    "hinglish": [
+        "Hi {name}, bas check kar raha tha ki aapne {topic} ke baare mein socha ya nahi. Koi bhi "
+        "sawal ho toh yahin pooch lijiye, main aapko jaldi jawab dunga.",
+        "Namaste {name}, {topic} ke liye follow up kar raha hoon. Kya main kuch clear kar sakta "
+        "hoon, ya aapko aur details bhej doon taaki aap aaram se decide kar sakein?",
+        "Hi {name}, {topic} ke baare mein ek chhota sa note. Bahut se customers decide karne se "
+        "pehle aise hi sawal poochte hain, toh aap bhi bejhijhak poochiye. Main seedha aur saaf "
+        "jawab dunga.",
+        "Hello {name}, kya aap ab bhi {topic} ke baare mein soch rahe hain? Agar plan badal gaya "
+        "ho toh bata dijiye; warna main thodi der mein aage ke steps samjha sakta hoon.",
+        "Hi {name}, {topic} par wapas aa raha hoon. Aapke liye decision aasaan banane ke liye "
+        "kya chahiye? Timing, budget ya kuch aur, jo bhi rok raha ho bataiye, main help karunga.",
+        "Hi {name}, umeed hai aapka hafta accha ja raha hai. Agar aap {topic} par baat aage "
+        "badhana chahte hain toh main yahin hoon. Jab time mile reply kijiye, hum wahin se "
+        "shuru karenge.",
+    ],
+    "hi": [
+        "नमस्ते {name}, मैं बस यह जानना चाहता था कि क्या आपने {topic} के बारे में सोचा। कोई भी सवाल हो "
+        "तो यहीं पूछिए, मैं आपको जल्दी जवाब दूँगा।",
+        "नमस्ते {name}, {topic} के लिए फॉलो अप कर रहा हूँ। क्या मैं कुछ स्पष्ट कर सकता हूँ, या आपको और "
+        "जानकारी भेज दूँ ताकि आप आराम से फ़ैसला कर सकें?",
+        "नमस्ते {name}, उम्मीद है आपका हफ़्ता अच्छा जा रहा है। अगर आप {topic} पर बात आगे बढ़ाना चाहते "
+        "हैं तो मैं यहीं हूँ। जब समय मिले जवाब दीजिए, हम वहीं से शुरू करेंगे।",
+    ],
+}
+BUMPUP_FILLERS = {
+    "en": "Thanks for your time.",
+    "es": "Gracias por tu tiempo.",
+    "hinglish": "Aapke reply ka intezaar rahega.",
+    "hi": "आपके जवाब का इंतज़ार रहेगा।",
+}
+NO_NAME = {"en": "there", "es": "", "hinglish": "ji", "hi": "जी"}
+BUMPUP_WORDS = (30, 40)
 
 
 def _stem(word: str) -> str:
-    for suffix in ("ing", "es", "s"):
+    for suffix in ("ing", "ed", "es", "s"):
         if len(word) > len(suffix) + 2 and word.endswith(suffix):
             return word[: -len(suffix)]
     return word
 
 
+def _fold(word: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", word)
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+# A few words a lead uses for what a knowledge base names otherwise, mapped to one stem.
+SYNONYMS = {
+    "mandar": "envio", "manden": "envio", "mandan": "envio", "enviar": "envio",
+    "envian": "envio", "envia": "envio", "envio": "envio",
+    "ship": "deliver", "shipping": "deliver", "shipped": "deliver", "delivery": "deliver",
+    "deliveri": "deliver", "deliver": "deliver", "courier": "deliver",
+    "cost": "price", "pric": "price", "price": "price", "fee": "price", "charge": "price",
+    "precio": "price", "costo": "price", "coste": "price", "cuesta": "price",
+    "tarifa": "price", "daam": "price", "kharcha": "price", "kharch": "price",
+    "timing": "hour", "hour": "hour", "horario": "hour", "open": "hour",
+}  # fmt: skip
+
+
 def content_words(text: str) -> set[str]:
-    return {_stem(w) for w in words(text) if w not in STOPWORDS and len(w) > 1}
-
-
-def detect_language(text: str) -> str:
-    """en, hi (Devanagari) or hinglish (Hindi in Latin letters)."""
-    letters = [c for c in text if c.isalpha()]
-    if letters and sum("\u0900" <= c <= "\u097f" for c in letters) / len(letters) > 0.3:
-        return "hi"
-    tokens = words(text)
-    if tokens and sum(t in HINGLISH for t in tokens) / len(tokens) >= 0.2:
-        return "hinglish"
-    return "en"
+    text = re.sub(r"(\d)([^\W\d_])", r"\1 \2", text)  # "3kW" is "3 kW"
+    stems = (
+        _stem(_fold(w)) for w in words(text) if w not in STOPWORDS and (len(w) > 1 or w.isdigit())
+    )
+    return {SYNONYMS.get(stem, stem) for stem in stems}
 
 
 def _sentences(text: str) -> list[str]:
-    parts = re.split(r"(?<=[.!?।])\s+|\n+", text)
-    return [p.strip() for p in parts if len(p.strip()) > 2]
+    """Sentences, list items and table rows (a row answers "how much is X" on its own); no
+    break after an initial ("N. Virginia")."""
+    parts = re.split(r"(?<!\b[A-Z]\.)(?<=[.!?।])\s+|\n+|(?<=\|)\s*(?=\|)", text)
+    return [p.strip(" -*#") for p in parts if len(p.strip(" -*#")) > 2]
 
 
 def best_sentences(question: str, passages: list[dict[str, Any]]) -> list[str]:
@@ -179,12 +228,20 @@ def best_sentences(question: str, passages: list[dict[str, Any]]) -> list[str]:
     wanted = content_words(question)
     if not wanted:
         return []
-    price_stems = {_stem(w) for w in PRICE_WORDS}
+    price_stems = {_stem(_fold(w)) for w in PRICE_WORDS}
+    time_stems = {_stem(_fold(w)) for w in TIME_WORDS}
     asks_price = bool(wanted & price_stems) or bool(MONEY.search(question))
-    asks_time = bool(wanted & TIME_WORDS)
+    asks_time = bool(wanted & time_stems)
     # What the question is about, beyond "how much" and "when": a sentence that shares none
     # of it answers another question (the premium plan's price is not the shipping cost).
-    subject = wanted - price_stems - TIME_WORDS
+    subject = wanted - price_stems - time_stems
+    # Words of the question the knowledge base never uses ("tienen", "kahan", a typo) count
+    # half: they cannot be matched, but a question mostly about them is not answered here.
+    vocabulary: set[str] = set()
+    for passage in passages:
+        for part in ("title", "heading", "content"):
+            vocabulary |= content_words(str(passage.get(part, "")))
+    weight = len(wanted & vocabulary) + 0.5 * len(wanted - vocabulary)
     scored: list[tuple[float, int, str]] = []
     for rank, passage in enumerate(passages):
         heading_words = content_words(str(passage.get("heading", "")))
@@ -194,7 +251,7 @@ def best_sentences(question: str, passages: list[dict[str, Any]]) -> list[str]:
             overlap = len(wanted & found)
             if not overlap or (subject and not subject & found):
                 continue
-            score = overlap / len(wanted)
+            score = overlap / weight
             if asks_price and MONEY.search(sentence):
                 score += 0.6
             if asks_time and re.search(r"\d{1,2}(:\d{2})?\s?(am|pm)|\d{1,2}:\d{2}", sentence, re.I):
@@ -213,70 +270,32 @@ def best_sentences(question: str, passages: list[dict[str, Any]]) -> list[str]:
     return chosen
 
 
-def understand(text: str, *, opt_out_keywords: list[str] | None = None) -> dict[str, Any]:
-    """Intent, language, BANT, handoff and opt-out of a lead's message, by rules."""
-    from shvya.conversations.service import opt_out_keyword
-
-    stripped = text.strip()
-    opted = opt_out_keyword(stripped, company_keywords=opt_out_keywords or [])
-    money = MONEY.search(stripped)
-    budget = (
-        money.group(0)
-        if money and re.search(r"budget|afford|spend|upto|up to|under|around|max", stripped, re.I)
-        else None
-    )
-    need_match = NEED.search(stripped)
-    timeline = TIMELINE.search(stripped)
-    authority = (
-        "decision_maker"
-        if AUTHORITY_SELF.search(stripped)
-        else "influencer"
-        if AUTHORITY_OTHER.search(stripped)
-        else None
-    )
-    handoff_reason = None
-    if HUMAN_WORDS.search(stripped) and re.search(
-        r"talk|speak|call|connect|baat|want|need", stripped, re.I
-    ):
-        handoff_reason = "asked_for_person"
-    elif LEGAL_WORDS.search(stripped):
-        handoff_reason = "legal_or_complaint"
-    elif ANGRY_WORDS.search(stripped):
-        handoff_reason = "angry"
-    if opted == "out":
-        intent = "opt_out"
-    elif handoff_reason == "asked_for_person":
-        intent = "human_request"
-    elif handoff_reason is not None:
-        intent = "complaint"
-    elif GREETING_ONLY.match(stripped):
-        intent = "greeting"
-    elif content_words(stripped) & {_stem(w) for w in PRICE_WORDS} or (money and "?" in stripped):
-        intent = "price_inquiry"
-    elif DEMO_WORDS.search(stripped):
-        intent = "demo_request"
-    elif PURCHASE_WORDS.search(stripped):
-        intent = "purchase_intent"
-    elif "?" in stripped or re.match(
-        r"^(what|how|when|where|which|who|why|do|does|is|are|can|kya|kaise|kab)\b", stripped, re.I
-    ):
-        intent = "question"
-    else:
-        intent = "other"
-    return {
-        "intent": intent,
-        "language": detect_language(stripped),
-        "budget": budget,
-        "authority": authority,
-        "need": need_match.group(0).strip()[:200] if need_match else None,
-        "timeline": timeline.group(0) if timeline else None,
-        "handoff": handoff_reason is not None,
-        "handoff_reason": handoff_reason,
-        "opt_out": opted == "out",
-    }
+def answers_to(text: str, passages: list[dict[str, Any]]) -> list[str]:
+    """Knowledge-base sentences for each question in a lead's message(s): a burst, or one
+    message with a remark and a question, is answered question by question (at most 3)."""
+    parts = [p for p in re.split(r"(?<=[.!?])\s+|\n+", text) if content_words(p)]
+    asked = [p for p in parts if "?" in p] or parts
+    chosen: list[str] = []
+    for part in [*asked, text] if len(asked) > 1 else [text, *asked]:
+        for sentence in best_sentences(part, passages):
+            if sentence not in chosen and len(chosen) < 3:
+                chosen.append(sentence)
+        if chosen and part is text:
+            break
+    return chosen
 
 
-def _next_question(context: dict[str, Any], language: str) -> str | None:
+def _language(context: dict[str, Any], text: str = "") -> str:
+    language = str(context.get("language") or (detect_language(text) if text else "en"))
+    return language if language in LANGUAGES else "en"
+
+
+def _first_name(context: dict[str, Any]) -> str:
+    lead_name = str((context.get("lead") or {}).get("name") or "").strip()
+    return lead_name.split()[0] if lead_name else ""
+
+
+def next_question(context: dict[str, Any], language: str) -> str | None:
     stage = context.get("stage") or {}
     configured = stage.get("ask_next")
     if isinstance(configured, str) and configured.strip():
@@ -288,25 +307,21 @@ def _next_question(context: dict[str, Any], language: str) -> str | None:
     return None
 
 
-def _fit(text: str, max_chars: int) -> str:
-    if len(text) <= max_chars:
-        return text
-    cut = text[:max_chars]
-    end = max(cut.rfind(". "), cut.rfind("? "), cut.rfind("! "))
-    return cut[: end + 1] if end > max_chars // 2 else cut.rstrip() + "…"
-
-
 class OfflineProvider:
     name = "offline"
 
     def complete(self, request: CompletionRequest) -> Completion:
         started = time.perf_counter()
+        data: dict[str, Any] | None
         if request.task is AITask.extract:
-            data = understand(
+            understood = understand_by_rules(
                 str(request.context.get("text", "")),
                 opt_out_keywords=list(request.context.get("opt_out_keywords") or []),
+                default_currency=str(request.context.get("currency") or "USD"),
+                default_language=str(request.context.get("default_language") or "en"),
             )
-            text = json.dumps(data, ensure_ascii=False)
+            data = understood.model_dump(mode="json")
+            text = understood.model_dump_json()
         elif request.task is AITask.summary:
             data, text = None, self._summary(request.context)
         elif request.task is AITask.bumpup:
@@ -318,73 +333,152 @@ class OfflineProvider:
             text=text,
             input_tokens=len(words(prompt)),
             output_tokens=len(words(text)),
-            model="offline-rules-1",
+            model="offline-rules-2",
             latency_ms=int((time.perf_counter() - started) * 1000),
             data=data,
         )
 
     def _engage(self, context: dict[str, Any]) -> tuple[dict[str, Any], str]:
         question = str(context.get("question", ""))
-        language = str(context.get("language") or detect_language(question))
-        language = language if language in PHRASES else "en"
+        language = _language(context, question)
         phrases = PHRASES[language]
-        lead_name = str((context.get("lead") or {}).get("name") or "").strip()
-        name = f" {lead_name.split()[0]}" if lead_name else ""
+        first = _first_name(context)
+        name = f" {first}" if first else ""
         company = str((context.get("company") or {}).get("name") or "us")
+        intent = str(context.get("intent") or "")
         passages = list(context.get("passages") or [])
         parts: list[str] = []
         used: list[str] = []
-        answered = False
-        if GREETING_ONLY.match(question.strip()) or not content_words(question):
+        answered = True
+        follow_up = next_question(context, language)
+        if intent == "not_interested":
+            parts.append(phrases["goodbye"].format(name=name))
+            follow_up = None
+        elif GREETING_ONLY.match(question.strip()) or not content_words(question):
             parts.append(phrases["greeting"].format(name=name, company=company))
-            about = (context.get("company") or {}).get("card", {}).get("about")
+            about = ((context.get("company") or {}).get("card") or {}).get("about")
             if isinstance(about, str) and about.strip():
                 parts.append(about.strip())
-            answered = True
         else:
-            sentences = best_sentences(question, passages)
+            sentences = answers_to(question, passages)
+            is_question = intent in ("question", "price_inquiry", "") or "?" in question
             if sentences:
+                if phrases["lead_in"]:
+                    parts.append(phrases["lead_in"])
                 parts.append(" ".join(sentences))
-                answered = True
                 used = [
                     str(p.get("id"))
                     for p in passages
                     if any(s in str(p.get("content", "")) for s in sentences) and p.get("id")
                 ]
-            else:
+            elif is_question:
                 parts.append(phrases["unknown"])
-        follow_up = _next_question(context, language)
+                answered = False
+            else:
+                parts.append(phrases["ack"].format(name=name))
         if follow_up:
             parts.append(follow_up)
         max_chars = int((context.get("stage") or {}).get("max_chars") or 700)
-        return {"answered": answered, "passage_ids": used}, _fit(" ".join(parts), max_chars)
+        return {"answered": answered, "passage_ids": used}, fit(" ".join(parts), max_chars)
 
     def _bumpup(self, context: dict[str, Any]) -> str:
-        language = str(context.get("language") or "en")
-        language = language if language in PHRASES else "en"
-        lead_name = str((context.get("lead") or {}).get("name") or "").strip()
-        name = f" {lead_name.split()[0]}" if lead_name else ""
-        topic = str(context.get("topic") or "our last conversation")
-        return PHRASES[language]["bumpup"].format(name=name, topic=topic)
+        language = _language(context)
+        first = _first_name(context) or NO_NAME[language]
+        topic_words = str(context.get("topic") or PHRASES[language]["default_topic"]).split()
+        earlier = [str(text) for text in context.get("earlier") or []]
+        variants = BUMPUPS[language]
+        start = int(context.get("variant") or 0)
+        candidates = [
+            self._fill(variants[(start + i) % len(variants)], first, topic_words, language)
+            for i in range(len(variants))
+        ]
+        for text in candidates:
+            if all(similarity(text, before) < NEAR_REPEAT for before in earlier):
+                return text
+        # Every wording was used before: the least similar one.
+        return min(candidates, key=lambda c: max(similarity(c, e) for e in earlier))
+
+    @staticmethod
+    def _fill(template: str, name: str, topic_words: list[str], language: str) -> str:
+        low, high = BUMPUP_WORDS
+        for keep in range(min(len(topic_words), 8), 0, -1):
+            text = template.format(name=name, topic=" ".join(topic_words[:keep]))
+            text = re.sub(r"\s+([,.!?])", r"\1", re.sub(r"\s{2,}", " ", text)).strip()
+            if word_count(text) <= high:
+                break
+        while word_count(text) < low:
+            text = f"{text} {BUMPUP_FILLERS[language]}"
+        return text
 
     def _summary(self, context: dict[str, Any]) -> str:
+        """Three to five sentences for the sales team (in English)."""
         turns = [t for t in context.get("turns") or [] if isinstance(t, dict)]
         lead_lines = [str(t.get("text", "")) for t in turns if t.get("direction") == "in"]
+        ours = len(turns) - len(lead_lines)
+        name = str((context.get("lead") or {}).get("name") or "").strip() or "The lead"
+        company = str((context.get("company") or {}).get("name") or "us")
+        bant = context.get("bant") or {}
+        need = (bant.get("need") or {}).get("value") if isinstance(bant.get("need"), dict) else None
         if not lead_lines:
-            return "No messages from the lead yet."
-        first, last = lead_lines[0], lead_lines[-1]
-        facts = understand(" ".join(lead_lines))
-        known = ", ".join(
-            f"{field}: {facts[field]}"
-            for field in ("need", "budget", "authority", "timeline")
-            if facts.get(field)
+            return (
+                f"{name} has not written to {company} yet. No budget, need or timeline is "
+                f"known. We have sent {ours} message(s) so far."
+            )
+        topic = _quote(need or lead_lines[0], 14)
+        result = [f"{name} wrote to {company} about “{topic}”."]
+        result.append(_bant_sentence(bant))
+        if len(lead_lines) > 1:
+            result.append(f"Their latest message: “{_quote(lead_lines[-1], 20)}”.")
+        stage = str(context.get("stage_name") or "")
+        where = f"The lead is in the {stage} stage, with" if stage else "So far there are"
+        result.append(f"{where} {len(lead_lines)} message(s) from them and {ours} from us.")
+        status = context.get("status")
+        if isinstance(status, str) and status:
+            result.append(status.rstrip(".") + ".")
+        return " ".join(result[:5])
+
+
+def _quote(text: str, max_words: int) -> str:
+    """Their words inside one of our sentences: no sentence ends inside, at most max_words."""
+    cleaned = re.sub(r"[.!?।…]+", ",", text).replace("“", "").replace("”", "").replace('"', "")
+    cleaned = re.sub(r"\s+", " ", cleaned).strip(" ,")
+    tokens = cleaned.split()
+    return " ".join(tokens[:max_words]) + ("…" if len(tokens) > max_words else "")
+
+
+def _bant_sentence(bant: dict[str, Any]) -> str:
+    known: list[str] = []
+    budget = bant.get("budget")
+    if isinstance(budget, dict) and budget.get("amount") is not None:
+        known.append(f"budget {budget['amount']:,} {budget.get('currency') or ''}".strip())
+    timeline = bant.get("timeline")
+    if isinstance(timeline, dict):
+        window = (
+            f" ({timeline['from']} to {timeline['to']})"
+            if timeline.get("from") and timeline.get("from") != timeline.get("to")
+            else (f" ({timeline['from']})" if timeline.get("from") else "")
         )
-        summary = f'The lead first wrote: "{first[:160]}".'
-        if last is not first:
-            summary += f' Latest: "{last[:160]}".'
-        summary += (
-            f" {len(lead_lines)} message(s) from the lead, {len(turns) - len(lead_lines)} from us."
+        known.append(f"timeline {_quote(str(timeline.get('text', '')), 8)}{window}")
+    authority = bant.get("authority")
+    if isinstance(authority, dict):
+        role = f" ({authority['role']})" if authority.get("role") else ""
+        known.append(
+            (
+                "they decide"
+                if authority.get("value") == "decision_maker"
+                else "someone else decides"
+            )
+            + role
         )
-        if known:
-            summary += f" Known so far: {known}."
-        return summary
+    need = bant.get("need")
+    if isinstance(need, dict) and need.get("value"):
+        known.append(f"need “{_quote(str(need['value']), 12)}”")
+    if not known:
+        return "Their budget, need, timeline and decision-maker are not known yet."
+    missing = [
+        field
+        for field in ("budget", "need", "timeline", "authority")
+        if not isinstance(bant.get(field), dict)
+    ]
+    tail = f"; still unknown: {', '.join(missing)}" if missing else ""
+    return f"Known so far: {', '.join(known)}{tail}."

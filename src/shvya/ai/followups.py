@@ -1,0 +1,235 @@
+"""followup.bumpup and ai.summary: the AI's messages and notes that no inbound message asked for.
+
+A bump-up nudges a lead who went quiet, on WhatsApp only (the sandbox stands in for it), in
+30 to 40 words, about their conversation, and never in the wording of an earlier bump-up to
+the same lead. A summary gives the team 3 to 5 sentences on the lead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from shvya.ai import prompts
+from shvya.ai.engage import Run, ask, job_lead, send_text
+from shvya.ai.providers import AITask, ChatMessage, CompletionRequest
+from shvya.ai.providers.offline import OfflineProvider
+from shvya.ai.text import NEAR_REPEAT, sentences, similarity, word_count
+from shvya.conversations import service as conversations
+from shvya.conversations.models import AISession
+from shvya.crm import service as crm
+from shvya.crm.models import Channel, Lead, Stage
+from shvya.events.service import append_event
+from shvya.jobs.runner import JobContext
+from shvya.jobs.service import PermanentJobError
+from shvya.tenancy import service as tenancy
+from shvya.tenancy.models import Company
+
+BUMPUP_CHANNELS = (Channel.wa_cloud, Channel.wa_web, Channel.sandbox)
+BUMPUP_WORDS = (30, 40)
+SUMMARY_SENTENCES = (3, 5)
+ATTEMPTS = 3
+
+
+def _refuse(reason: str, message: str) -> PermanentJobError:
+    return PermanentJobError(message, reason=reason)
+
+
+# --- bump-ups ---------------------------------------------------------------------------------
+
+
+def bumpup_problem(text: str, earlier: list[str]) -> str | None:
+    """Why this bump-up may not be sent, or None."""
+    words = word_count(text)
+    low, high = BUMPUP_WORDS
+    if not low <= words <= high:
+        return f"{words} words, not {low} to {high}"
+    for before in earlier:
+        if similarity(text, before) >= NEAR_REPEAT:
+            return "too close to an earlier bump-up"
+    return None
+
+
+def bumpup(ctx: JobContext) -> dict[str, Any]:
+    run = Run()
+    session = ctx.session
+    company = tenancy.get_company(session, company_id=ctx.job.company_id)
+    lead = job_lead(ctx)
+    channel = _bumpup_channel(session, lead)
+    if not company.ai_enabled:
+        raise _refuse("ai_disabled", "the AI is switched off for this company")
+    if lead.ai_paused:
+        raise _refuse("ai_paused", "the AI is paused for this lead: a person has the conversation")
+    if conversations.unanswered_inbound(session, company_id=company.id, lead_id=lead.id):
+        raise _refuse(
+            "lead_wrote_last", "the lead wrote last and is waiting for an answer, not a bump-up"
+        )
+    earlier = [
+        m.text
+        for m in conversations.outbound_for(
+            session, company_id=company.id, lead_id=lead.id, purpose="bumpup"
+        )
+    ]
+    language = str(lead.attributes.get("language") or _company_language(company))
+    topic = _topic(session, lead)
+    context: dict[str, Any] = {
+        "language": language,
+        "lead": {"name": lead.name},
+        "company": {"name": company.name},
+        "topic": topic,
+        "earlier": earlier,
+    }
+    text, problems = None, []
+    for attempt in range(ATTEMPTS):
+        request = CompletionRequest(
+            task=AITask.bumpup,
+            system=prompts.BUMPUP_SYSTEM.format(
+                company=company.name,
+                language=prompts.language_name(language),
+                topic=topic,
+                earlier="\n".join(f"- {e}" for e in earlier) or "(none)",
+            ),
+            messages=[ChatMessage("user", f"Write the follow-up to {lead.name or 'the lead'}.")],
+            context={**context, "variant": len(earlier) + attempt},
+        )
+        candidate = ask(ctx, run, request, lead_id=lead.id).text.strip().strip('"')
+        problem = bumpup_problem(candidate, earlier)
+        if problem is None:
+            text = candidate
+            break
+        problems.append(problem)
+    if text is None:
+        # The model kept missing the rules: the offline writer never does (or says so).
+        fallback = (
+            OfflineProvider()
+            .complete(
+                CompletionRequest(
+                    task=AITask.bumpup, system="", messages=[], context={**context, "variant": 0}
+                )
+            )
+            .text
+        )
+        if bumpup_problem(fallback, earlier) is not None:
+            raise _refuse(
+                "bumpup_repeats",
+                "every bump-up we can write repeats an earlier one to this lead: "
+                + "; ".join(problems),
+            )
+        text = fallback
+        run.notes["fallback"] = "offline"
+    sent = send_text(
+        ctx,
+        lead,
+        channel,
+        text,
+        send_key=f"bumpup:{ctx.job.id}",
+        meta={"purpose": "bumpup", "language": language},
+    )
+    return {
+        "outcome": sent.outcome.value,
+        "message_id": str(sent.message_id),
+        "words": word_count(text),
+        "rejected_drafts": problems,
+        **run.notes,
+        "timings_ms": run.timings(),
+    }
+
+
+def _bumpup_channel(session: Session, lead: Lead) -> Channel:
+    contacts = crm.lead_contacts(session, company_id=lead.company_id, lead_id=lead.id)
+    for wanted in BUMPUP_CHANNELS:
+        if any(c.channel == wanted.value for c in contacts):
+            return wanted
+    have = ", ".join(sorted({c.channel for c in contacts})) or "none"
+    raise _refuse(
+        "channel_not_whatsapp",
+        f"bump-ups go only over WhatsApp (or the sandbox); this lead's channels: {have}",
+    )
+
+
+def _company_language(company: Company) -> str:
+    return "es" if company.default_language == "es" else "en"
+
+
+def _topic(session: Session, lead: Lead) -> str:
+    need = (lead.attributes.get("bant") or {}).get("need")
+    if isinstance(need, dict) and need.get("value"):
+        return str(need["value"])
+    for message in reversed(
+        conversations.recent_messages(
+            session, company_id=lead.company_id, lead_id=lead.id, limit=10
+        )
+    ):
+        if message.direction == "in" and len(message.text.split()) >= 3:
+            return " ".join(message.text.split()[:8]).rstrip("?.!,")
+    return ""
+
+
+# --- summaries --------------------------------------------------------------------------------
+
+
+def summary_problem(text: str) -> str | None:
+    count = len(sentences(text))
+    low, high = SUMMARY_SENTENCES
+    return None if low <= count <= high else f"{count} sentences, not {low} to {high}"
+
+
+def summarise(ctx: JobContext) -> dict[str, Any]:
+    run = Run()
+    session = ctx.session
+    company = tenancy.get_company(session, company_id=ctx.job.company_id)
+    lead = job_lead(ctx)
+    turns = conversations.recent_messages(session, company_id=company.id, lead_id=lead.id, limit=40)
+    stage = session.get_one(Stage, lead.stage_id)
+    status = "A person has taken over the conversation; the AI is paused" if lead.ai_paused else ""
+    context: dict[str, Any] = {
+        "turns": [{"direction": m.direction, "text": m.text} for m in turns],
+        "lead": {"name": lead.name},
+        "company": {"name": company.name},
+        "bant": lead.attributes.get("bant") or {},
+        "stage_name": stage.name,
+        "status": status,
+    }
+    transcript = "\n".join(
+        f"{'Lead' if m.direction == 'in' else company.name}: {m.text}" for m in turns
+    )
+    request = CompletionRequest(
+        task=AITask.summary,
+        system=prompts.SUMMARY_SYSTEM.format(company=company.name),
+        messages=[
+            ChatMessage(
+                "user",
+                f"Lead: {lead.name or 'unknown'}; stage: {stage.name}. {status}\n\n{transcript}",
+            )
+        ],
+        context=context,
+    )
+    text = ask(ctx, run, request, lead_id=lead.id).text.strip()
+    problem = summary_problem(text)
+    if problem is not None:
+        fallback = OfflineProvider().complete(request).text
+        run.notes["rejected_draft"] = problem
+        run.notes["fallback"] = "offline"
+        text = fallback
+    written = {"text": text, "at": ctx.now.isoformat(), "sentences": len(sentences(text))}
+    lead.attributes = {**lead.attributes, "ai_summary": written}
+    lead.updated_at = ctx.now
+    row = session.scalars(select(AISession).where(AISession.lead_id == lead.id)).first()
+    if row is None:
+        row = AISession(company_id=company.id, lead_id=lead.id, created_at=ctx.now, turns={})
+        session.add(row)
+    row.summary = text
+    row.updated_at = ctx.now
+    append_event(
+        session,
+        company_id=company.id,
+        entity_type="lead",
+        entity_id=lead.id,
+        type="SummaryUpdated",
+        data={"sentences": written["sentences"], "job_id": str(ctx.job.id)},
+        actor="ai",
+        now=ctx.now,
+    )
+    return {"outcome": "written", **written, **run.notes, "timings_ms": run.timings()}

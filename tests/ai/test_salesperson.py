@@ -1,0 +1,417 @@
+"""The AI salesperson end to end with the offline provider: a lead writes on the sandbox
+channel, ai.engage answers through the router, and what a sales team would check holds."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from shvya.ai.text import NEAR_REPEAT, sentences, similarity, word_count
+from shvya.config import Settings
+from shvya.jobs.models import Job
+from tests.ai.salesperson import Desk
+from tests.support import FakeClock, Tenant
+
+
+@pytest.fixture
+def desk(
+    client: TestClient,
+    acme: Tenant,
+    engine: Engine,
+    settings: Settings,
+    clock: FakeClock,
+    session_factory: sessionmaker[Session],
+) -> Desk:
+    desk = Desk(client, acme, engine, settings, clock, session_factory)
+    desk.setup()
+    return desk
+
+
+def jobs_of(desk: Desk, type_: str) -> list[Job]:
+    with desk.factory() as session:
+        return list(session.scalars(select(Job).where(Job.type == type_)))
+
+
+# --- grounded replies -------------------------------------------------------------------------
+
+
+def test_a_price_question_gets_the_kb_price_with_the_passages_it_came_from(desk: Desk) -> None:
+    inbound = desk.converse("Hi, what does the premium plan cost?", name="Ravi Kumar")
+    [reply] = desk.replies(inbound["lead_id"])
+    assert "4,999 INR" in reply["text"]
+    assert reply["meta"]["purpose"] == "reply"
+    assert reply["meta"]["answers"] == [str(inbound["message_id"])]
+    passages = reply["meta"]["passages"]
+    assert passages, "the reply names the passages it used"
+    hits = desk.client.get(
+        "/kb/search", params={"q": "premium plan cost"}, headers=desk.tenant.agent
+    ).json()
+    assert passages[0] in [hit["passage_id"] for hit in hits["passages"]]
+    job = desk.job(inbound["job_id"])
+    assert job["status"] == "completed"
+    assert job["result"]["outcome"] == "sent"
+    assert job["result"]["intent"] == "price_inquiry"
+
+
+def test_the_reply_is_in_the_leads_language(desk: Desk) -> None:
+    spanish = desk.converse("Hola, ¿cuánto cuesta el plan premium?", phone="+525512345678")
+    [reply] = desk.replies(spanish["lead_id"])
+    assert reply["meta"]["language"] == "es"
+    assert "4,999 INR" in reply["text"]
+    hinglish = desk.converse("bhai premium plan ka price kya hai?", phone="+919800000001")
+    [reply] = desk.replies(hinglish["lead_id"])
+    assert reply["meta"]["language"] == "hinglish"
+
+
+def test_a_question_the_kb_cannot_answer_hands_off_instead_of_guessing(desk: Desk) -> None:
+    inbound = desk.converse("Do you offer drone delivery to Antarctica?")
+    [reply] = desk.replies(inbound["lead_id"])
+    assert reply["meta"]["purpose"] == "handoff"
+    assert reply["text"].startswith("I don't have that information, and I'd rather not guess.")
+    assert not any(ch.isdigit() for ch in reply["text"])
+    [handoff] = desk.events(inbound["lead_id"], "HandoffRequested")
+    assert handoff.data["reason"] == "unknown_answer"
+    assert desk.lead(inbound["lead_id"])["ai_paused"] is True
+
+
+# --- bursts -----------------------------------------------------------------------------------
+
+
+def test_three_quick_messages_get_one_answer(desk: Desk) -> None:
+    first = desk.write("hi")
+    desk.clock.advance(seconds=1)
+    second = desk.write("we are 10 people")
+    desk.clock.advance(seconds=1)
+    third = desk.write("what does the premium plan cost?")
+    desk.run(after_seconds=1)  # inside the quiet period: nothing is sent yet
+    assert desk.replies(first["lead_id"]) == []
+    desk.run(after_seconds=5)
+    [reply] = desk.replies(first["lead_id"])
+    assert "4,999 INR" in reply["text"]
+    assert reply["meta"]["answers"] == [
+        str(first["message_id"]),
+        str(second["message_id"]),
+        str(third["message_id"]),
+    ]
+    results = [desk.job(m["job_id"])["result"] for m in (first, second, third)]
+    assert [r["outcome"] for r in results] == ["skipped", "skipped", "sent"]
+    assert {r["reason"] for r in results[:2]} == {"coalesced"}
+
+
+def test_the_quiet_period_is_set_per_stage(desk: Desk) -> None:
+    desk.configure_stage("New", quiet_seconds=0)
+    inbound = desk.write("what does the basic plan cost?")
+    desk.run(after_seconds=0)
+    [reply] = desk.replies(inbound["lead_id"])
+    assert "999 INR" in reply["text"]
+
+
+# --- bump-ups and summaries -------------------------------------------------------------------
+
+
+def test_bumpups_are_30_to_40_words_and_never_repeat(desk: Desk) -> None:
+    inbound = desk.converse("We need a CRM for our sales team, what does the premium plan cost?")
+    lead_id = inbound["lead_id"]
+    texts = []
+    for _ in range(5):
+        accepted = desk.client.post(f"/leads/{lead_id}/bumpup", headers=desk.tenant.agent)
+        assert accepted.status_code == 202
+        desk.run(after_seconds=60)
+        job = desk.job(accepted.json()["job_id"])
+        assert job["status"] == "completed", job
+        [message] = [m for m in desk.replies(lead_id) if m["id"] == job["result"]["message_id"]]
+        texts.append(message["text"])
+    for index, text in enumerate(texts):
+        assert 30 <= word_count(text) <= 40, text
+        for earlier in texts[:index]:
+            assert similarity(text, earlier) < NEAR_REPEAT, (text, earlier)
+
+
+def test_a_summary_is_three_to_five_sentences_on_the_lead(desk: Desk) -> None:
+    inbound = desk.converse("We need a CRM for our sales team, budget is 5 lakh")
+    accepted = desk.client.post(f"/leads/{inbound['lead_id']}/summary", headers=desk.tenant.agent)
+    assert accepted.status_code == 202
+    desk.run()
+    summary = desk.lead(inbound["lead_id"])["attributes"]["ai_summary"]
+    assert 3 <= len(sentences(summary["text"])) <= 5
+    assert summary["at"]
+
+
+# --- history ----------------------------------------------------------------------------------
+
+
+def new_lead(desk: Desk, *, channel: str = "sandbox", value: str = "+919812345678") -> str:
+    response = desk.client.post(
+        "/leads",
+        json={"name": "Ravi Kumar", "contacts": [{"channel": channel, "value": value}]},
+        headers=desk.tenant.agent,
+    )
+    assert response.status_code == 201, response.text
+    lead_id: str = response.json()["id"]
+    return lead_id
+
+
+HISTORY = [
+    {"direction": "in", "text": "Do you sell CRM seats?", "sent_at": "2026-11-20T09:00:00Z"},
+    {"direction": "out", "text": "Yes, from 999 INR a month.", "sent_at": "2026-11-20T09:01:00Z"},
+    {
+        "direction": "out",
+        "kind": "bumpup",
+        "text": "Hi Ravi, just checking in about the CRM seats we discussed. Would it help if "
+        "I shared how other teams like yours got started, or is there a question I can answer "
+        "for you today?",
+        "sent_at": "2026-11-22T09:00:00Z",
+    },
+]
+
+
+def test_imported_history_enqueues_nothing_and_is_stored_once(desk: Desk) -> None:
+    lead_id = new_lead(desk)
+    jobs_before = len(jobs_of(desk, "ai.engage")) + len(jobs_of(desk, "followup.bumpup"))
+    response = desk.client.post(
+        f"/leads/{lead_id}/history", json={"messages": HISTORY}, headers=desk.tenant.agent
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["imported"] == 3
+    again = desk.client.post(
+        f"/leads/{lead_id}/history", json={"messages": HISTORY}, headers=desk.tenant.agent
+    )
+    assert (again.json()["imported"], again.json()["already_imported"]) == (0, 3)
+    after = len(jobs_of(desk, "ai.engage")) + len(jobs_of(desk, "followup.bumpup"))
+    assert after == jobs_before
+    assert desk.run() == 0
+    messages = desk.messages(lead_id)
+    assert [m["text"] for m in messages] == [h["text"] for h in HISTORY]
+    assert all(m["meta"]["imported"] for m in messages)
+    [event] = desk.events(lead_id, "HistoryImported")
+    assert event.data["imported"] == 3
+    # A message in the future is a mistake, refused whole.
+    late = {"direction": "in", "text": "hello", "sent_at": "2027-01-01T00:00:00Z"}
+    refused = desk.client.post(
+        f"/leads/{lead_id}/history", json={"messages": [late]}, headers=desk.tenant.agent
+    )
+    assert refused.status_code == 422
+    assert "sent_at" in refused.text
+
+
+def test_a_bumpup_never_repeats_one_from_the_imported_history(desk: Desk) -> None:
+    lead_id = new_lead(desk)
+    desk.client.post(
+        f"/leads/{lead_id}/history", json={"messages": HISTORY}, headers=desk.tenant.agent
+    )
+    job_id = desk.client.post(f"/leads/{lead_id}/bumpup", headers=desk.tenant.agent).json()[
+        "job_id"
+    ]
+    desk.run()
+    job = desk.job(job_id)
+    assert job["status"] == "completed", job
+    sent = next(m for m in desk.replies(lead_id) if m["id"] == job["result"]["message_id"])
+    assert similarity(sent["text"], HISTORY[2]["text"]) < NEAR_REPEAT
+
+
+# --- bump-up refusals -------------------------------------------------------------------------
+
+
+def test_a_bumpup_is_refused_on_email_and_while_the_lead_waits_for_an_answer(
+    desk: Desk,
+) -> None:
+    email_lead = new_lead(desk, channel="email", value="ravi@example.com")
+    job_id = desk.client.post(f"/leads/{email_lead}/bumpup", headers=desk.tenant.agent).json()[
+        "job_id"
+    ]
+    desk.run()
+    job = desk.job(job_id)
+    assert job["status"] == "failed"
+    assert "WhatsApp" in job["last_error"]
+    assert desk.replies(email_lead) == []
+
+    waiting = desk.write("what does the premium plan cost?")
+    job_id = desk.client.post(
+        f"/leads/{waiting['lead_id']}/bumpup", headers=desk.tenant.agent
+    ).json()["job_id"]
+    desk.run(after_seconds=0)  # the bump-up runs first (the reply is in its quiet period)
+    assert desk.job(job_id)["status"] == "failed"
+    assert "waiting for an answer" in desk.job(job_id)["last_error"]
+    desk.run()
+    assert [m["meta"]["purpose"] for m in desk.replies(waiting["lead_id"])] == ["reply"]
+
+
+def test_an_unknown_lead_gets_404_for_bumpup_summary_and_pause(desk: Desk) -> None:
+    missing = "00000000-0000-4000-8000-000000000000"
+    for path in ("bumpup", "summary", "ai/pause", "ai/resume"):
+        response = desk.client.post(f"/leads/{missing}/{path}", headers=desk.tenant.agent)
+        assert response.status_code == 404, path
+
+
+# --- handoff, pause and resume ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("Can I talk to a real person please?", "asked_for_person"),
+        ("kisi insaan se baat karwao", "asked_for_person"),
+        ("This is ridiculous, worst service ever", "angry"),
+        ("I will file a complaint in consumer court for a refund", "legal_or_complaint"),
+    ],
+)
+def test_handoff_pauses_the_ai_and_sends_the_handoff_message(
+    desk: Desk, text: str, reason: str
+) -> None:
+    desk.setup(kb="", handoff_message="One moment, a colleague will take over here.")
+    inbound = desk.converse(text)
+    [handoff] = desk.events(inbound["lead_id"], "HandoffRequested")
+    assert handoff.data["reason"] == reason
+    assert handoff.actor == "ai"
+    [message] = desk.replies(inbound["lead_id"])
+    assert message["text"] == "One moment, a colleague will take over here."
+    assert message["meta"]["purpose"] == "handoff"
+    assert desk.lead(inbound["lead_id"])["ai_paused"] is True
+
+
+def test_no_ai_reply_while_paused_and_replies_again_after_resume(desk: Desk) -> None:
+    first = desk.converse("what does the basic plan cost?")
+    lead_id = first["lead_id"]
+    paused = desk.client.post(
+        f"/leads/{lead_id}/ai/pause", json={"reason": "Priya is calling"}, headers=desk.tenant.agent
+    )
+    assert paused.status_code == 200
+    assert paused.json()["ai_paused"] is True
+    second = desk.converse("and the premium plan?")
+    assert second["job_id"] is None
+    assert len(desk.replies(lead_id)) == 1
+    [event] = desk.events(lead_id, "AIPaused")
+    assert event.data["reason"] == "Priya is calling"
+    resumed = desk.client.post(f"/leads/{lead_id}/ai/resume", headers=desk.tenant.agent)
+    assert resumed.json()["ai_paused"] is False
+    desk.converse("so what does the premium plan cost?")
+    replies = desk.replies(lead_id)
+    assert len(replies) == 2
+    assert "4,999 INR" in replies[-1]["text"]
+
+
+def test_a_job_queued_before_a_pause_does_not_reply(desk: Desk) -> None:
+    inbound = desk.write("what does the premium plan cost?")
+    desk.client.post(f"/leads/{inbound['lead_id']}/ai/pause", headers=desk.tenant.agent)
+    desk.run()
+    assert desk.replies(inbound["lead_id"]) == []
+    assert desk.job(inbound["job_id"])["result"]["reason"] == "ai_paused"
+
+
+def test_ai_switched_off_for_the_company_sends_nothing(desk: Desk) -> None:
+    desk.setup(kb="", ai_enabled=False)
+    inbound = desk.converse("what does the premium plan cost?")
+    assert desk.replies(inbound["lead_id"]) == []
+    assert desk.job(inbound["job_id"])["result"]["reason"] == "ai_disabled"
+
+
+# --- opt-out ----------------------------------------------------------------------------------
+
+
+def test_an_opt_out_in_words_suppresses_the_lead_and_gets_no_sales_reply(desk: Desk) -> None:
+    inbound = desk.converse("please stop messaging me")
+    lead_id = inbound["lead_id"]
+    [opted] = desk.events(lead_id, "OptedOut")
+    assert opted.data["source"] == "ai"
+    desk.run()  # the confirmation notice
+    purposes = [m["meta"]["purpose"] for m in desk.replies(lead_id)]
+    assert purposes == ["opt_out_confirmation"]
+    later = desk.converse("what does the premium plan cost?")
+    assert [m["meta"]["purpose"] for m in desk.replies(lead_id)] == ["opt_out_confirmation"]
+    assert desk.job(later["job_id"])["result"]["reason"] == "suppressed"
+
+
+def test_a_look_alike_of_stop_is_answered_not_opted_out(desk: Desk) -> None:
+    inbound = desk.converse("Can I stop by the showroom tomorrow? What are the hours?")
+    assert desk.events(inbound["lead_id"], "OptedOut") == []
+    [reply] = desk.replies(inbound["lead_id"])
+    assert "9:30 am to 6 pm" in reply["text"]
+
+
+# --- BANT and stage moves ---------------------------------------------------------------------
+
+
+def test_bant_is_merged_per_message_and_moves_the_lead_to_qualified(desk: Desk) -> None:
+    budget = desk.converse("Our budget is 5 lakh")
+    lead_id = budget["lead_id"]
+    need = desk.converse("We need a CRM for our 10 sales reps")
+    desk.converse("ok thanks")  # says nothing of BANT: nothing known is lost
+    bant = desk.lead(lead_id)["attributes"]["bant"]
+    assert bant["budget"]["amount"] == 500000
+    assert bant["budget"]["currency"] == "INR"
+    assert bant["budget"]["message_id"] == str(budget["message_id"])
+    assert bant["need"]["message_id"] == str(need["message_id"])
+    assert desk.lead(lead_id)["stage"]["name"] == "New"
+    timeline = desk.converse("I am the owner and we want to start next month")
+    lead = desk.lead(lead_id)
+    assert lead["stage"]["name"] == "Qualified"
+    assert lead["attributes"]["bant"]["authority"]["value"] == "decision_maker"
+    assert lead["attributes"]["bant"]["timeline"]["message_id"] == str(timeline["message_id"])
+    [moved] = desk.events(lead_id, "StageChanged")
+    assert moved.actor == "ai"
+    assert moved.data["to"]["name"] == "Qualified"
+    assert "budget" in moved.data["reason"]
+    # A stage change is summarised for the team.
+    desk.run()
+    assert "ai_summary" in desk.lead(lead_id)["attributes"]
+
+
+def test_a_clear_not_interested_moves_the_lead_to_lost(desk: Desk) -> None:
+    inbound = desk.converse("not interested, we went with another vendor")
+    lead = desk.lead(inbound["lead_id"])
+    assert lead["stage"]["name"] == "Lost"
+    [moved] = desk.events(inbound["lead_id"], "StageChanged")
+    assert moved.data["reason"] == "intent not_interested"
+    assert desk.events(inbound["lead_id"], "OptedOut") == []  # still reachable
+
+
+def test_a_pipelines_own_stage_rules_decide(desk: Desk) -> None:
+    pipeline = desk.client.get("/pipelines", headers=desk.tenant.agent).json()[0]
+    rules = {"rules": [{"from": ["New"], "to": "Nurture", "when": {"bant_known": ["budget"]}}]}
+    response = desk.client.put(
+        f"/pipelines/{pipeline['id']}/stage-rules", json=rules, headers=desk.tenant.admin
+    )
+    assert response.status_code == 200, response.text
+    inbound = desk.converse("budget is 2 lakh")
+    assert desk.lead(inbound["lead_id"])["stage"]["name"] == "Nurture"
+    bad = {"rules": [{"from": ["New"], "to": "Heaven", "when": {"bant_known": ["budget"]}}]}
+    refused = desk.client.put(
+        f"/pipelines/{pipeline['id']}/stage-rules", json=bad, headers=desk.tenant.admin
+    )
+    assert refused.status_code == 422
+    assert "Heaven" in refused.text
+
+
+def test_relative_times_resolve_against_the_messages_own_received_at(desk: Desk) -> None:
+    inbound = desk.converse(
+        "We want to start next month",
+        external_id="wamid.old-1",
+        received_at="2026-01-30T20:00:00Z",  # 31 January in Kolkata
+    )
+    timeline = desk.lead(inbound["lead_id"])["attributes"]["bant"]["timeline"]
+    assert (timeline["from"], timeline["to"]) == ("2026-02-01", "2026-02-28")
+    agle = desk.converse(
+        "agle mahine lena hai",
+        phone="+919800000002",
+        external_id="wamid.old-2",
+        received_at="2026-11-26T10:00:00Z",
+    )
+    timeline = desk.lead(agle["lead_id"])["attributes"]["bant"]["timeline"]
+    assert (timeline["from"], timeline["to"]) == ("2026-12-01", "2026-12-31")
+
+
+# --- summaries --------------------------------------------------------------------------------
+
+
+def test_a_summary_is_written_every_n_inbound_messages(desk: Desk) -> None:
+    desk.setup(kb="", summary_every=2)
+    first = desk.converse("We need a CRM for our sales team")
+    assert "ai_summary" not in desk.lead(first["lead_id"])["attributes"]
+    desk.converse("what does it cost?")
+    desk.run()
+    summary = desk.lead(first["lead_id"])["attributes"]["ai_summary"]
+    assert 3 <= summary["sentences"] <= 5
+    [event] = desk.events(first["lead_id"], "SummaryUpdated")
+    assert event.actor == "ai"

@@ -1,0 +1,304 @@
+"""The AI salesperson on an LLM: OpenAI and Anthropic through their official SDKs against fake
+servers on 127.0.0.1 that answer what each test scripts. What a model says is checked before
+it leaves: invented figures never reach the lead, and decisions come from the structured
+understanding, not from the reply's words."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from shvya.ai.text import sentences, word_count
+from shvya.config import Settings
+from tests.ai.salesperson import Desk
+from tests.fakes.anthropic_api import FakeAnthropic
+from tests.fakes.openai_api import FakeOpenAI
+from tests.support import FakeClock, Tenant
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(api_key="sk-test-openai") as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_anthropic() -> Iterator[FakeAnthropic]:
+    with FakeAnthropic(api_key="sk-ant-test") as fake:
+        yield fake
+
+
+@pytest.fixture
+def settings(database_url: str, fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic) -> Settings:
+    return Settings(
+        database_url=database_url,
+        openai_api_key="sk-test-openai",
+        openai_base_url=f"{fake_openai.base_url}/v1",
+        anthropic_api_key="sk-ant-test",
+        anthropic_base_url=fake_anthropic.base_url,
+        ai_timeout_seconds=5.0,
+    )
+
+
+@pytest.fixture
+def desk(
+    client: TestClient,
+    acme: Tenant,
+    engine: Engine,
+    settings: Settings,
+    clock: FakeClock,
+    session_factory: sessionmaker[Session],
+) -> Desk:
+    desk = Desk(client, acme, engine, settings, clock, session_factory)
+    desk.setup(company_card={"hours": "Monday to Saturday, 9:30 am to 6 pm"})
+    return desk
+
+
+def use(desk: Desk, task: str, provider: str, model: str) -> None:
+    response = desk.client.put(
+        f"/ai/models/{task}", json={"provider": provider, "model": model}, headers=desk.tenant.admin
+    )
+    assert response.status_code == 200, response.text
+
+
+def understanding(**fields: Any) -> dict[str, Any]:
+    return {
+        "intent": "question",
+        "language": "en",
+        "budget": None,
+        "authority": None,
+        "need": None,
+        "timeline": None,
+        "handoff": False,
+        "handoff_reason": None,
+        "opt_out": False,
+        **fields,
+    }
+
+
+# --- guardrails -------------------------------------------------------------------------------
+
+
+def test_a_draft_with_an_invented_price_never_leaves(desk: Desk, fake_openai: FakeOpenAI) -> None:
+    use(desk, "engage", "openai", "gpt-4o-mini")
+    invented = {"reply": "The premium plan is 3,999 INR a month.", "sources": [], "answered": True}
+    fake_openai.reply_json(invented)
+    fake_openai.reply_json({**invented, "reply": "Sure! Premium is just 3,999 INR per month."})
+    inbound = desk.converse("What does the premium plan cost?")
+    [reply] = desk.replies(inbound["lead_id"])
+    assert "3,999" not in reply["text"]
+    assert reply["meta"]["purpose"] == "safe_answer"
+    assert "team" in reply["text"]  # it offers a person
+    [blocked] = desk.events(inbound["lead_id"], "GuardrailBlocked")
+    assert blocked.data["figures"] == ["3,999 INR"]
+    assert len(blocked.data["drafts"]) == 2
+    # The second request told the model what it had invented.
+    retry = fake_openai.chat_calls[-1].messages
+    assert "3,999 INR" in retry[-1]["content"]
+
+
+def test_a_regenerated_grounded_draft_is_sent(desk: Desk, fake_openai: FakeOpenAI) -> None:
+    use(desk, "engage", "openai", "gpt-4o-mini")
+    fake_openai.reply_json(
+        {"reply": "Premium is 3,999 INR, 20% off today!", "sources": [], "answered": True}
+    )
+    fake_openai.reply_json(
+        {"reply": "The premium plan costs 4,999 INR per month.", "sources": [], "answered": True}
+    )
+    inbound = desk.converse("What does the premium plan cost?")
+    [reply] = desk.replies(inbound["lead_id"])
+    assert reply["text"] == "The premium plan costs 4,999 INR per month."
+    assert desk.job(inbound["job_id"])["result"]["guardrail"] == "regenerated"
+
+
+def test_figures_from_the_company_card_and_the_leads_words_are_allowed(
+    desk: Desk, fake_openai: FakeOpenAI
+) -> None:
+    use(desk, "engage", "openai", "gpt-4o-mini")
+    fake_openai.reply_json(
+        {
+            "reply": "We're open 9:30 am to 6 pm, and 12 seats is fine with Premium.",
+            "sources": [],
+            "answered": True,
+        }
+    )
+    inbound = desk.converse("We need 12 seats, when are you open?")
+    [reply] = desk.replies(inbound["lead_id"])
+    assert reply["meta"]["purpose"] == "reply"
+    assert desk.events(inbound["lead_id"], "GuardrailBlocked") == []
+
+
+def test_the_reply_keeps_the_passages_the_model_cited_and_the_stage_length(
+    desk: Desk, fake_openai: FakeOpenAI
+) -> None:
+    use(desk, "engage", "openai", "gpt-4o-mini")
+    desk.configure_stage("New", max_chars=120)
+    hits = desk.client.get(
+        "/kb/search", params={"q": "premium plan cost"}, headers=desk.tenant.agent
+    ).json()["passages"]
+    cited = hits[0]["passage_id"]
+    long_reply = "The premium plan costs 4,999 INR per month. " + "It is great value. " * 20
+    fake_openai.reply_json(
+        {"reply": long_reply, "sources": [cited, "made-up-id"], "answered": True}
+    )
+    inbound = desk.converse("What does the premium plan cost?")
+    [reply] = desk.replies(inbound["lead_id"])
+    assert reply["meta"]["passages"] == [cited]  # ids it was not given are dropped
+    assert len(reply["text"]) <= 120
+    assert reply["text"].startswith("The premium plan costs 4,999 INR per month.")
+    # The prompt carried the passage, its id, the company card and the reply's language.
+    system = fake_openai.chat_calls[-1].messages[0]["content"]
+    assert cited in system
+    assert "9:30 am to 6 pm" in system
+    assert "English" in system
+
+
+# --- understanding as a structured output -----------------------------------------------------
+
+
+def test_the_models_understanding_decides_the_handoff(
+    desk: Desk, fake_anthropic: FakeAnthropic
+) -> None:
+    use(desk, "extract", "anthropic", "claude-sonnet-5")
+    desk.setup(kb="", handoff_message="A colleague will take over here.")
+    # Sarcasm the rules would miss; the model flags it.
+    fake_anthropic.reply_json(
+        understanding(intent="complaint", handoff=True, handoff_reason="angry")
+    )
+    inbound = desk.converse("Oh great, the third time I ask and still nothing. Wonderful.")
+    [handoff] = desk.events(inbound["lead_id"], "HandoffRequested")
+    assert handoff.data["reason"] == "angry"
+    [reply] = desk.replies(inbound["lead_id"])
+    assert reply["text"] == "A colleague will take over here."
+    assert desk.lead(inbound["lead_id"])["ai_paused"] is True
+
+
+def test_a_handoff_phrase_inside_a_reply_decides_nothing(
+    desk: Desk, fake_openai: FakeOpenAI
+) -> None:
+    use(desk, "engage", "openai", "gpt-4o-mini")
+    fake_openai.reply_json(
+        {
+            "reply": "The premium plan costs 4,999 INR per month. I can connect you to a human "
+            "agent any time.",
+            "sources": [],
+            "answered": True,
+        }
+    )
+    inbound = desk.converse("What does the premium plan cost?")
+    assert desk.events(inbound["lead_id"], "HandoffRequested") == []
+    assert desk.lead(inbound["lead_id"])["ai_paused"] is False
+
+
+def test_the_models_opt_out_and_bant_are_applied(desk: Desk, fake_openai: FakeOpenAI) -> None:
+    use(desk, "extract", "openai", "gpt-4o-mini")
+    fake_openai.reply_json(
+        understanding(
+            intent="purchase_intent",
+            budget={"amount": 300000, "currency": "INR", "text": "3 lakh"},
+            authority={"decision_maker": True, "role": "founder", "text": "I'm the founder"},
+            need="CRM for 8 reps",
+            timeline="next month",
+        )
+    )
+    first = desk.converse("I'm the founder, 3 lakh budget, CRM for 8 reps, need it next month")
+    lead = desk.lead(first["lead_id"])
+    bant = lead["attributes"]["bant"]
+    assert bant["budget"]["amount"] == 300000
+    assert bant["authority"] == {**bant["authority"], "value": "decision_maker", "role": "founder"}
+    assert (bant["timeline"]["from"], bant["timeline"]["to"]) == ("2026-12-01", "2026-12-31")
+    assert lead["stage"]["name"] == "Qualified"
+    fake_openai.reply_json(understanding(intent="opt_out", opt_out=True))
+    second = desk.converse("I'd rather you didn't contact me again.")
+    [opted] = desk.events(first["lead_id"], "OptedOut")
+    assert opted.data["source"] == "ai"
+    assert desk.job(second["job_id"])["result"]["outcome"] == "opted_out"
+
+
+def test_an_understanding_outside_the_schema_falls_back_to_the_rules(
+    desk: Desk, fake_openai: FakeOpenAI
+) -> None:
+    use(desk, "extract", "openai", "gpt-4o-mini")
+    fake_openai.reply("intent: price question, probably")  # not JSON at all
+    inbound = desk.converse("What does the premium plan cost?")
+    [reply] = desk.replies(inbound["lead_id"])
+    assert "4,999 INR" in reply["text"]
+    assert desk.job(inbound["job_id"])["result"]["intent"] == "price_inquiry"
+
+
+def test_a_rate_limited_provider_retries_the_reply_later_and_sends_once(
+    desk: Desk, fake_openai: FakeOpenAI
+) -> None:
+    use(desk, "engage", "openai", "gpt-4o-mini")
+    fake_openai.fail_next(status=429, retry_after=1)
+    inbound = desk.converse("What does the premium plan cost?")
+    job = desk.job(inbound["job_id"])
+    assert (job["status"], job["attempts"]) == ("queued", 1)
+    fake_openai.reply_json(
+        {"reply": "The premium plan costs 4,999 INR per month.", "sources": [], "answered": True}
+    )
+    desk.run(after_seconds=30)
+    desk.run(after_seconds=30)
+    assert desk.job(inbound["job_id"])["status"] == "completed"
+    assert len(desk.replies(inbound["lead_id"])) == 1
+
+
+# --- bump-ups and summaries from a model ------------------------------------------------------
+
+
+def test_a_model_bumpup_that_repeats_or_runs_long_is_rewritten(
+    desk: Desk, fake_openai: FakeOpenAI
+) -> None:
+    use(desk, "bumpup", "openai", "gpt-4o-mini")
+    inbound = desk.converse("We need a CRM for our sales team")
+    lead_id = inbound["lead_id"]
+    first = (
+        "Hi there, just following up on the CRM for your sales team. Would a short call this "
+        "week help you compare plans, or should I send a quick overview you can read when you "
+        "have a moment?"
+    )
+    fake_openai.reply(first)
+    desk.client.post(f"/leads/{lead_id}/bumpup", headers=desk.tenant.agent)
+    desk.run(after_seconds=60)
+    fake_openai.reply(first.replace("Hi there", "Hello there"))  # a near-repeat
+    fake_openai.reply("Any news?")  # too short
+    fresh = (
+        "Hello again! Many sales teams start with a two week pilot before deciding. If that "
+        "sounds useful for your CRM search, I can set one up for you. Shall I share the steps "
+        "to get going?"
+    )
+    fake_openai.reply(fresh)
+    job_id = desk.client.post(f"/leads/{lead_id}/bumpup", headers=desk.tenant.agent).json()[
+        "job_id"
+    ]
+    desk.run(after_seconds=60)
+    result = desk.job(job_id)["result"]
+    assert len(result["rejected_drafts"]) == 2
+    texts = [m["text"] for m in desk.replies(lead_id) if m["meta"]["purpose"] == "bumpup"]
+    assert texts == [first, fresh]
+    assert all(30 <= word_count(t) <= 40 for t in texts)
+
+
+def test_a_model_summary_of_the_wrong_length_is_replaced(
+    desk: Desk, fake_anthropic: FakeAnthropic
+) -> None:
+    use(desk, "summary", "anthropic", "claude-sonnet-5")
+    inbound = desk.converse("We need a CRM for our sales team")
+    fake_anthropic.reply("Lead wants a CRM.")  # one sentence: not enough
+    desk.client.post(f"/leads/{inbound['lead_id']}/summary", headers=desk.tenant.agent)
+    desk.run()
+    summary = desk.lead(inbound["lead_id"])["attributes"]["ai_summary"]
+    assert 3 <= len(sentences(summary["text"])) <= 5
+    good = (
+        "Ravi needs a CRM for his sales team. Budget and timeline are unknown. "
+        "He has asked nothing about prices yet. Next, ask about team size and budget."
+    )
+    fake_anthropic.reply(good)
+    desk.client.post(f"/leads/{inbound['lead_id']}/summary", headers=desk.tenant.agent)
+    desk.run()
+    assert desk.lead(inbound["lead_id"])["attributes"]["ai_summary"]["text"] == good

@@ -1,0 +1,113 @@
+"""Understanding a lead's words by rules (the offline provider's extraction), resolving their
+relative times, and finding the figures a reply states: the pieces the guardrails stand on."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pytest
+
+from shvya.ai.figures import ungrounded
+from shvya.ai.timeline import resolve_timeline
+from shvya.ai.understanding import merge_bant, understand_by_rules
+
+
+def understand(text: str, **options: object) -> dict[str, object]:
+    return understand_by_rules(text, default_currency="INR", **options).model_dump()  # type: ignore[arg-type]
+
+
+def test_intent_bant_handoff_and_opt_out_from_the_leads_words() -> None:
+    facts = understand("My budget is around 5000 INR, need it next month, my boss decides")
+    assert facts["budget"] == {"amount": 5000.0, "currency": "INR", "text": "5000 INR"}
+    assert facts["timeline"] == "next month"
+    assert facts["need"] is None  # "need it next month" says when, not what
+    assert facts["authority"] == {"decision_maker": False, "role": "boss", "text": "my boss"}
+    person = understand("Can I talk to a real person please?")
+    assert (person["intent"], person["handoff"], person["handoff_reason"]) == (
+        "human_request",
+        True,
+        "asked_for_person",
+    )
+    assert understand("This is a scam, I will go to consumer forum")["handoff_reason"] == (
+        "legal_or_complaint"
+    )
+    assert understand("This is ridiculous, worst service ever")["handoff_reason"] == "angry"
+    assert understand("Want to book a test drive")["intent"] == "demo_request"
+    hinglish = understand("mujhe 5 lakh tak ka budget hai, agle mahine lena hai")
+    assert hinglish["language"] == "hinglish"
+    assert hinglish["budget"]["amount"] == 500000  # type: ignore[index]
+    assert hinglish["timeline"] == "agle mahine"
+    spanish = understand("presupuesto de 10 mil pesos, lo necesito el próximo mes")
+    assert (spanish["language"], spanish["budget"]["currency"]) == ("es", "MXN")  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("text", "opted"),
+    [
+        ("STOP", True),
+        ("please stop messaging me", True),
+        ("band karo", True),  # a company keyword
+        ("no me escribas más", True),
+        ("stop by the office tomorrow?", False),
+        ("don't stop the demo, it was great", False),
+        ("not interested, thanks", False),  # declines the sale, still reachable
+    ],
+)
+def test_opt_out_is_told_apart_from_look_alikes(text: str, opted: bool) -> None:
+    assert understand(text, opt_out_keywords=["band karo"])["opt_out"] is opted
+
+
+@pytest.mark.parametrize(
+    ("words", "start", "end"),
+    [
+        ("next month", date(2026, 2, 1), date(2026, 2, 28)),
+        ("agle mahine", date(2026, 2, 1), date(2026, 2, 28)),
+        ("el próximo mes", date(2026, 2, 1), date(2026, 2, 28)),
+        ("in 2 weeks", date(2026, 2, 13), date(2026, 2, 13)),
+        ("next week", date(2026, 2, 2), date(2026, 2, 8)),
+        ("by March", date(2026, 3, 1), date(2026, 3, 31)),
+        ("kal", date(2026, 1, 31), date(2026, 1, 31)),
+        ("3 mahine mein", date(2026, 4, 30), date(2026, 4, 30)),
+    ],
+)
+def test_relative_times_resolve_against_the_day_the_lead_wrote(
+    words: str, start: date, end: date
+) -> None:
+    window = resolve_timeline(f"we want it {words}", base=date(2026, 1, 30))
+    assert window is not None
+    assert (window.start, window.end) == (start, end)
+
+
+def test_figures_must_come_from_the_sources() -> None:
+    sources = ["The premium plan costs 4,999 INR per month. Call 020 4567 8900."]
+    assert ungrounded("The premium plan is 4,999 INR a month.", sources) == []
+    assert ungrounded("It is ₹4,999 per month", sources) == []  # the same amount, written otherwise
+    invented = ungrounded("It is 3,999 INR, 20% off, call +91 98765 43210", sources)
+    assert set(invented) == {"3,999 INR", "20%", "+91 98765 43210"}
+
+
+def test_known_bant_is_never_overwritten_by_unknown() -> None:
+    at = datetime(2026, 1, 30, 9, tzinfo=UTC)
+    import uuid
+
+    first, second = uuid.uuid4(), uuid.uuid4()
+    bant, changed = merge_bant(
+        {},
+        understand_by_rules("budget 5 lakh, we need a CRM for 10 reps", default_currency="INR"),
+        message_id=first,
+        received_at=at,
+        local_date=at.date(),
+        default_currency="INR",
+    )
+    assert set(changed) == {"budget", "need"}
+    again, changed = merge_bant(
+        bant,
+        understand_by_rules("ok thanks", default_currency="INR"),
+        message_id=second,
+        received_at=at,
+        local_date=at.date(),
+        default_currency="INR",
+    )
+    assert changed == []
+    assert again == bant
+    assert again["budget"]["message_id"] == str(first)
