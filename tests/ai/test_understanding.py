@@ -86,6 +86,14 @@ def test_figures_must_come_from_the_sources() -> None:
     assert set(invented) == {"3,999 INR", "20%", "+91 98765 43210"}
 
 
+def test_dates_must_come_from_the_sources_in_any_way_of_writing_them() -> None:
+    sources = ["The next cohort starts on January 11, 2027."]
+    for grounded in ("It starts on 11 January.", "Empieza el 11 de enero.", "From 2027-01-11."):
+        assert ungrounded(grounded, sources) == [], grounded
+    assert ungrounded("Your demo is booked for 5 December.", sources) == ["5 December."]
+    assert ungrounded("See you on 3/12", sources) == ["3/12"]
+
+
 def test_known_bant_is_never_overwritten_by_unknown() -> None:
     at = datetime(2026, 1, 30, 9, tzinfo=UTC)
     import uuid

@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
+from shvya.ai.timeline import MONTHS
+
 MULTIPLIERS = {
     "k": 1_000, "thousand": 1_000, "mil": 1_000, "hazaar": 1_000, "hazar": 1_000,
     "lakh": 100_000, "lakhs": 100_000, "lac": 100_000, "lacs": 100_000,
@@ -143,17 +145,49 @@ def _normal(value: Decimal) -> str:
     )
 
 
+_MONTH_NAMES = "|".join(sorted(MONTHS, key=len, reverse=True))
+DATE = re.compile(
+    rf"\b(?P<y1>\d{{4}})-(?P<m1>\d{{1,2}})-(?P<d1>\d{{1,2}})\b"
+    rf"|\b(?P<d2>\d{{1,2}})(?:st|nd|rd|th)?(?:\s+of|\s+de)?\s+(?P<m2>{_MONTH_NAMES})\b\.?"
+    rf"|\b(?P<m3>{_MONTH_NAMES})\.?\s+(?P<d3>\d{{1,2}})(?:st|nd|rd|th)?\b"
+    rf"|\b(?P<n>\d{{1,2}}[/.]\d{{1,2}}(?:[/.]\d{{2,4}})?)\b(?![.,]\d)",
+    re.IGNORECASE,
+)
+
+
+def _date_key(match: re.Match[str]) -> str | None:
+    """A date as "date:month-day" (named or ISO months), or its digits when only numbers say
+    it (11/12 is read as written: whether it is November or December is not ours to guess)."""
+    if match.group("y1"):
+        return f"date:{int(match.group('m1'))}-{int(match.group('d1'))}"
+    for day, month in (("d2", "m2"), ("d3", "m3")):
+        if match.group(day):
+            number = MONTHS.get(match.group(month).lower().rstrip("."))
+            return f"date:{number}-{int(match.group(day))}" if number else None
+    raw = match.group("n")
+    if raw and "." in raw and len(raw.split(".")[-1]) != 2 and raw.count(".") == 1:
+        return None  # "4.5" is a number, not a date
+    return f"date:{raw.replace('.', '/')}" if raw else None
+
+
 def figures(text: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(values, phones) in `text`, each as (normalised, as written)."""
+    """(values, phones) in `text`, each as (normalised, as written); dates are values too."""
     phones: list[tuple[str, str]] = []
     spans: list[tuple[int, int]] = []
+    values: list[tuple[str, str]] = []
+    for match in DATE.finditer(text):
+        key = _date_key(match)
+        if key is not None:
+            values.append((key, match.group(0).strip()))
+            spans.append(match.span())
     for match in PHONE.finditer(text):
+        if any(start <= match.start() < end for start, end in spans):
+            continue
         digits = re.sub(r"\D", "", match.group(0))
         # A long digit run that is really an amount ("1,50,000") is not a phone number.
         if len(digits) >= 7 and not re.fullmatch(rf"{_NUMBER}", match.group(0).strip()):
             phones.append((digits, match.group(0).strip()))
             spans.append(match.span())
-    values: list[tuple[str, str]] = []
     for match in PERCENT.finditer(text):
         value = parse_number(match.group("num"))
         if value is not None:
