@@ -5,6 +5,9 @@ understanding, not from the reply's words."""
 
 from __future__ import annotations
 
+import threading
+import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shvya.ai.text import sentences, word_count
 from shvya.config import Settings
+from shvya.crm.models import Lead
 from tests.ai.salesperson import Desk
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.openai_api import FakeOpenAI
@@ -302,3 +306,33 @@ def test_a_model_summary_of_the_wrong_length_is_replaced(
     desk.client.post(f"/leads/{inbound['lead_id']}/summary", headers=desk.tenant.agent)
     desk.run()
     assert desk.lead(inbound["lead_id"])["attributes"]["ai_summary"]["text"] == good
+
+
+def test_no_transaction_is_held_open_while_the_model_thinks(
+    desk: Desk, fake_openai: FakeOpenAI
+) -> None:
+    """What ai.engage learnt before calling the provider (BANT here) is committed before the
+    call: a slow model never holds a write lock or a transaction open (DESIGN.md rule 2)."""
+    use(desk, "engage", "openai", "gpt-4o-mini")
+    fake_openai.delay_next(2.0)
+    fake_openai.reply_json(
+        {"reply": "The premium plan costs 4,999 INR per month.", "sources": [], "answered": True}
+    )
+    inbound = desk.write("Our budget is 5 lakh, what does the premium plan cost?")
+    desk.clock.advance(seconds=5)
+    worker = threading.Thread(target=desk.run, kwargs={"after_seconds": 0})
+    worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not fake_openai.requests_to("/chat/completions"):
+            assert time.monotonic() < deadline, "the provider was never called"
+            time.sleep(0.02)
+        # The model is still "thinking": another connection already sees the budget.
+        with desk.factory() as session:
+            lead = session.get_one(Lead, uuid.UUID(inbound["lead_id"]))
+            assert lead.attributes["bant"]["budget"]["amount"] == 500000
+        assert fake_openai.requests_to("/chat/completions")[0].status is None
+    finally:
+        worker.join(timeout=30)
+    [reply] = desk.replies(inbound["lead_id"])
+    assert "4,999 INR" in reply["text"]
