@@ -120,6 +120,20 @@ def test_a_regenerated_grounded_draft_is_sent(desk: Desk, fake_openai: FakeOpenA
     assert desk.job(inbound["job_id"])["result"]["guardrail"] == "regenerated"
 
 
+def test_an_empty_draft_is_asked_again_and_never_sent_empty(
+    desk: Desk, fake_openai: FakeOpenAI
+) -> None:
+    use(desk, "engage", "openai", "gpt-4o-mini")
+    fake_openai.reply_json({"reply": "  ", "sources": [], "answered": True})
+    fake_openai.reply_json({"reply": "", "sources": [], "answered": True})
+    inbound = desk.converse("What does the premium plan cost?")
+    job = desk.job(inbound["job_id"])
+    assert job["status"] == "completed", job
+    [reply] = desk.replies(inbound["lead_id"])
+    assert reply["meta"]["purpose"] == "safe_answer"
+    assert "no reply text" in fake_openai.chat_calls[-1].messages[-1]["content"]
+
+
 def test_figures_from_the_company_card_and_the_leads_words_are_allowed(
     desk: Desk, fake_openai: FakeOpenAI
 ) -> None:

@@ -26,9 +26,7 @@ def test_a_whatsapp_question_gets_typing_then_the_kb_price(
         "/kb/documents", json={"title": "Pricing", "content": PRICING_MD}, headers=acme.admin
     )
     assert added.status_code == 201
-    delivered = whatsapp.deliver_inbound(
-        WA_ID, "How much is the premium plan?", wamid="wamid.Q1"
-    )
+    delivered = whatsapp.deliver_inbound(WA_ID, "How much is the premium plan?", wamid="wamid.Q1")
     assert delivered.status_code == 200
     clock.advance(seconds=5)  # the quiet period
     make_worker().run_until_idle()

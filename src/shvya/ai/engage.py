@@ -324,15 +324,20 @@ def engage(ctx: JobContext) -> dict[str, Any]:
 
     sources = _grounding(company, hits, memory, pending)
     drafts = [draft.reply]
-    bad = ungrounded(draft.reply, sources)
+    bad = _problems(draft.reply, sources)
     if bad:
+        why = (
+            prompts.EMPTY_RETRY
+            if bad == [EMPTY]
+            else prompts.GUARDRAIL_RETRY.format(figures=", ".join(bad))
+        )
         retry = CompletionRequest(
             task=AITask.engage,
             system=request.system,
             messages=[
                 *request.messages,
-                ChatMessage("assistant", draft.reply),
-                ChatMessage("user", prompts.GUARDRAIL_RETRY.format(figures=", ".join(bad))),
+                ChatMessage("assistant", draft.reply or "(nothing)"),
+                ChatMessage("user", why),
             ],
             json_schema=prompts.ENGAGE_SCHEMA,
             schema_name="reply",
@@ -340,7 +345,7 @@ def engage(ctx: JobContext) -> dict[str, Any]:
         )
         draft = _draft(ctx, run, retry, lead_id=lead.id, hits=hits)
         drafts.append(draft.reply)
-        still = ungrounded(draft.reply, sources)
+        still = _problems(draft.reply, sources)
         if still:
             append_event(
                 session,
@@ -673,6 +678,14 @@ def _draft(
         sources=[s for s in dict.fromkeys(sources) if s in known],
         answered=bool(data.get("answered", True)),
     )
+
+
+EMPTY = "(an empty reply)"
+
+
+def _problems(reply: str, sources: list[str]) -> list[str]:
+    """Why a draft may not be sent: figures no source states, or no text at all."""
+    return ungrounded(reply, sources) if reply.strip() else [EMPTY]
 
 
 def _grounding(

@@ -49,6 +49,8 @@ GUARDRAIL_RETRY = """Your previous draft stated {figures}, which appear in no pa
 company card or in the lead's words. Write the reply again using only figures that appear \
 there; if the figure the lead asks for is not there, say a person will confirm it."""
 
+EMPTY_RETRY = """Your previous answer had no reply text. Write the reply to the lead now."""
+
 BUMPUP_SYSTEM = """You write a short follow-up ("bump-up") on WhatsApp from {company} to a lead \
 who has not replied. Write in {language}, between 30 and 40 words, friendly and specific: \
 refer to what the conversation was about ({topic}) and end with an easy question. No prices, \
