@@ -3,6 +3,8 @@ channel, ai.engage answers through the router, and what a sales team would check
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select
@@ -415,3 +417,18 @@ def test_a_summary_is_written_every_n_inbound_messages(desk: Desk) -> None:
     assert 3 <= summary["sentences"] <= 5
     [event] = desk.events(first["lead_id"], "SummaryUpdated")
     assert event.actor == "ai"
+
+
+def test_imported_history_never_counts_as_our_answer(desk: Desk) -> None:
+    lead_id = new_lead(desk)
+    # Another tool's clock ran a few minutes ahead of ours.
+    ahead = (desk.clock.now() + timedelta(minutes=9)).isoformat()
+    desk.client.post(
+        f"/leads/{lead_id}/history",
+        json={"messages": [{"direction": "out", "text": "Hi Ravi!", "sent_at": ahead}]},
+        headers=desk.tenant.agent,
+    ).raise_for_status()
+    desk.converse("what does the premium plan cost?")
+    replies = [m for m in desk.replies(lead_id) if not m["meta"].get("imported")]
+    assert len(replies) == 1
+    assert "4,999 INR" in replies[0]["text"]

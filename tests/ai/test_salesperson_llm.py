@@ -350,3 +350,132 @@ def test_no_transaction_is_held_open_while_the_model_thinks(
         worker.join(timeout=30)
     [reply] = desk.replies(inbound["lead_id"])
     assert "4,999 INR" in reply["text"]
+
+
+def run_while_the_model_thinks(
+    desk: Desk, fake: FakeOpenAI | FakeAnthropic, meanwhile: Any
+) -> None:
+    """Run the due jobs; while the (delayed) model call is in flight, do `meanwhile`."""
+    worker = threading.Thread(target=desk.run, kwargs={"after_seconds": 0})
+    before = len(fake.requests)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(fake.requests) == before:
+            assert time.monotonic() < deadline, "the provider was never called"
+            time.sleep(0.02)
+        meanwhile()
+    finally:
+        worker.join(timeout=30)
+
+
+def test_a_message_that_arrives_while_the_model_writes_is_answered_with_the_rest_once(
+    desk: Desk, fake_openai: FakeOpenAI
+) -> None:
+    use(desk, "engage", "openai", "gpt-4o-mini")
+    fake_openai.delay_next(1.0)
+    first_draft = {"reply": "The basic plan is 999 INR a month.", "sources": [], "answered": True}
+    fake_openai.reply_json(first_draft)
+    fake_openai.reply_json(
+        {"reply": "The premium plan costs 4,999 INR per month.", "sources": [], "answered": True}
+    )
+    first = desk.write("What does the basic plan cost?")
+    desk.clock.advance(seconds=5)
+    run_while_the_model_thinks(desk, fake_openai, lambda: desk.write("and the premium one?"))
+    assert desk.replies(first["lead_id"]) == []  # the first draft is superseded, not sent
+    desk.run()
+    [reply] = desk.replies(first["lead_id"])
+    assert "4,999 INR" in reply["text"]
+    assert len(reply["meta"]["answers"]) == 2
+
+
+def test_a_pause_while_the_model_writes_stops_the_reply(
+    desk: Desk, fake_openai: FakeOpenAI
+) -> None:
+    use(desk, "engage", "openai", "gpt-4o-mini")
+    fake_openai.delay_next(1.0)
+    fake_openai.reply_json(
+        {"reply": "The premium plan costs 4,999 INR per month.", "sources": [], "answered": True}
+    )
+    inbound = desk.write("What does the premium plan cost?")
+    desk.clock.advance(seconds=5)
+    pause = lambda: desk.client.post(  # noqa: E731
+        f"/leads/{inbound['lead_id']}/ai/pause", headers=desk.tenant.agent
+    )
+    run_while_the_model_thinks(desk, fake_openai, pause)
+    assert desk.replies(inbound["lead_id"]) == []
+    assert desk.job(inbound["job_id"])["result"]["reason"] == "ai_paused"
+
+
+def test_a_summary_keeps_the_bant_written_while_it_was_being_written(
+    desk: Desk, fake_anthropic: FakeAnthropic
+) -> None:
+    use(desk, "summary", "anthropic", "claude-sonnet-5")
+    inbound = desk.converse("We need a CRM for our sales team")
+    fake_anthropic.delay_next(1.0)
+    fake_anthropic.reply(
+        "Ravi needs a CRM for his sales team. Budget and timeline are unknown. "
+        "He asked nothing about prices yet. Next, ask about team size."
+    )
+    desk.client.post(f"/leads/{inbound['lead_id']}/summary", headers=desk.tenant.agent)
+
+    def budget_arrives() -> None:
+        with desk.factory() as session:
+            lead = session.get_one(Lead, uuid.UUID(inbound["lead_id"]))
+            lead.attributes = {**lead.attributes, "bant": {"budget": {"amount": 500000}}}
+            session.commit()
+
+    run_while_the_model_thinks(desk, fake_anthropic, budget_arrives)
+    attributes = desk.lead(inbound["lead_id"])["attributes"]
+    assert attributes["bant"]["budget"]["amount"] == 500000
+    assert attributes["ai_summary"]["text"].startswith("Ravi needs a CRM")
+
+
+def test_a_bumpup_with_an_invented_offer_is_rewritten(desk: Desk, fake_openai: FakeOpenAI) -> None:
+    use(desk, "bumpup", "openai", "gpt-4o-mini")
+    inbound = desk.converse("We need a CRM for our sales team")
+    invented = (
+        "Hi Ravi! Good news: this week only, the premium plan is just 3,999 INR with 20% off "
+        "for new teams. Shall I reserve the offer for your sales team before Friday so you "
+        "do not miss it?"
+    )
+    fine = (
+        "Hi Ravi, still thinking about the CRM for your sales team? I would be glad to answer "
+        "any question or walk you through how teams like yours get started. Would a short "
+        "call this week suit you?"
+    )
+    fake_openai.reply(invented)
+    fake_openai.reply(fine)
+    job_id = desk.client.post(
+        f"/leads/{inbound['lead_id']}/bumpup", headers=desk.tenant.agent
+    ).json()["job_id"]
+    desk.run(after_seconds=60)
+    result = desk.job(job_id)["result"]
+    assert "3,999" in result["rejected_drafts"][0]
+    texts = [m["text"] for m in desk.replies(inbound["lead_id"])]
+    assert fine in texts
+    assert invented not in texts
+
+
+def test_a_question_that_arrives_while_a_bumpup_is_written_stops_the_bumpup(
+    desk: Desk, fake_openai: FakeOpenAI
+) -> None:
+    use(desk, "bumpup", "openai", "gpt-4o-mini")
+    inbound = desk.converse("We need a CRM for our sales team")
+    fake_openai.delay_next(1.0)
+    fake_openai.reply(
+        "Hi Ravi, still thinking about the CRM for your sales team? I would be glad to answer "
+        "any question or walk you through how teams like yours get started. Would a short "
+        "call this week suit you?"
+    )
+    job_id = desk.client.post(
+        f"/leads/{inbound['lead_id']}/bumpup", headers=desk.tenant.agent
+    ).json()["job_id"]
+    desk.clock.advance(seconds=60)
+    question = lambda: desk.write("what does the premium plan cost?")  # noqa: E731
+    run_while_the_model_thinks(desk, fake_openai, question)
+    assert desk.job(job_id)["status"] == "failed"
+    assert "waiting for an answer" in desk.job(job_id)["last_error"]
+    desk.run()
+    purposes = [m["meta"]["purpose"] for m in desk.replies(inbound["lead_id"])]
+    assert purposes == ["reply", "reply"]  # the question is answered, no bump-up went out

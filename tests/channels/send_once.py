@@ -1,5 +1,6 @@
 """One worker process that runs the due jobs once, with the test's reply handler, at the
-time SHVYA_TEST_NOW. Used to crash a real process at a crash point (SHVYA_CRASH_AT)."""
+time SHVYA_TEST_NOW. Used to crash a real process at a crash point (SHVYA_CRASH_AT).
+With SHVYA_TEST_REAL_AI set, ai.engage is SHVYA's own."""
 
 from __future__ import annotations
 
@@ -23,7 +24,11 @@ def main() -> None:
     clock = FakeClock(datetime.fromisoformat(os.environ["SHVYA_TEST_NOW"]))
     worker = EmbeddedWorker(
         engine,
-        handlers={**default_handlers(), "ai.engage": replying_with(TEXT)},
+        handlers=(
+            default_handlers()  # SHVYA's own AI salesperson
+            if os.environ.get("SHVYA_TEST_REAL_AI")
+            else {**default_handlers(), "ai.engage": replying_with(TEXT)}
+        ),
         clock=clock,
         settings=settings,
     )

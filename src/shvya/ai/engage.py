@@ -201,6 +201,12 @@ def engage(ctx: JobContext) -> dict[str, Any]:
     company = tenancy.get_company(session, company_id=ctx.job.company_id)
     lead = job_lead(ctx)
     message_id = payload_id(payload, "message_id")
+    for key in (f"ai.reply:{message_id}", f"ai.handoff:{message_id}"):
+        # A run of this job that died after its send was committed: unknown, never resent.
+        if channels.settle_interrupted_send(
+            session, company_id=company.id, send_key=key, now=ctx.now
+        ):
+            return {"outcome": "unknown", "send_key": key, "timings_ms": run.timings()}
     if not company.ai_enabled:
         return _skip("ai_disabled", run)
     if lead.ai_paused:
@@ -223,6 +229,8 @@ def engage(ctx: JobContext) -> dict[str, Any]:
         raise PermanentJobError(f"the lead has no {channel.value} contact", reason="no_contact")
     if crm.is_suppressed(session, company_id=company.id, channel=channel, address=contact.value):
         return _skip("suppressed", run)
+    if channel is Channel.wa_cloud and latest.external_id:
+        ctx.checkpoint()  # the typing indicator is a call to Meta: no transaction across it
     typing = channels.show_typing(
         session,
         company_id=company.id,
@@ -232,6 +240,9 @@ def engage(ctx: JobContext) -> dict[str, Any]:
     )
     text = "\n".join(m.text for m in pending if m.text.strip())
     understood = _understand(ctx, run, company=company, lead=lead, text=text)
+    # The provider call may have committed: read the lead again, locked, before changing it
+    # (a summary or another job may have written its attributes meanwhile).
+    crm.lock_lead(session, lead)
     language = understood.language
     result: dict[str, Any] = {
         "answers": [str(m.id) for m in pending],
@@ -283,12 +294,11 @@ def engage(ctx: JobContext) -> dict[str, Any]:
             result=result,
         )
 
+    backend = embedding_backend(ctx.settings)
+    if backend is not None and getattr(backend, "remote", False):
+        ctx.checkpoint()  # the query's embedding is a network call
     hits = ai.search_knowledge(
-        session,
-        company_id=company.id,
-        query=text,
-        k=PASSAGES,
-        backend=embedding_backend(ctx.settings),
+        session, company_id=company.id, query=text, k=PASSAGES, backend=backend
     )
     limit = min(config.max_chars, CHANNEL_LIMITS[channel])
     memory = _memory(session, lead=lead, now=ctx.now)
@@ -366,6 +376,9 @@ def engage(ctx: JobContext) -> dict[str, Any]:
         else:
             result["guardrail"] = "regenerated"
     reply = fit(draft.reply, limit)
+    superseded = _superseded(ctx, lead=lead, latest=latest, run=run)
+    if superseded is not None:
+        return superseded
     _remember(session, lead=lead, memory=memory, reply=reply, now=ctx.now)
     sent = send_text(
         ctx,
@@ -388,6 +401,23 @@ def engage(ctx: JobContext) -> dict[str, Any]:
         "passages": draft.sources,
         "timings_ms": run.timings(),
     }
+
+
+def _superseded(ctx: JobContext, *, lead: Lead, latest: Message, run: Run) -> dict[str, Any] | None:
+    """Just before sending, with the lead locked: is this answer still wanted? Another job
+    may have answered meanwhile, a newer message may have arrived (its job answers all), or
+    a person may have paused the AI while the model was writing."""
+    crm.lock_lead(ctx.session, lead)
+    if lead.ai_paused:
+        return _skip("ai_paused", run)
+    pending = conversations.unanswered_inbound(
+        ctx.session, company_id=lead.company_id, lead_id=lead.id
+    )
+    if not any(m.id == latest.id for m in pending):
+        return _skip("already_answered", run)
+    if pending[-1].id != latest.id:
+        return _skip("coalesced", run, into=str(pending[-1].id))
+    return None
 
 
 def _aware(moment: datetime) -> datetime:
@@ -539,12 +569,30 @@ def _handoff(
     language: str,
     result: dict[str, Any],
 ) -> dict[str, Any]:
-    """Tell the lead a person takes over, then pause the AI for them. The message goes first:
-    if its send is deferred (pacing), nothing is paused yet and the rerun does both."""
+    """Pause the AI for the lead and tell them a person takes over. The pause and its event
+    are committed by the send itself, with the outbound row, before the provider is called:
+    a deferred send (pacing) rolls all of it back for the rerun, and a crash after the call
+    leaves the lead paused and the message `unknown`, never unpaused or sent twice."""
+    superseded = _superseded(ctx, lead=lead, latest=latest, run=run)
+    if superseded is not None:
+        return superseded
     text = company.handoff_message or localized(HANDOFF_MESSAGES, language)
     if reason == "unknown_answer":
         # Say plainly that we do not know, rather than leave the question hanging.
         text = f"{localized(DO_NOT_KNOW, language)} {text}"
+    crm.set_ai_paused(
+        ctx.session, lead=lead, paused=True, reason=f"handoff: {reason}", actor="ai", now=ctx.now
+    )
+    append_event(
+        ctx.session,
+        company_id=company.id,
+        entity_type="lead",
+        entity_id=lead.id,
+        type="HandoffRequested",
+        data={"reason": reason, "message_id": str(latest.id)},
+        actor="ai",
+        now=ctx.now,
+    )
     outcome: dict[str, Any]
     try:
         sent = send_text(
@@ -557,21 +605,9 @@ def _handoff(
         )
         outcome = {"message_id": str(sent.message_id), "sent": sent.outcome.value}
     except PermanentJobError as exc:
-        # Refused (outside the window, suppressed): the team still has to take over.
+        # Refused (outside the window, suppressed): the refusal was committed with the pause,
+        # and the team still has to take over.
         outcome = {"sent": "refused", "refusal": exc.reason}
-    crm.set_ai_paused(
-        ctx.session, lead=lead, paused=True, reason=f"handoff: {reason}", actor="ai", now=ctx.now
-    )
-    append_event(
-        ctx.session,
-        company_id=company.id,
-        entity_type="lead",
-        entity_id=lead.id,
-        type="HandoffRequested",
-        data={"reason": reason, "message_id": str(latest.id), **outcome},
-        actor="ai",
-        now=ctx.now,
-    )
     return {
         "outcome": "handed_off",
         "reason": reason,
@@ -695,20 +731,20 @@ def _grounding(
     the lead's own words."""
     return [
         *(f"{hit.heading}\n{hit.content}" for hit in hits),
-        *_card_values(company.company_card),
+        *card_values(company.company_card),
         company.name,
         *(m.text for m in memory if m.direction == "in"),
         *(m.text for m in pending),
     ]
 
 
-def _card_values(card: Any) -> Iterable[str]:
+def card_values(card: Any) -> Iterable[str]:
     if isinstance(card, dict):
         for value in card.values():
-            yield from _card_values(value)
+            yield from card_values(value)
     elif isinstance(card, list):
         for value in card:
-            yield from _card_values(value)
+            yield from card_values(value)
     elif card is not None:
         yield str(card)
 

@@ -13,7 +13,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shvya.ai import prompts
-from shvya.ai.engage import Run, ask, job_lead, send_text
+from shvya.ai.engage import Run, ask, card_values, job_lead, send_text
+from shvya.ai.figures import ungrounded
 from shvya.ai.providers import AITask, ChatMessage, CompletionRequest
 from shvya.ai.providers.offline import OfflineProvider
 from shvya.ai.text import NEAR_REPEAT, sentences, similarity, word_count
@@ -40,8 +41,9 @@ def _refuse(reason: str, message: str) -> PermanentJobError:
 # --- bump-ups ---------------------------------------------------------------------------------
 
 
-def bumpup_problem(text: str, earlier: list[str]) -> str | None:
-    """Why this bump-up may not be sent, or None."""
+def bumpup_problem(text: str, earlier: list[str], sources: list[str]) -> str | None:
+    """Why this bump-up may not be sent, or None. Like a reply, it may state no figure that
+    the company card or the lead's own words do not."""
     words = word_count(text)
     low, high = BUMPUP_WORDS
     if not low <= words <= high:
@@ -49,6 +51,22 @@ def bumpup_problem(text: str, earlier: list[str]) -> str | None:
     for before in earlier:
         if similarity(text, before) >= NEAR_REPEAT:
             return "too close to an earlier bump-up"
+    invented = ungrounded(text, sources)
+    if invented:
+        return f"states {', '.join(invented)}, which no source does"
+    return None
+
+
+def _refusal(session: Session, company: Company, lead: Lead) -> PermanentJobError | None:
+    """Why no bump-up may go to this lead now, or None."""
+    if not company.ai_enabled:
+        return _refuse("ai_disabled", "the AI is switched off for this company")
+    if lead.ai_paused:
+        return _refuse("ai_paused", "the AI is paused for this lead: a person has the conversation")
+    if conversations.unanswered_inbound(session, company_id=company.id, lead_id=lead.id):
+        return _refuse(
+            "lead_wrote_last", "the lead wrote last and is waiting for an answer, not a bump-up"
+        )
     return None
 
 
@@ -58,14 +76,9 @@ def bumpup(ctx: JobContext) -> dict[str, Any]:
     company = tenancy.get_company(session, company_id=ctx.job.company_id)
     lead = job_lead(ctx)
     channel = _bumpup_channel(session, lead)
-    if not company.ai_enabled:
-        raise _refuse("ai_disabled", "the AI is switched off for this company")
-    if lead.ai_paused:
-        raise _refuse("ai_paused", "the AI is paused for this lead: a person has the conversation")
-    if conversations.unanswered_inbound(session, company_id=company.id, lead_id=lead.id):
-        raise _refuse(
-            "lead_wrote_last", "the lead wrote last and is waiting for an answer, not a bump-up"
-        )
+    refusal = _refusal(session, company, lead)
+    if refusal is not None:
+        raise refusal
     earlier = [
         m.text
         for m in conversations.outbound_for(
@@ -74,6 +87,17 @@ def bumpup(ctx: JobContext) -> dict[str, Any]:
     ]
     language = str(lead.attributes.get("language") or _company_language(company))
     topic = _topic(session, lead)
+    sources = [
+        company.name,
+        *card_values(company.company_card),
+        *(
+            m.text
+            for m in conversations.recent_messages(
+                session, company_id=company.id, lead_id=lead.id, limit=50
+            )
+            if m.direction == "in"
+        ),
+    ]
     context: dict[str, Any] = {
         "language": language,
         "lead": {"name": lead.name},
@@ -95,7 +119,7 @@ def bumpup(ctx: JobContext) -> dict[str, Any]:
             context={**context, "variant": len(earlier) + attempt},
         )
         candidate = ask(ctx, run, request, lead_id=lead.id).text.strip().strip('"')
-        problem = bumpup_problem(candidate, earlier)
+        problem = bumpup_problem(candidate, earlier, sources)
         if problem is None:
             text = candidate
             break
@@ -111,7 +135,7 @@ def bumpup(ctx: JobContext) -> dict[str, Any]:
             )
             .text
         )
-        if bumpup_problem(fallback, earlier) is not None:
+        if bumpup_problem(fallback, earlier, sources) is not None:
             raise _refuse(
                 "bumpup_repeats",
                 "every bump-up we can write repeats an earlier one to this lead: "
@@ -119,6 +143,11 @@ def bumpup(ctx: JobContext) -> dict[str, Any]:
             )
         text = fallback
         run.notes["fallback"] = "offline"
+    # The model may have taken a while: the lead may have written, or a person taken over.
+    crm.lock_lead(session, lead)
+    refusal = _refusal(session, company, lead)
+    if refusal is not None:
+        raise refusal
     sent = send_text(
         ctx,
         lead,
@@ -214,6 +243,7 @@ def summarise(ctx: JobContext) -> dict[str, Any]:
         run.notes["fallback"] = "offline"
         text = fallback
     written = {"text": text, "at": ctx.now.isoformat(), "sentences": len(sentences(text))}
+    crm.lock_lead(session, lead)  # what ai.engage wrote meanwhile (BANT) is kept
     lead.attributes = {**lead.attributes, "ai_summary": written}
     lead.updated_at = ctx.now
     row = session.scalars(select(AISession).where(AISession.lead_id == lead.id)).first()

@@ -117,12 +117,7 @@ def send_message(
     )
     if existing is not None:
         status = MessageStatus(existing.status)
-        if status is MessageStatus.sending:
-            # A previous attempt wrote the row and then died: Meta may have the message.
-            conversations.set_outbound_status(
-                session, message_id=existing.id, status=MessageStatus.unknown, now=now()
-            )
-            _event(session, company_id, lead_id, "OutboundMessageUnknown", existing.id, now(), {})
+        if settle_interrupted_send(session, company_id=company_id, send_key=send_key, now=now()):
             checkpoint()
             return SendResultOut(outcome=SendOutcome.unknown, message_id=existing.id)
         if status is MessageStatus.unknown:
@@ -297,6 +292,24 @@ def send_message(
     return SendResultOut(
         outcome=SendOutcome.sent, message_id=message_id, external_id=result.external_id
     )
+
+
+def settle_interrupted_send(
+    session: Session, *, company_id: uuid.UUID, send_key: str, now: datetime
+) -> bool:
+    """A send whose row says `sending` was interrupted after the row was committed (a crash,
+    a lost lease): the provider may have the message, so it becomes `unknown`, visible with an
+    OutboundMessageUnknown event, and is never sent again. True if it was such a send."""
+    existing = conversations.find_outbound_by_send_key(
+        session, company_id=company_id, send_key=send_key
+    )
+    if existing is None or existing.status != MessageStatus.sending.value:
+        return False
+    conversations.set_outbound_status(
+        session, message_id=existing.id, status=MessageStatus.unknown, now=now
+    )
+    _event(session, company_id, existing.lead_id, "OutboundMessageUnknown", existing.id, now, {})
+    return True
 
 
 def _event(

@@ -528,12 +528,19 @@ def get_message(session: Session, *, company_id: uuid.UUID, message_id: uuid.UUI
     return row
 
 
+# What we send that does not answer the lead's messages.
+NOT_AN_ANSWER = frozenset({"bumpup", "opt_out_confirmation"})
+
+
 def unanswered_inbound(
     session: Session, *, company_id: uuid.UUID, lead_id: uuid.UUID, limit: int = 20
 ) -> list[Message]:
-    """The lead's messages since our last reply that may have reached them, oldest first:
-    what the next AI answer answers. Imported history and opt-in/out keywords are left out."""
-    last_out = session.execute(
+    """The lead's messages since our last answer, oldest first: what the next AI reply
+    answers. Our last answer is the last message we sent that answers (an AI reply, a handoff
+    message, a person's message), not a bump-up or an opt-out confirmation, and never an
+    imported one (its time came from another tool). Imported history and opt-in/out keywords
+    are left out of the result."""
+    recent_out = session.execute(
         select(Message.created_at, Message.meta)
         .where(
             Message.company_id == company_id,
@@ -542,8 +549,17 @@ def unanswered_inbound(
             Message.status != MessageStatus.failed.value,
         )
         .order_by(Message.created_at.desc(), Message.id.desc())
-        .limit(1)
-    ).first()
+        .limit(limit)
+    ).all()
+    last_out = next(
+        (
+            row
+            for row in recent_out
+            if not (row.meta or {}).get("imported")
+            and (row.meta or {}).get("purpose") not in NOT_AN_ANSWER
+        ),
+        None,
+    )
     statement = select(Message).where(
         Message.company_id == company_id,
         Message.lead_id == lead_id,

@@ -729,6 +729,13 @@ def update_lead(
     return lead
 
 
+def lock_lead(session: Session, lead: Lead) -> None:
+    """Read the lead again and hold its row until the transaction ends (PostgreSQL; SQLite's
+    write transactions are serial already), so what a job writes is not lost to another."""
+    session.flush()  # what this transaction changed is kept, not expired away
+    session.refresh(lead, with_for_update=True)
+
+
 def set_ai_paused(
     session: Session,
     *,

@@ -128,6 +128,8 @@ def _parse_json(text: str) -> dict[str, Any]:
 class OpenAIEmbeddings:
     """OpenAI's (or a compatible server's) embeddings endpoint."""
 
+    remote = True  # each embedding is a network call: callers commit before it
+
     KNOWN_DIMENSIONS = {
         "text-embedding-3-small": 1536,
         "text-embedding-3-large": 3072,
