@@ -11,6 +11,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from shvya.ai.text import NEAR_REPEAT, sentences, similarity, word_count
+from shvya.ai.understanding import detect_language
 from shvya.config import Settings
 from shvya.jobs.models import Job
 from tests.ai.salesperson import Desk
@@ -62,9 +63,18 @@ def test_the_reply_is_in_the_leads_language(desk: Desk) -> None:
     [reply] = desk.replies(spanish["lead_id"])
     assert reply["meta"]["language"] == "es"
     assert "4,999 INR" in reply["text"]
+    assert detect_language(reply["text"]) == "es"  # the words, not only the label
     hinglish = desk.converse("bhai premium plan ka price kya hai?", phone="+919800000001")
     [reply] = desk.replies(hinglish["lead_id"])
     assert reply["meta"]["language"] == "hinglish"
+    # Framed in Hinglish around the knowledge base's own (English) sentence, not translated.
+    assert "Aap" in reply["text"]
+    assert "4,999 INR" in reply["text"]
+    # A short English question with a word Spanish shares ("plan") stays in English.
+    english = desk.converse("what about the basic plan?", phone="+919800000003")
+    [reply] = desk.replies(english["lead_id"])
+    assert reply["meta"]["language"] == "en"
+    assert detect_language(reply["text"]) == "en"
 
 
 def test_a_question_the_kb_cannot_answer_hands_off_instead_of_guessing(desk: Desk) -> None:

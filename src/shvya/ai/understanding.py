@@ -306,16 +306,23 @@ STOPWORDS = frozenset(
     paas pass nahi nahin haan ji bhai yaar na toh ye yeh woh wo karna karo karenge kar
     sakte sakta sakti milta milti milega""".split()
 )
+ENGLISH = frozenset(
+    "the a an is are was were be what how when where which who why do does did you your i we "
+    "our my to of for with about and or but can could would will please this that there "
+    "have has it its in on at any some".split()
+)
 HINGLISH = frozenset(
     "hai hain kya kitna kitne kitni aap mujhe mera meri chahiye karna kab kaise nahi haan "
     "bhai ji theek accha acha batao bataiye lena kar karo karna hoga tha thi raha rahe "
-    "wala wali mein ko se ka ki ke yeh woh kuch".split()
+    "wala wali mein ko se ka ki ke yeh woh kuch samjhana samjhao samjhaiye batana dijiye "
+    "kijiye hindi".split()
 )
 SPANISH = frozenset(
     "el la los las un una de del y que en es por para con su lo al se mi tu le nos como pero "
     "más mas muy ya sí hola gracias quiero necesito cuánto cuanto cuesta precio tienen tiene "
     "puedo está esta estoy somos tenemos usted ustedes buenas buenos días dias qué cuál dónde "
-    "cuándo porque también vale plan mes año semana próximo proximo presupuesto".split()
+    "cuándo porque también vale mes año semana próximo proximo presupuesto interesa "
+    "interesan quisiera podría gustaría".split()
 )
 
 
@@ -334,11 +341,14 @@ def detect_language(text: str, *, default: str = "en") -> str:
         return default
     hinglish = sum(t in HINGLISH for t in tokens) / len(tokens)
     spanish = sum(t in SPANISH for t in tokens) / len(tokens)
-    if re.search(r"[ñ¿¡]", text):
+    english = sum(t in ENGLISH for t in tokens) / len(tokens)
+    if re.search(r"[ñ¿¡áéíóú]", text):
         spanish += 0.2
-    if hinglish >= 0.2 and hinglish >= spanish:
+    # English words in a Hinglish or Spanish message are common ("premium plan ka price"); a
+    # message is English when its small words are ("what about the basic plan?").
+    if hinglish >= 0.2 and hinglish >= spanish and hinglish > english:
         return "hinglish"
-    if spanish >= 0.2:
+    if spanish >= 0.2 and spanish > english:
         return "es"
     if GREETING_ONLY.match(text) and default != "en":
         return "es" if re.match(r"\W*(hola|buen)", text, re.I) else default
