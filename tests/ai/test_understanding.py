@@ -86,6 +86,28 @@ def test_figures_must_come_from_the_sources() -> None:
     assert set(invented) == {"3,999 INR", "20%", "+91 98765 43210"}
 
 
+@pytest.mark.parametrize(
+    "invented",
+    [
+        "It costs 7 999 INR",  # thousands with a space
+        "It costs 7\u202f999 INR",  # a narrow no-break space
+        "We close at 7 pm",  # a time, however small its hour
+        "Delivery in 7 days",  # a counted duration
+        "Get 10% off",  # "10 seats" does not ground a percentage
+        "30-day money back",  # "9:30" does not ground 30 days
+        "Only 49,99 €",  # a decimal comma, not 4,999
+    ],
+)
+def test_figures_are_compared_by_kind_and_written_any_way(invented: str) -> None:
+    sources = [
+        "The premium plan costs 4,999 INR per month and includes 10 seats. "
+        "Open 9:30 am to 6 pm. Every plan starts with a 14-day free trial."
+    ]
+    assert ungrounded(invented, sources), invented
+    grounded = "Premium is ₹4,999 a month for 10 seats, open 9.30am to 6 pm, a 14 day trial."
+    assert ungrounded(grounded, sources) == []
+
+
 def test_dates_must_come_from_the_sources_in_any_way_of_writing_them() -> None:
     sources = ["The next cohort starts on January 11, 2027."]
     for grounded in ("It starts on 11 January.", "Empieza el 11 de enero.", "From 2027-01-11."):

@@ -76,7 +76,8 @@ class Amount:
 def parse_number(raw: str) -> Decimal | None:
     """'1,50,000' 150000, '150,000.50' 150000.50, '5.000' 5000, '1.5' 1.5, '2,5' 2.5."""
     raw = raw.strip()
-    if re.fullmatch(r"\d{1,3}(?:,\d{2,3})+(?:\.\d{1,2})?", raw):
+    # Thousands groups end with three digits (1,50,000 / 150,000); "49,99" is a decimal.
+    if re.fullmatch(r"\d{1,3}(?:,\d{2})*,\d{3}(?:,\d{3})*(?:\.\d{1,2})?", raw):
         cleaned = raw.replace(",", "")
     elif re.fullmatch(r"\d{1,3}(?:\.\d{3})+(?:,\d{1,2})?", raw):
         cleaned = raw.replace(".", "").replace(",", ".")  # 5.000,50 (Spanish, German)
@@ -170,8 +171,51 @@ def _date_key(match: re.Match[str]) -> str | None:
     return f"date:{raw.replace('.', '/')}" if raw else None
 
 
+# "7 999", "7\u202f999", "7'999": thousands written with a space or an apostrophe. Read as
+# "7,999" (the same length, so positions in the text stay where they were).
+GROUP_SEPARATOR = re.compile(
+    r"(?<=(?<![\d,.])\d)[ \u00a0\u202f'\u2019](?=\d{3}(?!\d))|"
+    r"(?<=(?<![\d,.])\d\d)[ \u00a0\u202f'\u2019](?=\d{3}(?!\d))|"
+    r"(?<=(?<![\d,.])\d\d\d)[ \u00a0\u202f'\u2019](?=\d{3}(?!\d))"
+)
+TIME = re.compile(
+    r"\b(?P<h>\d{1,2})(?:[:.](?P<m>\d{2}))?\s?(?P<half>a\.?m\.?|p\.?m\.?|hrs?\b|h\b)"
+    r"|\b(?P<h2>\d{1,2}):(?P<m2>\d{2})\b",
+    re.IGNORECASE,
+)
+DURATION_UNITS = {
+    "minute": "minute", "minutes": "minute", "min": "minute", "mins": "minute",
+    "hour": "hour", "hours": "hour", "day": "day", "days": "day", "week": "week",
+    "weeks": "week", "month": "month", "months": "month", "year": "year", "years": "year",
+    "dia": "day", "dias": "day", "día": "day", "días": "day", "semana": "week",
+    "semanas": "week", "mes": "month", "meses": "month", "año": "year", "años": "year",
+    "din": "day", "hafte": "week", "hafta": "week", "mahine": "month", "mahina": "month",
+    "saal": "year", "session": "session", "sessions": "session", "sesion": "session",
+    "sesión": "session", "sesiones": "session", "class": "class", "classes": "class",
+    "seat": "seat", "seats": "seat", "user": "user", "users": "user",
+}  # fmt: skip
+DURATION = re.compile(
+    r"\b(?P<n>\d{1,3})\s?-?\s?(?P<unit>"
+    + "|".join(sorted(map(re.escape, DURATION_UNITS), key=len, reverse=True))
+    + r")\b",
+    re.IGNORECASE,
+)
+
+
+def _time_key(match: re.Match[str]) -> str | None:
+    hour = int(match.group("h") or match.group("h2"))
+    minute = int(match.group("m") or match.group("m2") or 0)
+    if hour > 24 or minute > 59:
+        return None
+    return f"time:{hour % 12}:{minute:02d}"  # 7 pm and 19:00 are told apart by neither
+
+
 def figures(text: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(values, phones) in `text`, each as (normalised, as written); dates are values too."""
+    """(values, phones) in `text`, each as (normalised, as written). Dates, times, counted
+    things ("7 days", "3 seats") and percentages are keyed by kind, so a percentage is
+    grounded only by a percentage and a time only by a time."""
+    original = text
+    text = GROUP_SEPARATOR.sub(",", text)
     phones: list[tuple[str, str]] = []
     spans: list[tuple[int, int]] = []
     values: list[tuple[str, str]] = []
@@ -180,7 +224,20 @@ def figures(text: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         if key is not None:
             values.append((key, match.group(0).strip()))
             spans.append(match.span())
-    for match in PHONE.finditer(text):
+    for match in TIME.finditer(text):
+        if any(start <= match.start() < end for start, end in spans):
+            continue
+        key = _time_key(match)
+        if key is not None:
+            values.append((key, match.group(0).strip()))
+            spans.append(match.span())
+    for match in DURATION.finditer(text):
+        if any(start <= match.start() < end for start, end in spans):
+            continue
+        unit = DURATION_UNITS[match.group("unit").lower()]
+        values.append((f"count:{int(match.group('n'))}:{unit}", match.group(0).strip()))
+        spans.append(match.span())
+    for match in PHONE.finditer(original):
         if any(start <= match.start() < end for start, end in spans):
             continue
         digits = re.sub(r"\D", "", match.group(0))
@@ -189,9 +246,11 @@ def figures(text: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
             phones.append((digits, match.group(0).strip()))
             spans.append(match.span())
     for match in PERCENT.finditer(text):
+        if any(start <= match.start() < end for start, end in spans):
+            continue
         value = parse_number(match.group("num"))
         if value is not None:
-            values.append((_normal(value), match.group(0).strip()))
+            values.append((f"percent:{_normal(value)}", match.group(0).strip()))
             spans.append(match.span())
     for match in AMOUNT.finditer(text):
         if any(start <= match.start("num") < end for start, end in spans):
@@ -216,6 +275,7 @@ def source_figures(sources: Iterable[str]) -> tuple[set[str], set[str]]:
     phones: set[str] = set()
     for source in sources:
         found, found_phones = figures(source)
+        source = GROUP_SEPARATOR.sub(",", source)
         values.update(value for value, _ in found)
         phones.update(digits for digits, _ in found_phones)
         inside_phones = [m.span() for m in PHONE.finditer(source)]
