@@ -76,7 +76,7 @@ TARGETS: dict[str, tuple[float, str]] = {
     "opt-outs honoured": (1.0, "min"),
     "false opt-outs": (0.0, "max"),
     "handoff cases handed off": (0.9, "min"),
-    "bump-ups 30-40 words, no near-repeat": (1.0, "min"),
+    "bump-ups sent: 30-40 words, no near-repeat": (1.0, "min"),
     "summaries of 3-5 sentences": (1.0, "min"),
     "BANT fields right": (0.8, "min"),
     "must-contain facts present": (0.85, "min"),
@@ -301,13 +301,15 @@ class Runner:
             job_id = self.call("POST", f"/leads/{lead_id}/bumpup", key, 202)["job_id"]
             self.run_jobs()
             job = self.call("GET", f"/jobs/{job_id}", key, 200)
+            # A refusal (the AI is paused for a handed-off lead, the lead wrote last) is the
+            # right answer to the state the conversation is in: counted on its own line.
+            self.score.count(
+                "bump-ups refused (reason in -v)",
+                job["status"] != "completed",
+                cid,
+                f"refused: {job['last_error']}",
+            )
             if job["status"] != "completed":
-                self.score.check(
-                    "bump-ups 30-40 words, no near-repeat",
-                    False,
-                    cid,
-                    f"refused: {job['last_error']}",
-                )
                 continue
             text = next(
                 m["text"]
@@ -317,7 +319,7 @@ class Runner:
             words = word_count(text)
             closest = max((similarity(text, e) for e in earlier_bumpups), default=0.0)
             self.score.check(
-                "bump-ups 30-40 words, no near-repeat",
+                "bump-ups sent: 30-40 words, no near-repeat",
                 30 <= words <= 40 and closest < NEAR_REPEAT,
                 cid,
                 f"{words} words, similarity {closest:.2f}: {text!r}",
