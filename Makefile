@@ -33,12 +33,14 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# Ingest (~3.5 min), job queue throughput / P1 latency / vacuum (~11 min on a quiet
-# machine), kill -9 chaos (~4 min), knowledge-base retrieval (~6 min), the AI salesperson's
+# Ingest (~3.5 min), signed WhatsApp webhooks (~13 min; exits 1 when the store check fails),
+# job queue throughput / P1 latency / vacuum (~11 min on a quiet machine), kill -9 chaos
+# (~4 min), knowledge-base retrieval (~6 min), the AI salesperson's
 # evaluation over evals/cases.jsonl (~15 s; exits 1 when an offline target is missed).
 # Needs PostgreSQL, RabbitMQ and Redis on 127.0.0.1.
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/webhooks.py
 	$(BIN)/python bench/queue.py
 	$(BIN)/python bench/chaos.py
 	$(BIN)/python bench/retrieval.py

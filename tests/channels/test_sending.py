@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -729,3 +730,52 @@ def test_channel_accounts_never_show_the_token(
     engine.dispose()
     assert stored
     assert "EAAG-acme-token-1234" not in stored
+
+
+def test_a_read_and_a_delivered_applied_at_once_never_move_the_status_back(
+    whatsapp: FakeMetaGraph,
+    make_worker: Callable[..., EmbeddedWorker],
+    session_factory: sessionmaker[Session],
+    acme: Tenant,
+    clock: FakeClock,
+) -> None:
+    """Two webhooks for one message in flight together: the `delivered` has read the message
+    and not yet committed when the `read` arrives. The message must end `read`, never moved
+    back to `delivered` (PostgreSQL: a row lock; SQLite: its writers are serial)."""
+    from shvya.conversations.models import MessageStatus
+    from shvya.conversations.service import DeliveryStatus, apply_delivery_status
+    from shvya.crm.models import Channel
+
+    whatsapp.deliver_inbound(WA_ID, "price?", wamid="wamid.IN1")
+    make_worker({"ai.engage": replying_with(TEXT)}).run_until_idle()
+    [sent] = whatsapp.sent_messages
+    first_applied = threading.Event()
+    first_may_commit = threading.Event()
+
+    def apply(status: MessageStatus, *, hold: bool) -> None:
+        with session_factory() as session:
+            apply_delivery_status(
+                session,
+                company_id=acme.company_id,
+                channel=Channel.wa_cloud,
+                status=DeliveryStatus(external_id=sent.wamid, status=status, at=clock.now()),
+                now=clock.now(),
+            )
+            if hold:
+                first_applied.set()
+                first_may_commit.wait(timeout=10)
+            session.commit()
+
+    delivered = threading.Thread(
+        target=apply, args=(MessageStatus.delivered,), kwargs={"hold": True}
+    )
+    delivered.start()
+    assert first_applied.wait(timeout=10)
+    read = threading.Thread(target=apply, args=(MessageStatus.read,), kwargs={"hold": False})
+    read.start()
+    read.join(timeout=0.5)  # without the lock it would commit `read` now, before `delivered`
+    first_may_commit.set()
+    delivered.join(timeout=20)
+    read.join(timeout=20)
+    [message] = outbound(session_factory)
+    assert message.status == "read"

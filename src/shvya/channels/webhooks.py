@@ -9,15 +9,18 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
 
 from shvya.channels import service
 from shvya.channels.whatsapp_cloud import verify_signature
-from shvya.db.session import DbSession
+from shvya.clock import Clock
+from shvya.config import Settings
+from shvya.db.session import unit_of_work
 from shvya.deps import ClockDep, SettingsDep
 from shvya.errors import Forbidden, ShvyaError, Unauthorized
 from shvya.schemas import error_responses
@@ -76,9 +79,9 @@ async def raw_body(request: Request) -> bytes:
     summary="Meta's signed event deliveries: messages, statuses, preferences, templates",
     responses=error_responses(400, 401, 413, 422),
 )
-def receive_whatsapp_webhook(
+async def receive_whatsapp_webhook(
     body: Annotated[bytes, Depends(raw_body)],
-    session: DbSession,
+    request: Request,
     settings: SettingsDep,
     clock: ClockDep,
     signature: Annotated[str | None, Header(alias="X-Hub-Signature-256")] = None,
@@ -93,8 +96,19 @@ def receive_whatsapp_webhook(
         payload = json.loads(body)
     except (ValueError, RecursionError):
         raise BadWebhookBody("the body is not JSON") from None
-    summary = service.process_whatsapp_webhook(
-        session, payload=payload, settings=settings, now=clock.now()
-    )
+    # The whole unit of work, commit included, in one thread-pool call: a session that held
+    # its connection (SQLite: the write lock) between two calls froze the server under a
+    # burst, every thread waiting for a connection that waited for a thread to commit it
+    # (bench/webhooks.py).
+    summary = await run_in_threadpool(_process, request, payload, settings, clock)
     logger.info("whatsapp.webhook", extra=summary.__dict__)
     return WebhookAck(ok=True)
+
+
+def _process(
+    request: Request, payload: Any, settings: Settings, clock: Clock
+) -> service.WebhookSummary:
+    with unit_of_work(request.app.state.session_factory) as session:
+        return service.process_whatsapp_webhook(
+            session, payload=payload, settings=settings, now=clock.now()
+        )

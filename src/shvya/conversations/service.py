@@ -801,13 +801,18 @@ def apply_delivery_status(
     """Move an outbound message's status forward. A status that would move it back (delivered
     after read), repeats the current one, or follows `failed` changes nothing. Returns the
     message when it changed."""
+    # Locked: a `delivered` and a `read` for one message can arrive in two webhooks at once,
+    # and the later writer must see what the earlier one wrote (never read -> delivered).
     message = session.scalars(
-        select(Message).where(
+        select(Message)
+        .where(
             Message.company_id == company_id,
             Message.channel == channel.value,
             Message.external_id == status.external_id,
             Message.direction == Direction.outbound.value,
         )
+        .with_for_update()
+        .execution_options(populate_existing=True)
     ).first()
     if message is None or message.status == MessageStatus.failed.value:
         return None
