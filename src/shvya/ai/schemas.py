@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shvya.schemas import Page, SafeStr, StrictInput
+from shvya.schemas import Integer, Number, Page, SafeStr, StrictInput
 
 
 class KBDocumentIn(StrictInput):
@@ -90,10 +90,10 @@ class AIModelIn(StrictInput):
     provider: Literal["offline", "openai", "anthropic"]
     model: SafeStr = Field(default="", max_length=200)
     # Numbers in, exact decimals stored (a JSON number reads the same either way).
-    temperature: float = Field(default=0.3, ge=0, le=2)
-    max_tokens: int = Field(default=512, ge=16, le=32_000)
-    price_per_1k_input: float = Field(default=0.0, ge=0, le=1000)
-    price_per_1k_output: float = Field(default=0.0, ge=0, le=1000)
+    temperature: Number = Field(default=0.3, ge=0, le=2)
+    max_tokens: Integer = Field(default=512, ge=16, le=32_000)
+    price_per_1k_input: Number = Field(default=0.0, ge=0, le=1000)
+    price_per_1k_output: Number = Field(default=0.0, ge=0, le=1000)
 
     def stored_values(self) -> dict[str, object]:
         return {

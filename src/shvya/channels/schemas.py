@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, HttpUrl, StringConstraints, model_validator
+from pydantic import BaseModel, Field, HttpUrl, StrictBool, StringConstraints, model_validator
 
 from shvya.schemas import SafeStr, StrictInput
 
@@ -111,9 +111,9 @@ class OutboundContent(StrictInput):
     reply_to: SafeStr | None = Field(default=None, max_length=255)
     # Outside WhatsApp's 24-hour window, may the router swap this for the company's
     # re-engagement template? (AI replies and bump-ups: yes.)
-    reengage_with_template: bool = False
+    reengage_with_template: StrictBool = False
     # The one confirmation an opt-out gets: the only thing sent to a suppressed contact.
-    is_opt_out_confirmation: bool = False
+    is_opt_out_confirmation: StrictBool = False
 
     @model_validator(mode="after")
     def _exactly_one(self) -> OutboundContent:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from shvya.crm.models import Channel
-from shvya.schemas import Page, SafeStr, StrictInput
+from shvya.schemas import NOT_BLANK, Page, SafeStr, StrictInput
 
 MAX_TEXT_CHARS = 4096
 
@@ -23,7 +23,7 @@ class InboundMessageIn(StrictInput):
         description="The lead's phone (E.164, or national in the company's region) or email.",
     )
     name: SafeStr | None = Field(default=None, max_length=200)
-    text: SafeStr = Field(min_length=1, max_length=MAX_TEXT_CHARS, pattern=r"\S")
+    text: SafeStr = Field(min_length=1, max_length=MAX_TEXT_CHARS, pattern=NOT_BLANK)
     external_id: SafeStr | None = Field(
         default=None,
         min_length=1,
@@ -85,7 +85,7 @@ MAX_HISTORY_ITEMS = 500
 
 class HistoryItemIn(StrictInput):
     direction: Literal["in", "out"] = Field(description="in: from the lead; out: from the team")
-    text: SafeStr = Field(min_length=1, max_length=MAX_TEXT_CHARS, pattern=r"\S")
+    text: SafeStr = Field(min_length=1, max_length=MAX_TEXT_CHARS, pattern=NOT_BLANK)
     kind: Literal["reply", "bumpup"] = Field(
         default="reply",
         description="bumpup: a follow-up nudge; new bump-ups never repeat imported ones",

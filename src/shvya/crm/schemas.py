@@ -7,7 +7,16 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shvya.crm.models import Channel
-from shvya.schemas import JsonObject, Page, SafeStr, StrictInput, leave_out_or_set
+from shvya.schemas import (
+    NOT_A_BOOL,
+    Integer,
+    JsonObject,
+    Number,
+    Page,
+    SafeStr,
+    StrictInput,
+    leave_out_or_set,
+)
 
 
 class ContactIn(StrictInput):
@@ -36,8 +45,8 @@ class LeadPatchIn(StrictInput):
         json_schema_extra=leave_out_or_set,
     )
     name: SafeStr | None = Field(default=None, max_length=200, description="null clears it.")
-    priority: int | None = Field(
-        default=None, ge=-1000, le=1000, json_schema_extra=leave_out_or_set
+    priority: Annotated[int, Field(ge=-1000, le=1000), NOT_A_BOOL] | None = Field(
+        default=None, json_schema_extra=leave_out_or_set
     )
     attributes: JsonObject | None = Field(
         default=None,
@@ -96,8 +105,8 @@ class StageAIConfig(StrictInput):
     avoid: list[Annotated[SafeStr, Field(min_length=1, max_length=100)]] = Field(
         default_factory=list, max_length=20, description="Topics the AI must not discuss"
     )
-    max_chars: int = Field(default=700, ge=80, le=4096, description="Longest reply")
-    quiet_seconds: float = Field(
+    max_chars: Integer = Field(default=700, ge=80, le=4096, description="Longest reply")
+    quiet_seconds: Number = Field(
         default=3.0,
         ge=0,
         le=60,

@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shvya.jobs.service import JobType
-from shvya.schemas import Page, StrictInput
+from shvya.schemas import NOT_A_BOOL, Page, StrictInput
 
 
 class JobOut(BaseModel):
@@ -50,7 +50,7 @@ class QueueStatsOut(BaseModel):
 
 
 class ReplayIn(StrictInput):
-    limit: int | None = Field(default=None, ge=1, le=100_000)
+    limit: Annotated[int, Field(ge=1, le=100_000), NOT_A_BOOL] | None = None
     type: JobType | None = Field(default=None, description="Only jobs of this type")
 
 

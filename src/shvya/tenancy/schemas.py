@@ -7,9 +7,9 @@ from zoneinfo import available_timezones
 
 import phonenumbers
 import pycountry
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
 
-from shvya.schemas import SafeStr, StrictInput, leave_out_or_set, one_of
+from shvya.schemas import NOT_A_BOOL, NOT_BLANK, SafeStr, StrictInput, leave_out_or_set, one_of
 from shvya.tenancy.models import Role
 
 
@@ -139,7 +139,7 @@ class CompanyPatchIn(StrictInput):
     )
     company_card: CompanyCard | None = Field(default=None, json_schema_extra=leave_out_or_set)
     opt_out_keywords: (
-        list[Annotated[SafeStr, Field(min_length=1, max_length=40, pattern=r"\S")]] | None
+        list[Annotated[SafeStr, Field(min_length=1, max_length=40, pattern=NOT_BLANK)]] | None
     ) = Field(
         default=None,
         max_length=MAX_OPT_OUT_KEYWORDS,
@@ -147,11 +147,9 @@ class CompanyPatchIn(StrictInput):
         json_schema_extra=leave_out_or_set,
     )
     handoff_message: SafeStr | None = Field(default=None, min_length=1, max_length=1000)
-    ai_enabled: bool | None = Field(default=None, json_schema_extra=leave_out_or_set)
-    summary_every: int | None = Field(
+    ai_enabled: StrictBool | None = Field(default=None, json_schema_extra=leave_out_or_set)
+    summary_every: Annotated[int, Field(ge=1, le=100), NOT_A_BOOL] | None = Field(
         default=None,
-        ge=1,
-        le=100,
         description="Write the AI summary after every this many inbound messages",
         json_schema_extra=leave_out_or_set,
     )

@@ -27,7 +27,7 @@ from shvya.db.session import DbSession
 from shvya.deps import ClockDep, SettingsDep
 from shvya.errors import NotFound, TooManyRequests
 from shvya.ratelimit import SlidingWindowLimiter
-from shvya.schemas import SafeStr, StrictInput, error_responses
+from shvya.schemas import NOT_BLANK, SafeStr, StrictInput, error_responses
 from shvya.tenancy import service as tenancy
 from shvya.tenancy.auth import client_address
 from shvya.tenancy.models import Company
@@ -44,7 +44,7 @@ class SandboxOff(NotFound):
 
 class SandboxMessageIn(StrictInput):
     # The pattern says in the schema what the validator checks: something besides blanks.
-    text: SafeStr = Field(min_length=1, max_length=conversations.MAX_TEXT_CHARS, pattern=r"\S")
+    text: SafeStr = Field(min_length=1, max_length=conversations.MAX_TEXT_CHARS, pattern=NOT_BLANK)
 
     @field_validator("text")
     @classmethod
