@@ -366,3 +366,33 @@ def test_wamid_uniqueness_is_per_company_and_channel(
     whatsapp.deliver_inbound("16315559999", "two", wamid="wamid.X")  # Meta never does this
     assert Counter(m.external_id for m in inbound_messages(session_factory)) == {"wamid.X": 1}
     _ = (datetime.now(UTC), WABA_ID)
+
+
+def test_a_burst_of_deliveries_is_answered_not_wedged(
+    whatsapp: FakeMetaGraph, live_server: str, session_factory: sessionmaker[Session]
+) -> None:
+    """More deliveries in flight than the server has threads and connections (Meta sends in
+    bursts). Each delivery's unit of work holds a connection inside one thread-pool call, so
+    none waits for a thread while holding a connection: every delivery is answered 200 and
+    stored, none times out into a 503."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from tests.fakes.meta_graph import serialise_webhook
+
+    bodies = []
+    for n in range(120):
+        item = whatsapp.inbound_item(f"1631555{n:04d}", f"hello {n}", wamid=f"wamid.BURST{n}")
+        body = serialise_webhook(whatsapp.envelope([item]))
+        bodies.append((body, whatsapp._headers(body, whatsapp.sign(body))))
+
+    with httpx.Client(base_url=live_server, timeout=60) as http:
+
+        def post(signed: tuple[bytes, dict[str, str]]) -> int:
+            return http.post("/webhooks/whatsapp", content=signed[0], headers=signed[1]).status_code
+
+        with ThreadPoolExecutor(max_workers=80) as pool:
+            statuses = list(pool.map(post, bodies))
+    assert statuses == [200] * len(bodies)
+    assert len(inbound_messages(session_factory)) == len(bodies)
