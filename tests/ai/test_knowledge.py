@@ -10,9 +10,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from shvya.ai import retrieval
+from shvya.ai.embeddings import embedding_backend
 from shvya.ai.models import AIKBPassage
+from shvya.ai.service import add_document, delete_document
 from shvya.app import create_app
 from shvya.config import Settings
+from shvya.db.engine import make_engine, make_session_factory
 from shvya.jobs.engines.embedded import EmbeddedWorker
 from shvya.jobs.registry import default_handlers
 from tests.ai.support import PRICING_MD, tiny_pdf
@@ -221,3 +225,95 @@ def test_search_input_is_validated(client: TestClient, acme: Tenant) -> None:
     for q in ('premium" OR 1=1 --', "NEAR(premium plan)", "*", "premium AND NOT basic", "'"):
         response = client.get("/kb/search", params={"q": q}, headers=acme.agent)
         assert response.status_code == 200, (q, response.text)
+
+
+FAQ_MD = """# Acme FAQ
+
+## Delivery
+We deliver with our own trucks, and we call you with the time when we leave.
+
+## Finance
+We work with three banks, and we help you with the paperwork, with no fee from us.
+
+## Service
+We service every car with genuine parts; we pick it up and we bring it back with a wash.
+"""
+
+
+def test_common_words_do_not_outweigh_the_words_that_matter(
+    engine: Engine, database_url: str, acme: Tenant, clock: FakeClock
+) -> None:
+    settings = Settings(database_url=database_url, embeddings="none")  # full text alone
+    with TestClient(create_app(settings, engine=engine, clock=clock)) as client:
+        add_json(client, acme, "Pricing", PRICING_MD)
+        add_json(client, acme, "FAQ", FAQ_MD)
+        # "do", "we", "get", "the", "with" are in most passages; the answer has the others
+        found = search(client, acme, "Do we get the premium plan with phone support?")
+        assert found["passages"][0]["heading"] == "Acme Motors > Premium plan"
+        # a question of stop words alone is searched for with them, not for nothing
+        hits = search(client, acme, "when to?")["passages"]
+        assert hits, "nothing found for a question of stop words"
+        assert hits[0]["heading"] == "Acme Motors > Showroom"  # "... to 6 pm, Monday to ..."
+
+
+def test_dense_search_sees_what_another_process_adds_replaces_and_deletes(
+    client: TestClient,
+    acme: Tenant,
+    database_url: str,
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    clock: FakeClock,
+) -> None:
+    add_json(client, acme, "Pricing", PRICING_MD)
+    assert search(client, acme, "premium plan")["passages"]  # this process holds the vectors
+    backend = embedding_backend(settings)
+    assert backend is not None
+    other = make_engine(database_url)  # another process: its own engine and connections
+    try:
+        other_sessions = make_session_factory(other)
+
+        def add(text: str) -> None:
+            with other_sessions() as session:
+                add_document(
+                    session,
+                    company_id=acme.company_id,
+                    title="Warranty",
+                    data=text.encode(),
+                    filename="warranty.md",
+                    declared_type=None,
+                    settings=settings,
+                    backend=backend,
+                    actor="test",
+                    now=clock.advance(minutes=1),
+                )
+                session.commit()
+
+        add("# Warranty\nEvery car has a 3 year warranty.")
+        top = search(client, acme, "warranty")["passages"][0]
+        assert top["content"] == "Every car has a 3 year warranty."
+        assert set(top["matched_by"]) == {"full_text", "dense"}
+        # replaced: as many passages as before, at a later time
+        add("# Warranty\nEvery car has a 5 year warranty.")
+        top = search(client, acme, "warranty")["passages"][0]
+        assert top["content"] == "Every car has a 5 year warranty."
+        assert set(top["matched_by"]) == {"full_text", "dense"}
+        with other_sessions() as session:
+            document_id = session.scalars(
+                select(AIKBPassage.doc_id).where(AIKBPassage.content.contains("5 year"))
+            ).one()
+            delete_document(
+                session,
+                company_id=acme.company_id,
+                document_id=document_id,
+                actor="test",
+                now=clock.advance(minutes=1),
+            )
+            session.commit()
+    finally:
+        other.dispose()
+    with session_factory() as session:
+        found = retrieval.dense(session, company_id=acme.company_id, backend=backend, query="x")
+        contents = session.scalars(
+            select(AIKBPassage.content).where(AIKBPassage.id.in_(found))
+        ).all()
+    assert len(found) == len(contents) == 3  # the Pricing passages, no deleted one

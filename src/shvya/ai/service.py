@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import bindparam, delete, func, select, text
 from sqlalchemy.orm import Session
 
 from shvya.ai import retrieval
@@ -28,6 +28,7 @@ from shvya.ai.providers import (
     TextProvider,
 )
 from shvya.config import Settings
+from shvya.db.base import new_id
 from shvya.errors import InvalidInput, NotFound
 from shvya.events.service import append_event
 from shvya.jobs.service import JobType, PermanentJobError, enqueue_job
@@ -136,22 +137,33 @@ def ingest(
     _delete_passages(session, document.id)
     vectors = backend.embed([f"{p.heading}\n{p.content}" for p in passages]) if backend else None
     rows = [
-        AIKBPassage(
-            company_id=document.company_id,
-            doc_id=document.id,
-            position=p.position,
-            heading=p.heading[:500],
-            content=p.content,
-            token_count=p.token_count,
-            embedding=to_bytes(vectors[i]) if vectors is not None else None,
-            embedding_model=backend.name if backend else None,
-            created_at=now,
-        )
+        {
+            "company_id": document.company_id,
+            "doc_id": document.id,
+            "position": p.position,
+            "heading": p.heading[:500],
+            "content": p.content,
+            "token_count": p.token_count,
+            "embedding": to_bytes(vectors[i]) if vectors is not None else None,
+            "embedding_model": backend.name if backend else None,
+            "created_at": now,
+        }
         for i, p in enumerate(passages)
     ]
-    session.add_all(rows)
-    session.flush()
     dialect = session.get_bind().dialect.name
+    if vectors is not None and dialect == "postgresql" and retrieval.has_pgvector(session):
+        # The pgvector column in the same INSERT: an INSERT then an UPDATE wrote each passage
+        # (and each of its index entries) twice.
+        session.execute(
+            _INSERT_WITH_VECTOR,
+            [
+                {**row, "id": new_id(), "embedding_vec": retrieval.vector_literal(vectors[i])}
+                for i, row in enumerate(rows)
+            ],
+        )
+    else:
+        session.add_all([AIKBPassage(**row) for row in rows])
+        session.flush()
     if dialect == "sqlite":
         session.execute(
             text(
@@ -160,20 +172,26 @@ def ingest(
             ),
             {"doc": document.id.hex},
         )
-    elif vectors is not None and retrieval.has_pgvector(session):
-        session.execute(
-            text("UPDATE ai_kb_passages SET embedding_vec = CAST(:v AS vector) WHERE id = :id"),
-            [
-                {"id": row.id, "v": retrieval.vector_literal(vectors[i])}
-                for i, row in enumerate(rows)
-            ],
-        )
     document.content = content
     document.passage_count = len(rows)
     document.status = "ready"
     document.upload = None
     document.updated_at = now
     return len(rows)
+
+
+_INSERT_WITH_VECTOR = text(
+    "INSERT INTO ai_kb_passages (id, company_id, doc_id, position, heading, content, "
+    "token_count, embedding, embedding_model, created_at, embedding_vec) VALUES (:id, "
+    ":company_id, :doc_id, :position, :heading, :content, :token_count, :embedding, "
+    ":embedding_model, :created_at, CAST(:embedding_vec AS vector))"
+).bindparams(  # bound as the model's columns are (UTC timestamps, UUIDs)
+    *(
+        bindparam(column.name, type_=column.type)
+        for column in AIKBPassage.__table__.columns
+        if column.name in {"id", "company_id", "doc_id", "embedding", "created_at"}
+    )
+)
 
 
 def _delete_passages(session: Session, doc_id: uuid.UUID) -> None:
