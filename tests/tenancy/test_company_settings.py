@@ -24,7 +24,7 @@ def test_an_admin_sets_the_ai_settings_and_reads_them_back(
         currency="INR",
         default_language="hi",
         company_card={"about": "Acme sells CRM seats", "hours": "9 am to 6 pm", "facts": []},
-        opt_out_keywords=["band karo", "mat bhejo"],
+        opt_out_keywords=["band karo", " mat bhejo ", "   ", "band karo"],
         handoff_message="Ek minute, hamari team aapse baat karegi.",
         ai_enabled=False,
         summary_every=3,

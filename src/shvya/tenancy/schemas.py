@@ -9,7 +9,7 @@ import phonenumbers
 import pycountry
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
 
-from shvya.schemas import NOT_A_BOOL, NOT_BLANK, SafeStr, StrictInput, leave_out_or_set, one_of
+from shvya.schemas import NOT_A_BOOL, SafeStr, StrictInput, leave_out_or_set, one_of
 from shvya.tenancy.models import Role
 
 
@@ -138,12 +138,11 @@ class CompanyPatchIn(StrictInput):
         default=None, description="ISO 639-1 code", json_schema_extra=one_of(LANGUAGES)
     )
     company_card: CompanyCard | None = Field(default=None, json_schema_extra=leave_out_or_set)
-    opt_out_keywords: (
-        list[Annotated[SafeStr, Field(min_length=1, max_length=40, pattern=NOT_BLANK)]] | None
-    ) = Field(
+    opt_out_keywords: list[Annotated[SafeStr, Field(min_length=1, max_length=40)]] | None = Field(
         default=None,
         max_length=MAX_OPT_OUT_KEYWORDS,
-        description="Whole-message opt-out words in the company's languages, besides STOP etc.",
+        description="Whole-message opt-out words in the company's languages, besides STOP etc. "
+        "(a blank one is ignored)",
         json_schema_extra=leave_out_or_set,
     )
     handoff_message: SafeStr | None = Field(default=None, min_length=1, max_length=1000)

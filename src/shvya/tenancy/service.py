@@ -365,9 +365,9 @@ def update_company(
         assign("company_card", patch.company_card.model_dump(exclude_none=True))
     settings = dict(company.settings)
     if "opt_out_keywords" in sent and patch.opt_out_keywords is not None:
-        # Kept as written (deduplicated); matching folds case and punctuation.
+        # Kept as written (deduplicated, blanks dropped); matching folds case and punctuation.
         settings["opt_out_keywords"] = list(
-            dict.fromkeys(k.strip() for k in patch.opt_out_keywords)
+            dict.fromkeys(k.strip() for k in patch.opt_out_keywords if k.strip())
         )
     if "summary_every" in sent and patch.summary_every is not None:
         settings["summary_every"] = patch.summary_every
