@@ -479,3 +479,20 @@ def test_a_question_that_arrives_while_a_bumpup_is_written_stops_the_bumpup(
     desk.run()
     purposes = [m["meta"]["purpose"] for m in desk.replies(inbound["lead_id"])]
     assert purposes == ["reply", "reply"]  # the question is answered, no bump-up went out
+
+
+def test_the_rolling_summary_is_the_models_memory_of_the_conversation(
+    desk: Desk, fake_openai: FakeOpenAI
+) -> None:
+    use(desk, "engage", "openai", "gpt-4o-mini")
+    fake_openai.reply_json({"reply": "Happy to help with that.", "sources": [], "answered": True})
+    inbound = desk.converse("We need a CRM for our sales team")
+    desk.client.post(f"/leads/{inbound['lead_id']}/summary", headers=desk.tenant.agent)
+    desk.run()  # the offline provider writes the summary
+    summary = desk.lead(inbound["lead_id"])["attributes"]["ai_summary"]["text"]
+    fake_openai.reply_json(
+        {"reply": "The premium plan costs 4,999 INR per month.", "sources": [], "answered": True}
+    )
+    desk.converse("What does the premium plan cost?")
+    prompt = fake_openai.chat_calls[-1].messages[-1]["content"]
+    assert f"Summary of the conversation so far: {summary}" in prompt

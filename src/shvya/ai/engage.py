@@ -302,6 +302,7 @@ def engage(ctx: JobContext) -> dict[str, Any]:
     )
     limit = min(config.max_chars, CHANNEL_LIMITS[channel])
     memory = _memory(session, lead=lead, now=ctx.now)
+    rolling = ai_session(session, lead=lead, now=ctx.now)
     request = _engage_request(
         company=company,
         lead=lead,
@@ -312,6 +313,7 @@ def engage(ctx: JobContext) -> dict[str, Any]:
         text=text,
         hits=hits,
         memory=memory,
+        summary=rolling.summary,
         limit=limit,
     )
     draft = _draft(ctx, run, request, lead_id=lead.id, hits=hits)
@@ -379,7 +381,7 @@ def engage(ctx: JobContext) -> dict[str, Any]:
     superseded = _superseded(ctx, lead=lead, latest=latest, run=run)
     if superseded is not None:
         return superseded
-    _remember(session, lead=lead, memory=memory, reply=reply, now=ctx.now)
+    _remember(rolling, memory=memory, reply=reply, now=ctx.now)
     sent = send_text(
         ctx,
         lead,
@@ -647,6 +649,7 @@ def _engage_request(
     text: str,
     hits: list[Hit],
     memory: list[Message],
+    summary: str,
     limit: int,
 ) -> CompletionRequest:
     bant = lead.attributes.get("bant") or {}
@@ -671,12 +674,8 @@ def _engage_request(
         max_chars=limit,
     )
     transcript = "\n".join(f"{'Lead' if m.direction == 'in' else 'Us'}: {m.text}" for m in memory)
-    session_summary = lead.attributes.get("ai_summary", {})
-    earlier = (
-        f"Summary of the conversation so far: {session_summary.get('text')}\n\n"
-        if isinstance(session_summary, dict) and session_summary.get("text")
-        else ""
-    )
+    # The rolling summary of AISession: the memory of what fell out of the recent turns.
+    earlier = f"Summary of the conversation so far: {summary}\n\n" if summary.strip() else ""
     user = f"{earlier}Conversation:\n{transcript}\n\nThe lead's unanswered message(s):\n{text}"
     return CompletionRequest(
         task=AITask.engage,
@@ -767,14 +766,19 @@ def _memory(session: Session, *, lead: Lead, now: datetime) -> list[Message]:
     return list(reversed(kept))
 
 
-def _remember(
-    session: Session, *, lead: Lead, memory: list[Message], reply: str, now: datetime
-) -> None:
-    """AISession: the turns the reply was written from, and its size in tokens (words)."""
+def ai_session(session: Session, *, lead: Lead, now: datetime) -> AISession:
+    """The lead's AI memory (recent turns and the rolling summary), made on first use."""
     row = session.scalars(select(AISession).where(AISession.lead_id == lead.id)).first()
     if row is None:
-        row = AISession(company_id=lead.company_id, lead_id=lead.id, created_at=now, summary="")
+        row = AISession(
+            company_id=lead.company_id, lead_id=lead.id, created_at=now, summary="", turns={}
+        )
         session.add(row)
+    return row
+
+
+def _remember(row: AISession, *, memory: list[Message], reply: str, now: datetime) -> None:
+    """AISession: the turns the reply was written from, and its size in tokens (words)."""
     turns: list[dict[str, str | None]] = [
         {"id": str(m.id), "direction": m.direction, "text": m.text[:1000]} for m in memory
     ]

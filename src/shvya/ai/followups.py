@@ -9,17 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shvya.ai import prompts
-from shvya.ai.engage import Run, ask, card_values, job_lead, send_text
+from shvya.ai.engage import Run, ai_session, ask, card_values, job_lead, send_text
 from shvya.ai.figures import ungrounded
 from shvya.ai.providers import AITask, ChatMessage, CompletionRequest
 from shvya.ai.providers.offline import OfflineProvider
 from shvya.ai.text import NEAR_REPEAT, sentences, similarity, word_count
 from shvya.conversations import service as conversations
-from shvya.conversations.models import AISession
 from shvya.crm import service as crm
 from shvya.crm.models import Channel, Lead, Stage
 from shvya.events.service import append_event
@@ -246,11 +244,8 @@ def summarise(ctx: JobContext) -> dict[str, Any]:
     crm.lock_lead(session, lead)  # what ai.engage wrote meanwhile (BANT) is kept
     lead.attributes = {**lead.attributes, "ai_summary": written}
     lead.updated_at = ctx.now
-    row = session.scalars(select(AISession).where(AISession.lead_id == lead.id)).first()
-    if row is None:
-        row = AISession(company_id=company.id, lead_id=lead.id, created_at=ctx.now, turns={})
-        session.add(row)
-    row.summary = text
+    row = ai_session(session, lead=lead, now=ctx.now)
+    row.summary = text  # the AI's memory; lead.attributes holds the team's copy
     row.updated_at = ctx.now
     append_event(
         session,
