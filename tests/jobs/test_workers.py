@@ -118,17 +118,24 @@ def test_several_threads_never_run_one_job_twice(
     assert max(runs.values()) == 1
 
 
-def start_worker_process(database_url: str, ledger: Path, *args: str) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
+def launch_worker_process(database_url: str, ledger: Path, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
         [sys.executable, "-m", "tests.jobs.worker_process", "--ledger", str(ledger), *args],
         cwd=REPO,
         env={**os.environ, "DATABASE_URL": database_url},
         stdout=subprocess.PIPE,
         text=True,
     )
+
+
+def wait_ready(process: subprocess.Popen[str]) -> subprocess.Popen[str]:
     assert process.stdout is not None
     assert process.stdout.readline().strip() == "ready"
     return process
+
+
+def start_worker_process(database_url: str, ledger: Path, *args: str) -> subprocess.Popen[str]:
+    return wait_ready(launch_worker_process(database_url, ledger, *args))
 
 
 def ledger_lines(ledger: Path) -> list[list[str]]:
@@ -143,9 +150,15 @@ def test_two_worker_processes_never_run_one_job_twice(
     database_url: str, session_factory: sessionmaker[Session], acme: Tenant, tmp_path: Path
 ) -> None:
     ledger = tmp_path / "ledger"
-    ids = enqueue_many(session_factory, acme, "sequence.step", 400)
-    workers = [start_worker_process(database_url, ledger, "--threads", "3") for _ in range(2)]
+    # Both workers are polling before the first job exists, and each job takes a few
+    # milliseconds, so neither process can drain the queue before the other one looks.
+    launched = [
+        launch_worker_process(database_url, ledger, "--threads", "3", "--sleep", "0.005")
+        for _ in range(2)
+    ]
+    workers = [wait_ready(process) for process in launched]
     try:
+        ids = enqueue_many(session_factory, acme, "sequence.step", 400)
         wait_until(lambda: len(ledger_lines(ledger)) >= 400, timeout=60, what="400 deliveries")
         time.sleep(0.5)  # a duplicate would land in the ledger now
     finally:
