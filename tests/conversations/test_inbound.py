@@ -5,11 +5,11 @@ import uuid
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from shvya.conversations.models import Message
-from shvya.crm.models import Lead, LeadContact
+from shvya.crm.models import Lead, LeadContact, Pipeline, Stage
 from shvya.events.models import Event
 from shvya.jobs.models import Job
 from tests.support import FakeClock, Tenant, post_inbound
@@ -73,6 +73,41 @@ def test_redelivered_message_answers_200_with_same_ids_and_writes_nothing(
     assert again.status_code == 200
     assert again.json() == {**first.json(), "duplicate": True, "lead_created": False}
     assert count_rows(session_factory) == before
+
+
+def test_a_stored_message_id_from_a_new_number_is_a_repeat_and_makes_no_lead(
+    client: TestClient, acme: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    first = post_inbound(client, acme, external_id="wamid.MOVED")
+    before = count_rows(session_factory)
+
+    again = post_inbound(client, acme, phone="+14155550177", external_id="wamid.MOVED")
+    assert again.status_code == 200
+    assert again.json() == {**first.json(), "duplicate": True, "lead_created": False}
+    assert count_rows(session_factory) == before  # no lead, contact or event for the new number
+
+
+def test_a_company_without_a_pipeline_gets_the_default_one_with_its_first_lead(
+    client: TestClient, acme: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    with session_factory() as session:
+        session.execute(delete(Stage).where(Stage.company_id == acme.company_id))
+        session.execute(delete(Pipeline).where(Pipeline.company_id == acme.company_id))
+        session.commit()
+
+    response = post_inbound(client, acme, name="Asha")
+    assert response.status_code == 201
+    assert response.json()["lead_created"] is True
+    pipelines = client.get("/pipelines", headers=acme.agent).json()
+    assert [s["name"] for s in pipelines[0]["stages"]] == [
+        "New",
+        "Qualified",
+        "Nurture",
+        "Converted",
+        "Lost",
+    ]
+    lead = client.get(f"/leads/{response.json()['lead_id']}", headers=acme.agent).json()
+    assert (lead["name"], lead["stage"]["name"]) == ("Asha", "New")
 
 
 def test_same_external_id_on_another_channel_or_company_is_not_a_duplicate(

@@ -22,8 +22,8 @@ from shvya.db.statements import insert_or_ignore
 from shvya.errors import InvalidInput, NotFound
 from shvya.events.service import append_event
 from shvya.jobs.service import (
-    PG_CHANNEL,
     JobType,
+    PreparedJob,
     enqueue_job,
     find_job_id,
     job_inserted,
@@ -140,6 +140,26 @@ def receive_inbound_message(
                 extra={"field": "received_at"},
             )
         received_at = now
+    text = message.text[:MAX_TEXT_CHARS]
+    keyword = opt_out_keyword(text, company_keywords=opt_out_keywords)
+    event_data = {
+        "channel": channel.value,
+        "external_id": message.external_id,
+        "kind": message.meta.get("type", "text"),
+        "chars": len(text),
+    }
+    arrival = _Arrival(
+        company_id=company_id,
+        message=message,
+        value=value,
+        text=text,
+        received_at=received_at,
+        event_data=event_data,
+        actor=actor,
+        now=now,
+    )
+    if keyword is None and session.get_bind().dialect.name == "postgresql":
+        return _receive_postgres(session, arrival)
     # No look-up for a repeat first: the message's unique index finds it (DuplicateInbound),
     # and the rare redelivery costs a rolled-back transaction instead of every message an
     # extra query.
@@ -153,26 +173,6 @@ def receive_inbound_message(
         now=now,
         external_user_id=message.external_user_id,
     )
-    text = message.text[:MAX_TEXT_CHARS]
-    keyword = opt_out_keyword(text, company_keywords=opt_out_keywords)
-    event_data = {
-        "channel": channel.value,
-        "external_id": message.external_id,
-        "kind": message.meta.get("type", "text"),
-        "chars": len(text),
-    }
-    if keyword is None and session.get_bind().dialect.name == "postgresql":
-        return _record_postgres(
-            session,
-            company_id=company_id,
-            contact=contact,
-            message=message,
-            text=text,
-            received_at=received_at,
-            event_data=event_data,
-            actor=actor,
-            now=now,
-        )
     message_id = insert_or_ignore(
         session,
         table_of(Message),
@@ -257,26 +257,37 @@ def receive_inbound_message(
     )
 
 
-# Everything a message from a known contact writes, in one statement (PostgreSQL only: SQLite
-# has no data-modifying CTEs and takes the statements one by one above). Each CTE after `m`
-# runs only if the message went in; a repeat of a provider's message id writes nothing.
-_RECORD_POSTGRES = text(
-    """
-    WITH m AS (
+@dataclass(frozen=True)
+class _Arrival:
+    """A message on its way in, normalised: what the PostgreSQL statements below bind."""
+
+    company_id: uuid.UUID
+    message: InboundMessage
+    value: str  # the contact as stored: E.164, lower-case email, or bsuid:...
+    text: str
+    received_at: datetime
+    event_data: dict[str, Any]
+    actor: str
+    now: datetime
+
+
+# On PostgreSQL a message is one statement with data-modifying CTEs (SQLite has none and takes
+# the statements one by one in receive_inbound_message): after the contact's look-up, either
+# _RECORD_POSTGRES (a known contact) or _CREATE_POSTGRES (a new one: its lead, contact and
+# LeadCreated event too). Every CTE after `m` runs only if the message went in, so a repeat
+# of a provider's message id writes nothing. Both share the message, event and job parts.
+_MESSAGE_CTE = """
+    m AS (
         INSERT INTO messages (id, company_id, lead_id, contact_id, channel, direction, text,
                               status, external_id, meta, created_at, updated_at, received_at)
-        VALUES (:message_id, :company_id, :lead_id, :contact_id, :channel, 'in', :text,
-                'received', :external_id, CAST(:meta AS jsonb), :now, :now, :received_at)
+        SELECT :message_id, :company_id, :lead_id, :contact_id, :channel, 'in', :text,
+               'received', :external_id, CAST(:meta AS jsonb), :now, :now, :received_at
+        {source}
         ON CONFLICT (company_id, channel, external_id) DO NOTHING
         RETURNING id
-    ), contact AS (
-        UPDATE lead_contacts SET last_inbound_at = GREATEST(last_inbound_at, :received_at)
-        WHERE id = :contact_id AND EXISTS (SELECT 1 FROM m)
-    ), lead AS (
-        UPDATE leads SET last_inbound_at = GREATEST(last_inbound_at, :received_at),
-                         updated_at = :now
-        WHERE id = :lead_id AND EXISTS (SELECT 1 FROM m)
-    ), event AS (
+    )"""
+_EVENT_JOB_CTES = """
+    event AS (
         INSERT INTO events (id, company_id, entity_type, entity_id, type, data, actor, created_at)
         SELECT :event_id, :company_id, 'lead', :lead_id, 'InboundMessageReceived',
                CAST(:event_data AS jsonb), :actor, :now
@@ -291,77 +302,205 @@ _RECORD_POSTGRES = text(
         ON CONFLICT (company_id, idempotency_key) DO NOTHING
         RETURNING id
     )
-    SELECT (SELECT id FROM m) AS message_id, (SELECT id FROM job) AS job_id,
-           CASE WHEN :wake AND EXISTS (SELECT 1 FROM job)
-                THEN pg_notify(:notify_channel, :lane) END AS woke
-    """
+    SELECT (SELECT id FROM m) AS message_id, (SELECT id FROM job) AS job_id"""
+
+_RECORD_POSTGRES = text(
+    "".join(
+        (
+            "WITH",
+            _MESSAGE_CTE.format(source=""),
+            """, contact AS (
+        UPDATE lead_contacts SET last_inbound_at = GREATEST(last_inbound_at, :received_at)
+        WHERE id = :contact_id AND EXISTS (SELECT 1 FROM m)
+    ), lead AS (
+        UPDATE leads SET last_inbound_at = GREATEST(last_inbound_at, :received_at),
+                         updated_at = :now
+        WHERE id = :lead_id AND EXISTS (SELECT 1 FROM m)
+    ),""",
+            _EVENT_JOB_CTES,
+        )
+    )
+)
+
+# A new contact: the lead goes into the first stage of the company's default pipeline. The
+# contact is inserted first, ON CONFLICT DO NOTHING: when another message from the same new
+# number commits first (either unique key), nothing at all is written and the caller takes
+# the known-contact path. The contact's foreign key to its lead, inserted beside it, is
+# checked at the end of the statement. A company without a pipeline writes nothing either
+# (no `stage` row) and is served by the ORM path, which makes the pipeline.
+_CREATE_POSTGRES = text(
+    "".join(
+        (
+            """WITH stage AS (
+        SELECT s.id, s.pipeline_id, s.name FROM stages s
+        JOIN pipelines p ON p.id = s.pipeline_id
+        WHERE p.company_id = :company_id AND p.is_default
+        ORDER BY s.position LIMIT 1
+    ), new_contact AS (
+        INSERT INTO lead_contacts (id, company_id, lead_id, channel, value, external_user_id,
+                                   last_inbound_at, created_at)
+        SELECT :contact_id, :company_id, :lead_id, :channel, :value, :external_user_id,
+               :received_at, :now
+        FROM stage
+        ON CONFLICT DO NOTHING
+        RETURNING id
+    ), new_lead AS (
+        INSERT INTO leads (id, company_id, pipeline_id, stage_id, name, attributes, priority,
+                           ai_paused, created_at, updated_at, last_inbound_at)
+        SELECT :lead_id, :company_id, stage.pipeline_id, stage.id, :name, '{}'::jsonb, 0,
+               false, :now, :now, :received_at
+        FROM stage, new_contact
+    ), created AS (
+        INSERT INTO events (id, company_id, entity_type, entity_id, type, data, actor, created_at)
+        SELECT :created_event_id, :company_id, 'lead', :lead_id, 'LeadCreated',
+               CAST(:created_data AS jsonb)
+                   || jsonb_build_object('stage_id', stage.id::text, 'stage', stage.name),
+               :actor, :now
+        FROM stage, new_contact
+    ),""",
+            _MESSAGE_CTE.format(source="FROM new_contact"),
+            ",",
+            _EVENT_JOB_CTES,
+            ", (SELECT id FROM new_contact) AS new_contact_id",
+        )
+    )
 )
 
 
-def _record_postgres(
+def _receive_postgres(session: Session, arrival: _Arrival) -> ReceiveResultOut:
+    """Two round trips for any message: the contact's look-up, then one statement."""
+    message = arrival.message
+    contact = crm.find_inbound_contact(
+        session,
+        company_id=arrival.company_id,
+        channel=message.channel,
+        value=arrival.value,
+        name=message.name,
+        external_user_id=message.external_user_id,
+    )
+    if contact is None:
+        created = _create_postgres(session, arrival)
+        if created is not None:
+            return created
+        # Another message from this number won the race, or the company has no pipeline yet.
+        contact = crm.resolve_inbound_contact(
+            session,
+            company_id=arrival.company_id,
+            channel=message.channel,
+            value=arrival.value,
+            name=message.name,
+            actor=arrival.actor,
+            now=arrival.now,
+            external_user_id=message.external_user_id,
+        )
+    return _record_postgres(session, arrival, contact)
+
+
+def _statement_parameters(
     session: Session,
+    arrival: _Arrival,
     *,
-    company_id: uuid.UUID,
-    contact: crm.InboundContact,
-    message: InboundMessage,
-    text: str,
-    received_at: datetime,
-    event_data: dict[str, Any],
-    actor: str,
-    now: datetime,
-) -> ReceiveResultOut:
+    lead_id: uuid.UUID,
+    contact_id: uuid.UUID,
+    engage: bool,
+) -> tuple[dict[str, Any], PreparedJob]:
     message_id = new_id()
     job = prepare_job(
         session,
         JobType.ai_engage,
-        {"lead_id": str(contact.lead_id), "message_id": str(message_id)},
-        company_id=company_id,
-        lead_id=contact.lead_id,
+        {"lead_id": str(lead_id), "message_id": str(message_id)},
+        company_id=arrival.company_id,
+        lead_id=lead_id,
         idempotency_key=engage_idempotency_key(message_id),
-        now=now,
+        now=arrival.now,
     )
-    engage = not contact.ai_paused
-    row = (
-        session.connection()
-        .execute(
-            _RECORD_POSTGRES,
-            {
-                "message_id": message_id,
-                "company_id": company_id,
-                "lead_id": contact.lead_id,
-                "contact_id": contact.contact_id,
-                "channel": message.channel.value,
-                "text": text,
-                "external_id": message.external_id,
-                "meta": json.dumps(message.meta),
-                "now": now,
-                "received_at": received_at,
-                "event_id": new_id(),
-                "event_data": json.dumps({"message_id": str(message_id), **event_data}),
-                "actor": actor,
-                "job_id": job.values["id"],
-                "job_type": job.values["type"],
-                "priority": job.values["priority"],
-                "payload": json.dumps(job.values["payload"]),
-                "max_attempts": job.values["max_attempts"],
-                "run_at": job.values["run_at"],
-                "idempotency_key": job.values["idempotency_key"],
-                "published_at": job.values["published_at"],
-                "engage": engage,
-                "wake": job.wake,
-                "notify_channel": PG_CHANNEL,
-                "lane": job.lane.value,
-            },
-        )
-        .one()
+    return {
+        "message_id": message_id,
+        "company_id": arrival.company_id,
+        "lead_id": lead_id,
+        "contact_id": contact_id,
+        "channel": arrival.message.channel.value,
+        "text": arrival.text,
+        "external_id": arrival.message.external_id,
+        "meta": json.dumps(arrival.message.meta),
+        "now": arrival.now,
+        "received_at": arrival.received_at,
+        "event_id": new_id(),
+        "event_data": json.dumps({"message_id": str(message_id), **arrival.event_data}),
+        "actor": arrival.actor,
+        "job_id": job.values["id"],
+        "job_type": job.values["type"],
+        "priority": job.values["priority"],
+        "payload": json.dumps(job.values["payload"]),
+        "max_attempts": job.values["max_attempts"],
+        "run_at": job.values["run_at"],
+        "idempotency_key": job.values["idempotency_key"],
+        "published_at": job.values["published_at"],
+        "engage": engage,
+    }, job
+
+
+def _duplicate(session: Session, arrival: _Arrival) -> DuplicateInbound:
+    external_id = arrival.message.external_id
+    assert external_id is not None
+    first = _find_existing(
+        session,
+        company_id=arrival.company_id,
+        channel=arrival.message.channel,
+        external_id=external_id,
     )
+    assert first is not None
+    return DuplicateInbound(first)
+
+
+def _create_postgres(session: Session, arrival: _Arrival) -> ReceiveResultOut | None:
+    """A new contact's lead and first message in one statement; None when nothing was written
+    (the number's contact was made by a concurrent message, or there is no pipeline)."""
+    # Ids are time-ordered and a timeline sorts by them within one instant: LeadCreated first.
+    lead_id, contact_id, created_event_id = new_id(), new_id(), new_id()
+    parameters, job = _statement_parameters(
+        session, arrival, lead_id=lead_id, contact_id=contact_id, engage=True
+    )
+    parameters.update(
+        value=arrival.value,
+        external_user_id=arrival.message.external_user_id,
+        name=arrival.message.name,
+        created_event_id=created_event_id,
+        created_data=json.dumps(
+            {"contact": {"channel": arrival.message.channel.value, "value": arrival.value}}
+        ),
+    )
+    row = session.connection().execute(_CREATE_POSTGRES, parameters).one()
+    if row.new_contact_id is None:
+        return None  # the number's contact was made meanwhile, or there is no pipeline
     if row.message_id is None:
-        assert message.external_id is not None
-        first = _find_existing(
-            session, company_id=company_id, channel=message.channel, external_id=message.external_id
-        )
-        assert first is not None
-        raise DuplicateInbound(first)
+        # The provider's message id is stored already, under another contact: a repeat. The
+        # caller's unit of work (or savepoint) rolls back the lead just made.
+        raise _duplicate(session, arrival)
+    if row.job_id is not None:
+        job_inserted(session, job)
+    return ReceiveResultOut(
+        lead_id=lead_id,
+        message_id=row.message_id,
+        job_id=row.job_id,
+        lead_created=True,
+        duplicate=False,
+    )
+
+
+def _record_postgres(
+    session: Session, arrival: _Arrival, contact: crm.InboundContact
+) -> ReceiveResultOut:
+    parameters, job = _statement_parameters(
+        session,
+        arrival,
+        lead_id=contact.lead_id,
+        contact_id=contact.contact_id,
+        engage=not contact.ai_paused,
+    )
+    row = session.connection().execute(_RECORD_POSTGRES, parameters).one()
+    if row.message_id is None:
+        raise _duplicate(session, arrival)
     if row.job_id is not None:
         job_inserted(session, job)
     return ReceiveResultOut(

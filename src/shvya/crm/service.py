@@ -366,14 +366,7 @@ def move_stage(
 # --- leads ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ContactLead:
-    lead: Lead
-    contact: LeadContact
-    lead_created: bool
-
-
-def find_or_create_lead_for_contact(
+def _create_lead_for_contact(
     session: Session,
     *,
     company_id: uuid.UUID,
@@ -382,76 +375,65 @@ def find_or_create_lead_for_contact(
     name: str | None,
     actor: str,
     now: datetime,
-    external_user_id: str | None = None,
-) -> ContactLead:
-    """The lead behind a normalised contact, created in the entry stage if the contact is new.
+    external_user_id: str | None,
+) -> InboundContact:
+    """A new lead in the entry stage for a contact the caller did not find.
 
-    With a provider user id (WhatsApp's business-scoped id) the contact is found by it first:
-    a lead who changes or hides their number stays the same lead.
+    Two first messages from a new number can race: the contact's unique indexes pick the
+    winner, the loser's lead is rolled back with the savepoint and the winner's is found.
     """
-    contact = None
-    if external_user_id is not None:
-        contact = session.scalars(
-            select(LeadContact).where(
-                LeadContact.company_id == company_id,
-                LeadContact.channel == channel.value,
-                LeadContact.external_user_id == external_user_id,
-            )
-        ).first()
-    if contact is None:
-        contact = _find_contact(session, company_id=company_id, channel=channel, value=value)
-    if contact is not None and external_user_id is not None and contact.external_user_id is None:
-        contact.external_user_id = external_user_id
-    if contact is None:
-        stage = get_entry_stage(session, company_id=company_id, now=now)
-        try:
-            # Two first messages from a new number can race: the contact's unique index
-            # picks the winner and the loser's lead is rolled back with the savepoint.
-            with session.begin_nested():
-                lead = Lead(
-                    company_id=company_id,
-                    pipeline_id=stage.pipeline_id,
-                    stage_id=stage.id,
-                    name=name,
-                    attributes={},
-                    created_at=now,
-                    updated_at=now,
-                )
-                session.add(lead)
-                session.flush()
-                contact = LeadContact(
-                    company_id=company_id,
-                    lead_id=lead.id,
-                    channel=channel.value,
-                    value=value,
-                    external_user_id=external_user_id,
-                    created_at=now,
-                )
-                session.add(contact)
-                session.flush()
-        except IntegrityError:
-            contact = _find_contact(session, company_id=company_id, channel=channel, value=value)
-            assert contact is not None
-        else:
-            append_event(
-                session,
+    stage = get_entry_stage(session, company_id=company_id, now=now)
+    try:
+        with session.begin_nested():
+            lead = Lead(
                 company_id=company_id,
-                entity_type="lead",
-                entity_id=lead.id,
-                type="LeadCreated",
-                data={
-                    "stage_id": str(stage.id),
-                    "stage": stage.name,
-                    "contact": {"channel": channel.value, "value": value},
-                },
-                actor=actor,
-                now=now,
+                pipeline_id=stage.pipeline_id,
+                stage_id=stage.id,
+                name=name,
+                attributes={},
+                created_at=now,
+                updated_at=now,
             )
-            return ContactLead(lead=lead, contact=contact, lead_created=True)
-    lead = session.get_one(Lead, contact.lead_id)
-    if name and not lead.name:
-        lead.name = name
-    return ContactLead(lead=lead, contact=contact, lead_created=False)
+            session.add(lead)
+            session.flush()
+            contact = LeadContact(
+                company_id=company_id,
+                lead_id=lead.id,
+                channel=channel.value,
+                value=value,
+                external_user_id=external_user_id,
+                created_at=now,
+            )
+            session.add(contact)
+            session.flush()
+    except IntegrityError:
+        found = find_inbound_contact(
+            session,
+            company_id=company_id,
+            channel=channel,
+            value=value,
+            name=name,
+            external_user_id=external_user_id,
+        )
+        assert found is not None
+        return found
+    append_event(
+        session,
+        company_id=company_id,
+        entity_type="lead",
+        entity_id=lead.id,
+        type="LeadCreated",
+        data={
+            "stage_id": str(stage.id),
+            "stage": stage.name,
+            "contact": {"channel": channel.value, "value": value},
+        },
+        actor=actor,
+        now=now,
+    )
+    return InboundContact(
+        contact_id=contact.id, lead_id=lead.id, lead_created=True, ai_paused=lead.ai_paused
+    )
 
 
 def _find_contact(
@@ -523,19 +505,19 @@ class InboundContact:
     ai_paused: bool
 
 
-def resolve_inbound_contact(
+def find_inbound_contact(
     session: Session,
     *,
     company_id: uuid.UUID,
     channel: Channel,
     value: str,
     name: str | None,
-    actor: str,
-    now: datetime,
     external_user_id: str | None = None,
-) -> InboundContact:
-    """The contact and lead a message comes from: one indexed query when they exist (the hot
-    path of every inbound message), created in the entry stage when they do not."""
+) -> InboundContact | None:
+    """The contact and lead a message comes from, in one indexed query (the hot path of every
+    inbound message); None for a contact never seen. With a provider user id (WhatsApp's
+    business-scoped id) the contact is found by it first: a lead who changes or hides their
+    number stays the same lead. A name fills an unnamed lead."""
     statement = _CONTACT_BY_USER_ID if external_user_id is not None else _CONTACT_BY_VALUE
     rows = (
         session.connection()
@@ -550,21 +532,46 @@ def resolve_inbound_contact(
         )
         .all()
     )
-    if rows:
-        # The provider's user id outranks the phone number (a number can change hands).
-        row = next((r for r in rows if r.external_user_id == external_user_id), rows[0])
-        if external_user_id is not None and row.external_user_id is None:
-            session.execute(
-                update(LeadContact)
-                .where(LeadContact.id == row.id)
-                .values(external_user_id=external_user_id)
-            )
-        if name and not row.name:
-            session.execute(update(Lead).where(Lead.id == row.lead_id).values(name=name))
-        return InboundContact(
-            contact_id=row.id, lead_id=row.lead_id, lead_created=False, ai_paused=row.ai_paused
+    if not rows:
+        return None
+    # The provider's user id outranks the phone number (a number can change hands).
+    row = next((r for r in rows if r.external_user_id == external_user_id), rows[0])
+    if external_user_id is not None and row.external_user_id is None:
+        session.execute(
+            update(LeadContact)
+            .where(LeadContact.id == row.id)
+            .values(external_user_id=external_user_id)
         )
-    found = find_or_create_lead_for_contact(
+    if name and not row.name:
+        session.execute(update(Lead).where(Lead.id == row.lead_id).values(name=name))
+    return InboundContact(
+        contact_id=row.id, lead_id=row.lead_id, lead_created=False, ai_paused=row.ai_paused
+    )
+
+
+def resolve_inbound_contact(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    channel: Channel,
+    value: str,
+    name: str | None,
+    actor: str,
+    now: datetime,
+    external_user_id: str | None = None,
+) -> InboundContact:
+    """The contact and lead a message comes from, created in the entry stage when new."""
+    found = find_inbound_contact(
+        session,
+        company_id=company_id,
+        channel=channel,
+        value=value,
+        name=name,
+        external_user_id=external_user_id,
+    )
+    if found is not None:
+        return found
+    return _create_lead_for_contact(
         session,
         company_id=company_id,
         channel=channel,
@@ -573,12 +580,6 @@ def resolve_inbound_contact(
         actor=actor,
         now=now,
         external_user_id=external_user_id,
-    )
-    return InboundContact(
-        contact_id=found.contact.id,
-        lead_id=found.lead.id,
-        lead_created=found.lead_created,
-        ai_paused=found.lead.ai_paused,
     )
 
 
