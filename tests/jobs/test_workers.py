@@ -172,6 +172,27 @@ def test_two_worker_processes_never_run_one_job_twice(
     assert statuses(session_factory)["completed"] == 400
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_worker_in_another_process_starts_a_committed_job_at_once(
+    database_url: str, session_factory: sessionmaker[Session], acme: Tenant, tmp_path: Path
+) -> None:
+    """The NOTIFY sent after commit reaches a worker that would otherwise poll only every
+    30 s: P1 and P2 jobs start well within a second of their commit."""
+    ledger = tmp_path / "ledger"
+    worker = start_worker_process(database_url, ledger, "--poll", "30")
+    try:
+        time.sleep(0.5)  # the worker's first look found nothing; it waits for a wake-up now
+        for n, job_type in enumerate(["ai.engage", "sequence.step", "ai.engage"], start=1):
+            started = time.monotonic()
+            enqueue_many(session_factory, acme, job_type, 1)
+            wait_until(lambda n=n: len(ledger_lines(ledger)) == n, timeout=5, what=job_type)
+            assert time.monotonic() - started < 2.0
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+
+
 def test_a_job_whose_worker_was_killed_runs_again_after_its_lease(
     database_url: str,
     engine: Engine,

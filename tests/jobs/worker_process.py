@@ -1,6 +1,7 @@
 """A real worker process for the tests that kill, stop or race workers.
 
     python -m tests.jobs.worker_process --ledger PATH [--sleep S] [--lease S] [--grace S]
+        [--threads N] [--poll S]
 
 Runs SHVYA's embedded worker on DATABASE_URL with the ledger handlers (ledger_handlers.py).
 """
@@ -26,6 +27,7 @@ def main() -> None:
     parser.add_argument("--lease", type=float, default=60.0)
     parser.add_argument("--grace", type=float, default=30.0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--poll", type=float, default=0.1)
     args = parser.parse_args()
 
     os.environ["SHVYA_TEST_LEDGER"] = args.ledger
@@ -33,7 +35,7 @@ def main() -> None:
     settings = Settings(
         database_url=os.environ["DATABASE_URL"],
         job_lease_seconds=args.lease,
-        job_poll_seconds=0.1,
+        job_poll_seconds=args.poll,
         shutdown_grace_seconds=args.grace,
     )
     engine = make_engine(settings.database_url)

@@ -12,22 +12,17 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Table, bindparam, func
+from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert
 
 
 @cache
-def _insert_or_ignore_statement(
-    dialect: str, table: Table, conflict_on: tuple[str, ...], notify: bool
-) -> Insert:
+def _insert_or_ignore_statement(dialect: str, table: Table, conflict_on: tuple[str, ...]) -> Insert:
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    returning: list[Any] = [table.c.id]
-    if notify:
-        returning.append(func.pg_notify(bindparam("_notify_channel"), bindparam("_notify_payload")))
     return (
-        insert(table).on_conflict_do_nothing(index_elements=list(conflict_on)).returning(*returning)
+        insert(table).on_conflict_do_nothing(index_elements=list(conflict_on)).returning(table.c.id)
     )
 
 
@@ -37,27 +32,20 @@ def insert_or_ignore(
     values: dict[str, Any],
     *,
     conflict_on: Sequence[str],
-    notify: tuple[str, str] | None = None,
 ) -> uuid.UUID | None:
     """INSERT ... ON CONFLICT (conflict_on) DO NOTHING RETURNING id.
 
     Returns the new row's id, or None when a row with the same unique key exists (committed
     by anyone, or written earlier in this transaction). On PostgreSQL a concurrent insert of
     the same key waits for the other transaction and then reports the conflict, so the
-    unique index, not a prior SELECT, decides who wins. `notify` (channel, payload) sends a
-    PostgreSQL NOTIFY from the insert's RETURNING: only for an inserted row, and without a
-    round trip of its own.
+    unique index, not a prior SELECT, decides who wins.
     """
     connection = session.connection()
-    statement = _insert_or_ignore_statement(
-        connection.dialect.name, table, tuple(conflict_on), notify is not None
-    )
+    statement = _insert_or_ignore_statement(connection.dialect.name, table, tuple(conflict_on))
     parameters = dict(values)
     if "id" not in parameters:
         from shvya.db.base import new_id
 
         parameters["id"] = new_id()
-    if notify is not None:
-        parameters["_notify_channel"], parameters["_notify_payload"] = notify
     row = connection.execute(statement, parameters).first()
     return None if row is None else row[0]

@@ -37,6 +37,7 @@ from shvya.db.statements import insert_or_ignore
 from shvya.errors import NotFound, ShvyaError
 from shvya.events.service import append_event
 from shvya.jobs.models import Job, JobStatus
+from shvya.jobs.waker import waker_for
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,6 @@ P1_MIN_PRIORITY = 90
 BACKOFF_SECONDS = (5, 20, 60, 180, 600)
 BACKOFF_JITTER = 0.1
 ERROR_MAX_CHARS = 2000
-PG_CHANNEL = "shvya_jobs"
 
 
 class UnknownJobType(ShvyaError):
@@ -148,7 +148,6 @@ class JobNotifier(Protocol):
 
 SESSION_ENQUEUED = "shvya.jobs.enqueued"
 SESSION_NOTIFIER = "shvya.jobs.notifier"
-SESSION_NOTIFIED = "shvya.jobs.notified_lanes"
 
 
 @dataclass(frozen=True)
@@ -158,8 +157,6 @@ class PreparedJob:
     values: dict[str, Any]
     lane: Lane
     due: datetime
-    # PostgreSQL: NOTIFY the workers when this row goes in (once per lane and transaction).
-    wake: bool
 
 
 def prepare_job(
@@ -181,8 +178,6 @@ def prepare_job(
     # A publishing engine hands a due job to its broker right after commit; marking it here
     # costs nothing and keeps the relay from publishing it a second time.
     published_at = now if due <= now and getattr(notifier, "publishes_on_commit", False) else None
-    notified: set[Lane] = session.info.setdefault(SESSION_NOTIFIED, set())
-    wake = due <= now and lane not in notified and session.get_bind().dialect.name == "postgresql"
     return PreparedJob(
         values={
             "id": new_id(),
@@ -201,14 +196,11 @@ def prepare_job(
         },
         lane=lane,
         due=due,
-        wake=wake,
     )
 
 
 def job_inserted(session: Session, job: PreparedJob) -> None:
-    """Bookkeeping once the row is in: the workers' wake-up and the after-commit notice."""
-    if job.wake:
-        session.info.setdefault(SESSION_NOTIFIED, set()).add(job.lane)
+    """Bookkeeping once the row is in: the after-commit notice."""
     session.info.setdefault(SESSION_ENQUEUED, []).append(
         EnqueuedJob(id=job.values["id"], lane=job.lane, run_at=job.due)
     )
@@ -242,14 +234,8 @@ def enqueue_job(
         run_at=run_at,
         max_attempts=max_attempts,
     )
-    # NOTIFY from the insert's own RETURNING (no extra round trip), only when a row is
-    # inserted; delivered at commit to every listening worker, nothing on rollback.
     job_id = insert_or_ignore(
-        session,
-        table_of(Job),
-        job.values,
-        conflict_on=("company_id", "idempotency_key"),
-        notify=(PG_CHANNEL, job.lane.value) if job.wake else None,
+        session, table_of(Job), job.values, conflict_on=("company_id", "idempotency_key")
     )
     if job_id is None:
         existing = find_job_id(
@@ -265,8 +251,16 @@ def enqueue_job(
 def _notify_after_commit(session: Session) -> None:
     if session.in_nested_transaction():
         return  # a savepoint was released: nothing is committed until the outer transaction is
-    session.info.pop(SESSION_NOTIFIED, None)
     jobs = session.info.pop(SESSION_ENQUEUED, None)
+    if not jobs:
+        return
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        # Workers in other processes LISTEN; told after the commit (jobs/waker.py says why).
+        now = datetime.now(UTC)
+        due = {job.lane.value for job in jobs if job.run_at <= now}
+        if due:
+            waker_for(bind.engine).poke(due)
     notifier: JobNotifier | None = session.info.get(SESSION_NOTIFIER)
     if jobs and notifier is not None:
         try:
@@ -278,7 +272,6 @@ def _notify_after_commit(session: Session) -> None:
 @event.listens_for(Session, "after_rollback")
 def _forget_after_rollback(session: Session) -> None:
     session.info.pop(SESSION_ENQUEUED, None)
-    session.info.pop(SESSION_NOTIFIED, None)
 
 
 def find_job_id(

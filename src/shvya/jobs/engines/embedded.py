@@ -27,7 +27,6 @@ from shvya.db.engine import make_session_factory
 from shvya.jobs.runner import Handler, LeaseKeeper, run_claimed_job
 from shvya.jobs.service import (
     P1_MIN_PRIORITY,
-    PG_CHANNEL,
     ClaimedJob,
     EnqueuedJob,
     Lane,
@@ -35,6 +34,7 @@ from shvya.jobs.service import (
     reap_expired_leases,
     release_job,
 )
+from shvya.jobs.waker import PG_CHANNEL, libpq_dsn
 
 logger = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ class EmbeddedWorker:
 
     def _listen(self) -> None:
         """Wake the lanes on NOTIFY from any process that enqueued on this database."""
-        dsn = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        dsn = libpq_dsn(self.engine)
         while not self._stopping.is_set():
             try:
                 with psycopg.connect(dsn, autocommit=True) as conn:
