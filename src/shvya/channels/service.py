@@ -8,6 +8,7 @@ anywhere leaves either no message, or a row the retried job finds by its send ke
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -607,28 +608,30 @@ def process_whatsapp_webhook(
     consent, template updates set template status. Nothing here calls Meta."""
     batch: WebhookBatch = parse_webhook(payload)
     summary = WebhookSummary(ignored=batch.ignored)
-    accounts: dict[str, ChannelAccount | None] = {}
+    companies: dict[str, tenancy.CompanyRef | None] = {}
 
-    def account_for(phone_number_id: str | None) -> ChannelAccount | None:
+    def company_for(phone_number_id: str | None) -> tenancy.CompanyRef | None:
         if phone_number_id is None:
             return None
-        if phone_number_id not in accounts:
-            accounts[phone_number_id] = tenancy.find_channel_account(
+        if phone_number_id not in companies:
+            companies[phone_number_id] = tenancy.find_channel_company(
                 session, channel=Channel.wa_cloud.value, external_id=phone_number_id
             )
-        return accounts[phone_number_id]
+        return companies[phone_number_id]
 
+    # A delivery usually holds one message: with nothing written before it, a repeat can roll
+    # back the whole transaction, and the savepoint's two round trips are saved.
+    alone = len(batch.inbound) == 1
     for inbound in batch.inbound:
-        account = account_for(inbound.phone_number_id)
-        if account is None:
+        company = company_for(inbound.phone_number_id)
+        if company is None:
             summary.unknown_numbers += 1
             continue
-        company = tenancy.get_company(session, company_id=account.company_id)
         sender = f"+{inbound.wa_id}" if inbound.wa_id else f"bsuid:{inbound.user_id}"
         try:
-            # Each message in its own savepoint: a copy racing another delivery rolls back
-            # alone, not the rest of the batch.
-            with session.begin_nested():
+            # Otherwise each message in its own savepoint: a copy racing another delivery
+            # rolls back alone, not the rest of the batch.
+            with contextlib.nullcontext() if alone else session.begin_nested():
                 result = conversations.receive_inbound_message(
                     session,
                     company_id=company.id,
@@ -649,9 +652,13 @@ def process_whatsapp_webhook(
                     clamp_future=True,
                 )
         except conversations.DuplicateInbound:
+            if alone:
+                session.rollback()
             summary.duplicates += 1
             continue
         except InvalidInput as exc:
+            if alone:
+                session.rollback()
             logger.warning("whatsapp.inbound_rejected", extra={"reason": exc.code})
             summary.ignored += 1
             continue
@@ -661,15 +668,15 @@ def process_whatsapp_webhook(
             summary.messages += 1
 
     for status in batch.statuses:
-        account = account_for(status.phone_number_id)
+        company = company_for(status.phone_number_id)
         state = _STATUS.get(status.status)
-        if account is None or state is None:
-            summary.unknown_numbers += account is None
+        if company is None or state is None:
+            summary.unknown_numbers += company is None
             summary.ignored += state is None
             continue
         changed = conversations.apply_delivery_status(
             session,
-            company_id=account.company_id,
+            company_id=company.id,
             channel=Channel.wa_cloud,
             status=conversations.DeliveryStatus(
                 external_id=status.wamid,
@@ -685,14 +692,14 @@ def process_whatsapp_webhook(
             if state is MessageStatus.failed and status.error_code == MARKETING_OPT_OUT_CODE:
                 contact = crm.lead_contact(
                     session,
-                    company_id=account.company_id,
+                    company_id=company.id,
                     lead_id=changed.lead_id,
                     channel=Channel.wa_cloud.value,
                 )
                 if contact is not None:
                     crm.add_suppression(
                         session,
-                        company_id=account.company_id,
+                        company_id=company.id,
                         channel=Channel.wa_cloud.value,
                         address=contact.value,
                         reason=SuppressionReason.marketing_opt_out,
@@ -703,15 +710,18 @@ def process_whatsapp_webhook(
                     )
 
     for preference in batch.preferences:
-        account = account_for(preference.phone_number_id) or _account_by_waba(
-            session, preference.waba_id
-        )
-        if account is None:
+        company = company_for(preference.phone_number_id)
+        company_id: uuid.UUID | None = None
+        if company is not None:
+            company_id = company.id
+        elif (by_waba := _account_by_waba(session, preference.waba_id)) is not None:
+            company_id = by_waba.company_id
+        if company_id is None:
             summary.unknown_numbers += 1
             continue
         contact = crm.find_contact_by_value(
             session,
-            company_id=account.company_id,
+            company_id=company_id,
             channel=Channel.wa_cloud.value,
             value=f"+{preference.wa_id}",
         )

@@ -408,6 +408,43 @@ def find_channel_account(
     ).first()
 
 
+_accounts = table_of(ChannelAccount)
+_COMPANY_BY_ACCOUNT = (
+    select(
+        _companies.c.id,
+        _companies.c.name,
+        _companies.c.timezone,
+        _companies.c.phone_region,
+        _companies.c.settings,
+    )
+    .join(_accounts, _accounts.c.company_id == _companies.c.id)
+    .where(
+        _accounts.c.channel == bindparam("channel"),
+        _accounts.c.external_id == bindparam("external_id"),
+    )
+    .limit(1)
+)
+
+
+def find_channel_company(session: Session, *, channel: str, external_id: str) -> CompanyRef | None:
+    """The company a provider id (Meta's phone_number_id) belongs to, in one query: what a
+    webhook delivery needs of it (find_channel_account's account, read with its company)."""
+    row = (
+        session.connection()
+        .execute(_COMPANY_BY_ACCOUNT, {"channel": channel, "external_id": external_id})
+        .first()
+    )
+    if row is None:
+        return None
+    return CompanyRef(
+        id=row.id,
+        name=row.name,
+        timezone=row.timezone,
+        phone_region=row.phone_region,
+        settings=dict(row.settings or {}),
+    )
+
+
 def company_channel_account(
     session: Session, *, company_id: uuid.UUID, channel: str
 ) -> ChannelAccount | None:
