@@ -49,7 +49,11 @@ class Settings(BaseSettings):
     auth_failures_per_minute: int = 20
     # /docs and /openapi.json: on in development; off in production unless asked for.
     expose_docs: bool | None = None
-    db_pool_size: int = 10
+    # PostgreSQL connections each process keeps open (and half as many more for a burst).
+    # Below the number of requests a loaded server runs at once, the pool opens and closes
+    # overflow connections all the time, and a new PostgreSQL backend costs more than most
+    # requests (bench/RESULTS.md, ingest).
+    db_pool_size: int = 20
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
     # --- WhatsApp Cloud API (Meta): one app for the installation ---

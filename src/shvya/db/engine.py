@@ -18,7 +18,7 @@ PING_AFTER_IDLE_SECONDS = 10.0
 
 
 def make_engine(
-    database_url: str, *, pool_size: int = 10, ping_after_idle: float = PING_AFTER_IDLE_SECONDS
+    database_url: str, *, pool_size: int = 20, ping_after_idle: float = PING_AFTER_IDLE_SECONDS
 ) -> Engine:
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
@@ -26,7 +26,7 @@ def make_engine(
     engine = create_engine(
         database_url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=max(pool_size // 2, 1),
         pool_recycle=1800,
         pool_timeout=10,
         connect_args={"connect_timeout": 5},
