@@ -29,7 +29,7 @@ from shvya.clock import Clock, SystemClock
 from shvya.config import Environment, JobEngineName, Settings, load_settings
 from shvya.conversations.api import router as conversations_router
 from shvya.crm.api import router as crm_router
-from shvya.db.engine import make_engine, make_session_factory
+from shvya.db.engine import make_pooled_engine, make_session_factory
 from shvya.errors import ShvyaError
 from shvya.events.api import router as events_router
 from shvya.jobs.api import router as jobs_router
@@ -214,7 +214,7 @@ def build_job_engine(settings: Settings, engine: Engine, clock: Clock) -> JobEng
 def app_from_environment() -> FastAPI:
     """The factory uvicorn calls in each worker process (`shvya serve --workers N`)."""
     settings = load_settings()
-    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    engine = make_pooled_engine(settings.database_url, settings.db_pool_size)
     clock = SystemClock()
     return create_app(
         settings, engine=engine, clock=clock, job_engine=build_job_engine(settings, engine, clock)
@@ -230,7 +230,7 @@ def create_app(
 ) -> FastAPI:
     """The app. `job_engine` hears about jobs after each commit and is started and stopped
     with the app; without one, jobs wait in the table for `shvya worker`."""
-    engine = engine or make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    engine = engine or make_pooled_engine(settings.database_url, settings.db_pool_size)
     docs = settings.docs_enabled
 
     @asynccontextmanager

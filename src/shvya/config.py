@@ -49,10 +49,10 @@ class Settings(BaseSettings):
     auth_failures_per_minute: int = 20
     # /docs and /openapi.json: on in development; off in production unless asked for.
     expose_docs: bool | None = None
-    # PostgreSQL connections each process keeps open (and half as many more for a burst).
-    # Below the number of requests a loaded server runs at once, the pool opens and closes
-    # overflow connections all the time, and a new PostgreSQL backend costs more than most
-    # requests (bench/RESULTS.md, ingest).
+    # PostgreSQL connections each process may hold, all kept open once made: a request finds
+    # one free or waits for one. (A pool that opens "overflow" connections beyond its size and
+    # closes them again churned under load: a new PostgreSQL backend costs more than most
+    # requests; bench/RESULTS.md, ingest.) Mind the server's max_connections: 100 by default.
     db_pool_size: int = 20
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 

@@ -18,15 +18,21 @@ PING_AFTER_IDLE_SECONDS = 10.0
 
 
 def make_engine(
-    database_url: str, *, pool_size: int = 20, ping_after_idle: float = PING_AFTER_IDLE_SECONDS
+    database_url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int | None = None,
+    ping_after_idle: float = PING_AFTER_IDLE_SECONDS,
 ) -> Engine:
+    """`max_overflow` (default: as many as `pool_size`) connections are opened beyond the pool
+    when it is empty and closed again when returned; the server passes 0 (config.py says why)."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         return _make_sqlite_engine(database_url)
     engine = create_engine(
         database_url,
         pool_size=pool_size,
-        max_overflow=max(pool_size // 2, 1),
+        max_overflow=pool_size if max_overflow is None else max_overflow,
         pool_recycle=1800,
         pool_timeout=10,
         connect_args={"connect_timeout": 5},
@@ -52,6 +58,12 @@ def make_engine(
             raise DisconnectionError(f"pooled connection was cut while idle: {exc}") from exc
 
     return engine
+
+
+def make_pooled_engine(database_url: str, pool_size: int) -> Engine:
+    """The engine of a long-running process (the server, a Celery worker): `pool_size`
+    connections at most, kept open, no overflow (config.Settings.db_pool_size says why)."""
+    return make_engine(database_url, pool_size=pool_size, max_overflow=0)
 
 
 def _make_sqlite_engine(database_url: str) -> Engine:

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shvya.clock import Clock, SystemClock
 from shvya.config import Settings, load_settings
-from shvya.db.engine import make_engine, make_session_factory
+from shvya.db.engine import make_engine, make_pooled_engine, make_session_factory
 from shvya.jobs.engines.embedded import claim_connection, worker_name
 from shvya.jobs.models import JobStatus
 from shvya.jobs.runner import Handler, LeaseKeeper, run_claimed_job
@@ -268,7 +268,7 @@ def _runtime() -> _Runtime:
     from shvya.jobs.registry import load_handlers
 
     settings = load_settings()
-    engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
+    engine = make_pooled_engine(settings.database_url, settings.db_pool_size)
     clock = SystemClock()
     publisher = CeleryPublisher(settings, engine)
     runtime = _Runtime(
