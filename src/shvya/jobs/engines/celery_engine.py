@@ -27,6 +27,7 @@ from functools import cache
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_init
 from kombu.entity import Queue
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -281,6 +282,20 @@ def _runtime() -> _Runtime:
     )
     threading.Thread(target=_heartbeat, args=(runtime,), daemon=True, name="shvya-leases").start()
     return runtime
+
+
+def _warm_up(**_kwargs: Any) -> None:
+    """Build the runtime before the node consumes: importing the handlers (the AI stack among
+    them) and opening the pool cost the first task of each node about 200 ms otherwise, and
+    that first task may be a lead's P1 reply (bench/queue.py, priority)."""
+    try:
+        with _runtime().engine.connect():
+            pass
+    except Exception:  # the first task builds it again (and says what is wrong)
+        logger.exception("celery.warm_up_failed")
+
+
+worker_init.connect(_warm_up, weak=False)
 
 
 def _heartbeat(runtime: _Runtime) -> None:
