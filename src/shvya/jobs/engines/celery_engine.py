@@ -289,8 +289,7 @@ def _warm_up(**_kwargs: Any) -> None:
     them) and opening the pool cost the first task of each node about 200 ms otherwise, and
     that first task may be a lead's P1 reply (bench/queue.py, priority)."""
     try:
-        with _runtime().engine.connect():
-            pass
+        _runtime().engine.connect().close()  # one pooled connection, open before the first task
     except Exception:  # the first task builds it again (and says what is wrong)
         logger.exception("celery.warm_up_failed")
 
