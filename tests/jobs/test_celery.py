@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from shvya.app import create_app
@@ -84,7 +84,9 @@ def celery_settings(request: pytest.FixtureRequest, settings: Settings) -> Itera
         client.close()
 
 
-def start_celery_worker(settings: Settings, ledger: Path) -> subprocess.Popen[str]:
+def start_celery_worker(
+    settings: Settings, ledger: Path, *, republish_after: float = 1
+) -> subprocess.Popen[str]:
     env = {
         **os.environ,
         "DATABASE_URL": settings.database_url,
@@ -92,7 +94,7 @@ def start_celery_worker(settings: Settings, ledger: Path) -> subprocess.Popen[st
         "SHVYA_CELERY_QUEUE_PREFIX": settings.celery_queue_prefix,
         "SHVYA_JOB_HANDLERS": "tests.jobs.ledger_handlers:handlers",
         "SHVYA_TEST_LEDGER": str(ledger),
-        "SHVYA_RELAY_REPUBLISH_AFTER_SECONDS": "1",
+        "SHVYA_RELAY_REPUBLISH_AFTER_SECONDS": str(republish_after),
         "SHVYA_LOG_LEVEL": "WARNING",
     }
     return subprocess.Popen(
@@ -182,3 +184,38 @@ def test_jobs_run_once_through_celery_even_when_the_broker_lost_or_duplicated_th
     assert set(deliveries) == expected
     assert max(deliveries.values()) == 1
     assert statuses(session_factory) == Counter({"completed": 20})
+
+
+def test_a_celery_thread_whose_connection_was_cut_runs_its_next_job_at_once(
+    celery_settings: Settings,
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+    acme: Tenant,
+    tmp_path: Path,
+) -> None:
+    ledger = tmp_path / "ledger"
+    publisher = CeleryPublisher(celery_settings, engine)
+    publisher.declare_queues()
+    publishing = make_session_factory(engine, notifier=publisher)
+    # The relay would only republish a job whose message was spent after 10 minutes: a
+    # job that runs within seconds ran from its own message.
+    worker = start_celery_worker(celery_settings, ledger, republish_after=600)
+    try:
+        enqueue_with(publishing, acme, 4)
+        wait_until(lambda: len(ledger_lines(ledger)) >= 4, timeout=60, what="4 deliveries")
+        # The database drops the connections each Celery thread keeps between its tasks (a
+        # restart, a proxy's idle timeout): their last statement was a job's completion.
+        with engine.connect() as conn:
+            cut = conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND query LIKE 'UPDATE jobs SET status%'"
+                )
+            ).all()
+        assert cut, "no worker connection found to cut"
+        enqueue_with(publishing, acme, 4)
+        wait_until(lambda: len(ledger_lines(ledger)) >= 8, timeout=20, what="8 deliveries")
+    finally:
+        stop(worker)
+    assert statuses(session_factory) == Counter({"completed": 8})

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from shvya.events.models import Event
@@ -16,10 +16,13 @@ from shvya.jobs.models import Job
 from shvya.jobs.runner import JobContext
 from shvya.jobs.service import (
     BACKOFF_SECONDS,
+    P1_MIN_PRIORITY,
+    ClaimRequest,
     DeferJob,
     PermanentJobError,
     UnknownJobType,
     claim_jobs,
+    complete_and_claim,
     complete_job,
     enqueue_job,
     reap_expired_leases,
@@ -299,3 +302,114 @@ def test_jobs_are_announced_after_the_outer_commit_never_at_a_savepoint(
         enqueue_job(session, "ai.engage", {}, company_id=acme.company_id, now=clock.now())
         session.rollback()
     assert len(heard) == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_completion_claims_the_workers_next_job_only_if_the_job_was_still_its_own(
+    engine: Engine, session_factory: sessionmaker[Session], acme: Tenant, clock: FakeClock
+) -> None:
+    first = enqueue(session_factory, acme, "ai.engage", clock)
+    step = enqueue(session_factory, acme, "sequence.step", clock)
+    summary = enqueue(session_factory, acme, "ai.summary", clock)
+    with claim_connection(engine) as conn:
+        [job] = claim_jobs(conn, worker_id="w", now=clock.now(), lease_seconds=30)
+        assert job.id == first
+        clock.advance(seconds=1)
+        done, claimed = complete_and_claim(
+            conn,
+            job=job,
+            result={"sent": 1},
+            now=clock.now(),
+            claim=ClaimRequest(worker_id="w", lease_seconds=30, min_priority=P1_MIN_PRIORITY),
+        )
+        assert done is True
+        assert [c.id for c in claimed] == [summary]  # P1 only: the P2 step is left
+        assert claimed[0].attempts == 1
+        # a stale completion (the job is finished already) claims nothing
+        done, claimed = complete_and_claim(
+            conn,
+            job=job,
+            result={"sent": 2},
+            now=clock.now(),
+            claim=ClaimRequest(worker_id="w", lease_seconds=30),
+        )
+        assert (done, claimed) == (False, [])
+    finished, next_job, left = (load(session_factory, i) for i in (first, summary, step))
+    assert (finished.status, finished.result, finished.finished_at) == (
+        "completed",
+        {"sent": 1},
+        clock.now(),
+    )
+    assert finished.lease_token is None
+    assert (next_job.status, next_job.locked_by, next_job.started_at) == (
+        "processing",
+        "w",
+        clock.now(),
+    )
+    assert next_job.locked_until == clock.now() + timedelta(seconds=30)
+    assert (left.status, left.attempts) == ("queued", 0)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_claim_made_in_the_handlers_transaction_is_undone_with_it(
+    engine: Engine, session_factory: sessionmaker[Session], acme: Tenant, clock: FakeClock
+) -> None:
+    first = enqueue(session_factory, acme, "ai.engage", clock)
+    second = enqueue(session_factory, acme, "ai.engage", clock)
+    with claim_connection(engine) as conn:
+        [job] = claim_jobs(conn, worker_id="w", now=clock.now(), lease_seconds=30)
+    with session_factory() as session:
+        done, claimed = complete_and_claim(
+            session,
+            job=job,
+            result={},
+            now=clock.now(),
+            claim=ClaimRequest(worker_id="w", lease_seconds=30),
+        )
+        assert done and [c.id for c in claimed] == [second]
+        session.rollback()  # the handler's commit failed
+    assert load(session_factory, first).status == "processing"
+    assert (load(session_factory, second).status, load(session_factory, second).attempts) == (
+        "queued",
+        0,
+    )
+
+
+def test_a_handlers_writes_commit_with_its_completion_and_vanish_with_a_lost_lease(
+    make_worker: Callable[..., EmbeddedWorker],
+    session_factory: sessionmaker[Session],
+    acme: Tenant,
+    clock: FakeClock,
+    recorder: Recorder,
+) -> None:
+    def follow_on(ctx: JobContext) -> dict[str, bool]:
+        if ctx.job.payload.get("steal"):
+            # another worker takes the job meanwhile (this one froze past its lease)
+            with ctx.session.get_bind().connect() as other:
+                other.execute(
+                    update(Job).where(Job.id == ctx.job.id).values(lease_token=uuid.uuid4())
+                )
+                other.commit()
+        enqueue_job(ctx.session, "webhook.reminder", {}, company_id=acme.company_id, now=ctx.now)
+        return {"followed": True}
+
+    recorder.behaviour["ai.engage"] = follow_on
+    kept = enqueue(session_factory, acme, "ai.engage", clock)
+    assert make_worker().run_until_idle(max_jobs=1) == 1
+    assert load(session_factory, kept).result == {"followed": True}
+    with session_factory() as session:
+        assert session.scalars(select(Job.type).order_by(Job.priority.desc())).all() == [
+            "ai.engage",
+            "webhook.reminder",
+        ]
+        job_id, _ = enqueue_job(
+            session, "ai.engage", {"steal": True}, company_id=acme.company_id, now=clock.now()
+        )
+        session.commit()
+    assert make_worker().run_until_idle(max_jobs=1) == 1
+    stolen = load(session_factory, job_id)
+    assert (stolen.status, stolen.result) == ("processing", None)
+    with session_factory() as session:
+        assert session.scalar(select(func.count()).where(Job.type == "webhook.reminder")) == 1

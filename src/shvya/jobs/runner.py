@@ -10,11 +10,11 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from shvya.clock import Clock
@@ -22,9 +22,11 @@ from shvya.config import Settings
 from shvya.jobs.models import JobStatus
 from shvya.jobs.service import (
     ClaimedJob,
+    ClaimRequest,
     DeferJob,
     LeaseLost,
     PermanentJobError,
+    complete_and_claim,
     complete_job,
     defer_job,
     extend_leases,
@@ -103,6 +105,15 @@ class LeaseKeeper:
         return released
 
 
+@dataclass(frozen=True)
+class JobRun:
+    """The outcome of one run: the job's new status (None: the lease was lost meanwhile, and
+    nothing of the run was kept), and the jobs claimed along with its completion."""
+
+    status: JobStatus | None
+    claimed: list[ClaimedJob] = field(default_factory=list)
+
+
 def run_claimed_job(
     job: ClaimedJob,
     *,
@@ -110,9 +121,19 @@ def run_claimed_job(
     handlers: Mapping[str, Handler],
     clock: Clock,
     settings: Settings,
-) -> JobStatus | None:
-    """Run the handler and record the outcome. None: the lease was lost meanwhile (another
-    worker owns the job now), so nothing of this run was kept."""
+    autocommit: Connection | None = None,
+    then_claim: ClaimRequest | None = None,
+) -> JobRun:
+    """Run the handler and record the outcome.
+
+    `autocommit`, a connection in autocommit mode (PostgreSQL), records a success in one
+    statement when the handler's session holds nothing to commit: it never touched the
+    database, or committed all of it at a checkpoint. Otherwise the completion is written in
+    the handler's own transaction, so its work and the job's `completed` commit together.
+
+    `then_claim` (PostgreSQL): the worker's next claim, made by the completion's statement
+    (service.complete_and_claim); the jobs it took are in the result once they are committed.
+    """
     handler = handlers.get(job.type)
     session = session_factory()
     try:
@@ -121,20 +142,32 @@ def run_claimed_job(
         result = handler(
             JobContext(session=session, job=job, now=clock.now(), clock=clock, settings=settings)
         )
-        if complete_job(session, job=job, result=dict(result or {}), now=clock.now()):
-            session.commit()
+        in_session = autocommit is None or session.in_transaction()
+        target = session if in_session else autocommit
+        assert target is not None
+        outcome, now = dict(result or {}), clock.now()
+        claimed: list[ClaimedJob] = []
+        if then_claim is None:
+            completed = complete_job(target, job=job, result=outcome, now=now)
+        else:
+            completed, claimed = complete_and_claim(
+                target, job=job, result=outcome, now=now, claim=then_claim
+            )
+        if completed:
+            if in_session:
+                session.commit()
             logger.info(
                 "job.completed",
                 extra={"job_id": str(job.id), "type": job.type, "attempt": job.attempts},
             )
-            return JobStatus.completed
+            return JobRun(JobStatus.completed, claimed)
         session.rollback()
         logger.warning("job.lease_lost", extra={"job_id": str(job.id), "type": job.type})
-        return None
+        return JobRun(None)
     except LeaseLost:
         session.rollback()
         logger.warning("job.lease_lost", extra={"job_id": str(job.id), "type": job.type})
-        return None
+        return JobRun(None)
     except DeferJob as deferral:
         session.rollback()
         until, reason = deferral.until, deferral.reason
@@ -175,10 +208,10 @@ def _record(
     session_factory: sessionmaker[Session],
     job: ClaimedJob,
     write: Callable[[Session], JobStatus | None],
-) -> JobStatus | None:
+) -> JobRun:
     with session_factory() as session:
         status = write(session)
         session.commit()
     if status is None:
         logger.warning("job.lease_lost", extra={"job_id": str(job.id), "type": job.type})
-    return status
+    return JobRun(status)

@@ -25,9 +25,12 @@ from sqlalchemy import (
     bindparam,
     case,
     event,
+    exists,
     func,
+    literal_column,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.orm import Session
@@ -303,6 +306,7 @@ class ClaimedJob:
         return lane_of(self.priority)
 
 
+# In ClaimedJob's field order: a claimed row becomes ClaimedJob(*row).
 _CLAIM_COLUMNS = (
     Job.id,
     Job.company_id,
@@ -315,6 +319,26 @@ _CLAIM_COLUMNS = (
     Job.run_at,
     Job.lease_token,
 )
+
+
+@dataclass(frozen=True)
+class ClaimRequest:
+    """What a worker thread claims: up to `limit` due jobs, P1 only with `min_priority`."""
+
+    worker_id: str
+    lease_seconds: float
+    limit: int = 1
+    min_priority: int | None = None
+
+    def parameters(self, now: datetime) -> dict[str, Any]:
+        return {
+            "now": now,
+            "claim_limit": self.limit,
+            "worker_id": self.worker_id,
+            "claim_until": now + timedelta(seconds=self.lease_seconds),
+            "claim_token": uuid.uuid4(),
+            "min_priority": self.min_priority,
+        }
 
 
 def claim_jobs(
@@ -334,19 +358,17 @@ def claim_jobs(
     claimers. `job_id` claims that one job only if it is still queued and due (the Celery
     task's claim: a redelivered message finds the row taken and does nothing).
     """
+    request = ClaimRequest(
+        worker_id=worker_id, lease_seconds=lease_seconds, limit=limit, min_priority=min_priority
+    )
     statement = _claim_statement(
         conn.dialect.name == "postgresql", min_priority is not None, job_id is not None
     )
-    parameters: dict[str, Any] = {
-        "now": now,
-        "claim_limit": limit,
-        "worker_id": worker_id,
-        "locked_until": now + timedelta(seconds=lease_seconds),
-        "token": uuid.uuid4(),
-        "min_priority": min_priority,
-        "job_id": job_id,
-    }
-    jobs = [ClaimedJob(**row._mapping) for row in conn.execute(statement, parameters)]
+    rows = conn.execute(statement, {**request.parameters(now), "job_id": job_id})
+    return _in_claim_order([ClaimedJob(*row) for row in rows])
+
+
+def _in_claim_order(jobs: list[ClaimedJob]) -> list[ClaimedJob]:
     jobs.sort(key=lambda job: (-job.priority, job.run_at))
     return jobs
 
@@ -355,9 +377,10 @@ _jobs = table_of(Job)
 _NOW = bindparam("now", type_=UTCDateTime())
 
 
-@cache
-def _claim_statement(postgresql: bool, by_priority: bool, by_id: bool) -> Any:
-    """Built once per variant: each worker claims many times a second."""
+def _chosen_jobs(postgresql: bool, by_priority: bool, by_id: bool) -> Any:
+    """The due jobs a claim takes, as a CTE. A CTE, not `id IN (subquery)`: PostgreSQL may
+    evaluate an IN-subquery more than once and then claim more rows than LIMIT (seen here:
+    two rows for LIMIT 1). A locking CTE is evaluated exactly once."""
     candidates = select(_jobs.c.id).where(
         _jobs.c.status == JobStatus.queued.value, _jobs.c.run_at <= _NOW
     )
@@ -370,24 +393,30 @@ def _claim_statement(postgresql: bool, by_priority: bool, by_id: bool) -> Any:
     )
     if postgresql:
         candidates = candidates.with_for_update(skip_locked=True)
-    # A CTE, not `id IN (subquery)`: PostgreSQL may evaluate an IN-subquery more than once
-    # and then claim more rows than LIMIT (seen here: two rows for LIMIT 1). A locking CTE is
-    # evaluated exactly once.
-    chosen = candidates.cte("chosen_jobs")
+    return candidates.cte("chosen_jobs")
+
+
+def _claim_update(chosen: Any, *conditions: Any) -> Any:
     return (
         update(_jobs)
-        .where(_jobs.c.id == chosen.c.id, _jobs.c.status == JobStatus.queued.value)
+        .where(_jobs.c.id == chosen.c.id, _jobs.c.status == JobStatus.queued.value, *conditions)
         .values(
             status=JobStatus.processing.value,
             attempts=_jobs.c.attempts + 1,
             locked_by=bindparam("worker_id"),
-            locked_until=bindparam("locked_until", type_=UTCDateTime()),
-            lease_token=bindparam("token", type_=Uuid()),
+            locked_until=bindparam("claim_until", type_=UTCDateTime()),
+            lease_token=bindparam("claim_token", type_=Uuid()),
             started_at=_NOW,
             published_at=None,
         )
         .returning(*(_jobs.c[column.key] for column in _CLAIM_COLUMNS))
     )
+
+
+@cache
+def _claim_statement(postgresql: bool, by_priority: bool, by_id: bool) -> Any:
+    """Built once per variant: each worker claims many times a second."""
+    return _claim_update(_chosen_jobs(postgresql, by_priority, by_id))
 
 
 def extend_leases(
@@ -420,13 +449,15 @@ _RELEASED: dict[str, Any] = {"locked_by": None, "locked_until": None, "lease_tok
 _HOLD = (
     update(_jobs).where(_FENCED).values(locked_until=bindparam("locked_until", type_=UTCDateTime()))
 )
+# Bind names are never column names here: SQLAlchemy adds a SET clause for every execution
+# parameter named like a column, also to the claim UPDATE in complete_and_claim's statement.
 _COMPLETE = (
     update(_jobs)
     .where(_FENCED)
     .values(
         status=JobStatus.completed.value,
-        result=bindparam("result", type_=_jobs.c.result.type),
-        finished_at=bindparam("finished_at", type_=UTCDateTime()),
+        result=bindparam("job_result", type_=_jobs.c.result.type),
+        finished_at=bindparam("finished", type_=UTCDateTime()),
         **_RELEASED,
     )
 )
@@ -491,12 +522,49 @@ def _clip(error: str) -> str:
 
 
 def complete_job(
-    session: Session, *, job: ClaimedJob, result: dict[str, Any], now: datetime
+    target: Session | Connection, *, job: ClaimedJob, result: dict[str, Any], now: datetime
 ) -> bool:
-    """Mark the job done in the handler's own transaction. False: the lease was lost, and the
+    """Mark the job done: in the handler's own session (its transaction), or on an autocommit
+    connection when the handler left nothing to commit. False: the lease was lost, and the
     caller must roll the handler's work back."""
-    outcome = session.connection().execute(_COMPLETE, _fence(job, result=result, finished_at=now))
-    return _changed(outcome)
+    conn = target.connection() if isinstance(target, Session) else target
+    return _changed(conn.execute(_COMPLETE, _fence(job, job_result=result, finished=now)))
+
+
+def complete_and_claim(
+    target: Session | Connection,
+    *,
+    job: ClaimedJob,
+    result: dict[str, Any],
+    now: datetime,
+    claim: ClaimRequest,
+) -> tuple[bool, list[ClaimedJob]]:
+    """PostgreSQL: complete_job and, only if that held, the worker's next claim, in one
+    statement (one round trip instead of two for every job a busy worker runs). In the
+    handler's transaction the claim commits with the handler's work, or not at all; the
+    caller must treat the jobs as claimed only once that commit went through."""
+    conn = target.connection() if isinstance(target, Session) else target
+    rows = conn.execute(
+        _complete_and_claim_statement(claim.min_priority is not None),
+        {**claim.parameters(now), **_fence(job, job_result=result, finished=now)},
+    ).all()
+    completed = bool(rows[0][0])
+    claimed = [ClaimedJob(*row[1:]) for row in rows if row[1] is not None]
+    return completed, _in_claim_order(claimed)
+
+
+@cache
+def _complete_and_claim_statement(by_priority: bool) -> Any:
+    done = _COMPLETE.returning(_jobs.c.id).cte("completed_job")
+    claimed = _claim_update(_chosen_jobs(True, by_priority, False), exists(select(done.c.id))).cte(
+        "claimed_jobs"
+    )
+    # One row even when nothing was claimed: it says whether the completion held.
+    one = select(literal_column("1").label("one")).subquery("one")
+    return select(
+        select(func.count()).select_from(done).scalar_subquery().label("completed"),
+        *(claimed.c[column.key] for column in _CLAIM_COLUMNS),
+    ).select_from(one.outerjoin(claimed, true()))
 
 
 def fail_job(

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -22,14 +23,15 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
 from celery import Celery
 from celery.signals import worker_init
 from kombu.entity import Queue
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shvya.clock import Clock, SystemClock
@@ -39,6 +41,7 @@ from shvya.jobs.engines.embedded import claim_connection, worker_name
 from shvya.jobs.models import JobStatus
 from shvya.jobs.runner import Handler, LeaseKeeper, run_claimed_job
 from shvya.jobs.service import (
+    ClaimedJob,
     EnqueuedJob,
     Lane,
     claim_jobs,
@@ -262,6 +265,30 @@ class _Runtime:
     handlers: dict[str, Handler]
     clock: Clock
     leases: LeaseKeeper
+    _local: threading.local = field(default_factory=threading.local)
+
+    def claim_connection(self) -> Connection:
+        """This Celery thread's own autocommit connection (PostgreSQL), kept between tasks:
+        a task's claim and its completion need no pool checkout and no transaction."""
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.invalidated:
+            conn = claim_connection(self.engine)
+            self._local.conn = conn
+        return conn
+
+    def drop_claim_connection(self) -> None:
+        """Never reuse a connection a statement failed on (the server may have gone away)."""
+        conn: Connection | None = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.invalidate()
+                conn.close()
+
+
+# Threads of this Celery node (`-c`), known at worker_init: each keeps a connection for its
+# claims besides the ones its handlers use, and the pool must hold both.
+_node_threads = 0
 
 
 @cache
@@ -269,7 +296,8 @@ def _runtime() -> _Runtime:
     from shvya.jobs.registry import load_handlers
 
     settings = load_settings()
-    engine = make_pooled_engine(settings.database_url, settings.db_pool_size)
+    pool_size = max(settings.db_pool_size, 2 * _node_threads + 2)
+    engine = make_pooled_engine(settings.database_url, pool_size)
     clock = SystemClock()
     publisher = CeleryPublisher(settings, engine)
     runtime = _Runtime(
@@ -284,10 +312,12 @@ def _runtime() -> _Runtime:
     return runtime
 
 
-def _warm_up(**_kwargs: Any) -> None:
+def _warm_up(sender: Any = None, **_kwargs: Any) -> None:
     """Build the runtime before the node consumes: importing the handlers (the AI stack among
     them) and opening the pool cost the first task of each node about 200 ms otherwise, and
     that first task may be a lead's P1 reply (bench/queue.py, priority)."""
+    global _node_threads
+    _node_threads = int(getattr(sender, "concurrency", 0) or 0)
     try:
         _runtime().engine.connect().close()  # one pooled connection, open before the first task
     except Exception:  # the first task builds it again (and says what is wrong)
@@ -308,29 +338,59 @@ def _heartbeat(runtime: _Runtime) -> None:
 
 def run_job_task(job_id: str) -> str:
     runtime = _runtime()
-    with claim_connection(runtime.engine) as conn:
-        jobs = claim_jobs(
-            conn,
-            worker_id=f"{worker_name()}:{threading.current_thread().name}",
-            now=runtime.clock.now(),
-            lease_seconds=runtime.settings.job_lease_seconds,
-            job_id=uuid.UUID(job_id),
-        )
+    if runtime.engine.dialect.name != "postgresql":
+        # SQLite: the claim's transaction holds the write lock; commit it before the handler.
+        with claim_connection(runtime.engine) as conn:
+            jobs = _claim_by_id(runtime, conn, job_id)
+        return _run_task_job(runtime, jobs, autocommit=None)
+    try:
+        conn = runtime.claim_connection()
+        try:
+            jobs = _claim_by_id(runtime, conn, job_id)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            # The kept connection was cut while idle (a database restart): once more on a
+            # new one, instead of leaving the job to the relay.
+            runtime.drop_claim_connection()
+            conn = runtime.claim_connection()
+            jobs = _claim_by_id(runtime, conn, job_id)
+        # The claim's connection also records a success that needs no transaction.
+        return _run_task_job(runtime, jobs, autocommit=conn)
+    except Exception:
+        runtime.drop_claim_connection()
+        raise
+
+
+def _claim_by_id(runtime: _Runtime, conn: Connection, job_id: str) -> list[ClaimedJob]:
+    return claim_jobs(
+        conn,
+        worker_id=f"{worker_name()}:{threading.current_thread().name}",
+        now=runtime.clock.now(),
+        lease_seconds=runtime.settings.job_lease_seconds,
+        job_id=uuid.UUID(job_id),
+    )
+
+
+def _run_task_job(
+    runtime: _Runtime, jobs: list[ClaimedJob], *, autocommit: Connection | None
+) -> str:
     if not jobs:
         return "not claimable"  # already taken, finished, or not due: a duplicate message
     job = jobs[0]
     runtime.leases.add(job)
     try:
-        status = run_claimed_job(
+        run = run_claimed_job(
             job,
             session_factory=runtime.session_factory,
             handlers=runtime.handlers,
             clock=runtime.clock,
             settings=runtime.settings,
+            autocommit=autocommit,
         )
     finally:
         runtime.leases.discard(job)
-    return status.value if isinstance(status, JobStatus) else "lease lost"
+    return run.status.value if isinstance(run.status, JobStatus) else "lease lost"
 
 
 def _module_app() -> Celery:

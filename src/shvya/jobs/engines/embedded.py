@@ -28,6 +28,7 @@ from shvya.jobs.runner import Handler, LeaseKeeper, run_claimed_job
 from shvya.jobs.service import (
     P1_MIN_PRIORITY,
     ClaimedJob,
+    ClaimRequest,
     EnqueuedJob,
     Lane,
     claim_jobs,
@@ -137,14 +138,24 @@ class EmbeddedWorker:
         logger.info("worker.stopped", extra={"worker": self.name, "released": released})
 
     def run_until_idle(self, *, max_jobs: int = 10_000) -> int:
-        """Claim and run due jobs in this thread until none is due (tests, `--once`)."""
+        """Claim and run due jobs in this thread until none is due (tests, `--once`), the way
+        a worker thread does: on PostgreSQL with its own autocommit connection, each
+        completion claiming the next job."""
+        postgresql = self.engine.dialect.name == "postgresql"
+        request = ClaimRequest(
+            worker_id=f"{self.name}:{threading.current_thread().name}",
+            lease_seconds=self.settings.job_lease_seconds,
+        )
         ran = 0
-        while ran < max_jobs:
-            jobs = self._claim(None, limit=1)
-            if not jobs:
-                return ran
-            for job in jobs:
-                self._run(job)
+        with claim_connection(self.engine) if postgresql else contextlib.nullcontext() as held:
+            jobs: list[ClaimedJob] = []
+            while ran < max_jobs:
+                if not jobs:
+                    jobs = self._claim(None, limit=1, held=held)
+                    if not jobs:
+                        return ran
+                more = postgresql and ran + 1 < max_jobs
+                jobs = self._run(jobs.pop(), autocommit=held, then_claim=request if more else None)
                 ran += 1
         return ran
 
@@ -171,50 +182,93 @@ class EmbeddedWorker:
             self.leases.add(job)
         return jobs
 
-    def _run(self, job: ClaimedJob) -> None:
+    def _run(
+        self,
+        job: ClaimedJob,
+        autocommit: Connection | None = None,
+        then_claim: ClaimRequest | None = None,
+    ) -> list[ClaimedJob]:
+        """Run one job; returns the jobs claimed along with its completion (`then_claim`)."""
         try:
-            run_claimed_job(
+            run = run_claimed_job(
                 job,
                 session_factory=self.session_factory,
                 handlers=self.handlers,
                 clock=self.clock,
                 settings=self.settings,
+                autocommit=autocommit,
+                then_claim=then_claim,
             )
         finally:
             self.leases.discard(job)
+        for claimed in run.claimed:
+            self.leases.add(claimed)
+        return run.claimed
 
     def _work(self, lane: _Lane) -> None:
-        keep_connection = self.engine.dialect.name == "postgresql"
+        # PostgreSQL: each thread keeps one autocommit connection for its claims and for the
+        # completions that need no transaction, and a busy thread claims its next jobs in the
+        # statement that completes the last one (one round trip per job, not two).
+        postgresql = self.engine.dialect.name == "postgresql"
         held: Connection | None = None
+        request = ClaimRequest(
+            worker_id=f"{self.name}:{threading.current_thread().name}",
+            lease_seconds=self.settings.job_lease_seconds,
+            limit=self.settings.job_claim_batch,
+            min_priority=lane.min_priority,
+        )
+        jobs: list[ClaimedJob] = []
         try:
             while not self._stopping.is_set():
                 try:
-                    lane.wake.clear()
-                    if keep_connection and held is None:
-                        held = claim_connection(self.engine)
-                    jobs = self._claim(
-                        lane.min_priority, limit=self.settings.job_claim_batch, held=held
-                    )
+                    if not jobs:
+                        lane.wake.clear()
+                        if postgresql and held is None:
+                            held = claim_connection(self.engine)
+                        jobs = self._claim(lane.min_priority, limit=request.limit, held=held)
+                        if not jobs:
+                            lane.wake.wait(self.settings.job_poll_seconds)
+                            continue
+                    jobs = self._run_claimed(jobs, held, request if postgresql else None)
                 except Exception:
-                    logger.exception("worker.claim_failed", extra={"worker": self.name})
+                    # A failed claim, or a job whose outcome could not be written (the
+                    # database went away): such a job's lease runs out and it runs again.
+                    logger.exception("worker.failed", extra={"worker": self.name})
                     if held is not None:
                         # The server may have gone away: never reuse a broken connection.
                         held.invalidate()
                         held.close()
                         held = None
+                    self._give_back_quietly(jobs)
+                    jobs = []
                     self._stopping.wait(self.settings.job_poll_seconds)
-                    continue
-                if not jobs:
-                    lane.wake.wait(self.settings.job_poll_seconds)
-                    continue
-                for index, job in enumerate(jobs):
-                    if self._stopping.is_set():
-                        self._give_back(jobs[index:])
-                        return
-                    self._run(job)
         finally:
+            self._give_back_quietly(jobs)
             if held is not None:
                 held.close()
+
+    def _give_back_quietly(self, jobs: Sequence[ClaimedJob]) -> None:
+        """Claimed jobs this thread will not run: back to the queue now, or, if the database
+        cannot be reached, when their leases run out."""
+        try:
+            self._give_back(jobs)
+        except Exception:
+            logger.exception("worker.give_back_failed", extra={"jobs": len(jobs)})
+
+    def _run_claimed(
+        self, jobs: list[ClaimedJob], held: Connection | None, request: ClaimRequest | None
+    ) -> list[ClaimedJob]:
+        """Run claimed jobs in order, taking each off `jobs` as it starts; the last one's
+        completion makes the next claim. Returns the jobs that claim took."""
+        following: list[ClaimedJob] = []
+        while jobs:
+            if self._stopping.is_set():
+                self._give_back(jobs)
+                jobs.clear()
+                return []
+            job = jobs.pop(0)
+            following = self._run(job, autocommit=held, then_claim=None if jobs else request)
+        return following
 
     def _give_back(self, jobs: Sequence[ClaimedJob]) -> None:
         for job in jobs:
