@@ -27,6 +27,7 @@ from urllib.parse import quote
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
+import shvya
 from shvya.db.engine import make_engine, make_session_factory
 from shvya.db.migrate import upgrade_database
 from shvya.jobs.service import enqueue_job
@@ -34,6 +35,7 @@ from shvya.tenancy.service import create_company
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
+SHVYA_SRC = Path(shvya.__file__).resolve().parents[1]
 PYTHON = sys.executable
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672//"
@@ -245,9 +247,10 @@ def shvya_env(database_url: str, *, handlers: str, **extra: str) -> dict[str, st
     }
     env.update(
         {
-            # The repository (for bench.*) and its src/ (for an unpacked copy of the code;
-            # the virtualenv's editable install points at the same place otherwise).
-            "PYTHONPATH": os.pathsep.join([str(REPO_DIR), str(REPO_DIR / "src")]),
+            # The repository (for bench.*) and the SHVYA this process imported: an export
+            # of a commit given on PYTHONPATH is what the workers run too, not the working
+            # tree (the virtualenv's editable install points at the repository's src/).
+            "PYTHONPATH": os.pathsep.join([str(REPO_DIR), str(SHVYA_SRC)]),
             "DATABASE_URL": database_url,
             "SHVYA_JOB_HANDLERS": handlers,
             "SHVYA_LOG_LEVEL": "WARNING",
