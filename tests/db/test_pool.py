@@ -62,3 +62,22 @@ def test_only_a_connection_idle_past_the_limit_is_pinged(
     time.sleep(0.3)
     backend_pid(small_engine)
     assert len(pings) == 1
+
+
+def test_a_worker_connection_commits_without_waiting_and_goes_back_to_the_pool_durable(
+    postgres_schema_url: str,
+) -> None:
+    from shvya.jobs.engines.embedded import close_worker_connection, open_worker_connection
+
+    engine = make_engine(postgres_schema_url, pool_size=1, max_overflow=0)
+    try:
+        worker = open_worker_connection(engine)
+        pid = worker.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        assert worker.execute(text("SHOW synchronous_commit")).scalar_one() == "off"
+        close_worker_connection(worker)
+        # the pool's one connection: a handler's session that gets it commits durably again
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT pg_backend_pid()")).scalar_one() == pid
+            assert connection.execute(text("SHOW synchronous_commit")).scalar_one() == "on"
+    finally:
+        engine.dispose()

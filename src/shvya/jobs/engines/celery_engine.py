@@ -37,7 +37,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from shvya.clock import Clock, SystemClock
 from shvya.config import Settings, load_settings
 from shvya.db.engine import make_engine, make_pooled_engine, make_session_factory
-from shvya.jobs.engines.embedded import claim_connection, worker_name
+from shvya.jobs.engines.embedded import (
+    claim_connection,
+    open_worker_connection,
+    worker_name,
+)
 from shvya.jobs.models import JobStatus
 from shvya.jobs.runner import Handler, LeaseKeeper, run_claimed_job
 from shvya.jobs.service import (
@@ -268,11 +272,12 @@ class _Runtime:
     _local: threading.local = field(default_factory=threading.local)
 
     def claim_connection(self) -> Connection:
-        """This Celery thread's own autocommit connection (PostgreSQL), kept between tasks:
-        a task's claim and its completion need no pool checkout and no transaction."""
+        """This Celery thread's own worker connection (embedded.open_worker_connection),
+        kept between tasks: a task's claim and a completion that needs no transaction take
+        no pool checkout."""
         conn: Connection | None = getattr(self._local, "conn", None)
         if conn is None or conn.closed or conn.invalidated:
-            conn = claim_connection(self.engine)
+            conn = open_worker_connection(self.engine)
             self._local.conn = conn
         return conn
 
