@@ -4,14 +4,18 @@
 - `bench.handlers:busy_handlers`: P2 types sleep BENCH_P2_SLEEP seconds (default 0.03), P1
   types return at once (the priority test: the general threads stay busy with P2 work).
 - `bench.handlers:ledger_handlers`: every type sleeps BENCH_SLEEP seconds (default 0), then
-  appends "<job id> <attempt> <pid>" to the file BENCH_LEDGER, one os.write per line with
-  O_APPEND (lines stay whole across processes): deliveries recorded outside SHVYA's tables.
+  delivers, keyed on the job id: it creates BENCH_LEDGER.keys/<job id> with O_EXCL, which
+  only the first run of a job can (a re-run finds the key and delivers nothing, as a
+  provider that honours an idempotency key does), and appends "<job id> <attempt> <pid>
+  delivered|repeat" to the file BENCH_LEDGER, one os.write per line with O_APPEND (lines
+  stay whole across processes). Both live outside SHVYA's tables.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from shvya.jobs.runner import Handler, JobContext
@@ -39,17 +43,31 @@ def busy_handlers() -> dict[str, Handler]:
 
 def ledger_handlers() -> dict[str, Handler]:
     ledger = os.environ["BENCH_LEDGER"]
+    keys = Path(f"{ledger}.keys")
+    keys.mkdir(parents=True, exist_ok=True)
     seconds = float(os.environ.get("BENCH_SLEEP", "0"))
 
     def record(ctx: JobContext) -> dict[str, Any]:
         if seconds:
             time.sleep(seconds)
-        line = f"{ctx.job.id} {ctx.job.attempts} {os.getpid()}\n".encode()
+        # The delivery, keyed on the job's id as a provider's idempotency key is: the first
+        # run creates its key file, a re-run of the same job finds it and delivers nothing.
+        try:
+            fd = os.open(keys / str(ctx.job.id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            outcome = "repeat"
+        else:
+            try:
+                os.write(fd, f"{ctx.job.attempts} {os.getpid()}".encode())
+            finally:
+                os.close(fd)
+            outcome = "delivered"
+        line = f"{ctx.job.id} {ctx.job.attempts} {os.getpid()} {outcome}\n".encode()
         fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line)
         finally:
             os.close(fd)
-        return {}
+        return {"delivery": outcome}
 
     return {t.value: record for t in JobType}

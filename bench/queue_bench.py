@@ -133,7 +133,14 @@ def bench_env(**extra: str) -> dict[str, str]:
 # --- raw SKIP LOCKED loop ----------------------------------------------------------------------
 
 
-def measure_raw_loop(options: Options, batch: int) -> Throughput:
+RAW_LOOP = "raw SKIP LOCKED loop"
+RAW_LOOP_ASYNC = "raw SKIP LOCKED loop, commits not flushed"
+
+
+def measure_raw_loop(options: Options, batch: int, *, async_commit: bool = False) -> Throughput:
+    """`async_commit`: the loop's connections set synchronous_commit off, as SHVYA's worker
+    connections do (jobs/engines/embedded.py, open_worker_connection): the like-for-like
+    anchor for what that setting buys."""
     with (
         pg_schema(options.pg_url, "raw") as schema,
         psycopg.connect(schema.conninfo, autocommit=True) as conn,
@@ -156,6 +163,7 @@ def measure_raw_loop(options: Options, batch: int) -> Throughput:
                     str(batch),
                     "--start-at",
                     f"{start_at:.3f}",
+                    *(["--async-commit"] if async_commit else []),
                 ],
                 bench_env(),
             )
@@ -177,7 +185,7 @@ def measure_raw_loop(options: Options, batch: int) -> Throughput:
         else (f"claims {claims}, max per job {max_claims}, done {completed}")
     )
     return Throughput(
-        system="raw SKIP LOCKED loop",
+        system=RAW_LOOP_ASYNC if async_commit else RAW_LOOP,
         backend="PostgreSQL",
         batch=str(batch),
         workers=f"{PROCESSES_PER_ENGINE} processes x 1 connection",
@@ -995,6 +1003,13 @@ def run(options: Options) -> Results:
                 results.throughput.append(
                     step(f"raw loop, batch {batch}", lambda b=batch: measure_raw_loop(options, b))  # type: ignore[misc]
                 )
+            for batch in (1, 10):
+                results.throughput.append(
+                    step(  # type: ignore[arg-type]
+                        f"raw loop, batch {batch}, synchronous_commit off",
+                        lambda b=batch: measure_raw_loop(options, b, async_commit=True),  # type: ignore[misc]
+                    )
+                )
             results.throughput.append(
                 step("procrastinate", lambda: measure_procrastinate(options))  # type: ignore[arg-type]
             )
@@ -1122,12 +1137,20 @@ def ratio_rows(results: Results) -> list[list[str]]:
         )
 
     embedded = {b: results.find("SHVYA embedded", "PostgreSQL", b) for b in ("1", "10")}
-    raw = {b: results.find("raw SKIP LOCKED loop", "PostgreSQL", b) for b in ("1", "10")}
+    raw = {b: results.find(RAW_LOOP, "PostgreSQL", b) for b in ("1", "10")}
+    raw_async = {b: results.find(RAW_LOOP_ASYNC, "PostgreSQL", b) for b in ("1", "10")}
     procrastinate = results.find("procrastinate 3.10", "PostgreSQL")
     for batch in ("1", "10"):
         add(f"embedded PG batch {batch} / procrastinate", embedded[batch], procrastinate, 1.5)
     for batch in ("1", "10"):
         add(f"embedded PG batch {batch} / raw loop batch {batch}", embedded[batch], raw[batch], 0.5)
+    for batch in ("1", "10"):
+        add(
+            f"embedded PG batch {batch} / raw loop batch {batch}, commits not flushed",
+            embedded[batch],
+            raw_async[batch],
+            None,
+        )
     for backend in ("RabbitMQ", "Redis"):
         add(
             f"Celery engine / raw Celery, {backend}",

@@ -1,9 +1,10 @@
 """The raw anchor: a bare jobs table and a `FOR UPDATE SKIP LOCKED` claim-and-complete loop.
 
-    python -m bench.raw_loop --conninfo URL --batch 1 --start-at EPOCH
+    python -m bench.raw_loop --conninfo URL --batch 1 --start-at EPOCH [--async-commit]
 
 One psycopg connection in autocommit mode: each statement is its own transaction, as in
-SHVYA's claim. The claim has SHVYA's form (a locking CTE, not `id IN (subquery)`, which
+SHVYA's claim; with --async-commit those commits do not wait for the WAL flush, as SHVYA's
+worker connections' do not. The claim has SHVYA's form (a locking CTE, not `id IN (subquery)`, which
 PostgreSQL may evaluate twice and then claim more than LIMIT rows), and each job is completed
 by its own statement, as a queue must (one job's outcome must not wait for another's). The
 process exits when a claim finds nothing: the table was filled before it started.
@@ -56,9 +57,12 @@ def main() -> None:
     parser.add_argument("--conninfo", required=True)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--start-at", type=float, default=0.0)
+    parser.add_argument(
+        "--async-commit", action="store_true", help="SET synchronous_commit = off, as SHVYA's"
+    )
     args = parser.parse_args()
     with psycopg.connect(args.conninfo, autocommit=True) as conn:
-        conn.execute("SELECT 1")
+        conn.execute("SET synchronous_commit = off" if args.async_commit else "SELECT 1")
         time.sleep(max(0.0, args.start_at - time.time()))
         done = 0
         while True:
