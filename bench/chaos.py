@@ -7,14 +7,15 @@
 
 For each engine: 10,000 jobs (one in five ai.engage, the rest sequence.step) whose handler
 sleeps 20 ms and then delivers, keyed on the job's id, outside SHVYA's tables: it creates
-a key file named after the job with O_EXCL (only the first run of a job can; a re-run finds
-it and delivers nothing, as a provider honouring an idempotency key does) and appends
-"<job id> <attempt> <pid> delivered|repeat" to a ledger file (one O_APPEND write per line);
-two worker processes, each started in its own session (process group); twenty `kill -9` of
-a random one of them, spread over the run (the k-th once 1 - k/21 of the jobs are left,
-then after a random 0-1 s), each followed at once by a new process in its place; then it
-waits for the queue to drain. The last kill comes with about 5% of the jobs left, so the
-drain time is mostly the re-run of the jobs the kills orphaned.
+a key file named after the job, whole (written aside, then hard-linked into place; only the
+first run of a job can, a re-run finds it and delivers nothing, as a provider honouring an
+idempotency key does) and appends "<job id> <attempt> <pid> delivered|repeat" to a ledger
+file (one O_APPEND write per line); two worker processes, each started in its own session
+(process group); twenty `kill -9` of a random one of them, spread over the run (the k-th
+once 1 - k/21 of the jobs are left, then after a random 0-1 s), each followed at once by a
+new process in its place; then it waits for the queue to drain. The last kill comes with
+about 5% of the jobs left, so the drain time is mostly the re-run of the jobs the kills
+orphaned.
 
 - Embedded engine, PostgreSQL: a worker is one `shvya worker` process.
 - Celery engine: a worker is one `shvya worker --engine celery` process with the two Celery
@@ -243,7 +244,7 @@ def read_ledger(ledger: Path) -> dict[str, list[LedgerRun]]:
 def read_keys(keys: Path) -> dict[str, LedgerRun]:
     """The deliveries: each job's key file, holding the attempt and pid of the run that made it."""
     delivered = {}
-    for path in keys.glob("*"):
+    for path in keys.glob("[!.]*"):  # not the drafts of runs killed before they delivered
         attempt, pid = path.read_text().split()
         delivered[path.name] = LedgerRun(int(attempt), int(pid), True)
     return delivered

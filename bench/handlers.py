@@ -4,11 +4,11 @@
 - `bench.handlers:busy_handlers`: P2 types sleep BENCH_P2_SLEEP seconds (default 0.03), P1
   types return at once (the priority test: the general threads stay busy with P2 work).
 - `bench.handlers:ledger_handlers`: every type sleeps BENCH_SLEEP seconds (default 0), then
-  delivers, keyed on the job id: it creates BENCH_LEDGER.keys/<job id> with O_EXCL, which
-  only the first run of a job can (a re-run finds the key and delivers nothing, as a
-  provider that honours an idempotency key does), and appends "<job id> <attempt> <pid>
-  delivered|repeat" to the file BENCH_LEDGER, one os.write per line with O_APPEND (lines
-  stay whole across processes). Both live outside SHVYA's tables.
+  delivers, keyed on the job id: it creates BENCH_LEDGER.keys/<job id> (written aside, then
+  hard-linked into place), which only the first run of a job can (a re-run finds the key and
+  delivers nothing, as a provider that honours an idempotency key does), and appends
+  "<job id> <attempt> <pid> delivered|repeat" to the file BENCH_LEDGER, one os.write per
+  line with O_APPEND (lines stay whole across processes). Both live outside SHVYA's tables.
 """
 
 from __future__ import annotations
@@ -52,16 +52,18 @@ def ledger_handlers() -> dict[str, Handler]:
             time.sleep(seconds)
         # The delivery, keyed on the job's id as a provider's idempotency key is: the first
         # run creates its key file, a re-run of the same job finds it and delivers nothing.
+        # The key appears whole or not at all (written aside, then linked into place; a
+        # link fails if the name exists), holding the attempt and pid that delivered.
+        draft = keys / f".{ctx.job.id}.{os.getpid()}.{ctx.job.attempts}"
+        draft.write_text(f"{ctx.job.attempts} {os.getpid()}")
         try:
-            fd = os.open(keys / str(ctx.job.id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.link(draft, keys / str(ctx.job.id))
         except FileExistsError:
             outcome = "repeat"
         else:
-            try:
-                os.write(fd, f"{ctx.job.attempts} {os.getpid()}".encode())
-            finally:
-                os.close(fd)
             outcome = "delivered"
+        finally:
+            draft.unlink()
         line = f"{ctx.job.id} {ctx.job.attempts} {os.getpid()} {outcome}\n".encode()
         fd = os.open(ledger, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
