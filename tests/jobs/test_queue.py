@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from shvya.config import Settings
 from shvya.events.models import Event
 from shvya.jobs.engines.embedded import EmbeddedWorker, claim_connection
 from shvya.jobs.models import Job
@@ -310,22 +313,24 @@ def test_a_completion_claims_the_workers_next_job_only_if_the_job_was_still_its_
     engine: Engine, session_factory: sessionmaker[Session], acme: Tenant, clock: FakeClock
 ) -> None:
     first = enqueue(session_factory, acme, "ai.engage", clock)
-    step = enqueue(session_factory, acme, "sequence.step", clock)
     summary = enqueue(session_factory, acme, "ai.summary", clock)
+    step = enqueue(session_factory, acme, "sequence.step", clock)
+    p1_only = ClaimRequest(worker_id="w", lease_seconds=30, min_priority=P1_MIN_PRIORITY)
     with claim_connection(engine) as conn:
         [job] = claim_jobs(conn, worker_id="w", now=clock.now(), lease_seconds=30)
         assert job.id == first
         clock.advance(seconds=1)
         done, claimed = complete_and_claim(
-            conn,
-            job=job,
-            result={"sent": 1},
-            now=clock.now(),
-            claim=ClaimRequest(worker_id="w", lease_seconds=30, min_priority=P1_MIN_PRIORITY),
+            conn, job=job, result={"sent": 1}, now=clock.now(), claim=p1_only
         )
         assert done is True
-        assert [c.id for c in claimed] == [summary]  # P1 only: the P2 step is left
+        assert [c.id for c in claimed] == [summary]
         assert claimed[0].attempts == 1
+        # a P1-only thread leaves the P2 step alone
+        done, nothing = complete_and_claim(
+            conn, job=claimed[0], result={}, now=clock.now(), claim=p1_only
+        )
+        assert (done, nothing) == (True, [])
         # a stale completion (the job is finished already) claims nothing
         done, claimed = complete_and_claim(
             conn,
@@ -335,20 +340,19 @@ def test_a_completion_claims_the_workers_next_job_only_if_the_job_was_still_its_
             claim=ClaimRequest(worker_id="w", lease_seconds=30),
         )
         assert (done, claimed) == (False, [])
-    finished, next_job, left = (load(session_factory, i) for i in (first, summary, step))
+    finished, second, left = (load(session_factory, i) for i in (first, summary, step))
     assert (finished.status, finished.result, finished.finished_at) == (
         "completed",
         {"sent": 1},
         clock.now(),
     )
     assert finished.lease_token is None
-    assert (next_job.status, next_job.locked_by, next_job.started_at) == (
-        "processing",
-        "w",
+    assert (second.status, second.locked_by, second.started_at) == (
+        "completed",
+        None,
         clock.now(),
     )
-    assert next_job.locked_until == clock.now() + timedelta(seconds=30)
-    assert (left.status, left.attempts) == ("queued", 0)
+    assert (left.status, left.attempts, left.started_at) == ("queued", 0, None)
 
 
 @pytest.mark.postgres
@@ -413,3 +417,94 @@ def test_a_handlers_writes_commit_with_its_completion_and_vanish_with_a_lost_lea
     assert (stolen.status, stolen.result) == ("processing", None)
     with session_factory() as session:
         assert session.scalar(select(func.count()).where(Job.type == "webhook.reminder")) == 1
+
+
+def terminate_worker_connections(engine: Engine) -> int:
+    """What a database restart does to the worker connections: cut them (their last statement
+    was a claim or a completion)."""
+    with engine.connect() as conn:
+        return len(
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND (query LIKE '%chosen_jobs%' OR query LIKE 'UPDATE jobs SET status%')"
+                )
+            ).all()
+        )
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_worker_whose_connection_is_cut_mid_batch_records_every_success(
+    make_worker: Callable[..., EmbeddedWorker],
+    engine: Engine,
+    session_factory: sessionmaker[Session],
+    acme: Tenant,
+    clock: FakeClock,
+    recorder: Recorder,
+) -> None:
+    cuts: list[int] = []
+
+    def restart_once(ctx: JobContext) -> dict[str, bool]:
+        if not cuts:
+            cuts.append(terminate_worker_connections(engine))
+        return {"sent": True}
+
+    recorder.behaviour["sequence.step"] = restart_once
+    ids = [enqueue(session_factory, acme, "sequence.step", clock) for _ in range(3)]
+    assert make_worker().run_until_idle() == 3
+    assert cuts == [1]
+    for job_id in ids:
+        job = load(session_factory, job_id)
+        assert (job.status, job.attempts, job.result) == ("completed", 1, {"sent": True})
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_stopping_worker_claims_nothing_more_with_its_last_completion(
+    engine: Engine,
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    acme: Tenant,
+    recorder: Recorder,
+) -> None:
+    from shvya.clock import SystemClock
+    from shvya.jobs.service import JobType
+
+    running, release = threading.Event(), threading.Event()
+
+    def slow(ctx: JobContext) -> None:
+        running.set()
+        release.wait(10)
+
+    recorder.behaviour["sequence.step"] = slow
+    worker = EmbeddedWorker(
+        engine,
+        handlers={t.value: recorder.handler(t.value) for t in JobType},
+        clock=SystemClock(),
+        settings=settings.model_copy(update={"job_poll_seconds": 0.05}),
+        threads=1,
+        p1_threads=0,
+    )
+    now = SystemClock().now()
+    with session_factory() as session:
+        ids = [
+            enqueue_job(session, "sequence.step", {}, company_id=acme.company_id, now=now)[0]
+            for _ in range(3)
+        ]
+        session.commit()
+    worker.start()
+    assert running.wait(10)
+    stopper = threading.Thread(target=worker.stop, kwargs={"grace_seconds": 10})
+    stopper.start()
+    time.sleep(0.2)  # stop() has asked the threads to stop claiming
+    release.set()
+    stopper.join(15)
+    jobs = [load(session_factory, job_id) for job_id in ids]
+    assert [(j.status, j.attempts) for j in jobs] == [
+        ("completed", 1),
+        ("queued", 0),
+        ("queued", 0),
+    ]
+    assert [j.started_at is None for j in jobs] == [False, True, True]

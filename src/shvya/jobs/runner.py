@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shvya.clock import Clock
@@ -142,17 +143,22 @@ def run_claimed_job(
         result = handler(
             JobContext(session=session, job=job, now=clock.now(), clock=clock, settings=settings)
         )
-        in_session = autocommit is None or session.in_transaction()
-        target = session if in_session else autocommit
-        assert target is not None
         outcome, now = dict(result or {}), clock.now()
-        claimed: list[ClaimedJob] = []
-        if then_claim is None:
-            completed = complete_job(target, job=job, result=outcome, now=now)
-        else:
-            completed, claimed = complete_and_claim(
-                target, job=job, result=outcome, now=now, claim=then_claim
+        if then_claim is not None and then_claim.stopped:
+            then_claim = None  # the worker began to stop while the handler ran
+        in_session = autocommit is None or session.in_transaction()
+        try:
+            completed, claimed = _complete(
+                session if in_session else autocommit, job, outcome, now, then_claim
             )
+        except DBAPIError as exc:
+            if in_session or not exc.connection_invalidated:
+                raise
+            # The worker's own connection was cut (a database restart): the handler succeeded,
+            # so its outcome goes through the session's pooled connection instead, not down
+            # as a failure. The worker sees its connection invalidated and opens a new one.
+            in_session = True
+            completed, claimed = _complete(session, job, outcome, now, then_claim)
         if completed:
             if in_session:
                 session.commit()
@@ -202,6 +208,19 @@ def run_claimed_job(
         )
     finally:
         session.close()
+
+
+def _complete(
+    target: Session | Connection | None,
+    job: ClaimedJob,
+    outcome: dict[str, Any],
+    now: datetime,
+    then_claim: ClaimRequest | None,
+) -> tuple[bool, list[ClaimedJob]]:
+    assert target is not None
+    if then_claim is None:
+        return complete_job(target, job=job, result=outcome, now=now), []
+    return complete_and_claim(target, job=job, result=outcome, now=now, claim=then_claim)
 
 
 def _record(

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import cache
@@ -329,6 +330,12 @@ class ClaimRequest:
     lease_seconds: float
     limit: int = 1
     min_priority: int | None = None
+    # A worker's stop signal: once set, a completion made with this request claims nothing.
+    stop: threading.Event | None = field(default=None, compare=False)
+
+    @property
+    def stopped(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
 
     def parameters(self, now: datetime) -> dict[str, Any]:
         return {

@@ -322,7 +322,8 @@ def _warm_up(sender: Any = None, **_kwargs: Any) -> None:
     them) and opening the pool cost the first task of each node about 200 ms otherwise, and
     that first task may be a lead's P1 reply (bench/queue.py, priority)."""
     global _node_threads
-    _node_threads = int(getattr(sender, "concurrency", 0) or 0)
+    concurrency = getattr(sender, "concurrency", 0)
+    _node_threads = concurrency if isinstance(concurrency, int) else 0  # `-c` as given
     try:
         _runtime().engine.connect().close()  # one pooled connection, open before the first task
     except Exception:  # the first task builds it again (and says what is wrong)

@@ -187,6 +187,8 @@ class EmbeddedWorker:
         try:
             jobs: list[ClaimedJob] = []
             while ran < max_jobs:
+                if held is not None:
+                    held = self._usable(held)
                 if not jobs:
                     jobs = self._claim(None, limit=1, held=held)
                     if not jobs:
@@ -256,15 +258,16 @@ class EmbeddedWorker:
             lease_seconds=self.settings.job_lease_seconds,
             limit=self.settings.job_claim_batch,
             min_priority=lane.min_priority,
+            stop=self._stopping,
         )
         jobs: list[ClaimedJob] = []
         try:
             while not self._stopping.is_set():
                 try:
+                    if postgresql:
+                        held = self._usable(held)
                     if not jobs:
                         lane.wake.clear()
-                        if postgresql and held is None:
-                            held = open_worker_connection(self.engine)
                         jobs = self._claim(lane.min_priority, limit=request.limit, held=held)
                         if not jobs:
                             lane.wake.wait(self.settings.job_poll_seconds)
@@ -294,6 +297,8 @@ class EmbeddedWorker:
             self._give_back(jobs)
         except Exception:
             logger.exception("worker.give_back_failed", extra={"jobs": len(jobs)})
+            for job in jobs:
+                self.leases.discard(job)  # no longer renewed: its lease runs out
 
     def _run_claimed(
         self, jobs: list[ClaimedJob], held: Connection | None, request: ClaimRequest | None
@@ -307,8 +312,18 @@ class EmbeddedWorker:
                 jobs.clear()
                 return []
             job = jobs.pop(0)
+            if held is not None and held.invalidated:
+                held = None  # cut under the last job: the session's pooled connection serves
             following = self._run(job, autocommit=held, then_claim=None if jobs else request)
         return following
+
+    def _usable(self, held: Connection | None) -> Connection:
+        """The thread's worker connection, new if it has none or its last one was cut."""
+        if held is not None and not held.invalidated:
+            return held
+        if held is not None:
+            close_worker_connection(held)
+        return open_worker_connection(self.engine)
 
     def _give_back(self, jobs: Sequence[ClaimedJob]) -> None:
         for job in jobs:
