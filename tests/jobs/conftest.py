@@ -5,7 +5,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from shvya.config import Settings
 from shvya.jobs.engines.embedded import EmbeddedWorker
@@ -57,3 +57,18 @@ def make_worker(
     yield build
     for worker in started:
         worker.stop(grace_seconds=5)
+
+
+def terminate_worker_connections(engine: Engine) -> int:
+    """What a database restart does to the worker connections: cut them (their last statement
+    was a claim or a completion)."""
+    with engine.connect() as conn:
+        return len(
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND (query LIKE '%chosen_jobs%' OR query LIKE 'UPDATE jobs SET status%')"
+                )
+            ).all()
+        )

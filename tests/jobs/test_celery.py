@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from shvya.app import create_app
@@ -28,6 +28,7 @@ from shvya.jobs.engines.celery_engine import CeleryPublisher, queue_name
 from shvya.jobs.models import Job
 from shvya.jobs.service import EnqueuedJob, Lane, enqueue_job
 from tests.conftest import IN_CI
+from tests.jobs.conftest import terminate_worker_connections
 from tests.jobs.test_workers import ledger_lines, statuses, wait_until
 from tests.support import Tenant, post_inbound
 
@@ -205,15 +206,7 @@ def test_a_celery_thread_whose_connection_was_cut_runs_its_next_job_at_once(
         wait_until(lambda: len(ledger_lines(ledger)) >= 4, timeout=60, what="4 deliveries")
         # The database drops the connections each Celery thread keeps between its tasks (a
         # restart, a proxy's idle timeout): their last statement was a job's completion.
-        with engine.connect() as conn:
-            cut = conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                    "AND query LIKE 'UPDATE jobs SET status%'"
-                )
-            ).all()
-        assert cut, "no worker connection found to cut"
+        assert terminate_worker_connections(engine), "no worker connection found to cut"
         enqueue_with(publishing, acme, 4)
         wait_until(lambda: len(ledger_lines(ledger)) >= 8, timeout=20, what="8 deliveries")
     finally:

@@ -9,10 +9,9 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from shvya.config import Settings
 from shvya.events.models import Event
 from shvya.jobs.engines.embedded import EmbeddedWorker, claim_connection
 from shvya.jobs.models import Job
@@ -30,7 +29,7 @@ from shvya.jobs.service import (
     enqueue_job,
     reap_expired_leases,
 )
-from tests.jobs.conftest import Recorder
+from tests.jobs.conftest import Recorder, terminate_worker_connections
 from tests.support import FakeClock, Tenant
 
 
@@ -419,21 +418,6 @@ def test_a_handlers_writes_commit_with_its_completion_and_vanish_with_a_lost_lea
         assert session.scalar(select(func.count()).where(Job.type == "webhook.reminder")) == 1
 
 
-def terminate_worker_connections(engine: Engine) -> int:
-    """What a database restart does to the worker connections: cut them (their last statement
-    was a claim or a completion)."""
-    with engine.connect() as conn:
-        return len(
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                    "AND (query LIKE '%chosen_jobs%' OR query LIKE 'UPDATE jobs SET status%')"
-                )
-            ).all()
-        )
-
-
 @pytest.mark.postgres
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 def test_a_worker_whose_connection_is_cut_mid_batch_records_every_success(
@@ -463,15 +447,12 @@ def test_a_worker_whose_connection_is_cut_mid_batch_records_every_success(
 @pytest.mark.postgres
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
 def test_a_stopping_worker_claims_nothing_more_with_its_last_completion(
-    engine: Engine,
-    settings: Settings,
+    make_worker: Callable[..., EmbeddedWorker],
     session_factory: sessionmaker[Session],
     acme: Tenant,
+    clock: FakeClock,
     recorder: Recorder,
 ) -> None:
-    from shvya.clock import SystemClock
-    from shvya.jobs.service import JobType
-
     running, release = threading.Event(), threading.Event()
 
     def slow(ctx: JobContext) -> None:
@@ -479,21 +460,8 @@ def test_a_stopping_worker_claims_nothing_more_with_its_last_completion(
         release.wait(10)
 
     recorder.behaviour["sequence.step"] = slow
-    worker = EmbeddedWorker(
-        engine,
-        handlers={t.value: recorder.handler(t.value) for t in JobType},
-        clock=SystemClock(),
-        settings=settings.model_copy(update={"job_poll_seconds": 0.05}),
-        threads=1,
-        p1_threads=0,
-    )
-    now = SystemClock().now()
-    with session_factory() as session:
-        ids = [
-            enqueue_job(session, "sequence.step", {}, company_id=acme.company_id, now=now)[0]
-            for _ in range(3)
-        ]
-        session.commit()
+    ids = [enqueue(session_factory, acme, "sequence.step", clock) for _ in range(3)]
+    worker = make_worker(threads=1, p1_threads=0)
     worker.start()
     assert running.wait(10)
     stopper = threading.Thread(target=worker.stop, kwargs={"grace_seconds": 10})

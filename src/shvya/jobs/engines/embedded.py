@@ -178,10 +178,7 @@ class EmbeddedWorker:
         a worker thread does: on PostgreSQL with its own autocommit connection, each
         completion claiming the next job."""
         postgresql = self.engine.dialect.name == "postgresql"
-        request = ClaimRequest(
-            worker_id=f"{self.name}:{threading.current_thread().name}",
-            lease_seconds=self.settings.job_lease_seconds,
-        )
+        request = self._request(None, limit=1)
         ran = 0
         held = open_worker_connection(self.engine) if postgresql else None
         try:
@@ -190,7 +187,7 @@ class EmbeddedWorker:
                 if held is not None:
                     held = self._usable(held)
                 if not jobs:
-                    jobs = self._claim(None, limit=1, held=held)
+                    jobs = self._claim(request, held)
                     if not jobs:
                         return ran
                 more = postgresql and ran + 1 < max_jobs
@@ -201,9 +198,17 @@ class EmbeddedWorker:
             if held is not None:
                 close_worker_connection(held)
 
-    def _claim(
-        self, min_priority: int | None, *, limit: int, held: Connection | None = None
-    ) -> list[ClaimedJob]:
+    def _request(self, min_priority: int | None, *, limit: int) -> ClaimRequest:
+        """What the calling thread claims, as itself; nothing more once the worker stops."""
+        return ClaimRequest(
+            worker_id=f"{self.name}:{threading.current_thread().name}",
+            lease_seconds=self.settings.job_lease_seconds,
+            limit=limit,
+            min_priority=min_priority,
+            stop=self._stopping,
+        )
+
+    def _claim(self, request: ClaimRequest, held: Connection | None) -> list[ClaimedJob]:
         """Claim on `held` (a lane's own autocommit connection on PostgreSQL: one round trip,
         no pool checkout) or on a connection of its own."""
         with (
@@ -214,11 +219,11 @@ class EmbeddedWorker:
             assert isinstance(conn, Connection)
             jobs = claim_jobs(
                 conn,
-                worker_id=f"{self.name}:{threading.current_thread().name}",
+                worker_id=request.worker_id,
                 now=self.clock.now(),
-                lease_seconds=self.settings.job_lease_seconds,
-                limit=limit,
-                min_priority=min_priority,
+                lease_seconds=request.lease_seconds,
+                limit=request.limit,
+                min_priority=request.min_priority,
             )
         for job in jobs:
             self.leases.add(job)
@@ -253,13 +258,7 @@ class EmbeddedWorker:
         # statement that completes the last one (one round trip per job, not two).
         postgresql = self.engine.dialect.name == "postgresql"
         held: Connection | None = None
-        request = ClaimRequest(
-            worker_id=f"{self.name}:{threading.current_thread().name}",
-            lease_seconds=self.settings.job_lease_seconds,
-            limit=self.settings.job_claim_batch,
-            min_priority=lane.min_priority,
-            stop=self._stopping,
-        )
+        request = self._request(lane.min_priority, limit=self.settings.job_claim_batch)
         jobs: list[ClaimedJob] = []
         try:
             while not self._stopping.is_set():
@@ -268,7 +267,7 @@ class EmbeddedWorker:
                         held = self._usable(held)
                     if not jobs:
                         lane.wake.clear()
-                        jobs = self._claim(lane.min_priority, limit=request.limit, held=held)
+                        jobs = self._claim(request, held)
                         if not jobs:
                             lane.wake.wait(self.settings.job_poll_seconds)
                             continue
