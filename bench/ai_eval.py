@@ -52,6 +52,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
+from shvya import onboarding  # noqa: E402
 from shvya.ai.figures import ungrounded  # noqa: E402
 from shvya.ai.text import NEAR_REPEAT, sentences, similarity, word_count  # noqa: E402
 from shvya.ai.understanding import detect_language  # noqa: E402
@@ -60,8 +61,8 @@ from shvya.config import Settings  # noqa: E402
 from shvya.db.engine import make_engine  # noqa: E402
 from shvya.db.migrate import upgrade_database  # noqa: E402
 from shvya.events.models import Event  # noqa: E402
+from shvya.handlers import default_handlers  # noqa: E402
 from shvya.jobs.engines.embedded import EmbeddedWorker  # noqa: E402
-from shvya.jobs.registry import default_handlers  # noqa: E402
 from shvya.tenancy import service as tenancy  # noqa: E402
 from shvya.tenancy.models import Role  # noqa: E402
 
@@ -182,7 +183,7 @@ class Runner:
     def setup_company(self, case: dict[str, Any]) -> str:
         company = case["company"]
         with Session(self.engine) as session:
-            row = tenancy.create_company(
+            row = onboarding.create_company(
                 session,
                 name=f"{company['name']} [{case['id']}]",
                 timezone=company["timezone"],

@@ -31,7 +31,7 @@ import shvya
 from shvya.db.engine import make_engine, make_session_factory
 from shvya.db.migrate import upgrade_database
 from shvya.jobs.service import enqueue_job
-from shvya.tenancy.service import create_company
+from shvya.onboarding import create_company
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent

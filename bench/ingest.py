@@ -64,6 +64,7 @@ import httpx
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from shvya import onboarding
 from shvya.db.engine import make_engine, make_session_factory
 from shvya.db.migrate import upgrade_database
 from shvya.tenancy import service as tenancy
@@ -599,7 +600,7 @@ def prepare_store(url: str) -> str:
         session = make_session_factory(engine)()
         with session:
             now = datetime.now(UTC)
-            company = tenancy.create_company(session, name="Bench", now=now)
+            company = onboarding.create_company(session, name="Bench", now=now)
             _, api_key = tenancy.create_api_key(
                 session, company_id=company.id, role=Role.agent, name="bench", now=now
             )

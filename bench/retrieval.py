@@ -15,7 +15,7 @@ with pgvector, so dense search is its HNSW index), in fresh databases:
 1. ingest: every document through `shvya.ai.service.add_document` (inline, one transaction
    per document, as POST /kb/documents does), once without embeddings and once with the
    WordLlama embeddings, each into an empty store; passages per second;
-2. search, through `shvya.ai.retrieval.search` in a new session per question, as
+2. search, through `shvya.knowledge.retrieval.search` in a new session per question, as
    GET /kb/search does: full text alone (no embedding backend) and hybrid (full text and
    dense fused by RRF); dense alone too (`retrieval.dense`), to read the hybrid by;
 3. the anchor: bm25s (its tokenizer, English stop words; no stemmer, PyStemmer is not
@@ -75,13 +75,13 @@ from common import (
 )
 from sqlalchemy import create_engine, make_url, select, text
 
-from shvya.ai import retrieval
-from shvya.ai.chunking import split_passages
-from shvya.ai.documents import blocks_of
-from shvya.ai.embeddings import EmbeddingBackend, Vectors, embedding_backend
-from shvya.ai.models import AIKBPassage
-from shvya.ai.service import add_document
 from shvya.config import Settings
+from shvya.knowledge import retrieval
+from shvya.knowledge.chunking import split_passages
+from shvya.knowledge.documents import blocks_of
+from shvya.knowledge.embeddings import EmbeddingBackend, Vectors, embedding_backend
+from shvya.knowledge.models import AIKBPassage
+from shvya.knowledge.service import add_document
 
 STORES = ("sqlite", "postgresql", "pgvector")
 STORE_LABELS = {
@@ -189,7 +189,7 @@ def pgvector_database(admin_url: str, tag: str) -> Iterator[str]:
         admin.dispose()
 
 
-# Engines stay referenced until the end: shvya.ai.retrieval caches per id(engine) (its vector
+# Engines stay referenced until the end: shvya.knowledge.retrieval caches per id(engine) (its vector
 # index and whether the database has pgvector), and a collected engine's id can be reused by
 # the next store's engine, which would then be told the wrong thing.
 KEEP_ALIVE: list[Any] = []

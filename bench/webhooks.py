@@ -103,6 +103,7 @@ from ingest import (
 from sqlalchemy import func, select
 
 import shvya
+from shvya import onboarding
 from shvya.channels import service as channels
 from shvya.channels.schemas import WhatsAppAccountIn
 from shvya.config import Settings
@@ -111,7 +112,6 @@ from shvya.conversations.models import Direction, Message, MessageStatus
 from shvya.crm.models import Channel
 from shvya.db.engine import make_engine, make_session_factory
 from shvya.db.migrate import upgrade_database
-from shvya.tenancy import service as tenancy
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -267,7 +267,7 @@ def prepare_store(url: str, phones: PhoneNumbers, *, outbound: int) -> list[Outb
         session = make_session_factory(engine)()
         with session:
             now = datetime.now(UTC)
-            company = tenancy.create_company(session, name="Bench", now=now)
+            company = onboarding.create_company(session, name="Bench", now=now)
             account = channels.connect_whatsapp(
                 session,
                 company_id=company.id,

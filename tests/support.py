@@ -10,6 +10,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
+from shvya import onboarding
 from shvya.tenancy import service as tenancy
 from shvya.tenancy.models import Role
 
@@ -48,7 +49,7 @@ def make_tenant(
     factory: sessionmaker[Session], name: str, *, phone_region: str | None = None
 ) -> Tenant:
     with factory() as session:
-        company = tenancy.create_company(session, name=name, phone_region=phone_region, now=T0)
+        company = onboarding.create_company(session, name=name, phone_region=phone_region, now=T0)
         _, admin_key = tenancy.create_api_key(
             session, company_id=company.id, role=Role.admin, now=T0
         )

@@ -224,17 +224,17 @@ def test_first_start_creates_default_company_and_prints_admin_key_once(tmp_path:
 def test_worker_once_queue_stats_and_dlq_commands(database_url: str) -> None:
     from sqlalchemy.orm import Session
 
+    from shvya import onboarding
     from shvya.clock import SystemClock
     from shvya.db.engine import make_engine, make_session_factory
     from shvya.jobs.service import enqueue_job
-    from shvya.tenancy import service as tenancy
 
     assert shvya("migrate", database_url=database_url).returncode == 0
     engine = make_engine(database_url)
     now = SystemClock().now()
     with make_session_factory(engine)() as session:
         assert isinstance(session, Session)
-        company = tenancy.create_company(session, name="Queue Co", now=now)
+        company = onboarding.create_company(session, name="Queue Co", now=now)
         for _ in range(3):
             enqueue_job(session, "ai.engage", {}, company_id=company.id, now=now)
         enqueue_job(session, "sequence.step", {}, company_id=company.id, now=now)
@@ -250,8 +250,9 @@ def test_worker_once_queue_stats_and_dlq_commands(database_url: str) -> None:
     assert once.returncode == 0, once.stderr
     assert "ran 4 jobs" in once.stdout
     stats = shvya("queue", "stats", database_url=database_url)
-    # The ai.engage jobs name no lead: they fail for good at once, no retries.
-    assert "completed 1, failed 3" in stats.stdout
+    # The ai.engage jobs name no lead: they fail for good at once, no retries. sequence.step
+    # has its priority but no handler yet: it fails too, instead of reporting work not done.
+    assert "completed 0, failed 4" in stats.stdout
 
     empty = shvya("dlq", "list", database_url=database_url)
     assert empty.returncode == 0

@@ -20,9 +20,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shvya import __version__
-from shvya.ai import retrieval
 from shvya.ai.api import router as ai_router
-from shvya.ai.embeddings import embedding_backend
 from shvya.channels.api import router as channels_router
 from shvya.channels.webhooks import router as webhooks_router
 from shvya.clock import Clock, SystemClock
@@ -31,11 +29,13 @@ from shvya.conversations.api import router as conversations_router
 from shvya.crm.api import router as crm_router
 from shvya.db.engine import make_pooled_engine, make_session_factory
 from shvya.errors import ShvyaError
-from shvya.events.api import router as events_router
 from shvya.jobs.api import router as jobs_router
 from shvya.jobs.engines import JobEngine
+from shvya.knowledge import retrieval
+from shvya.knowledge.api import router as knowledge_router
+from shvya.knowledge.embeddings import embedding_backend
 from shvya.ratelimit import SlidingWindowLimiter
-from shvya.sequences.api import router as templates_router
+from shvya.templates.api import router as templates_router
 from shvya.tenancy.api import router as tenancy_router
 from shvya.web.sandbox import router as sandbox_router
 
@@ -204,7 +204,7 @@ def build_job_engine(settings: Settings, engine: Engine, clock: Clock) -> JobEng
     if not settings.serve_worker:
         return None
     from shvya.jobs.engines.embedded import EmbeddedWorker
-    from shvya.jobs.registry import load_handlers
+    from shvya.jobs.runner import load_handlers
 
     return EmbeddedWorker(
         engine, handlers=load_handlers(settings.job_handlers), clock=clock, settings=settings
@@ -292,8 +292,8 @@ def create_app(
     app.include_router(webhooks_router)
     app.include_router(templates_router)
     app.include_router(crm_router)
-    app.include_router(events_router)
     app.include_router(jobs_router)
+    app.include_router(knowledge_router)
     app.include_router(ai_router)
     app.include_router(tenancy_router)
     app.add_middleware(

@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
-from shvya import __version__
+from shvya import __version__, onboarding
 from shvya.clock import SystemClock
 from shvya.config import JobEngineName, Settings, load_settings
 from shvya.db.engine import make_engine, make_session_factory
@@ -154,7 +154,7 @@ def serve(
     with _database(settings) as engine:
         first = _in_transaction(
             engine,
-            lambda session: tenancy.bootstrap_default_company(session, now=SystemClock().now()),
+            lambda session: onboarding.bootstrap_default_company(session, now=SystemClock().now()),
         )
         connected = _in_transaction(engine, lambda session: _connect_meta_number(session, settings))
     if first is not None:
@@ -219,7 +219,7 @@ def company_create(
     with _database(settings) as engine:
         company = _in_transaction(
             engine,
-            lambda session: tenancy.create_company(
+            lambda session: onboarding.create_company(
                 session,
                 name=name,
                 timezone=timezone,
@@ -339,7 +339,7 @@ def worker(
         raise typer.Exit(code)
 
     from shvya.jobs.engines.embedded import EmbeddedWorker
-    from shvya.jobs.registry import load_handlers
+    from shvya.jobs.runner import load_handlers
 
     # Each lane holds its claim connection and opens one session per job; the lease keeper
     # and the reaper need one each.
@@ -492,7 +492,7 @@ def templates_sync(
 
 
 def _kb_files(paths: list[Path]) -> list[Path]:
-    from shvya.ai.documents import SUPPORTED
+    from shvya.knowledge.documents import SUPPORTED
 
     found: list[Path] = []
     for path in paths:
@@ -513,9 +513,9 @@ def kb_add(
     company: Annotated[str, typer.Option(help="The company's name.")] = "Default",
 ) -> None:
     """Add or update knowledge-base documents (the title is the file name)."""
-    from shvya.ai import service as ai
-    from shvya.ai.embeddings import embedding_backend
     from shvya.errors import ShvyaError as Refused
+    from shvya.knowledge import service as knowledge
+    from shvya.knowledge.embeddings import embedding_backend
 
     settings = _settings()
     files = _kb_files(paths)
@@ -535,7 +535,7 @@ def kb_add(
             for path in progress:
                 with factory() as session:
                     try:
-                        result = ai.add_document(
+                        result = knowledge.add_document(
                             session,
                             company_id=owner.id,
                             title=path.stem,
@@ -565,13 +565,13 @@ def kb_list(
     company: Annotated[str, typer.Option(help="The company's name.")] = "Default",
 ) -> None:
     """The knowledge-base documents and their passages."""
-    from shvya.ai import service as ai
+    from shvya.knowledge import service as knowledge
 
     settings = _settings()
 
     def work(session: Session) -> list[str]:
         owner = tenancy.get_company_by_name(session, name=company)
-        rows, total = ai.list_documents(session, company_id=owner.id, limit=10_000, offset=0)
+        rows, total = knowledge.list_documents(session, company_id=owner.id, limit=10_000, offset=0)
         return [f"{d.id}  {d.status:<7} {d.passage_count:>4} passages  {d.title}" for d in rows] + [
             f"{total} document(s)"
         ]
@@ -588,16 +588,18 @@ def kb_search(
     k: Annotated[int, typer.Option(min=1, max=50, help="How many passages.")] = 5,
 ) -> None:
     """The passages the AI would answer this question from."""
-    from shvya.ai import retrieval
-    from shvya.ai import service as ai
-    from shvya.ai.embeddings import embedding_backend
+    from shvya.knowledge import retrieval
+    from shvya.knowledge import service as knowledge
+    from shvya.knowledge.embeddings import embedding_backend
 
     settings = _settings()
     backend = embedding_backend(settings)
 
     def work(session: Session) -> list[str]:
         owner = tenancy.get_company_by_name(session, name=company)
-        hits = ai.search_knowledge(session, company_id=owner.id, query=query, k=k, backend=backend)
+        hits = knowledge.search_knowledge(
+            session, company_id=owner.id, query=query, k=k, backend=backend
+        )
         lines = [f"retrieval: {retrieval.describe(session, backend)}"]
         for rank, hit in enumerate(hits, start=1):
             where = f"{hit.title}" + (f" > {hit.heading}" if hit.heading else "")

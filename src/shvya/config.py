@@ -137,7 +137,7 @@ class Settings(BaseSettings):
     # their own prefix.
     celery_queue_prefix: str = Field(default="shvya", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     # "module:function" returning the job handlers by type (tests and benchmarks use their own).
-    job_handlers: str = "shvya.jobs.registry:default_handlers"
+    job_handlers: str = "shvya.handlers:default_handlers"
     # The relay republishes a queued job this long after handing it to a broker whose queue
     # has since gone empty (the broker lost it).
     relay_republish_after_seconds: float = Field(default=30.0, ge=1.0)

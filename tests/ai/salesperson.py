@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shvya.config import Settings
 from shvya.events.models import Event
+from shvya.handlers import default_handlers
 from shvya.jobs.engines.embedded import EmbeddedWorker
-from shvya.jobs.registry import default_handlers
 from tests.ai.support import PRICING_MD
 from tests.support import FakeClock, Tenant
 

@@ -23,7 +23,7 @@ from shvya.ai.providers import (
     ProviderErrorKind,
 )
 from shvya.ai.providers.anthropic_provider import AnthropicProvider
-from shvya.ai.providers.openai_provider import OpenAIEmbeddings, OpenAIProvider
+from shvya.ai.providers.openai_provider import OpenAIProvider
 from shvya.app import create_app
 from shvya.config import Settings
 from shvya.events.models import Event
@@ -31,6 +31,7 @@ from shvya.jobs.engines.embedded import EmbeddedWorker
 from shvya.jobs.models import Job
 from shvya.jobs.runner import JobContext
 from shvya.jobs.service import enqueue_job
+from shvya.knowledge.openai_embeddings import OpenAIEmbeddings
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.openai_api import FakeOpenAI
 from tests.support import FakeClock, Tenant, post_inbound

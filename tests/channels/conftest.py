@@ -14,8 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from shvya.channels import service as channels
 from shvya.channels.schemas import WhatsAppAccountIn
 from shvya.config import Settings
+from shvya.handlers import default_handlers
 from shvya.jobs.engines.embedded import EmbeddedWorker
-from shvya.jobs.registry import default_handlers
 from shvya.jobs.runner import Handler
 from tests.fakes.meta_graph import FakeMetaGraph
 from tests.support import FakeClock, Tenant

@@ -9,8 +9,8 @@ from datetime import datetime
 
 from shvya.config import Settings
 from shvya.db.engine import make_engine
+from shvya.handlers import default_handlers
 from shvya.jobs.engines.embedded import EmbeddedWorker
-from shvya.jobs.registry import default_handlers
 from tests.channels.test_sending import TEXT, replying_with
 from tests.support import FakeClock
 

@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from shvya.app import create_app
 from shvya.clock import SystemClock
 from shvya.config import Settings
+from shvya.handlers import default_handlers
 from shvya.jobs.engines.embedded import EmbeddedWorker
 from shvya.jobs.models import Job
-from shvya.jobs.registry import default_handlers
 from shvya.jobs.service import enqueue_job
 from tests.jobs.conftest import Recorder
 from tests.support import Tenant, post_inbound

@@ -25,9 +25,9 @@ from shvya.config import Settings
 from shvya.conversations.models import Message
 from shvya.crm.models import Lead
 from shvya.events.models import Event
+from shvya.handlers import default_handlers
 from shvya.jobs.engines.embedded import EmbeddedWorker
 from shvya.jobs.models import Job
-from shvya.jobs.registry import default_handlers
 from shvya.tenancy.models import Company
 from tests.support import T0, FakeClock, Tenant
 from tests.web.support import answer_on_sandbox, sandbox_reply_to

@@ -13,8 +13,8 @@ from sqlalchemy import Engine
 
 from shvya.app import create_app
 from shvya.config import Settings
+from shvya.handlers import default_handlers
 from shvya.jobs.engines.embedded import EmbeddedWorker
-from shvya.jobs.registry import default_handlers
 from tests.ai.support import PRICING_MD
 from tests.support import FakeClock, Tenant
 from tests.web.test_sandbox_browser import REPLY_TIMEOUT_MS, chromium  # noqa: F401

@@ -21,8 +21,8 @@ from sqlalchemy import Engine
 
 from shvya.app import create_app
 from shvya.config import Settings
+from shvya.handlers import default_handlers
 from shvya.jobs.engines.embedded import EmbeddedWorker
-from shvya.jobs.registry import default_handlers
 from tests.support import FakeClock, Tenant
 from tests.web.support import answer_on_sandbox, sandbox_reply_to
 

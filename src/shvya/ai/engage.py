@@ -22,8 +22,8 @@ from sqlalchemy.orm import Session
 
 from shvya.ai import prompts
 from shvya.ai import service as ai
-from shvya.ai.embeddings import embedding_backend
 from shvya.ai.figures import ungrounded
+from shvya.ai.models import AISession
 from shvya.ai.providers import (
     AITask,
     ChatMessage,
@@ -32,7 +32,6 @@ from shvya.ai.providers import (
     ProviderError,
     ProviderErrorKind,
 )
-from shvya.ai.retrieval import Hit
 from shvya.ai.text import fit
 from shvya.ai.understanding import (
     UNDERSTANDING_SCHEMA,
@@ -45,13 +44,16 @@ from shvya.ai.understanding import (
 from shvya.channels import service as channels
 from shvya.channels.schemas import OutboundContent, SendResultOut
 from shvya.conversations import service as conversations
-from shvya.conversations.models import AISession, Message
+from shvya.conversations.models import Message
 from shvya.crm import service as crm
 from shvya.crm.models import Channel, Lead, Pipeline, Stage
 from shvya.crm.schemas import StageAIConfig
 from shvya.events.service import append_event
 from shvya.jobs.runner import JobContext
 from shvya.jobs.service import DeferJob, JobType, PermanentJobError, enqueue_job
+from shvya.knowledge import service as knowledge
+from shvya.knowledge.embeddings import embedding_backend
+from shvya.knowledge.retrieval import Hit
 from shvya.tenancy import service as tenancy
 from shvya.tenancy.models import Company
 
@@ -297,7 +299,7 @@ def engage(ctx: JobContext) -> dict[str, Any]:
     backend = embedding_backend(ctx.settings)
     if backend is not None and getattr(backend, "remote", False):
         ctx.checkpoint()  # the query's embedding is a network call
-    hits = ai.search_knowledge(
+    hits = knowledge.search_knowledge(
         session, company_id=company.id, query=text, k=PASSAGES, backend=backend
     )
     limit = min(config.max_chars, CHANNEL_LIMITS[channel])

@@ -1,24 +1,19 @@
-"""The knowledge base (documents, passages, search) and AI generation with usage accounting."""
+"""AI generation: the model chosen per task, the provider call, and what each call cost."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shvya.ai import retrieval
-from shvya.ai.chunking import split_passages
-from shvya.ai.documents import blocks_of, extract_text, mime_type_for
-from shvya.ai.embeddings import EmbeddingBackend, to_bytes
-from shvya.ai.models import AIKBDoc, AIKBPassage, AIModel, AIUsage
+from shvya.ai.models import AIModel, AIUsage
 from shvya.ai.providers import (
     AITask,
     Completion,
@@ -28,265 +23,10 @@ from shvya.ai.providers import (
     TextProvider,
 )
 from shvya.config import Settings
-from shvya.db.base import new_id
-from shvya.errors import InvalidInput, NotFound
 from shvya.events.service import append_event
-from shvya.jobs.service import JobType, PermanentJobError, enqueue_job
+from shvya.jobs.service import PermanentJobError
 
 logger = logging.getLogger(__name__)
-
-
-class DocumentNotFound(NotFound):
-    code = "document_not_found"
-
-
-class EmptyDocument(InvalidInput):
-    code = "empty_document"
-
-
-# --- documents --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AddOutcome:
-    document: AIKBDoc
-    outcome: str  # created, replaced, unchanged, pending
-    job_id: uuid.UUID | None = None
-
-
-def content_hash(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def add_document(
-    session: Session,
-    *,
-    company_id: uuid.UUID,
-    title: str,
-    data: bytes,
-    filename: str,
-    declared_type: str | None,
-    settings: Settings,
-    backend: EmbeddingBackend | None,
-    actor: str,
-    now: datetime,
-) -> AddOutcome:
-    """Add or replace a document by title. The same content again changes nothing; new
-    content replaces the old passages in this transaction; a large upload is kept and handed
-    to a kb.ingest job, so the request stays short."""
-    title = title.strip()
-    if not title:
-        raise InvalidInput("title: must not be empty", extra={"field": "title"})
-    if not data.strip():
-        raise EmptyDocument(f"{filename!r} is empty")
-    mime_type = mime_type_for(filename, declared_type)
-    digest = content_hash(data)
-    document = session.scalars(
-        select(AIKBDoc).where(AIKBDoc.company_id == company_id, AIKBDoc.title == title)
-    ).first()
-    if document is not None and document.content_hash == digest and document.status != "failed":
-        return AddOutcome(document=document, outcome="unchanged")
-    replacing = document is not None
-    if document is None:
-        document = AIKBDoc(company_id=company_id, title=title, created_at=now, content="")
-        session.add(document)
-    document.source = filename
-    document.mime_type = mime_type
-    document.content_hash = digest
-    document.error = None
-    document.updated_at = now
-    session.flush()
-    if len(data) > settings.kb_inline_ingest_bytes:
-        document.status = "pending"
-        document.upload = data
-        job_id, _ = enqueue_job(
-            session,
-            JobType.kb_ingest,
-            {"document_id": str(document.id), "hash": digest},
-            company_id=company_id,
-            idempotency_key=f"kb.ingest:{document.id}:{digest}",
-            now=now,
-        )
-        _event(session, company_id, document, "KBDocumentQueued", actor, now)
-        return AddOutcome(document=document, outcome="pending", job_id=job_id)
-    ingest(session, document=document, data=data, backend=backend, now=now)
-    _event(
-        session,
-        company_id,
-        document,
-        "KBDocumentReplaced" if replacing else "KBDocumentAdded",
-        actor,
-        now,
-    )
-    return AddOutcome(document=document, outcome="replaced" if replacing else "created")
-
-
-def ingest(
-    session: Session,
-    *,
-    document: AIKBDoc,
-    data: bytes,
-    backend: EmbeddingBackend | None,
-    now: datetime,
-) -> int:
-    """Text, passages, full-text rows and vectors of a document, replacing what it had."""
-    content = extract_text(data, mime_type=document.mime_type, filename=document.source or "")
-    passages = split_passages(blocks_of(content))
-    if not passages:
-        raise EmptyDocument(f"{document.source or document.title!r} has no text")
-    _delete_passages(session, document.id)
-    vectors = backend.embed([f"{p.heading}\n{p.content}" for p in passages]) if backend else None
-    rows = [
-        {
-            "company_id": document.company_id,
-            "doc_id": document.id,
-            "position": p.position,
-            "heading": p.heading[:500],
-            "content": p.content,
-            "token_count": p.token_count,
-            "embedding": to_bytes(vectors[i]) if vectors is not None else None,
-            "embedding_model": backend.name if backend else None,
-            "created_at": now,
-        }
-        for i, p in enumerate(passages)
-    ]
-    dialect = session.get_bind().dialect.name
-    if vectors is not None and dialect == "postgresql" and retrieval.has_pgvector(session):
-        # The pgvector column in the same INSERT: an INSERT then an UPDATE wrote each passage
-        # (and each of its index entries) twice.
-        session.execute(
-            _INSERT_WITH_VECTOR,
-            [
-                {**row, "id": new_id(), "embedding_vec": retrieval.vector_literal(vectors[i])}
-                for i, row in enumerate(rows)
-            ],
-        )
-    else:
-        session.add_all([AIKBPassage(**row) for row in rows])
-        session.flush()
-    if dialect == "sqlite":
-        session.execute(
-            text(
-                "INSERT INTO ai_kb_passages_fts(rowid, heading, content) "
-                "SELECT rowid, heading, content FROM ai_kb_passages WHERE doc_id = :doc"
-            ),
-            {"doc": document.id.hex},
-        )
-    document.content = content
-    document.passage_count = len(rows)
-    document.status = "ready"
-    document.upload = None
-    document.updated_at = now
-    return len(rows)
-
-
-_INSERT_WITH_VECTOR = text(
-    "INSERT INTO ai_kb_passages (id, company_id, doc_id, position, heading, content, "
-    "token_count, embedding, embedding_model, created_at, embedding_vec) VALUES (:id, "
-    ":company_id, :doc_id, :position, :heading, :content, :token_count, :embedding, "
-    ":embedding_model, :created_at, CAST(:embedding_vec AS vector))"
-).bindparams(  # bound as the model's columns are (UTC timestamps, UUIDs)
-    *(
-        bindparam(column.name, type_=column.type)
-        for column in AIKBPassage.__table__.columns
-        if column.name in {"id", "company_id", "doc_id", "embedding", "created_at"}
-    )
-)
-
-
-def _delete_passages(session: Session, doc_id: uuid.UUID) -> None:
-    if session.get_bind().dialect.name == "sqlite":
-        session.execute(
-            text(
-                "DELETE FROM ai_kb_passages_fts WHERE rowid IN "
-                "(SELECT rowid FROM ai_kb_passages WHERE doc_id = :doc)"
-            ),
-            {"doc": doc_id.hex},
-        )
-    session.execute(delete(AIKBPassage).where(AIKBPassage.doc_id == doc_id))
-
-
-def _event(
-    session: Session,
-    company_id: uuid.UUID,
-    document: AIKBDoc,
-    type_: str,
-    actor: str,
-    now: datetime,
-) -> None:
-    append_event(
-        session,
-        company_id=company_id,
-        entity_type="company",
-        entity_id=company_id,
-        type=type_,
-        data={"document_id": str(document.id), "title": document.title},
-        actor=actor,
-        now=now,
-    )
-
-
-def get_document(session: Session, *, company_id: uuid.UUID, document_id: uuid.UUID) -> AIKBDoc:
-    document = session.scalars(
-        select(AIKBDoc).where(AIKBDoc.id == document_id, AIKBDoc.company_id == company_id)
-    ).first()
-    if document is None:
-        raise DocumentNotFound(f"document {document_id} not found")
-    return document
-
-
-def list_documents(
-    session: Session, *, company_id: uuid.UUID, limit: int, offset: int
-) -> tuple[Sequence[AIKBDoc], int]:
-    where = (AIKBDoc.company_id == company_id,)
-    total = session.scalar(select(func.count()).select_from(AIKBDoc).where(*where)) or 0
-    rows = session.scalars(
-        select(AIKBDoc).where(*where).order_by(AIKBDoc.title).limit(limit).offset(offset)
-    ).all()
-    return rows, total
-
-
-def delete_document(
-    session: Session, *, company_id: uuid.UUID, document_id: uuid.UUID, actor: str, now: datetime
-) -> AIKBDoc:
-    document = get_document(session, company_id=company_id, document_id=document_id)
-    _delete_passages(session, document.id)
-    session.delete(document)
-    _event(session, company_id, document, "KBDocumentDeleted", actor, now)
-    return document
-
-
-def ingest_pending(
-    session: Session,
-    *,
-    company_id: uuid.UUID,
-    document_id: uuid.UUID,
-    expected_hash: str,
-    backend: EmbeddingBackend | None,
-    now: datetime,
-) -> dict[str, Any]:
-    """The kb.ingest job: read the kept upload, make its passages, drop the upload."""
-    document = get_document(session, company_id=company_id, document_id=document_id)
-    if document.content_hash != expected_hash or document.status != "pending":
-        return {"skipped": "the document changed since this job was queued"}
-    data = document.upload or b""
-    try:
-        count = ingest(session, document=document, data=data, backend=backend, now=now)
-    except InvalidInput as exc:
-        raise PermanentJobError(exc.message, reason=exc.code) from None
-    _event(session, company_id, document, "KBDocumentAdded", "kb.ingest", now)
-    return {"document_id": str(document.id), "passages": count}
-
-
-def search_knowledge(
-    session: Session,
-    *,
-    company_id: uuid.UUID,
-    query: str,
-    k: int,
-    backend: EmbeddingBackend | None,
-) -> list[retrieval.Hit]:
-    return retrieval.search(session, company_id=company_id, query=query, k=k, backend=backend)
 
 
 # --- models and generation --------------------------------------------------------------------

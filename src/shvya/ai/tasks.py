@@ -1,8 +1,7 @@
-"""Job handlers of the AI salesperson and of the knowledge base."""
+"""Job handlers of the AI salesperson."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from shvya.jobs.runner import JobContext
@@ -27,18 +26,3 @@ def summarise(ctx: JobContext) -> dict[str, Any]:
     from shvya.ai.followups import summarise as run
 
     return run(ctx)
-
-
-def ingest_document(ctx: JobContext) -> dict[str, Any]:
-    """kb.ingest: a large knowledge-base upload, read outside the request that brought it."""
-    from shvya.ai import service
-    from shvya.ai.embeddings import embedding_backend
-
-    return service.ingest_pending(
-        ctx.session,
-        company_id=ctx.job.company_id,
-        document_id=uuid.UUID(ctx.job.payload["document_id"]),
-        expected_hash=str(ctx.job.payload["hash"]),
-        backend=embedding_backend(ctx.settings),
-        now=ctx.now,
-    )

@@ -37,7 +37,7 @@ from shvya.errors import InvalidInput, ShvyaError
 from shvya.events.service import append_event
 from shvya.faults import crash_point
 from shvya.jobs.service import DeferJob, PermanentJobError
-from shvya.sequences import service as templates
+from shvya.templates import service as templates
 from shvya.tenancy import service as tenancy
 from shvya.tenancy.models import ChannelAccount
 

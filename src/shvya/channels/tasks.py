@@ -11,7 +11,7 @@ from shvya.channels.schemas import OutboundContent
 from shvya.crm.models import Channel
 from shvya.jobs.runner import JobContext
 from shvya.jobs.service import PermanentJobError
-from shvya.sequences import service as templates
+from shvya.templates import service as templates
 from shvya.tenancy import service as tenancy
 
 DEFAULT_OPT_OUT_CONFIRMATION = (

@@ -68,21 +68,3 @@ class Message(IdMixin, Base):
     sent_at: Mapped[datetime | None] = mapped_column()
     delivered_at: Mapped[datetime | None] = mapped_column()
     read_at: Mapped[datetime | None] = mapped_column()
-
-
-class AISession(IdMixin, Base):
-    """The AI's memory of one lead: recent turns plus a rolling summary."""
-
-    __tablename__ = "ai_sessions"
-
-    company_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("companies.id", ondelete="CASCADE"), index=True
-    )
-    lead_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("leads.id", ondelete="CASCADE"), unique=True
-    )
-    summary: Mapped[str] = mapped_column(Text, default="")
-    turns: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    token_count: Mapped[int] = mapped_column(default=0)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

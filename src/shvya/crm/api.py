@@ -20,6 +20,8 @@ from shvya.crm.schemas import (
 )
 from shvya.db.session import DbSession
 from shvya.deps import ClockDep
+from shvya.events import service as events
+from shvya.events.schemas import EventOut, EventPage
 from shvya.jobs.service import JobType, enqueue_job
 from shvya.schemas import (
     AUTH_ERRORS,
@@ -216,3 +218,30 @@ def patch_stage(
         now=clock.now(),
     )
     return StageOut.model_validate(stage)
+
+
+@router.get(
+    "/leads/{lead_id}/events",
+    summary="A lead's timeline, oldest first",
+    responses=error_responses(404),
+)
+def list_lead_events(
+    lead_id: uuid.UUID,
+    session: DbSession,
+    key: CurrentKey,
+    limit: Annotated[LimitQuery, Query()] = PAGE_LIMIT_DEFAULT,
+    offset: Annotated[OffsetQuery, Query()] = 0,
+) -> EventPage:
+    limit = clamp_limit(limit)
+    service.get_lead(session, company_id=key.company.id, lead_id=lead_id)
+    rows, total = events.list_entity_events(
+        session,
+        company_id=key.company.id,
+        entity_type="lead",
+        entity_id=lead_id,
+        limit=limit,
+        offset=offset,
+    )
+    return EventPage(
+        items=[EventOut.model_validate(e) for e in rows], total=total, limit=limit, offset=offset
+    )

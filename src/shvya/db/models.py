@@ -1,13 +1,15 @@
 """Every model, imported once so that Alembic and the tests see one complete metadata."""
 
-from shvya.ai.models import AIKBDoc, AIKBPassage, AIModel, AIUsage
-from shvya.conversations.models import AISession, Message
+from shvya.ai.models import AIModel, AISession, AIUsage
+from shvya.conversations.models import Message
 from shvya.crm.models import Lead, LeadContact, Pipeline, Stage, Suppression
 from shvya.db.base import Base
 from shvya.events.models import Event
 from shvya.jobs.models import Job
+from shvya.knowledge.models import AIKBDoc, AIKBPassage
 from shvya.reports.models import ReportCache
-from shvya.sequences.models import Sequence, SequenceStep, Template
+from shvya.sequences.models import Sequence, SequenceStep
+from shvya.templates.models import Template
 from shvya.tenancy.models import ApiKey, ChannelAccount, Company, User
 
 __all__ = [

@@ -6,6 +6,7 @@ dead-lettering and lease fencing behave the same whichever engine claimed the jo
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 import uuid
@@ -64,6 +65,21 @@ class JobContext:
 
 
 Handler = Callable[[JobContext], Mapping[str, Any] | None]
+
+
+def load_handlers(reference: str) -> dict[str, Handler]:
+    """The handlers a "module:function" reference returns (SHVYA_JOB_HANDLERS; by default
+    shvya.handlers:default_handlers, the composition root's map). A reference, not an import,
+    so that the queue depends on no domain."""
+    module_name, _, function_name = reference.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise RuntimeError(
+            f"SHVYA_JOB_HANDLERS={reference!r} does not name a function ({exc})"
+        ) from None
+    handlers: dict[str, Handler] = factory()
+    return handlers
 
 
 class LeaseKeeper:

@@ -59,6 +59,13 @@ class JobType(StrEnum):
     templates_submit = "templates.submit"
 
 
+# Types with their place in the priority table but no handler yet: nothing in SHVYA enqueues
+# them, and a worker fails such a job ("no handler") rather than pretend it ran.
+PLANNED_JOB_TYPES = frozenset(
+    {JobType.sequence_step, JobType.email_sequence, JobType.webhook_reminder}
+)
+
+
 class Lane(StrEnum):
     p1 = "p1"  # replies to live leads
     p2 = "p2"  # bulk: sequences, emails, reminders

@@ -14,7 +14,6 @@ import phonenumbers
 from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from shvya.crm import service as crm
 from shvya.db.base import UTCDateTime, table_of
 from shvya.errors import Conflict, InvalidInput, NotFound
 from shvya.events.service import append_event
@@ -92,7 +91,7 @@ def create_company(
     phone_region: str | None = None,
     now: datetime,
 ) -> Company:
-    """A company with its default pipeline (New, Qualified, Nurture, Converted, Lost)."""
+    """The company's row (shvya.onboarding.create_company also gives it its pipeline)."""
     name = name.strip()
     if not name or len(name) > 200:
         raise InvalidInput("company name must be 1 to 200 characters")
@@ -109,7 +108,6 @@ def create_company(
     )
     session.add(company)
     session.flush()
-    crm.create_default_pipeline(session, company_id=company.id, now=now)
     append_event(
         session,
         company_id=company.id,
@@ -278,23 +276,6 @@ def revoke_api_key(session: Session, *, key: ApiKey, actor: str, now: datetime) 
             now=now,
         )
     return key
-
-
-# --- first start ------------------------------------------------------------------------------
-
-
-def bootstrap_default_company(session: Session, *, now: datetime) -> tuple[Company, str] | None:
-    """On an empty installation: the Default company, its pipeline and an admin key.
-
-    Returns the company and the key to print once, or None when any company exists.
-    """
-    if session.scalar(select(func.count()).select_from(Company)):
-        return None
-    company = create_company(session, name=DEFAULT_COMPANY_NAME, now=now)
-    _, raw_key = create_api_key(
-        session, company_id=company.id, role=Role.admin, name="first admin key", now=now
-    )
-    return company, raw_key
 
 
 def get_company(session: Session, *, company_id: uuid.UUID) -> Company:

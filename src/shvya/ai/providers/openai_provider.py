@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import openai
 
-from shvya.ai.embeddings import Vectors, normalise
 from shvya.ai.providers import (
     Completion,
     CompletionRequest,
@@ -28,7 +25,7 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
         return None
 
 
-def _provider_error(exc: Exception) -> ProviderError:
+def provider_error(exc: Exception) -> ProviderError:
     if isinstance(exc, openai.RateLimitError):
         return ProviderError(
             ProviderErrorKind.rate_limited, str(exc.message), retry_after_seconds=_retry_after(exc)
@@ -97,7 +94,7 @@ class OpenAIProvider:
             text = response.choices[0].message.content or ""
             usage = response.usage
         except openai.OpenAIError as exc:
-            raise _provider_error(exc) from None
+            raise provider_error(exc) from None
         except (ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
             # A 200 we cannot read (not JSON, fields missing): the SDK does not check it.
             raise ProviderError(
@@ -123,50 +120,3 @@ def _parse_json(text: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ProviderError(ProviderErrorKind.bad_response, "the reply is not a JSON object")
     return data
-
-
-class OpenAIEmbeddings:
-    """OpenAI's (or a compatible server's) embeddings endpoint."""
-
-    remote = True  # each embedding is a network call: callers commit before it
-
-    KNOWN_DIMENSIONS = {
-        "text-embedding-3-small": 1536,
-        "text-embedding-3-large": 3072,
-        "text-embedding-ada-002": 1536,
-    }
-
-    def __init__(self, client: openai.OpenAI, *, model: str) -> None:
-        self._client = client
-        self.model = model
-        self.name = f"openai:{model}"
-        self.dimensions = self.KNOWN_DIMENSIONS.get(model, 0)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> OpenAIEmbeddings:
-        return cls(make_client(settings), model=settings.openai_embedding_model)
-
-    def embed(self, texts: Sequence[str]) -> Vectors:
-        if not texts:
-            return np.zeros((0, self.dimensions), dtype=np.float32)
-        vectors: list[list[float]] = []
-        try:
-            for start in range(0, len(texts), 256):
-                response = self._client.embeddings.create(
-                    model=self.model, input=list(texts[start : start + 256])
-                )
-                ordered = sorted(response.data, key=lambda item: item.index)
-                vectors.extend(list(item.embedding) for item in ordered)
-        except openai.OpenAIError as exc:
-            raise _provider_error(exc) from None
-        except (ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
-            raise ProviderError(
-                ProviderErrorKind.bad_response, f"{type(exc).__name__}: {exc}"
-            ) from None
-        if len(vectors) != len(texts):
-            raise ProviderError(
-                ProviderErrorKind.bad_response, "a vector per text did not come back"
-            )
-        matrix = normalise(np.asarray(vectors, dtype=np.float32))
-        self.dimensions = int(matrix.shape[1])
-        return matrix

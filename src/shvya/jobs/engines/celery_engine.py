@@ -298,7 +298,7 @@ _node_threads = 0
 
 @cache
 def _runtime() -> _Runtime:
-    from shvya.jobs.registry import load_handlers
+    from shvya.jobs.runner import load_handlers
 
     settings = load_settings()
     pool_size = max(settings.db_pool_size, 2 * _node_threads + 2)

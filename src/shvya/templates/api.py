@@ -17,8 +17,8 @@ from shvya.schemas import (
     clamp_limit,
     error_responses,
 )
-from shvya.sequences import service
-from shvya.sequences.schemas import TemplateDraftIn, TemplateOut, TemplatePage
+from shvya.templates import service
+from shvya.templates.schemas import TemplateDraftIn, TemplateOut, TemplatePage
 from shvya.tenancy.auth import AdminKey, CurrentKey
 
 router = APIRouter(tags=["templates"], responses=error_responses(*AUTH_ERRORS))

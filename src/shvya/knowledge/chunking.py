@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from shvya.ai.documents import Block
+from shvya.knowledge.documents import Block
 
 TARGET_TOKENS = 220
 MAX_TOKENS = 350

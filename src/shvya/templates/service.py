@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from shvya.errors import Conflict, InvalidInput, NotFound
 from shvya.events.service import append_event
-from shvya.sequences.models import Template
+from shvya.templates.models import Template
 
 BODY_VARIABLE = re.compile(r"\{\{\s*(\d+)\s*\}\}")
 

@@ -24,9 +24,9 @@ import numpy as np
 from sqlalchemy import Connection, Engine, Integer, case, cast, extract, func, select, text
 from sqlalchemy.orm import Session
 
-from shvya.ai.embeddings import EmbeddingBackend, Vectors, from_bytes
-from shvya.ai.models import AIKBDoc, AIKBPassage
 from shvya.ai.understanding import STOPWORDS
+from shvya.knowledge.embeddings import EmbeddingBackend, Vectors, from_bytes
+from shvya.knowledge.models import AIKBDoc, AIKBPassage
 
 CANDIDATES = 50
 RRF_K = 60

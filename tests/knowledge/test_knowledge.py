@@ -10,15 +10,15 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from shvya.ai import retrieval
-from shvya.ai.embeddings import embedding_backend
-from shvya.ai.models import AIKBPassage
-from shvya.ai.service import add_document, delete_document
 from shvya.app import create_app
 from shvya.config import Settings
 from shvya.db.engine import make_engine, make_session_factory
+from shvya.handlers import default_handlers
 from shvya.jobs.engines.embedded import EmbeddedWorker
-from shvya.jobs.registry import default_handlers
+from shvya.knowledge import retrieval
+from shvya.knowledge.embeddings import embedding_backend
+from shvya.knowledge.models import AIKBPassage
+from shvya.knowledge.service import add_document, delete_document
 from tests.ai.support import PRICING_MD, tiny_pdf
 from tests.support import FakeClock, Tenant
 

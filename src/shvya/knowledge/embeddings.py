@@ -125,7 +125,7 @@ def embedding_backend(settings: Settings) -> EmbeddingBackend | None:
     if choice == "none":
         return None
     if choice == "openai":
-        from shvya.ai.providers.openai_provider import OpenAIEmbeddings
+        from shvya.knowledge.openai_embeddings import OpenAIEmbeddings
 
         return OpenAIEmbeddings.from_settings(settings)
     if choice == "auto":

@@ -1,0 +1,28 @@
+"""The composition root of the workers: which handler runs which job type.
+
+It lives beside app.py, not in jobs/, so that the queue imports no domain. Tests and
+benchmarks name their own mapping in SHVYA_JOB_HANDLERS.
+"""
+
+from __future__ import annotations
+
+from shvya.ai import tasks as ai_tasks
+from shvya.channels import tasks as channel_tasks
+from shvya.jobs.runner import Handler
+from shvya.jobs.service import PLANNED_JOB_TYPES, JobType
+from shvya.knowledge import tasks as knowledge_tasks
+
+
+def default_handlers() -> dict[str, Handler]:
+    handlers: dict[str, Handler] = {
+        JobType.ai_engage.value: ai_tasks.engage,
+        JobType.channel_notice.value: channel_tasks.send_notice,
+        JobType.followup_bumpup.value: ai_tasks.bumpup,
+        JobType.ai_summary.value: ai_tasks.summarise,
+        JobType.kb_ingest.value: knowledge_tasks.ingest_document,
+        JobType.templates_sync.value: channel_tasks.sync_templates,
+        JobType.templates_submit.value: channel_tasks.submit_template,
+    }
+    expected = {t.value for t in JobType} - {t.value for t in PLANNED_JOB_TYPES}
+    assert set(handlers) == expected, "every job type SHVYA enqueues needs a handler"
+    return handlers
