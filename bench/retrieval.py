@@ -76,6 +76,7 @@ from common import (
 from sqlalchemy import create_engine, make_url, select, text
 
 from shvya.config import Settings
+from shvya.db.phases import run_phases
 from shvya.knowledge import retrieval
 from shvya.knowledge.chunking import split_passages
 from shvya.knowledge.documents import blocks_of
@@ -279,7 +280,7 @@ def ingest(
     start = last_report = time.perf_counter()
     for number, document in enumerate(documents, start=1):
         with db.session_factory() as session:
-            outcome = add_document(
+            adding = add_document(
                 session,
                 company_id=db.company_id,
                 title=document.title,
@@ -291,6 +292,7 @@ def ingest(
                 actor="bench",
                 now=now(),
             )
+            outcome = run_phases(adding, session=session, end_prepare=session.commit)
             if outcome.outcome != "created":
                 raise RuntimeError(f"{document.title!r}: {outcome.outcome}, expected created")
             passages += outcome.document.passage_count
@@ -383,19 +385,22 @@ def shvya_methods(
 ) -> list[Method]:
     def searcher(with_backend: EmbeddingBackend | None) -> Callable[[str], list[str]]:
         def search(question: str) -> list[str]:
+            # The question's embedding is made first, outside the transaction, as SHVYA does.
+            embedding = (
+                retrieval.embed_query(with_backend, question) if with_backend is not None else None
+            )
             with db.session_factory() as session:
                 hits = retrieval.search(
-                    session, company_id=db.company_id, query=question, k=K, backend=with_backend
+                    session, company_id=db.company_id, query=question, k=K, embedding=embedding
                 )
             return [labels[hit.passage_id] for hit in hits]
 
         return search
 
     def dense(question: str) -> list[str]:
+        embedding = retrieval.embed_query(backend, question)
         with db.session_factory() as session:
-            ids = retrieval.dense(
-                session, company_id=db.company_id, backend=backend, query=question, limit=K
-            )
+            ids = retrieval.dense(session, company_id=db.company_id, embedding=embedding, limit=K)
         return [labels[i] for i in ids]
 
     with db.session_factory() as session:

@@ -1,4 +1,4 @@
-"""Small factories and test doubles, kept beside the tests (STYLE.md)."""
+"""Small factories and test doubles, kept beside the tests (docs/architecture.md, "Tests")."""
 
 from __future__ import annotations
 

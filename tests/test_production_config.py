@@ -1,4 +1,4 @@
-"""A production deployment is locked down by default (RELIABILITY A12)."""
+"""A production deployment is locked down by default (docs/reliability.md A12)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Property-based checks of every operation against its own OpenAPI schema (RELIABILITY A13).
+"""Property-based checks of every operation against its own OpenAPI schema
+(docs/reliability.md A13).
 
 Runs on both databases with the keys of two companies and two roles, every built-in check
 enabled. Examples per operation are bounded so that the file stays fast in `make test`; set

@@ -1,4 +1,5 @@
-"""The commit happens before the response: a failed commit never answers 2xx (RELIABILITY F11)."""
+"""The commit happens before the response: a failed commit never answers 2xx
+(docs/reliability.md F11)."""
 
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ from shvya.clock import SystemClock
 from shvya.config import JobEngineName, Settings, load_settings
 from shvya.db.engine import make_engine, make_session_factory
 from shvya.db.migrate import current_revision, head_revision, upgrade_database
+from shvya.db.phases import commit_between_phases, run_phases
 from shvya.errors import ShvyaError
 from shvya.jobs import service as jobs
 from shvya.tenancy import service as tenancy
@@ -476,12 +477,12 @@ def templates_sync(
         owner = tenancy.get_company_by_name(session, name=company)
         typer.echo(f"asking Meta for the templates of {owner.name!r}...", err=True)
         try:
-            return channels.sync_whatsapp_templates(
-                session,
-                company_id=owner.id,
-                settings=settings,
-                now=SystemClock().now(),
-                checkpoint=session.commit,
+            return run_phases(
+                channels.sync_whatsapp_templates(
+                    session, company_id=owner.id, settings=settings, now=SystemClock().now()
+                ),
+                session=session,
+                end_prepare=commit_between_phases(session),
             )
         except ChannelSendError as exc:
             fail(f"Meta refused: {exc.code}: {exc.message}")
@@ -535,7 +536,7 @@ def kb_add(
             for path in progress:
                 with factory() as session:
                     try:
-                        result = knowledge.add_document(
+                        adding = knowledge.add_document(
                             session,
                             company_id=owner.id,
                             title=path.stem,
@@ -546,6 +547,9 @@ def kb_add(
                             backend=backend,
                             actor="cli",
                             now=SystemClock().now(),
+                        )
+                        result = run_phases(
+                            adding, session=session, end_prepare=commit_between_phases(session)
                         )
                         session.commit()
                         outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
@@ -597,8 +601,12 @@ def kb_search(
 
     def work(session: Session) -> list[str]:
         owner = tenancy.get_company_by_name(session, name=company)
-        hits = knowledge.search_knowledge(
-            session, company_id=owner.id, query=query, k=k, backend=backend
+        hits = run_phases(
+            knowledge.search_knowledge(
+                session, company_id=owner.id, query=query, k=k, backend=backend
+            ),
+            session=session,
+            end_prepare=commit_between_phases(session),
         )
         lines = [f"retrieval: {retrieval.describe(session, backend)}"]
         for rank, hit in enumerate(hits, start=1):

@@ -1,4 +1,4 @@
-"""Crash points for the reliability tests (RELIABILITY.md, harness H5).
+"""Crash points for the reliability tests (docs/reliability.md, harness H5).
 
 `SHVYA_CRASH_AT=<point>` makes the process die at that point as a `kill -9` would, so tests
 can prove that what follows a crash is safe. Unset (always, in real use), it does nothing.

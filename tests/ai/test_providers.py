@@ -26,6 +26,7 @@ from shvya.ai.providers.anthropic_provider import AnthropicProvider
 from shvya.ai.providers.openai_provider import OpenAIProvider
 from shvya.app import create_app
 from shvya.config import Settings
+from shvya.db.phases import Phases, run_phases
 from shvya.events.models import Event
 from shvya.jobs.engines.embedded import EmbeddedWorker
 from shvya.jobs.models import Job
@@ -283,21 +284,29 @@ def test_every_call_records_tokens_cost_and_latency_per_lead_and_company(
         lead_id = uuid.UUID(post_inbound(client, acme).json()["lead_id"])
         fake_openai.reply("Premium is 4,999 INR.")
         with session_factory() as session:
-            completion = ai.generate(
-                session,
-                company_id=acme.company_id,
-                request=ask(),
-                settings=ai_settings,
-                now=clock.now(),
-                lead_id=lead_id,
+            completion = run_phases(
+                ai.generate(
+                    session,
+                    company_id=acme.company_id,
+                    request=ask(),
+                    settings=ai_settings,
+                    now=clock.now(),
+                    lead_id=lead_id,
+                ),
+                session=session,
+                end_prepare=session.commit,
             )
-            ai.generate(  # a task left on the offline default
-                session,
-                company_id=acme.company_id,
-                request=ask(AITask.summary, context={"turns": []}),
-                settings=ai_settings,
-                now=clock.now(),
-                lead_id=lead_id,
+            run_phases(
+                ai.generate(  # a task left on the offline default
+                    session,
+                    company_id=acme.company_id,
+                    request=ask(AITask.summary, context={"turns": []}),
+                    settings=ai_settings,
+                    now=clock.now(),
+                    lead_id=lead_id,
+                ),
+                session=session,
+                end_prepare=session.commit,
             )
             session.commit()
         with session_factory() as session:
@@ -321,16 +330,15 @@ def test_every_call_records_tokens_cost_and_latency_per_lead_and_company(
         assert other.status_code == 404
 
 
-def generating_handler(ctx: JobContext) -> dict[str, Any]:
+def generating_handler(ctx: JobContext) -> Phases[dict[str, Any]]:
     try:
-        completion = ai.generate(
+        completion = yield from ai.generate(
             ctx.session,
             company_id=ctx.job.company_id,
             request=ask(),
             settings=ctx.settings,
             now=ctx.now,
             job_id=ctx.job.id,
-            checkpoint=ctx.checkpoint,
         )
     except ProviderError as exc:
         raise ai.job_failure(exc) from None

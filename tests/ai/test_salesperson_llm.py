@@ -325,14 +325,17 @@ def test_a_model_summary_of_the_wrong_length_is_replaced(
 def test_no_transaction_is_held_open_while_the_model_thinks(
     desk: Desk, fake_openai: FakeOpenAI
 ) -> None:
-    """What ai.engage learnt before calling the provider (BANT here) is committed before the
-    call: a slow model never holds a write lock or a transaction open (DESIGN.md rule 2)."""
+    """While the model writes, the run holds no transaction: another connection writes the
+    lead at once (SQLite's write lock and PostgreSQL's row are free). What the run learnt
+    (BANT here) is not written yet: it is committed with the reply, on every provider
+    (docs/architecture.md, "Phases of a job that calls out")."""
     use(desk, "engage", "openai", "gpt-4o-mini")
     fake_openai.delay_next(2.0)
     fake_openai.reply_json(
         {"reply": "The premium plan costs 4,999 INR per month.", "sources": [], "answered": True}
     )
     inbound = desk.write("Our budget is 5 lakh, what does the premium plan cost?")
+    lead_id = uuid.UUID(inbound["lead_id"])
     desk.clock.advance(seconds=5)
     worker = threading.Thread(target=desk.run, kwargs={"after_seconds": 0})
     worker.start()
@@ -341,15 +344,23 @@ def test_no_transaction_is_held_open_while_the_model_thinks(
         while not fake_openai.requests_to("/chat/completions"):
             assert time.monotonic() < deadline, "the provider was never called"
             time.sleep(0.02)
-        # The model is still "thinking": another connection already sees the budget.
+        # The model is still "thinking": the lead can be written now, and holds no BANT yet.
+        started = time.monotonic()
         with desk.factory() as session:
-            lead = session.get_one(Lead, uuid.UUID(inbound["lead_id"]))
-            assert lead.attributes["bant"]["budget"]["amount"] == 500000
+            lead = session.get_one(Lead, lead_id)
+            assert "bant" not in lead.attributes
+            lead.attributes = {**lead.attributes, "note": "written while the model thinks"}
+            session.commit()
+        assert time.monotonic() - started < 1.0
         assert fake_openai.requests_to("/chat/completions")[0].status is None
     finally:
         worker.join(timeout=30)
     [reply] = desk.replies(inbound["lead_id"])
     assert "4,999 INR" in reply["text"]
+    with desk.factory() as session:
+        lead = session.get_one(Lead, lead_id)
+        assert lead.attributes["bant"]["budget"]["amount"] == 500000
+        assert lead.attributes["note"] == "written while the model thinks"
 
 
 def run_while_the_model_thinks(

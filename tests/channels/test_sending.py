@@ -30,6 +30,7 @@ from shvya.channels.schemas import (
 from shvya.config import Settings
 from shvya.conversations.models import Message
 from shvya.crm.models import Channel, Suppression
+from shvya.db.phases import Phases, run_phases
 from shvya.events.models import Event
 from shvya.jobs.engines.embedded import EmbeddedWorker
 from shvya.jobs.models import Job
@@ -41,11 +42,11 @@ WA_ID = "16315551181"
 REPO = Path(__file__).resolve().parents[2]
 
 
-def replying_with(content: OutboundContent) -> Callable[[JobContext], dict[str, Any]]:
+def replying_with(content: OutboundContent) -> Callable[[JobContext], Phases[dict[str, Any]]]:
     """A stand-in for the AI: answer every inbound message with `content`."""
 
-    def reply(ctx: JobContext) -> dict[str, Any]:
-        result = channels.send_message(
+    def reply(ctx: JobContext) -> Phases[dict[str, Any]]:
+        result = yield from channels.send_message(
             ctx.session,
             company_id=ctx.job.company_id,
             lead_id=uuid.UUID(ctx.job.payload["lead_id"]),
@@ -54,7 +55,6 @@ def replying_with(content: OutboundContent) -> Callable[[JobContext], dict[str, 
             send_key=f"reply:{ctx.job.id}",
             settings=ctx.settings,
             now=ctx.clock.now,
-            checkpoint=ctx.checkpoint,
         )
         return result.model_dump(mode="json", exclude_none=True)
 
@@ -87,8 +87,10 @@ def test_a_reply_reaches_whatsapp_and_its_statuses_come_back(
     client: TestClient,
     acme: Tenant,
     session_factory: sessionmaker[Session],
+    clock: FakeClock,
 ) -> None:
     whatsapp.deliver_inbound(WA_ID, "price?", wamid="wamid.IN1")
+    clock.advance(seconds=3)  # the stage's quiet period: the reply is due
     assert make_worker({"ai.engage": replying_with(TEXT)}).run_until_idle() == 1
 
     [sent] = whatsapp.sent_messages
@@ -172,7 +174,7 @@ def test_every_message_type_a_conversation_needs_is_accepted_by_whatsapp(
         lead_id = session.scalars(select(Job.lead_id)).one()
     for index, content in enumerate(contents):
         with session_factory() as session:
-            result = channels.send_message(
+            sending = channels.send_message(
                 session,
                 company_id=session.scalars(select(Job.company_id)).one(),
                 lead_id=lead_id,  # type: ignore[arg-type]
@@ -181,8 +183,8 @@ def test_every_message_type_a_conversation_needs_is_accepted_by_whatsapp(
                 send_key=f"test:{index}",
                 settings=make_worker().settings,
                 now=clock.now,
-                checkpoint=session.commit,
             )
+            result = run_phases(sending, session=session, end_prepare=session.commit)
             session.commit()
         assert result.outcome == "sent", (index, result)
         clock.advance(seconds=16)
@@ -204,13 +206,14 @@ def test_typing_indicator_marks_the_leads_message_read(
 ) -> None:
     whatsapp.deliver_inbound(WA_ID, "hello?", wamid="wamid.TYPE")
     with session_factory() as session:
-        shown = channels.show_typing(
+        showing = channels.show_typing(
             session,
             company_id=acme.company_id,
             channel=Channel.wa_cloud,
             reply_to_external_id="wamid.TYPE",
             settings=settings,
         )
+        shown = run_phases(showing, session=session, end_prepare=session.commit)
     assert shown is True
     [receipt] = whatsapp.read_receipts
     assert (receipt.message_id, receipt.is_typing, receipt.is_known_inbound) == (
@@ -285,9 +288,11 @@ def test_a_second_reply_within_15_seconds_is_deferred_without_counting_an_attemp
 ) -> None:
     worker = make_worker({"ai.engage": replying_with(TEXT)})
     whatsapp.deliver_inbound(WA_ID, "one")
+    clock.advance(seconds=3)  # the stage's quiet period: the reply is due
     worker.run_until_idle()
-    clock.advance(seconds=5)
+    clock.advance(seconds=2)
     whatsapp.deliver_inbound(WA_ID, "two")
+    clock.advance(seconds=3)  # its quiet period: due 5 s after the first reply
     worker.run_until_idle()
     assert len(whatsapp.sent_messages) == 1
     second = jobs_of(session_factory, "ai.engage")[1]
@@ -306,6 +311,7 @@ def test_rate_limits_retry_the_same_message_and_never_send_it_twice(
 ) -> None:
     worker = make_worker({"ai.engage": replying_with(TEXT)})
     whatsapp.deliver_inbound(WA_ID, "hi")
+    clock.advance(seconds=3)  # the stage's quiet period: the reply is due
     whatsapp.fail_next(code=130429, path_contains="/messages")
     worker.run_until_idle()
     [job] = jobs_of(session_factory, "ai.engage")
@@ -326,9 +332,11 @@ def test_permanent_errors_fail_the_message_with_the_reason_shown(
     whatsapp: FakeMetaGraph,
     make_worker: Callable[..., EmbeddedWorker],
     session_factory: sessionmaker[Session],
+    clock: FakeClock,
 ) -> None:
     worker = make_worker({"ai.engage": replying_with(TEXT)})
     whatsapp.deliver_inbound(WA_ID, "hi")
+    clock.advance(seconds=3)  # the stage's quiet period: the reply is due
     whatsapp.fail_next(code=131026, details="Message undeliverable", path_contains="/messages")
     worker.run_until_idle()
     [message] = outbound(session_factory)
@@ -342,9 +350,11 @@ def test_a_bad_token_fails_permanently_and_alerts_the_company(
     whatsapp: FakeMetaGraph,
     make_worker: Callable[..., EmbeddedWorker],
     session_factory: sessionmaker[Session],
+    clock: FakeClock,
 ) -> None:
     worker = make_worker({"ai.engage": replying_with(TEXT)})
     whatsapp.deliver_inbound(WA_ID, "hi")
+    clock.advance(seconds=3)  # the stage's quiet period: the reply is due
     whatsapp.access_token = "EAAG-rotated-elsewhere"
     worker.run_until_idle()
     assert "ChannelAuthFailed" in event_types(session_factory)
@@ -357,9 +367,11 @@ def test_a_policy_block_stops_the_channel_with_an_alert(
     whatsapp: FakeMetaGraph,
     make_worker: Callable[..., EmbeddedWorker],
     session_factory: sessionmaker[Session],
+    clock: FakeClock,
 ) -> None:
     worker = make_worker({"ai.engage": replying_with(TEXT)})
     whatsapp.deliver_inbound(WA_ID, "hi")
+    clock.advance(seconds=3)  # the stage's quiet period: the reply is due
     whatsapp.fail_next(code=368, path_contains="/messages")
     worker.run_until_idle()
     assert "ChannelBlocked" in event_types(session_factory)
@@ -374,6 +386,7 @@ def test_no_answer_from_meta_leaves_the_message_unknown_and_never_resends(
 ) -> None:
     worker = make_worker({"ai.engage": replying_with(TEXT)})
     whatsapp.deliver_inbound(WA_ID, "hi")
+    clock.advance(seconds=3)  # the stage's quiet period: the reply is due
     whatsapp.drop_next(path_contains="/messages")  # Meta took it; the answer was lost
     worker.run_until_idle()
     [message] = outbound(session_factory)
@@ -394,6 +407,7 @@ def test_a_crash_after_meta_accepted_never_produces_a_second_message(
     tmp_path: Path,
 ) -> None:
     whatsapp.deliver_inbound(WA_ID, "hi")
+    clock.advance(seconds=3)  # the stage's quiet period: the reply is due
     # A real worker process dies (os._exit, like kill -9) right after Meta answered 200 and
     # before anything of it was committed.
     crashed = subprocess.run(
@@ -437,6 +451,7 @@ def test_an_unapproved_template_or_wrong_parameters_never_reach_meta(
     client: TestClient,
     acme: Tenant,
     session_factory: sessionmaker[Session],
+    clock: FakeClock,
 ) -> None:
     whatsapp.add_template(
         "offer", "en_US", "MARKETING", body_params=2, quick_replies=1, url_buttons=1
@@ -457,6 +472,7 @@ def test_an_unapproved_template_or_wrong_parameters_never_reach_meta(
     for label, template in cases.items():
         worker = make_worker({"ai.engage": replying_with(OutboundContent(template=template))})
         whatsapp.deliver_inbound(WA_ID, f"please send {label}")
+        clock.advance(seconds=3)  # the stage's quiet period: the reply is due
         worker.run_until_idle()
     [sent] = whatsapp.sent_messages
     assert sent.template == ("offer", "en_US")
@@ -483,6 +499,7 @@ def test_async_marketing_opt_out_suppresses_the_contact(
     worker = make_worker({"ai.engage": replying_with(TEXT)})
     whatsapp.fail_async(WA_ID, code=131050)
     whatsapp.deliver_inbound(WA_ID, "hi")
+    clock.advance(seconds=3)  # the stage's quiet period: the reply is due
     worker.run_until_idle()
     whatsapp.deliver_statuses()
     [message] = outbound(session_factory)
@@ -493,6 +510,7 @@ def test_async_marketing_opt_out_suppresses_the_contact(
     assert (suppression.address, suppression.reason) == (f"+{WA_ID}", "marketing_opt_out")
     clock.advance(minutes=1)
     whatsapp.deliver_inbound(WA_ID, "anyone?")
+    clock.advance(seconds=3)  # the stage's quiet period: the reply is due
     worker.run_until_idle()
     assert len(whatsapp.sent_messages) == 1  # the suppressed contact got nothing more
 
@@ -522,6 +540,7 @@ def test_stop_suppresses_confirms_once_and_start_lifts_it(
         assert session.scalars(select(Suppression)).all() == []
     clock.advance(minutes=1)
     whatsapp.deliver_inbound(WA_ID, "What does it cost?")
+    clock.advance(seconds=3)  # the stage's quiet period: the reply is due
     worker.run_until_idle()
     assert len(whatsapp.sent_messages) == 2
     assert "OptedIn" in event_types(session_factory)
@@ -636,10 +655,12 @@ def test_a_lead_without_a_phone_number_is_reached_by_their_business_scoped_id(
     make_worker: Callable[..., EmbeddedWorker],
     client: TestClient,
     acme: Tenant,
+    clock: FakeClock,
 ) -> None:
     whatsapp.deliver_inbound(None, "hi, I use a username", user_id="US.13491208655302741918")
     [lead] = client.get("/leads", headers=acme.agent).json()["items"]
     assert lead["contacts"][0]["value"] == "bsuid:US.13491208655302741918"
+    clock.advance(seconds=3)  # the stage's quiet period: the reply is due
     make_worker({"ai.engage": replying_with(TEXT)}).run_until_idle()
     [sent] = whatsapp.sent_messages
     assert sent.body["recipient"] == "US.13491208655302741918"
@@ -654,6 +675,7 @@ def test_three_simultaneous_copies_of_a_delivery_get_one_reply(
     live_server: str,
     make_worker: Callable[..., EmbeddedWorker],
     session_factory: sessionmaker[Session],
+    clock: FakeClock,
 ) -> None:
     import threading
     from concurrent.futures import ThreadPoolExecutor
@@ -676,6 +698,7 @@ def test_three_simultaneous_copies_of_a_delivery_get_one_reply(
 
     with ThreadPoolExecutor(3) as pool:
         assert list(pool.map(again, range(3))) == [200, 200, 200]
+    clock.advance(seconds=3)  # the stage's quiet period: the reply is due
     make_worker({"ai.engage": replying_with(TEXT)}).run_until_idle()
     with session_factory() as session:
         inbound = session.scalars(select(Message).where(Message.direction == "in")).all()
@@ -747,6 +770,7 @@ def test_a_read_and_a_delivered_applied_at_once_never_move_the_status_back(
     from shvya.crm.models import Channel
 
     whatsapp.deliver_inbound(WA_ID, "price?", wamid="wamid.IN1")
+    clock.advance(seconds=3)  # the stage's quiet period: the reply is due
     make_worker({"ai.engage": replying_with(TEXT)}).run_until_idle()
     [sent] = whatsapp.sent_messages
     first_applied = threading.Event()

@@ -1,4 +1,4 @@
-"""Redelivered webhooks arrive at the same time in real life (RELIABILITY F12)."""
+"""Redelivered webhooks arrive at the same time in real life (docs/reliability.md F12)."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -58,7 +59,8 @@ def test_first_message_creates_lead_message_events_and_engage_job(
         assert (job.type, job.priority, job.status) == ("ai.engage", 100, "queued")
         assert job.payload == {"lead_id": body["lead_id"], "message_id": body["message_id"]}
         assert job.idempotency_key == f"ai.engage:{body['message_id']}"
-        assert job.run_at == clock.now()
+        # Due after the New stage's quiet period (3 s by default), from the message's time.
+        assert job.run_at == clock.now() + timedelta(seconds=3)
         assert job.company_id == acme.company_id
 
 

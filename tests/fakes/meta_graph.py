@@ -3,11 +3,11 @@
 A real HTTP server on 127.0.0.1:<ephemeral port> in a background thread, so the adapter goes
 through sockets, timeouts and dropped connections exactly as against graph.facebook.com.
 Beyond handing out wamids it enforces what makes WhatsApp unlike a plain HTTP API
-(PROTOCOLS.md section 1): the 24-hour window (1.11), throughput and pair rate limits (1.9), the
+(docs/whatsapp.md section 1): the 24-hour window (1.11), throughput and pair rate limits (1.9), the
 template catalog and its statuses (1.12), failures that only arrive later as `failed`
 statuses (1.3), and webhooks signed over Meta's exact bytes (1.6-1.8).
 
-Where Meta's behaviour is unconfirmed (the [?] marks in PROTOCOLS.md 1.4 and section 7) the
+Where Meta's behaviour is unconfirmed (the [?] marks in docs/whatsapp.md 1.4 and section 3) the
 fake picks one plausible answer; SHVYA should branch on error codes, never on HTTP statuses.
 """
 
@@ -37,7 +37,7 @@ import httpx
 
 DEFAULT_VERSION = "v25.0"
 CUSTOMER_SERVICE_WINDOW = timedelta(hours=24)
-MAX_WEBHOOK_ITEMS = 1000  # Graph's batching cap (PROTOCOLS.md 1.8)
+MAX_WEBHOOK_ITEMS = 1000  # Graph's batching cap (docs/whatsapp.md 1.8)
 MEDIA_URL_TTL = timedelta(minutes=5)  # Meta's media URLs expire after five minutes
 ERROR_HREF = "https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/"
 VERSION_RE = re.compile(r"v\d+\.\d+")
@@ -59,7 +59,7 @@ HEADER_MEDIA_FORMATS = frozenset({"IMAGE", "VIDEO", "DOCUMENT"})
 TEMPLATE_CATEGORIES = frozenset({"MARKETING", "UTILITY", "AUTHENTICATION"})
 BODY_PARAMETER_TYPES = frozenset({"text", "currency", "date_time"})
 
-# code -> (title, details). Titles are Meta's; details as quoted in PROTOCOLS.md 1.4 and 1.6.
+# code -> (title, details). Titles are Meta's; details as quoted in docs/whatsapp.md 1.4 and 1.6.
 ERRORS: dict[int, tuple[str, str]] = {
     0: ("AuthException", "We were unable to authenticate the app user."),
     1: ("API Unknown", "Invalid request or possible server error."),
@@ -157,7 +157,7 @@ def error_details(code: int) -> str:
 
 
 def http_status_for(code: int) -> int:
-    """HTTP status per Graph code; unconfirmed for most 13xxxx codes (PROTOCOLS.md 1.4 [?])."""
+    """HTTP status per Graph code; unconfirmed for most 13xxxx codes (docs/whatsapp.md 1.4 [?])."""
     if code in (0, 190):
         return 401
     if code == 4:
@@ -172,7 +172,7 @@ def http_status_for(code: int) -> int:
 
 
 def webhook_error(code: int, details: str | None = None) -> dict[str, Any]:
-    """An error object as webhooks carry it: title and message, no `type` (PROTOCOLS.md 1.4)."""
+    """An error object as webhooks carry it: title and message, no `type` (docs/whatsapp.md 1.4)."""
     title = error_title(code)
     return {
         "code": code,
@@ -216,7 +216,7 @@ def _parse_json(raw: bytes) -> Any:
 
 
 class GraphError(Exception):
-    """An error the fake answers in Graph's shape (PROTOCOLS.md 1.4)."""
+    """An error the fake answers in Graph's shape (docs/whatsapp.md 1.4)."""
 
     def __init__(
         self,
@@ -455,7 +455,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class FakeMetaGraph:
-    """Meta's Graph API for one WhatsApp business number and its WABA; see PROTOCOLS.md 1.13."""
+    """Meta's Graph API for one WhatsApp business number and its WABA; see docs/whatsapp.md 1.13."""
 
     def __init__(
         self,
@@ -485,7 +485,7 @@ class FakeMetaGraph:
         self.pair_interval_seconds = pair_interval_seconds
         self.webhook_url = webhook_url
         self.webhook_client = webhook_client
-        # Meta reports some window misses only as a later `failed` status (PROTOCOLS.md 1.3).
+        # Meta reports some window misses only as a later `failed` status (docs/whatsapp.md 1.3).
         self.window_errors_async = False
         # Statuses queued for every accepted send (e.g. ("sent", "delivered")); see
         # deliver_statuses(). Empty by default so nothing arrives unasked.
@@ -657,7 +657,7 @@ class FakeMetaGraph:
     # --- state the test sets -----------------------------------------------------------------
 
     def user_wrote(self, wa_id: str, *, at: datetime | None = None) -> None:
-        """Open the user's 24-hour window as if they wrote at `at` (PROTOCOLS.md 1.11)."""
+        """Open the user's 24-hour window as if they wrote at `at` (docs/whatsapp.md 1.11)."""
         at = at or self._now()
         with self._lock:
             previous = self._last_inbound.get(wa_id)
@@ -1048,7 +1048,7 @@ class FakeMetaGraph:
             and template.category == "MARKETING"
             and wa_id in self._marketing_stopped
         ):
-            return 131050  # PROTOCOLS.md 1.12: accepted, then failed
+            return 131050  # docs/whatsapp.md 1.12: accepted, then failed
         return None
 
     def _window_is_open(self, wa_id: str, now: datetime) -> bool:
@@ -1056,7 +1056,7 @@ class FakeMetaGraph:
         return last is not None and now - last < CUSTOMER_SERVICE_WINDOW
 
     def _check_throughput(self, now: datetime) -> None:
-        """Accepted sends in the last second, by the fake's clock (PROTOCOLS.md 1.9)."""
+        """Accepted sends in the last second, by the fake's clock (docs/whatsapp.md 1.9)."""
         if self.throughput_per_second is None:
             return
         while self._send_times and now - self._send_times[0] >= timedelta(seconds=1):
@@ -1228,7 +1228,7 @@ class FakeMetaGraph:
         filename: str | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> WebhookItem:
-        """A user's message as Meta sends it (PROTOCOLS.md 1.6); `extra` is merged on top.
+        """A user's message as Meta sends it (docs/whatsapp.md 1.6); `extra` is merged on top.
 
         `text` is the body, caption, button or row title, or location name, by `type`:
         text, button, interactive_button, interactive_list, image, document, audio, video,
@@ -1238,7 +1238,7 @@ class FakeMetaGraph:
         if wa_id is not None:
             message["from"] = wa_id
         elif user_id is not None:
-            message["from_user_id"] = user_id  # usernames: no wa_id [?] (PROTOCOLS.md 1.2)
+            message["from_user_id"] = user_id  # usernames: no wa_id [?] (docs/whatsapp.md 1.2)
         else:
             raise ValueError("give wa_id or user_id")
         message["id"] = wamid or _new_wamid()
@@ -1398,7 +1398,8 @@ class FakeMetaGraph:
         return WebhookItem("message_template_status_update", "template_status", value)
 
     def error_item(self, code: int, details: str | None = None) -> WebhookItem:
-        """A value-level error with no message or status (async API errors, PROTOCOLS 1.6)."""
+        """A value-level error with no message or status (async API errors,
+        docs/whatsapp.md 1.6)."""
         return WebhookItem("messages", "error", webhook_error(code, details))
 
     # --- webhook envelopes and delivery ------------------------------------------------------
@@ -1455,7 +1456,7 @@ class FakeMetaGraph:
         return {"value": value, "field": first.field}
 
     def sign(self, body: bytes) -> str:
-        """The X-Hub-Signature-256 value for these exact bytes (PROTOCOLS.md 1.7)."""
+        """The X-Hub-Signature-256 value for these exact bytes (docs/whatsapp.md 1.7)."""
         digest = hmac.new(self.app_secret.encode(), body, hashlib.sha256).hexdigest()
         return f"sha256={digest}"
 
@@ -1570,7 +1571,8 @@ class FakeMetaGraph:
         return self._post_webhook(raw, sent_headers)
 
     def redeliver(self, index: int = -1) -> httpx.Response:
-        """Post delivery `index` again with the very same bytes and headers (PROTOCOLS 1.8)."""
+        """Post delivery `index` again with the very same bytes and headers
+        (docs/whatsapp.md 1.8)."""
         with self._lock:
             original = self._deliveries[index]
         return self._post_webhook(original.body, original.headers, redelivery_of=original.index)
@@ -1674,7 +1676,7 @@ def _template_from_components(
 
 
 def _check_template_parameters(template: Template, components: Any) -> None:
-    """Parameter counts and formats against the catalog entry (PROTOCOLS.md 1.2)."""
+    """Parameter counts and formats against the catalog entry (docs/whatsapp.md 1.2)."""
     if not isinstance(components, list) or not all(isinstance(c, dict) for c in components):
         raise GraphError(100, "Param template.components must be a list of objects.")
     header_params: list[Any] = []
@@ -1774,7 +1776,7 @@ def _check_text_parameters(
 
 
 def _check_content(message_type: str, content: Any) -> None:
-    """Meta's limits per message type (PROTOCOLS.md 1.2)."""
+    """Meta's limits per message type (docs/whatsapp.md 1.2)."""
     if message_type == "text":
         body = content.get("body")
         if not isinstance(body, str) or not body:

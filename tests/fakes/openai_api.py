@@ -28,7 +28,7 @@ import time
 import traceback
 from array import array
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -340,6 +340,9 @@ class FakeAPIServer:
         self._thread: threading.Thread | None = None
         self._connections: set[socket.socket] = set()
         self._ids = itertools.count(1)
+        # Called in the server's thread with each request before it is answered: a test can
+        # look at the world as it is while the client waits (e.g. its open transactions).
+        self.on_request: Callable[[RecordedRequest], None] | None = None
         self._clear_state()
 
     def _clear_state(self) -> None:
@@ -588,6 +591,8 @@ class FakeAPIServer:
         )
         with self._changed:
             self._requests.append(record)
+        if self.on_request is not None:
+            self.on_request(record)
         fault = self._take_fault(split.path)
         if fault is None or fault.kind == "delay":
             response = self._answer(record)

@@ -41,6 +41,7 @@ def test_get_job_shows_the_inbound_job_and_its_outcome(
     client: TestClient,
     acme: Tenant,
     globex: Tenant,
+    clock: FakeClock,
     make_worker: Callable[..., EmbeddedWorker],
 ) -> None:
     job_id = post_inbound(client, acme).json()["job_id"]
@@ -49,6 +50,7 @@ def test_get_job_shows_the_inbound_job_and_its_outcome(
     assert queued.json()["status"] == "queued"
     assert (queued.json()["type"], queued.json()["priority"]) == ("ai.engage", 100)
 
+    clock.advance(seconds=3)  # the stage's quiet period: the job is due
     make_worker().run_until_idle()
     done = client.get(f"/jobs/{job_id}", headers=acme.agent).json()
     assert (done["status"], done["attempts"]) == ("completed", 1)
@@ -68,7 +70,7 @@ def test_queue_stats_count_by_status_type_and_lane(
     for index in range(3):
         post_inbound(client, acme, phone=f"+1415555011{index}")
     post_inbound(client, globex)
-    clock.advance(seconds=42)
+    clock.advance(seconds=3 + 42)  # due after the stage's 3 s quiet period, then 42 s waiting
     stats = client.get("/queue/stats", headers=acme.agent).json()
     assert stats["scope"] == "company"
     assert stats["by_status"]["queued"] == 3

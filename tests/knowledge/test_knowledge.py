@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from shvya.app import create_app
 from shvya.config import Settings
 from shvya.db.engine import make_engine, make_session_factory
+from shvya.db.phases import run_phases
 from shvya.handlers import default_handlers
 from shvya.jobs.engines.embedded import EmbeddedWorker
 from shvya.knowledge import retrieval
@@ -274,7 +275,7 @@ def test_dense_search_sees_what_another_process_adds_replaces_and_deletes(
 
         def add(text: str) -> None:
             with other_sessions() as session:
-                add_document(
+                adding = add_document(
                     session,
                     company_id=acme.company_id,
                     title="Warranty",
@@ -286,6 +287,7 @@ def test_dense_search_sees_what_another_process_adds_replaces_and_deletes(
                     actor="test",
                     now=clock.advance(minutes=1),
                 )
+                run_phases(adding, session=session, end_prepare=session.commit)
                 session.commit()
 
         add("# Warranty\nEvery car has a 3 year warranty.")
@@ -312,7 +314,9 @@ def test_dense_search_sees_what_another_process_adds_replaces_and_deletes(
     finally:
         other.dispose()
     with session_factory() as session:
-        found = retrieval.dense(session, company_id=acme.company_id, backend=backend, query="x")
+        found = retrieval.dense(
+            session, company_id=acme.company_id, embedding=retrieval.embed_query(backend, "x")
+        )
         contents = session.scalars(
             select(AIKBPassage.content).where(AIKBPassage.id.in_(found))
         ).all()

@@ -1,4 +1,4 @@
-"""API keys (RELIABILITY A3) and what each role may do (A2)."""
+"""API keys (docs/reliability.md A3) and what each role may do (A2)."""
 
 from __future__ import annotations
 

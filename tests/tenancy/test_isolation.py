@@ -1,4 +1,4 @@
-"""Another company's resources do not exist for the caller (OWASP API1, RELIABILITY A1).
+"""Another company's resources do not exist for the caller (OWASP API1, docs/reliability.md A1).
 
 The matrix walks the live OpenAPI schema, so a route added later is covered automatically,
 or fails here until its path parameters and request body are described below.

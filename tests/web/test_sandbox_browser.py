@@ -73,10 +73,10 @@ def chromium() -> Iterator[Browser]:
 @pytest.fixture
 def worker(engine: Engine, settings: Settings, clock: FakeClock) -> Iterator[EmbeddedWorker]:
     # The app and the worker share the `clock` fixture, a FakeClock frozen at T0, as the
-    # channel tests' make_worker does: a job enqueued at T0 is due for the worker at T0
-    # whatever the wall clock says, and every timestamp is on one time line. Nothing here
-    # needs time to pass (one message, so the 15 s pacing between replies never applies);
-    # the system clock for both would work as well but would gain nothing.
+    # channel tests' make_worker does: a job is due for the worker when that clock says so,
+    # whatever the wall clock says, and every timestamp is on one time line. Time passes
+    # once, by the stage's quiet period after the message (one message, so the 15 s pacing
+    # between replies never applies).
     worker = EmbeddedWorker(
         engine,
         handlers={**default_handlers(), "ai.engage": answer_on_sandbox},
@@ -95,7 +95,11 @@ def app(settings: Settings, engine: Engine, clock: FakeClock, worker: EmbeddedWo
 
 
 def test_a_person_chats_with_shvya_and_sees_the_reply_without_reloading(
-    chromium: Browser, live_server: str, default_company: Tenant, tmp_path: Path
+    chromium: Browser,
+    live_server: str,
+    default_company: Tenant,
+    clock: FakeClock,
+    tmp_path: Path,
 ) -> None:
     from playwright.sync_api import expect
 
@@ -122,6 +126,8 @@ def test_a_person_chats_with_shvya_and_sees_the_reply_without_reloading(
         page.get_by_role("button", name="Send").click()
 
         bubbles = page.locator(".bubble .text")
+        expect(bubbles).to_have_text([QUESTION], timeout=REPLY_TIMEOUT_MS)  # stored
+        clock.advance(seconds=3)  # the stage's quiet period: the reply is due
         expect(bubbles).to_have_text([QUESTION, reply], timeout=REPLY_TIMEOUT_MS)
         expect(page.locator(".bubble.out .meta")).to_contain_text("sent")
         expect(page.locator("#text")).to_have_value("")

@@ -1,37 +1,39 @@
 """ai.engage: the AI salesperson's answer to a lead's unanswered messages.
 
-One run: wait out the lead's burst (the stage's quiet period), understand the messages
-(intent, language, BANT, handoff, opt-out: a structured output, or rules offline), apply what
-was understood by rules (BANT merge, stage moves, handoff, opt-out), retrieve the company's
-passages, draft a reply, check every figure in the draft against its sources, and send it
-through the channel router. Decisions come from the understanding, never from the reply text.
+One run is a pipeline of named steps (docs/ai.md, "The engage pipeline"):
+
+    load -> preflight -> understand -> learn -> handoff? -> retrieve -> draft -> guard -> send
+
+`load` finds what to answer and whether to answer at all; `preflight` asks the channel router
+before any model is called, so a send that must wait or may not happen costs nothing;
+`understand` reads the messages (intent, language, BANT, handoff, opt-out); `learn` turns that
+into what changes for the lead, by rules, held in memory; `retrieve`, `draft` and `guard`
+write a reply grounded in the company's passages and check its every figure; `send` goes
+through the router, which asks again, and writes what the run learnt with the reply. Steps
+that call out are generators (db/phases.py): the runner commits before each call and none is
+made with a transaction open. Decisions come from the understanding, never from the reply.
 """
 
 from __future__ import annotations
 
-import time
-import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from shvya.ai import prompts
+from shvya.ai import memory, prompts
 from shvya.ai import service as ai
-from shvya.ai.figures import ungrounded
-from shvya.ai.models import AISession
+from shvya.ai.figures import card_values, ungrounded
 from shvya.ai.providers import (
     AITask,
     ChatMessage,
-    Completion,
     CompletionRequest,
     ProviderError,
     ProviderErrorKind,
 )
+from shvya.ai.runs import Run, ask, job_lead, payload_id, send_text
 from shvya.ai.text import fit
 from shvya.ai.understanding import (
     UNDERSTANDING_SCHEMA,
@@ -42,12 +44,14 @@ from shvya.ai.understanding import (
     understand_by_rules,
 )
 from shvya.channels import service as channels
-from shvya.channels.schemas import OutboundContent, SendResultOut
+from shvya.channels.policies import Allow, Refuse, SendKind
+from shvya.channels.schemas import OutboundContent
 from shvya.conversations import service as conversations
 from shvya.conversations.models import Message
 from shvya.crm import service as crm
 from shvya.crm.models import Channel, Lead, Pipeline, Stage
 from shvya.crm.schemas import StageAIConfig
+from shvya.db.phases import Phases
 from shvya.events.service import append_event
 from shvya.jobs.runner import JobContext
 from shvya.jobs.service import DeferJob, JobType, PermanentJobError, enqueue_job
@@ -66,8 +70,6 @@ CHANNEL_LIMITS = {
     Channel.email: 10000,
 }
 PASSAGES = 5
-MEMORY_MESSAGES = 20
-MEMORY_WORDS = 1200  # the recent turns an LLM sees, newest kept first
 
 HANDOFF_MESSAGES = {
     "en": (
@@ -110,99 +112,95 @@ SAFE_ANSWERS = {
 }
 
 
-@dataclass
-class Run:
-    """What one engage run learns and spends, for its job result."""
-
-    started: float = field(default_factory=time.perf_counter)
-    provider_ms: float = 0.0
-    calls: int = 0
-    notes: dict[str, Any] = field(default_factory=dict)
-
-    def timings(self) -> dict[str, float]:
-        total = (time.perf_counter() - self.started) * 1000
-        return {
-            "total": round(total, 2),
-            "provider": round(self.provider_ms, 2),
-            "overhead": round(total - self.provider_ms, 2),
-        }
-
-
 def localized(table: dict[str, str], language: str) -> str:
     return table.get(language, table["en"])
 
 
-def _skip(reason: str, run: Run, **extra: Any) -> dict[str, Any]:
-    return {"outcome": "skipped", "reason": reason, **extra, "timings_ms": run.timings()}
+@dataclass
+class Turn:
+    """What one run answers: the lead's unanswered messages, and where the answer goes."""
+
+    company: Company
+    lead: Lead
+    pending: list[Message]  # computed once per run, oldest first
+    stage: Stage
+    config: StageAIConfig
+    channel: Channel
+    result: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def latest(self) -> Message:
+        return self.pending[-1]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(m.text for m in self.pending if m.text.strip())
 
 
-def ask(ctx: JobContext, run: Run, request: CompletionRequest, *, lead_id: uuid.UUID) -> Completion:
-    """The company's provider for this request, its time counted as the provider's."""
-    started = time.perf_counter()
-    try:
-        return ai.generate(
-            ctx.session,
-            company_id=ctx.job.company_id,
-            request=request,
-            settings=ctx.settings,
-            now=ctx.clock.now(),
-            lead_id=lead_id,
-            job_id=ctx.job.id,
-            checkpoint=ctx.checkpoint,
-        )
-    except ProviderError as exc:
-        raise ai.job_failure(exc) from None
-    finally:
-        run.provider_ms += (time.perf_counter() - started) * 1000
-        run.calls += 1
+@dataclass(frozen=True)
+class Learning:
+    """What the run understood that changes the lead. Held in memory until the send writes
+    it with the reply (or with the router's refusal): never before the draft, never without
+    the reply, so a deferred run learns it again and records it once."""
+
+    understood: Understanding
+    source: Message  # the message of the burst that said the lead's words
+    stage: Stage  # the stage the lead's reply is written for (after any rule's move)
+    config: StageAIConfig
 
 
-def send_text(
-    ctx: JobContext, lead: Lead, channel: Channel, text: str, *, send_key: str, meta: dict[str, Any]
-) -> SendResultOut:
-    """The AI's text through the channel router, once per send key. Outside WhatsApp's
-    24-hour window the router may swap it for the company's re-engagement template."""
-    return channels.send_message(
-        ctx.session,
-        company_id=lead.company_id,
-        lead_id=lead.id,
-        channel=channel,
-        content=OutboundContent(text=text, reengage_with_template=True),
-        send_key=send_key,
-        settings=ctx.settings,
-        now=ctx.clock.now,
-        checkpoint=ctx.checkpoint,
-        actor="ai",
-        meta=meta,
-    )
-
-
-def payload_id(payload: dict[str, Any], key: str) -> uuid.UUID:
-    """An id the job's payload must carry; without it no retry can help."""
-    try:
-        return uuid.UUID(str(payload[key]))
-    except (KeyError, ValueError):
-        raise PermanentJobError(
-            f"the job's payload has no valid {key!r}: {payload!r}", reason="bad_payload"
-        ) from None
-
-
-def job_lead(ctx: JobContext) -> Lead:
-    """The job's lead; a lead deleted since the job was queued fails it for good."""
-    lead_id = payload_id(ctx.job.payload, "lead_id")
-    try:
-        return crm.get_lead(ctx.session, company_id=ctx.job.company_id, lead_id=lead_id)
-    except crm.LeadNotFound:
-        raise PermanentJobError(f"lead {lead_id} no longer exists", reason="lead_gone") from None
-
-
-def engage(ctx: JobContext) -> dict[str, Any]:
+def engage(ctx: JobContext) -> Phases[dict[str, Any]]:
     run = Run()
+    loaded = load(ctx, run)
+    if not isinstance(loaded, Turn):
+        return loaded
+    turn = loaded
+    verdict = preflight(ctx, run, turn)
+    if not isinstance(verdict, Allow):
+        return verdict
+    try:
+        turn.result["typing"] = yield from channels.show_typing(
+            ctx.session,
+            company_id=turn.company.id,
+            channel=turn.channel,
+            reply_to_external_id=turn.latest.external_id,
+            settings=ctx.settings,
+        )
+        understood = yield from understand(ctx, run, turn)
+        learning = learn(ctx.session, turn, understood)
+        if understood.opt_out:
+            return opt_out(ctx, run, turn, learning)
+        if understood.handoff and understood.handoff_reason in learning.config.handoff_on:
+            return (yield from hand_off(ctx, run, turn, learning, understood.handoff_reason))
+        if verdict.template is not None:
+            # Outside WhatsApp's window the answer can only be the re-engagement template,
+            # whatever a draft would say: none is written.
+            template = OutboundContent(template=verdict.template)
+            return (yield from send(ctx, run, turn, learning, template, Draft("", [], True)))
+        turns = memory.recent_turns(ctx.session, lead=turn.lead)
+        hits = yield from retrieve(ctx, turn)
+        request = engage_request(ctx.session, turn, learning, hits, turns)
+        first = yield from draft(ctx, run, request, lead=turn.lead, hits=hits)
+        unknown = not first.answered and understood.intent in ("question", "price_inquiry")
+        if unknown and "unknown_answer" in learning.config.handoff_on:
+            return (yield from hand_off(ctx, run, turn, learning, "unknown_answer"))
+        checked = yield from guard(ctx, run, turn, request, first, hits, turns)
+        reply = fit(checked.reply, _limit(turn, learning))
+        content = OutboundContent(text=reply, reengage_with_template=True)
+        return (yield from send(ctx, run, turn, learning, content, checked, turns))
+    except ProviderError as exc:
+        raise ai.job_failure(exc) from exc
+
+
+# --- load and preflight -----------------------------------------------------------------------
+
+
+def load(ctx: JobContext, run: Run) -> Turn | dict[str, Any]:
+    """The turn to answer, or the outcome of a run with nothing to do."""
     session = ctx.session
-    payload = ctx.job.payload
     company = tenancy.get_company(session, company_id=ctx.job.company_id)
     lead = job_lead(ctx)
-    message_id = payload_id(payload, "message_id")
+    message_id = payload_id(ctx.job.payload, "message_id")
     for key in (f"ai.reply:{message_id}", f"ai.handoff:{message_id}"):
         # A run of this job that died after its send was committed: unknown, never resent.
         if channels.settle_interrupted_send(
@@ -210,230 +208,69 @@ def engage(ctx: JobContext) -> dict[str, Any]:
         ):
             return {"outcome": "unknown", "send_key": key, "timings_ms": run.timings()}
     if not company.ai_enabled:
-        return _skip("ai_disabled", run)
+        return run.skip("ai_disabled")
     if lead.ai_paused:
-        return _skip("ai_paused", run)
+        return run.skip("ai_paused")
     pending = conversations.unanswered_inbound(session, company_id=company.id, lead_id=lead.id)
     if not any(m.id == message_id for m in pending):
-        return _skip("already_answered", run)
+        return run.skip("already_answered")
     latest = pending[-1]
     if latest.id != message_id:
         # A later message of the same burst has its own job: that one answers them all.
-        return _skip("coalesced", run, into=str(latest.id))
+        return run.skip("coalesced", into=str(latest.id))
     stage = session.get_one(Stage, lead.stage_id)
     config = crm.stage_ai_config(stage)
-    quiet_until = _aware(latest.created_at) + timedelta(seconds=config.quiet_seconds)
-    if ctx.now < quiet_until:
-        raise DeferJob(quiet_until, "quiet_period")
-    channel = Channel(latest.channel)
-    contact = crm.lead_contact(session, company_id=company.id, lead_id=lead.id, channel=channel)
-    if contact is None:
-        raise PermanentJobError(f"the lead has no {channel.value} contact", reason="no_contact")
-    if crm.is_suppressed(session, company_id=company.id, channel=channel, address=contact.value):
-        return _skip("suppressed", run)
-    if channel is Channel.wa_cloud and latest.external_id:
-        ctx.checkpoint()  # the typing indicator is a call to Meta: no transaction across it
-    typing = channels.show_typing(
-        session,
-        company_id=company.id,
-        channel=channel,
-        reply_to_external_id=latest.external_id,
-        settings=ctx.settings,
+    # The job was enqueued due at this time; a stage whose quiet period grew since waits on.
+    due = conversations.engage_due_at(
+        received_at=latest.received_at,
+        created_at=latest.created_at,
+        quiet_seconds=float(config.quiet_seconds),
     )
-    text = "\n".join(m.text for m in pending if m.text.strip())
-    understood = _understand(ctx, run, company=company, lead=lead, text=text)
-    # The provider call may have committed: read the lead again, locked, before changing it
-    # (a summary or another job may have written its attributes meanwhile).
-    crm.lock_lead(session, lead)
-    language = understood.language
-    result: dict[str, Any] = {
-        "answers": [str(m.id) for m in pending],
-        "intent": understood.intent,
-        "language": language,
-        "typing": typing,
-    }
-    if lead.attributes.get("language") != language:
-        lead.attributes = {**lead.attributes, "language": language}
-
-    if understood.opt_out:
-        conversations.record_opt_out(
-            session,
-            company_id=company.id,
-            lead_id=lead.id,
-            channel=channel,
-            address=contact.value,
-            message_id=latest.id,
-            source="ai",
-            actor="ai",
-            now=ctx.now,
-        )
-        return {"outcome": "opted_out", **result, "timings_ms": run.timings()}
-
-    changed = _merge_bant(
-        session, company=company, lead=lead, understood=understood, pending=pending, now=ctx.now
-    )
-    result["bant_changed"] = changed
-    moved = _apply_stage_rules(session, lead=lead, stage=stage, understood=understood, now=ctx.now)
-    if moved is not None:
-        stage, config = moved, crm.stage_ai_config(moved)
-        result["stage"] = moved.name
-        _enqueue_summary(session, lead=lead, key=f"stage:{moved.id}:{latest.id}", now=ctx.now)
-    inbound = conversations.count_inbound(session, company_id=company.id, lead_id=lead.id)
-    every = tenancy.summary_every(company)
-    if inbound and inbound % every == 0:
-        _enqueue_summary(session, lead=lead, key=f"count:{inbound}", now=ctx.now)
-
-    if understood.handoff and understood.handoff_reason in config.handoff_on:
-        return _handoff(
-            ctx,
-            run,
-            company=company,
-            lead=lead,
-            channel=channel,
-            latest=latest,
-            reason=understood.handoff_reason,
-            language=language,
-            result=result,
-        )
-
-    backend = embedding_backend(ctx.settings)
-    if backend is not None and getattr(backend, "remote", False):
-        ctx.checkpoint()  # the query's embedding is a network call
-    hits = knowledge.search_knowledge(
-        session, company_id=company.id, query=text, k=PASSAGES, backend=backend
-    )
-    limit = min(config.max_chars, CHANNEL_LIMITS[channel])
-    memory = _memory(session, lead=lead, now=ctx.now)
-    rolling = ai_session(session, lead=lead, now=ctx.now)
-    request = _engage_request(
+    if ctx.now < due:
+        raise DeferJob(due, "quiet_period")
+    return Turn(
         company=company,
         lead=lead,
+        pending=pending,
         stage=stage,
         config=config,
-        channel=channel,
-        understood=understood,
-        text=text,
-        hits=hits,
-        memory=memory,
-        summary=rolling.summary,
-        limit=limit,
+        channel=Channel(latest.channel),
+        result={"answers": [str(m.id) for m in pending]},
     )
-    draft = _draft(ctx, run, request, lead_id=lead.id, hits=hits)
-    if (
-        not draft.answered
-        and understood.intent in ("question", "price_inquiry")
-        and ("unknown_answer" in config.handoff_on)
-    ):
-        return _handoff(
-            ctx,
-            run,
-            company=company,
-            lead=lead,
-            channel=channel,
-            latest=latest,
-            reason="unknown_answer",
-            language=language,
-            result=result,
-        )
 
-    sources = _grounding(company, hits, memory, pending)
-    drafts = [draft.reply]
-    bad = _problems(draft.reply, sources)
-    if bad:
-        why = (
-            prompts.EMPTY_RETRY
-            if bad == [EMPTY]
-            else prompts.GUARDRAIL_RETRY.format(figures=", ".join(bad))
-        )
-        retry = CompletionRequest(
-            task=AITask.engage,
-            system=request.system,
-            messages=[
-                *request.messages,
-                ChatMessage("assistant", draft.reply or "(nothing)"),
-                ChatMessage("user", why),
-            ],
-            json_schema=prompts.ENGAGE_SCHEMA,
-            schema_name="reply",
-            context={**request.context, "forbidden": bad},
-        )
-        draft = _draft(ctx, run, retry, lead_id=lead.id, hits=hits)
-        drafts.append(draft.reply)
-        still = _problems(draft.reply, sources)
-        if still:
-            append_event(
-                session,
-                company_id=company.id,
-                entity_type="lead",
-                entity_id=lead.id,
-                type="GuardrailBlocked",
-                data={
-                    "message_id": str(latest.id),
-                    "figures": sorted(set(bad) | set(still)),
-                    "drafts": drafts,
-                },
-                actor="ai",
-                now=ctx.now,
-            )
-            draft = Draft(reply=localized(SAFE_ANSWERS, language), sources=[], answered=False)
-            result["guardrail"] = "blocked"
-        else:
-            result["guardrail"] = "regenerated"
-    reply = fit(draft.reply, limit)
-    superseded = _superseded(ctx, lead=lead, latest=latest, run=run)
-    if superseded is not None:
-        return superseded
-    _remember(rolling, memory=memory, reply=reply, now=ctx.now)
-    sent = send_text(
-        ctx,
-        lead,
-        channel,
-        reply,
-        send_key=f"ai.reply:{latest.id}",
-        meta={
-            "purpose": "reply" if result.get("guardrail") != "blocked" else "safe_answer",
-            "passages": draft.sources,
-            "answers": result["answers"],
-            "intent": understood.intent,
-            "language": language,
-        },
+
+def preflight(ctx: JobContext, run: Run, turn: Turn) -> Allow | dict[str, Any]:
+    """The router's verdict before any model call: a deferral reschedules the job, a
+    refusal ends it with the router's reason; nothing is spent on either."""
+    verdict = channels.preflight(
+        ctx.session,
+        company_id=turn.company.id,
+        lead_id=turn.lead.id,
+        channel=turn.channel,
+        kind=SendKind.reply,
+        settings=ctx.settings,
+        now=ctx.now,
     )
-    return {
-        "outcome": sent.outcome.value,
-        "message_id": str(sent.message_id),
-        **result,
-        "passages": draft.sources,
-        "timings_ms": run.timings(),
-    }
-
-
-def _superseded(ctx: JobContext, *, lead: Lead, latest: Message, run: Run) -> dict[str, Any] | None:
-    """Just before sending, with the lead locked: is this answer still wanted? Another job
-    may have answered meanwhile, a newer message may have arrived (its job answers all), or
-    a person may have paused the AI while the model was writing."""
-    crm.lock_lead(ctx.session, lead)
-    if lead.ai_paused:
-        return _skip("ai_paused", run)
-    pending = conversations.unanswered_inbound(
-        ctx.session, company_id=lead.company_id, lead_id=lead.id
+    if isinstance(verdict, Allow):
+        return verdict
+    if isinstance(verdict, Refuse) and verdict.reason == "suppressed":
+        return run.skip("suppressed")  # an opted-out lead: nothing to answer, nothing wrong
+    channels.refuse_preflight(
+        ctx.session,
+        company_id=turn.company.id,
+        lead_id=turn.lead.id,
+        verdict=verdict,
+        now=ctx.now,
     )
-    if not any(m.id == latest.id for m in pending):
-        return _skip("already_answered", run)
-    if pending[-1].id != latest.id:
-        return _skip("coalesced", run, into=str(pending[-1].id))
-    return None
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+# --- understand and learn ---------------------------------------------------------------------
 
 
-# --- understanding ----------------------------------------------------------------------------
-
-
-def _understand(
-    ctx: JobContext, run: Run, *, company: Company, lead: Lead, text: str
-) -> Understanding:
+def understand(ctx: JobContext, run: Run, turn: Turn) -> Phases[Understanding]:
+    """Intent, language, BANT, handoff and opt-out from the model's structured output, or
+    from the rules when its answer is outside the schema."""
+    company, text = turn.company, turn.text
     keywords = list(company.settings.get("opt_out_keywords") or [])
     request = CompletionRequest(
         task=AITask.extract,
@@ -450,13 +287,12 @@ def _understand(
     )
     data: dict[str, Any] | None = None
     try:
-        data = ask(ctx, run, request, lead_id=lead.id).data
+        data = (yield from ask(ctx, run, request, lead_id=turn.lead.id)).data
     except ProviderError as exc:
         if exc.kind is not ProviderErrorKind.bad_response:
             raise  # rate limits and outages: the job retries with the queue's backoff
     understood = parse_understanding(data)
     if understood is None:
-        # An answer outside the schema: the rules understand the message instead.
         run.notes["understanding"] = "rules_fallback"
         understood = understand_by_rules(
             text,
@@ -464,32 +300,33 @@ def _understand(
             default_currency=company.currency,
             default_language=company.default_language,
         )
+    turn.result.update(intent=understood.intent, language=understood.language)
     return understood
 
 
-def _merge_bant(
-    session: Session,
-    *,
-    company: Company,
-    lead: Lead,
-    understood: Understanding,
-    pending: list[Message],
-    now: datetime,
-) -> list[str]:
-    """BANT into lead.attributes["bant"], each field with the message it came from; relative
-    times are resolved against that message's own received_at in the company's timezone."""
-    source = _source_message(understood, pending)
-    received = _aware(source.received_at or source.created_at)
-    local_date = received.astimezone(ZoneInfo(company.timezone)).date()
-    current = dict(lead.attributes.get("bant") or {})
-    merged, changed = merge_bant(
-        current,
-        understood,
-        message_id=source.id,
-        received_at=received,
-        local_date=local_date,
-        default_currency=company.currency,
+def learn(session: Session, turn: Turn, understood: Understanding) -> Learning:
+    """What the understanding changes, decided by rules: the lead's BANT and the stage its
+    reply is written for. Nothing is written here (record_learning writes it)."""
+    source = _source_message(understood, turn.pending)
+    bant, _ = _merged_bant(turn.company, turn.lead, understood, source)
+    move = _stage_rule(session, lead=turn.lead, stage=turn.stage, understood=understood, bant=bant)
+    stage = move[0] if move is not None else turn.stage
+    return Learning(
+        understood=understood,
+        source=source,
+        stage=stage,
+        config=crm.stage_ai_config(stage) if move is not None else turn.config,
     )
+
+
+def record_learning(session: Session, turn: Turn, learning: Learning, now: datetime) -> None:
+    """Write what the run learnt on the lead as it is now (the send's check locked it):
+    language, BANT (BANTUpdated), a stage move (StageChanged) and the summaries it calls for."""
+    lead, company, understood = turn.lead, turn.company, learning.understood
+    if lead.attributes.get("language") != understood.language:
+        lead.attributes = {**lead.attributes, "language": understood.language}
+    merged, changed = _merged_bant(company, lead, understood, learning.source)
+    turn.result["bant_changed"] = changed
     if changed:
         lead.attributes = {**lead.attributes, "bant": merged}
         lead.updated_at = now
@@ -503,7 +340,33 @@ def _merge_bant(
             actor="ai",
             now=now,
         )
-    return changed
+    current = session.get_one(Stage, lead.stage_id)
+    move = _stage_rule(session, lead=lead, stage=current, understood=understood, bant=merged)
+    if move is not None:
+        target, why = move
+        crm.move_stage(session, lead=lead, stage=target, actor="ai", now=now, reason=why)
+        turn.result["stage"] = target.name
+        _enqueue_summary(session, lead=lead, key=f"stage:{target.id}:{turn.latest.id}", now=now)
+    inbound = conversations.count_inbound(session, company_id=company.id, lead_id=lead.id)
+    every = tenancy.summary_every(company)
+    if inbound and inbound % every == 0:
+        _enqueue_summary(session, lead=lead, key=f"count:{inbound}", now=now)
+
+
+def _merged_bant(
+    company: Company, lead: Lead, understood: Understanding, source: Message
+) -> tuple[dict[str, Any], list[str]]:
+    """BANT after this burst, each field with the message it came from; relative times are
+    resolved against that message's own received_at in the company's timezone."""
+    received = _aware(source.received_at or source.created_at)
+    return merge_bant(
+        dict(lead.attributes.get("bant") or {}),
+        understood,
+        message_id=source.id,
+        received_at=received,
+        local_date=received.astimezone(ZoneInfo(company.timezone)).date(),
+        default_currency=company.currency,
+    )
 
 
 def _source_message(understood: Understanding, pending: list[Message]) -> Message:
@@ -520,11 +383,11 @@ def _source_message(understood: Understanding, pending: list[Message]) -> Messag
     return pending[-1]
 
 
-def _apply_stage_rules(
-    session: Session, *, lead: Lead, stage: Stage, understood: Understanding, now: datetime
-) -> Stage | None:
+def _stage_rule(
+    session: Session, *, lead: Lead, stage: Stage, understood: Understanding, bant: dict[str, Any]
+) -> tuple[Stage, str] | None:
+    """The stage the pipeline's first matching rule moves the lead to, and why; None: stay."""
     pipeline = session.get_one(Pipeline, lead.pipeline_id)
-    bant = lead.attributes.get("bant") or {}
     stages = {s.name.lower(): s for s in crm.pipeline_stages(session, pipeline_id=pipeline.id)}
     for rule in crm.effective_stage_rules(pipeline):
         target = stages.get(rule.to.strip().lower())
@@ -541,8 +404,7 @@ def _apply_stage_rules(
             if rule.when.intent
             else "known: " + ", ".join(rule.when.bant_known)
         )
-        crm.move_stage(session, lead=lead, stage=target, actor="ai", now=now, reason=why)
-        return target
+        return target, why
     return None
 
 
@@ -558,70 +420,113 @@ def _enqueue_summary(session: Session, *, lead: Lead, key: str, now: datetime) -
     )
 
 
-# --- handoff ----------------------------------------------------------------------------------
-
-
-def _handoff(
-    ctx: JobContext,
-    run: Run,
-    *,
-    company: Company,
-    lead: Lead,
-    channel: Channel,
-    latest: Message,
-    reason: str,
-    language: str,
-    result: dict[str, Any],
-) -> dict[str, Any]:
-    """Pause the AI for the lead and tell them a person takes over. The pause and its event
-    are committed by the send itself, with the outbound row, before the provider is called:
-    a deferred send (pacing) rolls all of it back for the rerun, and a crash after the call
-    leaves the lead paused and the message `unknown`, never unpaused or sent twice."""
-    superseded = _superseded(ctx, lead=lead, latest=latest, run=run)
-    if superseded is not None:
-        return superseded
-    text = company.handoff_message or localized(HANDOFF_MESSAGES, language)
-    if reason == "unknown_answer":
-        # Say plainly that we do not know, rather than leave the question hanging.
-        text = f"{localized(DO_NOT_KNOW, language)} {text}"
-    crm.set_ai_paused(
-        ctx.session, lead=lead, paused=True, reason=f"handoff: {reason}", actor="ai", now=ctx.now
+def opt_out(ctx: JobContext, run: Run, turn: Turn, learning: Learning) -> dict[str, Any]:
+    """A lead who asked to stop: suppressed, one confirmation queued, never a sales reply."""
+    language = learning.understood.language
+    if turn.lead.attributes.get("language") != language:
+        turn.lead.attributes = {**turn.lead.attributes, "language": language}
+    contact = crm.lead_contact(
+        ctx.session, company_id=turn.company.id, lead_id=turn.lead.id, channel=turn.channel
     )
-    append_event(
+    if contact is None:
+        raise PermanentJobError(
+            f"the lead has no {turn.channel.value} contact", reason="no_contact"
+        )
+    conversations.record_opt_out(
         ctx.session,
-        company_id=company.id,
-        entity_type="lead",
-        entity_id=lead.id,
-        type="HandoffRequested",
-        data={"reason": reason, "message_id": str(latest.id)},
+        company_id=turn.company.id,
+        lead_id=turn.lead.id,
+        channel=turn.channel,
+        address=contact.value,
+        message_id=turn.latest.id,
+        source="ai",
         actor="ai",
         now=ctx.now,
     )
+    return {"outcome": "opted_out", **turn.result, "timings_ms": run.timings()}
+
+
+# --- handoff ----------------------------------------------------------------------------------
+
+
+def hand_off(
+    ctx: JobContext, run: Run, turn: Turn, learning: Learning, reason: str
+) -> Phases[dict[str, Any]]:
+    """Pause the AI for the lead and tell them a person takes over. The pause, its event and
+    what the run learnt are written by the send, with the outbound row, before the provider is
+    called: a deferred send rolls all of it back for the rerun, and a crash after the call
+    leaves the lead paused and the message `unknown`, never unpaused or sent twice."""
+    superseded = still_wanted(ctx, run, turn)
+    if superseded is not None:
+        return superseded
+    language = learning.understood.language
+    text = turn.company.handoff_message or localized(HANDOFF_MESSAGES, language)
+    if reason == "unknown_answer":
+        # Say plainly that we do not know, rather than leave the question hanging.
+        text = f"{localized(DO_NOT_KNOW, language)} {text}"
+
+    def with_send() -> None:
+        record_learning(ctx.session, turn, learning, ctx.now)
+        crm.set_ai_paused(
+            ctx.session,
+            lead=turn.lead,
+            paused=True,
+            reason=f"handoff: {reason}",
+            actor="ai",
+            now=ctx.now,
+        )
+        append_event(
+            ctx.session,
+            company_id=turn.company.id,
+            entity_type="lead",
+            entity_id=turn.lead.id,
+            type="HandoffRequested",
+            data={"reason": reason, "message_id": str(turn.latest.id)},
+            actor="ai",
+            now=ctx.now,
+        )
+
     outcome: dict[str, Any]
     try:
-        sent = send_text(
+        sent = yield from send_text(
             ctx,
-            lead,
-            channel,
+            turn.lead,
+            turn.channel,
             text,
-            send_key=f"ai.handoff:{latest.id}",
-            meta={"purpose": "handoff", "answers": result["answers"], "reason": reason},
+            send_key=f"ai.handoff:{turn.latest.id}",
+            meta={"purpose": "handoff", "answers": turn.result["answers"], "reason": reason},
+            with_send=with_send,
         )
         outcome = {"message_id": str(sent.message_id), "sent": sent.outcome.value}
     except PermanentJobError as exc:
-        # Refused (outside the window, suppressed): the refusal was committed with the pause,
+        # Refused (outside the window, suppressed): the pause was written with the refusal,
         # and the team still has to take over.
         outcome = {"sent": "refused", "refusal": exc.reason}
     return {
         "outcome": "handed_off",
         "reason": reason,
         **outcome,
-        **result,
+        **turn.result,
         "timings_ms": run.timings(),
     }
 
 
-# --- the reply --------------------------------------------------------------------------------
+def still_wanted(ctx: JobContext, run: Run, turn: Turn) -> dict[str, Any] | None:
+    """Just before sending, with the lead locked (the run's one lock): is this answer still
+    wanted? A newer message may have arrived (its own job answers them all), or a person may
+    have paused the AI while the model was writing. None: send."""
+    crm.lock_lead(ctx.session, turn.lead)
+    if turn.lead.ai_paused:
+        return run.skip("ai_paused")
+    newest = conversations.newest_answerable_inbound(
+        ctx.session, company_id=turn.company.id, lead_id=turn.lead.id
+    )
+    if newest is not None and newest != turn.latest.id:
+        return run.skip("coalesced", into=str(newest))
+    return None
+
+
+# --- retrieve, draft, guard -------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -629,6 +534,19 @@ class Draft:
     reply: str
     sources: list[str]
     answered: bool
+
+
+def retrieve(ctx: JobContext, turn: Turn) -> Phases[list[Hit]]:
+    """The company's passages that best answer the messages (the query's embedding is a
+    call)."""
+    hits: list[Hit] = yield from knowledge.search_knowledge(
+        ctx.session,
+        company_id=turn.company.id,
+        query=turn.text,
+        k=PASSAGES,
+        backend=embedding_backend(ctx.settings),
+    )
+    return hits
 
 
 def _passage(hit: Hit) -> dict[str, Any]:
@@ -640,21 +558,18 @@ def _passage(hit: Hit) -> dict[str, Any]:
     }
 
 
-def _engage_request(
-    *,
-    company: Company,
-    lead: Lead,
-    stage: Stage,
-    config: StageAIConfig,
-    channel: Channel,
-    understood: Understanding,
-    text: str,
-    hits: list[Hit],
-    memory: list[Message],
-    summary: str,
-    limit: int,
+def _limit(turn: Turn, learning: Learning) -> int:
+    return min(learning.config.max_chars, CHANNEL_LIMITS[turn.channel])
+
+
+def engage_request(
+    session: Session, turn: Turn, learning: Learning, hits: list[Hit], turns: list[Message]
 ) -> CompletionRequest:
-    bant = lead.attributes.get("bant") or {}
+    """The reply's prompt: the company card, the stage's brief, what is known of the lead
+    (with what this run learnt), the passages, the recent turns and the rolling summary."""
+    company, lead, stage, config = turn.company, turn.lead, learning.stage, learning.config
+    understood, limit = learning.understood, _limit(turn, learning)
+    bant, _ = _merged_bant(company, lead, understood, learning.source)
     passages = [_passage(hit) for hit in hits]
     known = {
         "name": lead.name,
@@ -663,7 +578,7 @@ def _engage_request(
     }
     system = prompts.ENGAGE_SYSTEM.format(
         company=company.name,
-        channel=channel.value,
+        channel=turn.channel.value,
         card=prompts.card_text(company.company_card),
         stage=stage.name,
         goal=config.goal or "move the lead toward a purchase",
@@ -675,10 +590,12 @@ def _engage_request(
         language=prompts.language_name(understood.language),
         max_chars=limit,
     )
-    transcript = "\n".join(f"{'Lead' if m.direction == 'in' else 'Us'}: {m.text}" for m in memory)
+    transcript = "\n".join(f"{'Lead' if m.direction == 'in' else 'Us'}: {m.text}" for m in turns)
     # The rolling summary of AISession: the memory of what fell out of the recent turns.
+    row = memory.find_ai_session(session, lead=lead)
+    summary = row.summary if row is not None else ""
     earlier = f"Summary of the conversation so far: {summary}\n\n" if summary.strip() else ""
-    user = f"{earlier}Conversation:\n{transcript}\n\nThe lead's unanswered message(s):\n{text}"
+    user = f"{earlier}Conversation:\n{transcript}\n\nThe lead's unanswered message(s):\n{turn.text}"
     return CompletionRequest(
         task=AITask.engage,
         system=system,
@@ -686,7 +603,7 @@ def _engage_request(
         json_schema=prompts.ENGAGE_SCHEMA,
         schema_name="reply",
         context={
-            "question": text,
+            "question": turn.text,
             "language": understood.language,
             "intent": understood.intent,
             "lead": {"name": lead.name},
@@ -698,10 +615,12 @@ def _engage_request(
     )
 
 
-def _draft(
-    ctx: JobContext, run: Run, request: CompletionRequest, *, lead_id: uuid.UUID, hits: list[Hit]
-) -> Draft:
-    completion = ask(ctx, run, request, lead_id=lead_id)
+def draft(
+    ctx: JobContext, run: Run, request: CompletionRequest, *, lead: Lead, hits: list[Hit]
+) -> Phases[Draft]:
+    """The model's reply, the passages it says it used (only ones it was given), and whether
+    it could answer."""
+    completion = yield from ask(ctx, run, request, lead_id=lead.id)
     data = completion.data or {}
     known = {str(hit.passage_id) for hit in hits}
     reply = data.get("reply") if isinstance(data.get("reply"), str) else None
@@ -725,66 +644,129 @@ def _problems(reply: str, sources: list[str]) -> list[str]:
     return ungrounded(reply, sources) if reply.strip() else [EMPTY]
 
 
-def _grounding(
-    company: Company, hits: list[Hit], memory: list[Message], pending: list[Message]
-) -> list[str]:
+def guard(
+    ctx: JobContext,
+    run: Run,
+    turn: Turn,
+    request: CompletionRequest,
+    first: Draft,
+    hits: list[Hit],
+    turns: list[Message],
+) -> Phases[Draft]:
+    """Every price, amount, percentage, date and phone number in the draft must appear in a
+    passage, the company card or the lead's own words: otherwise the draft is written once
+    more, and then replaced by a safe answer that offers a person (GuardrailBlocked keeps the
+    drafts). turn.result["guardrail"] says what it did."""
+    sources = _grounding(turn, hits, turns)
+    bad = _problems(first.reply, sources)
+    if not bad:
+        return first
+    why = (
+        prompts.EMPTY_RETRY
+        if bad == [EMPTY]
+        else prompts.GUARDRAIL_RETRY.format(figures=", ".join(bad))
+    )
+    retry = CompletionRequest(
+        task=AITask.engage,
+        system=request.system,
+        messages=[
+            *request.messages,
+            ChatMessage("assistant", first.reply or "(nothing)"),
+            ChatMessage("user", why),
+        ],
+        json_schema=prompts.ENGAGE_SCHEMA,
+        schema_name="reply",
+        context={**request.context, "forbidden": bad},
+    )
+    second = yield from draft(ctx, run, retry, lead=turn.lead, hits=hits)
+    still = _problems(second.reply, sources)
+    if not still:
+        turn.result["guardrail"] = "regenerated"
+        return second
+    append_event(
+        ctx.session,
+        company_id=turn.company.id,
+        entity_type="lead",
+        entity_id=turn.lead.id,
+        type="GuardrailBlocked",
+        data={
+            "message_id": str(turn.latest.id),
+            "figures": sorted(set(bad) | set(still)),
+            "drafts": [first.reply, second.reply],
+        },
+        actor="ai",
+        now=ctx.now,
+    )
+    turn.result["guardrail"] = "blocked"
+    language = str(turn.result.get("language", "en"))
+    return Draft(reply=localized(SAFE_ANSWERS, language), sources=[], answered=False)
+
+
+def _grounding(turn: Turn, hits: list[Hit], turns: list[Message]) -> list[str]:
     """Where a reply's figures may come from: the passages it was given, the company card and
     the lead's own words."""
     return [
         *(f"{hit.heading}\n{hit.content}" for hit in hits),
-        *card_values(company.company_card),
-        company.name,
-        *(m.text for m in memory if m.direction == "in"),
-        *(m.text for m in pending),
+        *card_values(turn.company.company_card),
+        turn.company.name,
+        *(m.text for m in turns if m.direction == "in"),
+        *(m.text for m in turn.pending),
     ]
 
 
-def card_values(card: Any) -> Iterable[str]:
-    if isinstance(card, dict):
-        for value in card.values():
-            yield from card_values(value)
-    elif isinstance(card, list):
-        for value in card:
-            yield from card_values(value)
-    elif card is not None:
-        yield str(card)
+# --- send -------------------------------------------------------------------------------------
 
 
-# --- memory -----------------------------------------------------------------------------------
+def send(
+    ctx: JobContext,
+    run: Run,
+    turn: Turn,
+    learning: Learning,
+    content: OutboundContent,
+    checked: Draft,
+    turns: list[Message] | None = None,
+) -> Phases[dict[str, Any]]:
+    """The answer through the router, once per send key, if it is still wanted; what the run
+    learnt and the AI's memory of the turn are written with it."""
+    superseded = still_wanted(ctx, run, turn)
+    if superseded is not None:
+        return superseded
 
+    def with_send() -> None:
+        record_learning(ctx.session, turn, learning, ctx.now)
+        if turns is not None:
+            memory.remember(
+                ctx.session, lead=turn.lead, turns=turns, reply=content.preview(), now=ctx.now
+            )
 
-def _memory(session: Session, *, lead: Lead, now: datetime) -> list[Message]:
-    """The recent turns an LLM reads, within MEMORY_WORDS; older ones live in the summary."""
-    recent = conversations.recent_messages(
-        session, company_id=lead.company_id, lead_id=lead.id, limit=MEMORY_MESSAGES
+    blocked = turn.result.get("guardrail") == "blocked"
+    sent = yield from channels.send_message(
+        ctx.session,
+        company_id=turn.company.id,
+        lead_id=turn.lead.id,
+        channel=turn.channel,
+        content=content,
+        send_key=f"ai.reply:{turn.latest.id}",
+        settings=ctx.settings,
+        now=ctx.clock.now,
+        actor="ai",
+        meta={
+            "purpose": "safe_answer" if blocked else "reply",
+            "passages": checked.sources,
+            "answers": turn.result["answers"],
+            "intent": learning.understood.intent,
+            "language": learning.understood.language,
+        },
+        with_send=with_send,
     )
-    kept: list[Message] = []
-    budget = MEMORY_WORDS
-    for message in reversed(recent):
-        budget -= len(message.text.split())
-        if budget < 0 and kept:
-            break
-        kept.append(message)
-    return list(reversed(kept))
+    return {
+        "outcome": sent.outcome.value,
+        "message_id": str(sent.message_id),
+        **turn.result,
+        "passages": checked.sources,
+        "timings_ms": run.timings(),
+    }
 
 
-def ai_session(session: Session, *, lead: Lead, now: datetime) -> AISession:
-    """The lead's AI memory (recent turns and the rolling summary), made on first use."""
-    row = session.scalars(select(AISession).where(AISession.lead_id == lead.id)).first()
-    if row is None:
-        row = AISession(
-            company_id=lead.company_id, lead_id=lead.id, created_at=now, summary="", turns={}
-        )
-        session.add(row)
-    return row
-
-
-def _remember(row: AISession, *, memory: list[Message], reply: str, now: datetime) -> None:
-    """AISession: the turns the reply was written from, and its size in tokens (words)."""
-    turns: list[dict[str, str | None]] = [
-        {"id": str(m.id), "direction": m.direction, "text": m.text[:1000]} for m in memory
-    ]
-    turns.append({"id": None, "direction": "out", "text": reply})
-    row.turns = {"recent": turns}
-    row.token_count = sum(len(str(t["text"]).split()) for t in turns) + len(row.summary.split())
-    row.updated_at = now
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

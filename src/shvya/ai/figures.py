@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from shvya.ai.timeline import MONTHS
 
@@ -299,3 +300,15 @@ def ungrounded(reply: str, sources: Iterable[str]) -> list[str]:
         if not any(digits in known or known.endswith(digits[-10:]) for known in phones):
             missing.append(written)
     return list(dict.fromkeys(missing))
+
+
+def card_values(card: Any) -> Iterable[str]:
+    """Every value of the company card, as the text a figure may be grounded in."""
+    if isinstance(card, dict):
+        for value in card.values():
+            yield from card_values(value)
+    elif isinstance(card, list):
+        for value in card:
+            yield from card_values(value)
+    elif card is not None:
+        yield str(card)

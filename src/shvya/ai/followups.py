@@ -12,14 +12,19 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from shvya.ai import prompts
-from shvya.ai.engage import Run, ai_session, ask, card_values, job_lead, send_text
-from shvya.ai.figures import ungrounded
-from shvya.ai.providers import AITask, ChatMessage, CompletionRequest
+from shvya.ai import service as ai
+from shvya.ai.figures import card_values, ungrounded
+from shvya.ai.memory import ai_session
+from shvya.ai.providers import AITask, ChatMessage, CompletionRequest, ProviderError
 from shvya.ai.providers.offline import OfflineProvider
+from shvya.ai.runs import Run, ask, job_lead, send_text
 from shvya.ai.text import NEAR_REPEAT, sentences, similarity, word_count
+from shvya.channels import service as channels
+from shvya.channels.policies import Allow, SendKind
 from shvya.conversations import service as conversations
 from shvya.crm import service as crm
 from shvya.crm.models import Channel, Lead, Stage
+from shvya.db.phases import Phases
 from shvya.events.service import append_event
 from shvya.jobs.runner import JobContext
 from shvya.jobs.service import PermanentJobError
@@ -68,7 +73,7 @@ def _refusal(session: Session, company: Company, lead: Lead) -> PermanentJobErro
     return None
 
 
-def bumpup(ctx: JobContext) -> dict[str, Any]:
+def bumpup(ctx: JobContext) -> Phases[dict[str, Any]]:
     run = Run()
     session = ctx.session
     company = tenancy.get_company(session, company_id=ctx.job.company_id)
@@ -77,6 +82,21 @@ def bumpup(ctx: JobContext) -> dict[str, Any]:
     refusal = _refusal(session, company, lead)
     if refusal is not None:
         raise refusal
+    # Ask the router before the model writes a word: a bump-up that must wait or may not go
+    # costs nothing.
+    verdict = channels.preflight(
+        session,
+        company_id=company.id,
+        lead_id=lead.id,
+        channel=channel,
+        kind=SendKind.reply,
+        settings=ctx.settings,
+        now=ctx.now,
+    )
+    if not isinstance(verdict, Allow):
+        channels.refuse_preflight(
+            session, company_id=company.id, lead_id=lead.id, verdict=verdict, now=ctx.now
+        )
     earlier = [
         m.text
         for m in conversations.outbound_for(
@@ -116,7 +136,11 @@ def bumpup(ctx: JobContext) -> dict[str, Any]:
             messages=[ChatMessage("user", f"Write the follow-up to {lead.name or 'the lead'}.")],
             context={**context, "variant": len(earlier) + attempt},
         )
-        candidate = ask(ctx, run, request, lead_id=lead.id).text.strip().strip('"')
+        try:
+            completion = yield from ask(ctx, run, request, lead_id=lead.id)
+        except ProviderError as exc:
+            raise ai.job_failure(exc) from exc
+        candidate = completion.text.strip().strip('"')
         problem = bumpup_problem(candidate, earlier, sources)
         if problem is None:
             text = candidate
@@ -146,7 +170,7 @@ def bumpup(ctx: JobContext) -> dict[str, Any]:
     refusal = _refusal(session, company, lead)
     if refusal is not None:
         raise refusal
-    sent = send_text(
+    sent = yield from send_text(
         ctx,
         lead,
         channel,
@@ -203,7 +227,7 @@ def summary_problem(text: str) -> str | None:
     return None if low <= count <= high else f"{count} sentences, not {low} to {high}"
 
 
-def summarise(ctx: JobContext) -> dict[str, Any]:
+def summarise(ctx: JobContext) -> Phases[dict[str, Any]]:
     run = Run()
     session = ctx.session
     company = tenancy.get_company(session, company_id=ctx.job.company_id)
@@ -233,7 +257,10 @@ def summarise(ctx: JobContext) -> dict[str, Any]:
         ],
         context=context,
     )
-    text = ask(ctx, run, request, lead_id=lead.id).text.strip()
+    try:
+        text = (yield from ask(ctx, run, request, lead_id=lead.id)).text.strip()
+    except ProviderError as exc:
+        raise ai.job_failure(exc) from exc
     problem = summary_problem(text)
     if problem is not None:
         fallback = OfflineProvider().complete(request).text

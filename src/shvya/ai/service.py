@@ -23,8 +23,9 @@ from shvya.ai.providers import (
     TextProvider,
 )
 from shvya.config import Settings
+from shvya.db.phases import Call, Phases
 from shvya.events.service import append_event
-from shvya.jobs.service import PermanentJobError
+from shvya.jobs.service import PermanentJobError, RetryJob
 
 logger = logging.getLogger(__name__)
 
@@ -117,16 +118,13 @@ def generate(
     now: datetime,
     lead_id: uuid.UUID | None = None,
     job_id: uuid.UUID | None = None,
-    checkpoint: Callable[[], None] | None = None,
-) -> Completion:
+) -> Phases[Completion]:
     """Ask the company's provider for this task, and record what the call cost.
 
-    In a job, pass its `checkpoint`: the work so far is committed before a network provider
-    is called, and a failed call's usage row and a bad key's company alert are kept although
-    the job's own work is rolled back when it fails.
-
-    Raises ProviderError: the caller (a job) retries the retryable ones with the queue's
-    backoff; fail_on_provider_error() turns the others into a permanent job failure.
+    The provider call is the job's call phase (no transaction open); the usage row is its
+    record. Raises ProviderError after recording the failed call (and, for a bad key, the
+    company's AIProviderAuthFailed alert): `job_failure()` turns it into the job's outcome,
+    which keeps those records.
     """
     chosen = model_settings(session, company_id=company_id, task=request.task)
     request = replace(
@@ -144,13 +142,12 @@ def generate(
         model=request.model or chosen.provider,
         created_at=now,
     )
-    provider = make_provider(chosen.provider, settings)
-    if checkpoint is not None and chosen.provider != DEFAULT_PROVIDER:
-        # No transaction stays open across a network call (DESIGN.md rule 2); the offline
-        # provider runs in this process and needs none.
-        checkpoint()
+    provider_name, prices = chosen.provider, (chosen.price_per_1k_input, chosen.price_per_1k_output)
     try:
-        completion = provider.complete(request)
+        completion: Completion = yield Call(
+            f"ai:{request.task.value}",
+            lambda: make_provider(provider_name, settings).complete(request),
+        )
     except ProviderError as exc:
         usage.outcome = exc.kind.value
         session.add(usage)
@@ -161,30 +158,32 @@ def generate(
                 entity_type="company",
                 entity_id=company_id,
                 type="AIProviderAuthFailed",
-                data={"provider": chosen.provider, "error": exc.message[:300]},
+                data={"provider": provider_name, "error": exc.message[:300]},
                 now=now,
             )
-        if checkpoint is not None:
-            checkpoint()
         raise
     usage.model = completion.model
     usage.input_tokens = completion.input_tokens
     usage.output_tokens = completion.output_tokens
     usage.latency_ms = completion.latency_ms
     usage.cost = (
-        Decimal(completion.input_tokens) * chosen.price_per_1k_input
-        + Decimal(completion.output_tokens) * chosen.price_per_1k_output
+        Decimal(completion.input_tokens) * prices[0] + Decimal(completion.output_tokens) * prices[1]
     ) / 1000
     session.add(usage)
-    session.flush()
     return completion
 
 
 def job_failure(exc: ProviderError) -> Exception:
-    """What a job raises for a provider error: itself to retry, or a permanent failure."""
+    """What a job raises for a provider error, keeping the failed call's records: a retry
+    after the queue's backoff, or a permanent failure."""
     if exc.is_retryable:
-        return exc
-    return PermanentJobError(f"AI provider: {exc.message}", reason=f"ai_{exc.kind.value}")
+        failure: Exception = RetryJob(str(exc), keep_work=True)
+    else:
+        failure = PermanentJobError(
+            f"AI provider: {exc.message}", reason=f"ai_{exc.kind.value}", keep_work=True
+        )
+    failure.__cause__ = exc
+    return failure
 
 
 @dataclass(frozen=True)

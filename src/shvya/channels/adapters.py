@@ -1,4 +1,4 @@
-"""The seam every channel adapter implements (DESIGN.md rule 7), and how sends fail."""
+"""The seam every channel adapter implements (docs/architecture.md rule 7), and how sends fail."""
 
 from __future__ import annotations
 

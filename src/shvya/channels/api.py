@@ -127,14 +127,14 @@ def get_message_media(
     if account is None:
         raise NotFound("no WhatsApp Cloud number is connected to this company")
     adapter = service.whatsapp_adapter(account, settings)
+    # The request's reads end here: no transaction stays open while WhatsApp answers.
+    session.commit()
     try:
         content, mime_type = adapter.fetch_media(str(media["id"]))
     except ChannelSendError as exc:
         raise MediaUnavailable(
             f"WhatsApp did not give the file: {exc.code}: {exc.message}"
         ) from None
-    finally:
-        adapter.close()
     return Response(
         content,
         media_type=mime_type,
@@ -181,7 +181,7 @@ def add_suppression(
 ) -> SuppressionOut:
     channel = Channel(body.channel)
     address = crm.normalise_contact(channel, body.address, region=region, field="address")
-    contact = crm.find_contact_by_value(
+    contact = crm.find_contact(
         session, company_id=key.company.id, channel=channel.value, value=address
     )
     row, created = crm.add_suppression(
@@ -210,7 +210,7 @@ def delete_suppression(
 ) -> SuppressionOut:
     row = crm.get_suppression(session, company_id=key.company.id, suppression_id=suppression_id)
     out = SuppressionOut.model_validate(row)
-    contact = crm.find_contact_by_value(
+    contact = crm.find_contact(
         session, company_id=key.company.id, channel=row.channel, value=row.address
     )
     crm.remove_suppression(

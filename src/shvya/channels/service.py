@@ -1,15 +1,18 @@
-"""The channel router: the only way anything leaves SHVYA (DESIGN.md rules 4 and 6).
+"""The channel router: the only way anything leaves SHVYA (docs/architecture.md, "Rules").
 
-send_message() asks the policies, writes the outbound message as `sending` and makes it
-durable (a job checkpoint) before the adapter is called, then records the outcome. A crash
-anywhere leaves either no message, or a row the retried job finds by its send key and marks
-`unknown` instead of sending again.
+A handler asks `preflight()` before it spends anything on a send (a model call), and
+`send_message()` asks the same rules again with the content; that answer counts. The send is a
+job that calls out, in phases (docs/architecture.md, "Phases of a job that calls out"): the
+outbound message is written as `sending` and made durable before the adapter is called, and
+the outcome is recorded after. A crash anywhere leaves either no message, or a row the retried
+job finds by its send key and marks `unknown` instead of sending again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +22,16 @@ from typing import Any, NoReturn
 from sqlalchemy.orm import Session
 
 from shvya.channels.adapters import ChannelAdapter, ChannelSendError, FailureKind, SendResult
-from shvya.channels.policies import ChannelPolicy, Defer, Refuse, SendFacts, decide
+from shvya.channels.policies import (
+    ChannelPolicy,
+    Defer,
+    Refuse,
+    SendFacts,
+    SendKind,
+    Verdict,
+    decide,
+    verdict,
+)
 from shvya.channels.schemas import OutboundContent, SendOutcome, SendResultOut, WhatsAppAccountIn
 from shvya.channels.whatsapp_cloud import (
     MARKETING_OPT_OUT_CODE,
@@ -31,19 +43,22 @@ from shvya.config import Settings
 from shvya.conversations import service as conversations
 from shvya.conversations.models import MessageStatus
 from shvya.crm import service as crm
-from shvya.crm.models import Channel, SuppressionReason
+from shvya.crm.models import Channel, LeadContact, SuppressionReason
 from shvya.crypto import decrypt_secret, encrypt_secret
+from shvya.db.phases import Call, Phases
 from shvya.errors import InvalidInput, ShvyaError
 from shvya.events.service import append_event
 from shvya.faults import crash_point
-from shvya.jobs.service import DeferJob, PermanentJobError
+from shvya.jobs.service import DeferJob, PermanentJobError, RetryJob
 from shvya.templates import service as templates
 from shvya.tenancy import service as tenancy
-from shvya.tenancy.models import ChannelAccount
+from shvya.tenancy.models import ChannelAccount, Company
 
 logger = logging.getLogger(__name__)
 
-Checkpoint = Callable[[], None]
+# Writes that belong with a send (what an AI run learnt, a handoff's pause): made once the
+# router has given its final verdict, in the transaction of the outbound row or the refusal.
+WithSend = Callable[[], None]
 
 
 class ChannelNotConnected(ShvyaError):
@@ -61,18 +76,41 @@ class SandboxAdapter:
         return SendResult(external_id=f"sandbox.{uuid.uuid4().hex}")
 
 
+# One adapter, and so one HTTP client with its kept-alive connections, per channel account
+# (and token, and Graph address) per process, shared by every thread that sends for it.
+_ADAPTERS: dict[tuple[Any, ...], WhatsAppCloudAdapter] = {}
+_ADAPTERS_LOCK = threading.Lock()
+_ADAPTERS_MAX = 512
+
+
 def whatsapp_adapter(account: ChannelAccount, settings: Settings) -> WhatsAppCloudAdapter:
+    """The account's adapter, made once per process; a new token makes a new one."""
     if not account.credentials_encrypted:
         raise ChannelNotConnected(f"WhatsApp number {account.external_id} has no access token")
-    token = decrypt_secret(
-        account.credentials_encrypted, secret_key=settings.secret_key.get_secret_value()
+    key = (
+        account.id,
+        account.external_id,
+        account.credentials_encrypted,
+        settings.meta_graph_base_url,
+        settings.meta_graph_version,
     )
-    return WhatsAppCloudAdapter(
-        phone_number_id=account.external_id,
-        access_token=token,
-        base_url=settings.meta_graph_base_url,
-        version=settings.meta_graph_version,
-    )
+    with _ADAPTERS_LOCK:
+        adapter = _ADAPTERS.get(key)
+        if adapter is None:
+            token = decrypt_secret(
+                account.credentials_encrypted, secret_key=settings.secret_key.get_secret_value()
+            )
+            adapter = WhatsAppCloudAdapter(
+                phone_number_id=account.external_id,
+                access_token=token,
+                base_url=settings.meta_graph_base_url,
+                version=settings.meta_graph_version,
+            )
+            if len(_ADAPTERS) >= _ADAPTERS_MAX:
+                # Forgotten, not closed: another thread may be sending with it right now.
+                _ADAPTERS.pop(next(iter(_ADAPTERS)))
+            _ADAPTERS[key] = adapter
+        return adapter
 
 
 def _adapter_for(
@@ -90,6 +128,110 @@ def _adapter_for(
     raise ChannelNotConnected(f"sending on {channel.value} is not available yet")
 
 
+# --- the router -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    """What the router found for a lead on a channel: where a send would go, and how."""
+
+    company: Company
+    contact: LeadContact
+    adapter: ChannelAdapter
+    account: ChannelAccount | None
+    policy: ChannelPolicy
+
+
+def _route(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    lead_id: uuid.UUID,
+    channel: Channel,
+    settings: Settings,
+) -> Route | Refuse:
+    company = tenancy.get_company(session, company_id=company_id)
+    contact = crm.lead_contact(
+        session, company_id=company_id, lead_id=lead_id, channel=channel.value
+    )
+    if contact is None:
+        return Refuse("no_contact", f"the lead has no {channel.value} contact")
+    try:
+        adapter, account = _adapter_for(
+            session, company_id=company_id, channel=channel, settings=settings
+        )
+    except ChannelNotConnected as exc:
+        return Refuse(exc.code, exc.message)
+    return Route(
+        company=company,
+        contact=contact,
+        adapter=adapter,
+        account=account,
+        policy=ChannelPolicy.from_settings(company.settings),
+    )
+
+
+def _facts(
+    session: Session, route: Route, *, lead_id: uuid.UUID, channel: Channel, now: datetime
+) -> SendFacts:
+    """What the rules need to know, read fresh each time the router is asked."""
+    company_id = route.company.id
+    return SendFacts(
+        channel=channel,
+        now=now,
+        is_suppressed=crm.is_suppressed(
+            session, company_id=company_id, channel=channel.value, address=route.contact.value
+        ),
+        last_inbound_at=route.contact.last_inbound_at,
+        last_outbound_at=conversations.last_outbound_at(
+            session, company_id=company_id, lead_id=lead_id, channel=channel.value
+        ),
+        sent_last_second=0
+        if route.account is None
+        else conversations.outbound_count_since(
+            session, channel_account_id=route.account.id, since=now - timedelta(seconds=1)
+        ),
+    )
+
+
+def preflight(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    lead_id: uuid.UUID,
+    channel: Channel,
+    kind: SendKind,
+    settings: Settings,
+    now: datetime,
+) -> Verdict:
+    """The router's verdict on a send of this kind to this lead now (send, defer until, or
+    refuse with a reason), before its content exists: a handler asks this before any model
+    call, so a send that must wait or may not happen costs nothing. Writes nothing."""
+    route = _route(
+        session, company_id=company_id, lead_id=lead_id, channel=channel, settings=settings
+    )
+    if isinstance(route, Refuse):
+        return route
+    return verdict(
+        route.policy, _facts(session, route, lead_id=lead_id, channel=channel, now=now), kind
+    )
+
+
+def refuse_preflight(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    lead_id: uuid.UUID,
+    verdict: Defer | Refuse,
+    now: datetime,
+) -> NoReturn:
+    """A preflight that said no, as the send would have: the job waits (nothing written, no
+    attempt counted), or fails for good with a SendRefused event that says why."""
+    if isinstance(verdict, Defer):
+        raise DeferJob(verdict.until, verdict.reason)
+    _refuse(session, company_id, lead_id, verdict, now, None)
+
+
 # --- sending ----------------------------------------------------------------------------------
 
 
@@ -103,15 +245,17 @@ def send_message(
     send_key: str,
     settings: Settings,
     now: Callable[[], datetime],
-    checkpoint: Checkpoint,
     actor: str = "system",
     meta: dict[str, Any] | None = None,
-) -> SendResultOut:
-    """Send one message to a lead, at most once per send key.
+    with_send: WithSend | None = None,
+) -> Phases[SendResultOut]:
+    """Send one message to a lead, at most once per send key, in the job's phases.
 
     Raises DeferJob (pacing, throughput: the job runs again later, no attempt counted),
     PermanentJobError (refused by a policy or by the provider, with a SendRefused event), or
-    ChannelSendError for failures worth retrying.
+    RetryJob for failures worth retrying; each keeps what the run wrote since its last call.
+    `with_send` writes what belongs with this send once the router has said yes, or with its
+    refusal; a deferral leaves it unwritten for the rerun.
     """
     existing = conversations.find_outbound_by_send_key(
         session, company_id=company_id, send_key=send_key
@@ -119,7 +263,6 @@ def send_message(
     if existing is not None:
         status = MessageStatus(existing.status)
         if settle_interrupted_send(session, company_id=company_id, send_key=send_key, now=now()):
-            checkpoint()
             return SendResultOut(outcome=SendOutcome.unknown, message_id=existing.id)
         if status is MessageStatus.unknown:
             return SendResultOut(outcome=SendOutcome.unknown, message_id=existing.id)
@@ -134,49 +277,23 @@ def send_message(
                 f"this message already failed: {existing.error}", reason="already_failed"
             )
 
-    company = tenancy.get_company(session, company_id=company_id)
-    contact = crm.lead_contact(
-        session, company_id=company_id, lead_id=lead_id, channel=channel.value
-    )
-    if contact is None:
-        _refuse(
-            session,
-            company_id,
-            lead_id,
-            "no_contact",
-            f"the lead has no {channel.value} contact",
-            now(),
-            checkpoint,
-        )
-    try:
-        adapter, account = _adapter_for(
-            session, company_id=company_id, channel=channel, settings=settings
-        )
-    except ChannelNotConnected as exc:
-        _refuse(session, company_id, lead_id, exc.code, exc.message, now(), checkpoint)
-    policy = ChannelPolicy.from_settings(company.settings)
     moment = now()
-    facts = SendFacts(
-        channel=channel,
-        now=moment,
-        is_suppressed=crm.is_suppressed(
-            session, company_id=company_id, channel=channel.value, address=contact.value
-        ),
-        last_inbound_at=contact.last_inbound_at,
-        last_outbound_at=conversations.last_outbound_at(
-            session, company_id=company_id, lead_id=lead_id, channel=channel.value
-        ),
-        sent_last_second=0
-        if account is None
-        else conversations.outbound_count_since(
-            session, channel_account_id=account.id, since=moment - timedelta(seconds=1)
-        ),
+    route = _route(
+        session, company_id=company_id, lead_id=lead_id, channel=channel, settings=settings
     )
-    decision = decide(policy, facts, content)
+    if isinstance(route, Refuse):
+        _refuse(session, company_id, lead_id, route, moment, with_send)
+    decision = decide(
+        route.policy,
+        _facts(session, route, lead_id=lead_id, channel=channel, now=moment),
+        content,
+    )
     if isinstance(decision, Defer):
-        raise DeferJob(decision.until, decision.reason)
+        # Nothing of this send is written yet: the run's records so far (a provider call's
+        # usage) stand, what depends on the send waits for the rerun.
+        raise DeferJob(decision.until, decision.reason, keep_work=True)
     if isinstance(decision, Refuse):
-        _refuse(session, company_id, lead_id, decision.reason, decision.detail, moment, checkpoint)
+        _refuse(session, company_id, lead_id, decision, moment, with_send)
     content = decision.content
     template_id = None
     if content.template is not None:
@@ -202,10 +319,9 @@ def send_message(
                 session,
                 company_id,
                 lead_id,
-                "template_not_sendable",
-                exc.message,
+                Refuse("template_not_sendable", exc.message),
                 moment,
-                checkpoint,
+                with_send,
             )
         template_id = template.id if template is not None else None
         content = content.model_copy(
@@ -214,6 +330,8 @@ def send_message(
             }
         )
 
+    if with_send is not None:
+        with_send()
     # What the sender attaches (why it was sent, the passages an AI reply used), then the
     # content as sent.
     message_meta: dict[str, Any] = {
@@ -221,6 +339,7 @@ def send_message(
         "kind": content.kind,
         "content": content.model_dump(mode="json", exclude_defaults=True),
     }
+    contact, account = route.contact, route.account
     if existing is None:
         message = conversations.create_outbound_message(
             session,
@@ -245,10 +364,14 @@ def send_message(
             now=moment,
             meta_update={"retryable": False},
         )
-    checkpoint()  # the row is durable before the provider hears of it
 
+    # The call: the runner commits the row first, so it is durable before the provider
+    # hears of it.
+    adapter, to, sent_content = route.adapter, contact.value, content
     try:
-        result = adapter.send(to=contact.value, content=content)
+        result: SendResult = yield Call(
+            f"send:{channel.value}", lambda: adapter.send(to=to, content=sent_content)
+        )
     except ChannelSendError as exc:
         _record_failure(
             session,
@@ -259,13 +382,8 @@ def send_message(
             channel=channel,
             error=exc,
             now=now(),
-            checkpoint=checkpoint,
         )
-    finally:
-        close = getattr(adapter, "close", None)
-        if callable(close):
-            close()
-    # The provider has it and nothing of that is committed yet: the crash RELIABILITY F2 means.
+    # The provider has it and nothing of that is committed yet: docs/reliability.md F2.
     crash_point("channels.after_provider_accepted")
     sent_at = now()
     conversations.set_outbound_status(
@@ -337,17 +455,26 @@ def _refuse(
     session: Session,
     company_id: uuid.UUID,
     lead_id: uuid.UUID,
-    reason: str,
-    detail: str,
+    refusal: Refuse,
     now: datetime,
-    checkpoint: Checkpoint,
+    with_send: WithSend | None,
 ) -> NoReturn:
-    """Keep the SendRefused event (the job's own work is rolled back when it fails)."""
+    """The send may not happen: a SendRefused event says why, kept (with what belongs with
+    the send) although the job fails."""
+    if with_send is not None:
+        with_send()
     _event(
-        session, company_id, lead_id, "SendRefused", None, now, {"reason": reason, "detail": detail}
+        session,
+        company_id,
+        lead_id,
+        "SendRefused",
+        None,
+        now,
+        {"reason": refusal.reason, "detail": refusal.detail},
     )
-    checkpoint()
-    raise PermanentJobError(f"{reason}: {detail}", reason=reason)
+    raise PermanentJobError(
+        f"{refusal.reason}: {refusal.detail}", reason=refusal.reason, keep_work=True
+    )
 
 
 def _record_failure(
@@ -360,9 +487,9 @@ def _record_failure(
     channel: Channel,
     error: ChannelSendError,
     now: datetime,
-    checkpoint: Checkpoint,
 ) -> NoReturn:
-    """Make the failure durable on the message, then let the job retry or fail."""
+    """The record phase of a failed send: the failure on the message, kept whatever the job
+    does next (retry, or fail for good)."""
     shown = f"{error.code}: {error.message}"
     if error.kind is FailureKind.unknown:
         conversations.set_outbound_status(
@@ -377,10 +504,10 @@ def _record_failure(
             now,
             {"error": shown},
         )
-        checkpoint()
         raise PermanentJobError(
             f"the provider may or may not have the message ({shown}); not resent",
             reason="send_outcome_unknown",
+            keep_work=True,
         )
     retryable = error.kind is FailureKind.retry
     conversations.set_outbound_status(
@@ -401,8 +528,7 @@ def _record_failure(
             now,
             {"error": shown, "retrying": True},
         )
-        checkpoint()
-        raise error
+        raise RetryJob(str(error), keep_work=True) from error
     reason = {
         FailureKind.outside_window: "outside_24h_window",
         FailureKind.auth: "channel_auth_failed",
@@ -440,8 +566,7 @@ def _record_failure(
             now=now,
             lead_id=lead_id,
         )
-    checkpoint()
-    raise PermanentJobError(f"{reason}: {shown}", reason=reason)
+    raise PermanentJobError(f"{reason}: {shown}", reason=reason, keep_work=True)
 
 
 def show_typing(
@@ -451,7 +576,7 @@ def show_typing(
     channel: Channel,
     reply_to_external_id: str | None,
     settings: Settings,
-) -> bool:
+) -> Phases[bool]:
     """Mark the lead's message read and show "typing…" before an AI reply (WhatsApp only).
     Best effort: a failure here never stops the reply."""
     if channel is not Channel.wa_cloud or not reply_to_external_id:
@@ -460,13 +585,12 @@ def show_typing(
     if account is None:
         return False
     adapter = whatsapp_adapter(account, settings)
+    message_id = reply_to_external_id
     try:
-        adapter.mark_read(reply_to_external_id, typing=True)
+        yield Call("whatsapp:typing", lambda: adapter.mark_read(message_id, typing=True))
     except ChannelSendError as exc:
         logger.warning("whatsapp.typing_failed", extra={"code": exc.code})
         return False
-    finally:
-        adapter.close()
     return True
 
 
@@ -489,20 +613,13 @@ def whatsapp_admin_adapter(
 
 
 def sync_whatsapp_templates(
-    session: Session,
-    *,
-    company_id: uuid.UUID,
-    settings: Settings,
-    now: datetime,
-    checkpoint: Checkpoint,
-) -> tuple[int, int]:
+    session: Session, *, company_id: uuid.UUID, settings: Settings, now: datetime
+) -> Phases[tuple[int, int]]:
     """Every template of the account and its status, from Meta. Returns (seen, approved)."""
     adapter, waba_id = whatsapp_admin_adapter(session, company_id=company_id, settings=settings)
-    checkpoint()  # no transaction (nor SQLite's write lock) held while Meta answers
-    try:
-        listed = list(adapter.list_templates(waba_id))
-    finally:
-        adapter.close()
+    listed: list[dict[str, Any]] = yield Call(
+        "whatsapp:templates", lambda: list(adapter.list_templates(waba_id))
+    )
     seen = [
         templates.upsert_provider_template(
             session, company_id=company_id, channel=Channel.wa_cloud.value, data=item, now=now
@@ -719,7 +836,7 @@ def process_whatsapp_webhook(
         if company_id is None:
             summary.unknown_numbers += 1
             continue
-        contact = crm.find_contact_by_value(
+        contact = crm.find_contact(
             session,
             company_id=company_id,
             channel=Channel.wa_cloud.value,

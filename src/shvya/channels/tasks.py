@@ -9,6 +9,7 @@ from shvya.channels import service
 from shvya.channels.adapters import ChannelSendError, FailureKind
 from shvya.channels.schemas import OutboundContent
 from shvya.crm.models import Channel
+from shvya.db.phases import Call, Phases
 from shvya.jobs.runner import JobContext
 from shvya.jobs.service import PermanentJobError
 from shvya.templates import service as templates
@@ -19,7 +20,7 @@ DEFAULT_OPT_OUT_CONFIRMATION = (
 )
 
 
-def send_notice(ctx: JobContext) -> dict[str, Any]:
+def send_notice(ctx: JobContext) -> Phases[dict[str, Any]]:
     """channel.notice: a message SHVYA itself owes the lead (an opt-out confirmation)."""
     payload = ctx.job.payload
     company = tenancy.get_company(ctx.session, company_id=ctx.job.company_id)
@@ -27,7 +28,7 @@ def send_notice(ctx: JobContext) -> dict[str, Any]:
     if notice != "opt_out_confirmation":
         raise PermanentJobError(f"unknown notice {notice!r}", reason="unknown_notice")
     text = str(company.settings.get("opt_out_confirmation") or DEFAULT_OPT_OUT_CONFIRMATION)
-    result = service.send_message(
+    result = yield from service.send_message(
         ctx.session,
         company_id=company.id,
         lead_id=uuid.UUID(payload["lead_id"]),
@@ -36,7 +37,6 @@ def send_notice(ctx: JobContext) -> dict[str, Any]:
         send_key=f"optout:{payload['suppression_id']}",
         settings=ctx.settings,
         now=ctx.clock.now,
-        checkpoint=ctx.checkpoint,
         meta={"purpose": "opt_out_confirmation"},
     )
     return result.model_dump(mode="json", exclude_none=True)
@@ -50,15 +50,11 @@ def _provider_failure(exc: ChannelSendError) -> Exception:
     )
 
 
-def sync_templates(ctx: JobContext) -> dict[str, Any]:
+def sync_templates(ctx: JobContext) -> Phases[dict[str, Any]]:
     """templates.sync: the account's templates and their statuses, from the Graph API."""
     try:
-        count, approved = service.sync_whatsapp_templates(
-            ctx.session,
-            company_id=ctx.job.company_id,
-            settings=ctx.settings,
-            now=ctx.now,
-            checkpoint=ctx.checkpoint,
+        count, approved = yield from service.sync_whatsapp_templates(
+            ctx.session, company_id=ctx.job.company_id, settings=ctx.settings, now=ctx.now
         )
     except service.ChannelNotConnected as exc:
         raise PermanentJobError(exc.message, reason=exc.code) from None
@@ -67,7 +63,7 @@ def sync_templates(ctx: JobContext) -> dict[str, Any]:
     return {"templates": count, "approved": approved}
 
 
-def submit_template(ctx: JobContext) -> dict[str, Any]:
+def submit_template(ctx: JobContext) -> Phases[dict[str, Any]]:
     """templates.submit: a draft goes to Meta for approval."""
     template = templates.get_template(
         ctx.session,
@@ -82,13 +78,13 @@ def submit_template(ctx: JobContext) -> dict[str, Any]:
         )
     except service.ChannelNotConnected as exc:
         raise PermanentJobError(exc.message, reason=exc.code) from None
-    ctx.checkpoint()  # no transaction (nor SQLite's write lock) held while Meta answers
+    definition = templates.provider_definition(template)
     try:
-        answer = adapter.submit_template(waba_id, templates.provider_definition(template))
+        answer: dict[str, Any] = yield Call(
+            "whatsapp:submit_template", lambda: adapter.submit_template(waba_id, definition)
+        )
     except ChannelSendError as exc:
         raise _provider_failure(exc) from None
-    finally:
-        adapter.close()
     status = templates.PROVIDER_STATUS.get(
         str(answer.get("status", "PENDING")).upper(), templates.TemplateStatus.submitted
     )

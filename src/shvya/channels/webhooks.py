@@ -1,4 +1,4 @@
-"""WhatsApp Cloud API webhooks (PROTOCOLS.md 1.5 to 1.8).
+"""WhatsApp Cloud API webhooks (docs/whatsapp.md 1.5 to 1.8).
 
 The signature is checked on the raw bytes before anything else; a 200 is answered only
 after the delivery's transaction has committed, so Meta redelivers anything we did not keep.
@@ -70,7 +70,7 @@ def verify_whatsapp_webhook(
 
 
 async def raw_body(request: Request) -> bytes:
-    # The exact bytes Meta signed; a re-serialised body would not match (PROTOCOLS.md 1.7).
+    # The exact bytes Meta signed; a re-serialised body would not match (docs/whatsapp.md 1.7).
     return await request.body()
 
 

@@ -1,4 +1,4 @@
-"""WhatsApp Business Cloud API over httpx (PROTOCOLS.md section 1).
+"""WhatsApp Business Cloud API over httpx (docs/whatsapp.md section 1).
 
 No SDK: the Graph base URL and version come from settings, so a local fake server plugs in.
 """
@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_GRAPH_BASE_URL = "https://graph.facebook.com"
 DEFAULT_GRAPH_VERSION = "v25.0"
 
-# Branch on Graph's error `code` (PROTOCOLS.md 1.4), never on titles or HTTP status.
+# Branch on Graph's error `code` (docs/whatsapp.md 1.4), never on titles or HTTP status.
 RETRY_CODES = frozenset({1, 2, 4, 80007, 130429, 131000, 131016, 131048, 131056, 131057})
 OUTSIDE_WINDOW_CODES = frozenset({131047})
 AUTH_CODES = frozenset({0, 190})
@@ -55,7 +55,8 @@ def failure_kind(code: int | None, http_status: int) -> FailureKind:
 
 
 def verify_signature(*, body: bytes, header: str | None, app_secret: str) -> bool:
-    """X-Hub-Signature-256: `sha256=` and the hex HMAC-SHA256 of the raw body (PROTOCOLS 1.7)."""
+    """X-Hub-Signature-256: `sha256=` and the hex HMAC-SHA256 of the raw body
+    (docs/whatsapp.md 1.7)."""
     if not header or not header.startswith("sha256="):
         return False
     expected = hmac.new(app_secret.encode(), body, hashlib.sha256).hexdigest().encode()
@@ -160,7 +161,7 @@ def _template_object(template: TemplateSend) -> dict[str, Any]:
 
 
 def message_payload(to: str, content: OutboundContent) -> dict[str, Any]:
-    """The JSON body of POST /{version}/{phone-number-id}/messages (PROTOCOLS.md 1.2)."""
+    """The JSON body of POST /{version}/{phone-number-id}/messages (docs/whatsapp.md 1.2)."""
     payload: dict[str, Any] = {
         "messaging_product": "whatsapp",
         "recipient_type": "individual",
@@ -385,7 +386,7 @@ class WhatsAppCloudAdapter:
         )
 
 
-# --- webhook payloads (PROTOCOLS.md 1.6) -------------------------------------------------------
+# --- webhook payloads (docs/whatsapp.md 1.6) ---------------------------------------------------
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,19 @@ from typing import Any
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import Uuid, bindparam, case, func, or_, select, update
+from sqlalchemy import (
+    CompoundSelect,
+    Uuid,
+    bindparam,
+    case,
+    exists,
+    func,
+    null,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -313,15 +325,16 @@ def set_stage_ai_config(
     return stage
 
 
-def stage_ai_config(stage: Stage) -> StageAIConfig:
-    """A stage's AI brief; a stored config that no longer validates falls back to defaults
-    field by field rather than silencing the AI."""
+def stage_ai_config(stage: Stage | dict[str, Any] | None) -> StageAIConfig:
+    """A stage's AI brief, from the stage or its stored ai_config; a stored config that no
+    longer validates falls back to defaults field by field rather than silencing the AI."""
+    stored = (stage.ai_config if isinstance(stage, Stage) else stage) or {}
     try:
-        return StageAIConfig.model_validate(stage.ai_config or {})
+        return StageAIConfig.model_validate(stored)
     except ValueError:
         known = StageAIConfig.model_fields
         config = StageAIConfig()
-        for key, value in (stage.ai_config or {}).items():
+        for key, value in stored.items():
             if key in known:
                 try:
                     config = StageAIConfig.model_validate({**config.model_dump(), key: value})
@@ -363,10 +376,211 @@ def move_stage(
     return True
 
 
-# --- leads ------------------------------------------------------------------------------------
+# --- contact look-ups -------------------------------------------------------------------------
 
 
-def _create_lead_for_contact(
+def find_contact(
+    session: Session, *, company_id: uuid.UUID, channel: str, value: str
+) -> LeadContact | None:
+    """The contact that owns an address (a normalised value) on a channel, whoever's lead."""
+    return session.scalars(
+        select(LeadContact).where(
+            LeadContact.company_id == company_id,
+            LeadContact.channel == str(channel),
+            LeadContact.value == value,
+        )
+    ).first()
+
+
+def lead_contact(
+    session: Session, *, company_id: uuid.UUID, lead_id: uuid.UUID, channel: str | None = None
+) -> LeadContact | None:
+    """Where to reach a lead: its oldest contact on `channel`, or its oldest of all."""
+    statement = select(LeadContact).where(
+        LeadContact.company_id == company_id, LeadContact.lead_id == lead_id
+    )
+    if channel is not None:
+        statement = statement.where(LeadContact.channel == str(channel))
+    return session.scalars(
+        statement.order_by(LeadContact.created_at, LeadContact.id).limit(1)
+    ).first()
+
+
+def lead_contacts(
+    session: Session, *, company_id: uuid.UUID, lead_id: uuid.UUID
+) -> list[LeadContact]:
+    """Every contact of a lead, oldest first."""
+    return list(
+        session.scalars(
+            select(LeadContact)
+            .where(LeadContact.company_id == company_id, LeadContact.lead_id == lead_id)
+            .order_by(LeadContact.created_at, LeadContact.id)
+        )
+    )
+
+
+@dataclass(frozen=True)
+class Sender:
+    """Who an inbound message comes from: their contact, their lead, and that lead's stage."""
+
+    contact_id: uuid.UUID
+    lead_id: uuid.UUID
+    lead_created: bool
+    ai_paused: bool
+    stage_config: StageAIConfig  # the AI brief of the lead's stage (its quiet period...)
+
+
+@dataclass(frozen=True)
+class NewSender:
+    """A sender never seen: their lead would start in the entry stage, whose brief this is
+    (None: the company has no pipeline yet)."""
+
+    entry_stage_config: StageAIConfig | None
+
+
+_contacts = table_of(LeadContact)
+_leads = table_of(Lead)
+_stages = table_of(Stage)
+_pipelines = table_of(Pipeline)
+# A foreign-key column's type is only known once its target is resolved, which may be after
+# this module builds its statements: the bound parameter names its type itself.
+_COMPANY_ID = bindparam("company_id", type_=Uuid())
+
+
+def _sender_statement(match_user_id: bool) -> CompoundSelect[Any]:
+    """The sender's contact rows (with their lead and its stage's ai_config) or, for a sender
+    never seen, one row of NULLs but the entry stage's ai_config: one round trip either way,
+    so that the inbound path knows the quiet period of the stage a new lead starts in."""
+
+    def matches(contacts: Any) -> list[Any]:
+        address = contacts.c.value == bindparam("value")
+        if match_user_id:
+            address = or_(address, contacts.c.external_user_id == bindparam("user_id"))
+        return [
+            contacts.c.company_id == _COMPANY_ID,
+            contacts.c.channel == bindparam("channel"),
+            address,
+        ]
+
+    known = (
+        select(
+            _contacts.c.id,
+            _contacts.c.lead_id,
+            _contacts.c.external_user_id,
+            _leads.c.ai_paused,
+            _leads.c.name,
+            _stages.c.ai_config,
+        )
+        .join(_leads, _leads.c.id == _contacts.c.lead_id)
+        .join(_stages, _stages.c.id == _leads.c.stage_id)
+        .where(*matches(_contacts))
+    )
+    entry_stage_config = (
+        select(_stages.c.ai_config)
+        .join(_pipelines, _pipelines.c.id == _stages.c.pipeline_id)
+        .where(_pipelines.c.company_id == _COMPANY_ID, _pipelines.c.is_default.is_(True))
+        .order_by(_stages.c.position)
+        .limit(1)
+        .scalar_subquery()
+    )
+    seen = _contacts.alias("seen")
+    # Evaluated once per statement (no correlation), and the entry stage only when needed.
+    unknown = select(null(), null(), null(), null(), null(), entry_stage_config).where(
+        ~exists().where(*matches(seen))
+    )
+    return union_all(known, unknown)
+
+
+_SENDER_BY_VALUE = _sender_statement(match_user_id=False)
+_SENDER_BY_USER_ID = _sender_statement(match_user_id=True)
+
+
+def find_sender(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    channel: Channel,
+    value: str,
+    name: str | None,
+    external_user_id: str | None = None,
+) -> Sender | NewSender:
+    """The contact and lead an inbound message comes from, in one indexed query (the hot path
+    of every inbound message), or for a sender never seen the entry stage their lead would
+    start in. With a provider user id (WhatsApp's business-scoped id) the contact is found by
+    it first: a lead who changes or hides their number stays the same lead. A name fills an
+    unnamed lead."""
+    statement = _SENDER_BY_USER_ID if external_user_id is not None else _SENDER_BY_VALUE
+    rows = (
+        session.connection()
+        .execute(
+            statement,
+            {
+                "company_id": company_id,
+                "channel": channel.value,
+                "value": value,
+                "user_id": external_user_id,
+            },
+        )
+        .all()
+    )
+    found = [r for r in rows if r.id is not None]
+    if not found:
+        raw = rows[0].ai_config if rows else None
+        return NewSender(entry_stage_config=None if raw is None else stage_ai_config(raw))
+    # The provider's user id outranks the phone number (a number can change hands).
+    row = next((r for r in found if r.external_user_id == external_user_id), found[0])
+    if external_user_id is not None and row.external_user_id is None:
+        session.execute(
+            update(LeadContact)
+            .where(LeadContact.id == row.id)
+            .values(external_user_id=external_user_id)
+        )
+    if name and not row.name:
+        session.execute(update(Lead).where(Lead.id == row.lead_id).values(name=name))
+    return Sender(
+        contact_id=row.id,
+        lead_id=row.lead_id,
+        lead_created=False,
+        ai_paused=row.ai_paused,
+        stage_config=stage_ai_config(row.ai_config),
+    )
+
+
+def find_or_create_sender(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    channel: Channel,
+    value: str,
+    name: str | None,
+    actor: str,
+    now: datetime,
+    external_user_id: str | None = None,
+) -> Sender:
+    """The contact and lead a message comes from, created in the entry stage when new."""
+    found = find_sender(
+        session,
+        company_id=company_id,
+        channel=channel,
+        value=value,
+        name=name,
+        external_user_id=external_user_id,
+    )
+    if isinstance(found, Sender):
+        return found
+    return _create_sender(
+        session,
+        company_id=company_id,
+        channel=channel,
+        value=value,
+        name=name,
+        actor=actor,
+        now=now,
+        external_user_id=external_user_id,
+    )
+
+
+def _create_sender(
     session: Session,
     *,
     company_id: uuid.UUID,
@@ -376,8 +590,8 @@ def _create_lead_for_contact(
     actor: str,
     now: datetime,
     external_user_id: str | None,
-) -> InboundContact:
-    """A new lead in the entry stage for a contact the caller did not find.
+) -> Sender:
+    """A new lead in the entry stage for a sender the caller did not find.
 
     Two first messages from a new number can race: the contact's unique indexes pick the
     winner, the loser's lead is rolled back with the savepoint and the winner's is found.
@@ -407,7 +621,7 @@ def _create_lead_for_contact(
             session.add(contact)
             session.flush()
     except IntegrityError:
-        found = find_inbound_contact(
+        found = find_sender(
             session,
             company_id=company_id,
             channel=channel,
@@ -415,7 +629,7 @@ def _create_lead_for_contact(
             name=name,
             external_user_id=external_user_id,
         )
-        assert found is not None
+        assert isinstance(found, Sender)
         return found
     append_event(
         session,
@@ -431,48 +645,13 @@ def _create_lead_for_contact(
         actor=actor,
         now=now,
     )
-    return InboundContact(
-        contact_id=contact.id, lead_id=lead.id, lead_created=True, ai_paused=lead.ai_paused
+    return Sender(
+        contact_id=contact.id,
+        lead_id=lead.id,
+        lead_created=True,
+        ai_paused=lead.ai_paused,
+        stage_config=stage_ai_config(stage),
     )
-
-
-def _find_contact(
-    session: Session, *, company_id: uuid.UUID, channel: Channel, value: str
-) -> LeadContact | None:
-    return session.scalars(
-        select(LeadContact).where(
-            LeadContact.company_id == company_id,
-            LeadContact.channel == channel.value,
-            LeadContact.value == value,
-        )
-    ).first()
-
-
-_contacts = table_of(LeadContact)
-_leads = table_of(Lead)
-_CONTACT_COLUMNS = select(
-    _contacts.c.id,
-    _contacts.c.lead_id,
-    _contacts.c.external_user_id,
-    _leads.c.ai_paused,
-    _leads.c.name,
-).join(_leads, _leads.c.id == _contacts.c.lead_id)
-# A foreign-key column's type is only known once its target is resolved, which may be after
-# this module builds its statements: the bound parameter names its type itself.
-_COMPANY_ID = bindparam("company_id", type_=Uuid())
-_CONTACT_BY_VALUE = _CONTACT_COLUMNS.where(
-    _contacts.c.company_id == _COMPANY_ID,
-    _contacts.c.channel == bindparam("channel"),
-    _contacts.c.value == bindparam("value"),
-)
-_CONTACT_BY_USER_ID = _CONTACT_COLUMNS.where(
-    _contacts.c.company_id == _COMPANY_ID,
-    _contacts.c.channel == bindparam("channel"),
-    or_(
-        _contacts.c.value == bindparam("value"),
-        _contacts.c.external_user_id == bindparam("user_id"),
-    ),
-)
 
 
 def _later(column: Any) -> Any:
@@ -497,92 +676,6 @@ _TOUCH_LEAD = (
 )
 
 
-@dataclass(frozen=True)
-class InboundContact:
-    contact_id: uuid.UUID
-    lead_id: uuid.UUID
-    lead_created: bool
-    ai_paused: bool
-
-
-def find_inbound_contact(
-    session: Session,
-    *,
-    company_id: uuid.UUID,
-    channel: Channel,
-    value: str,
-    name: str | None,
-    external_user_id: str | None = None,
-) -> InboundContact | None:
-    """The contact and lead a message comes from, in one indexed query (the hot path of every
-    inbound message); None for a contact never seen. With a provider user id (WhatsApp's
-    business-scoped id) the contact is found by it first: a lead who changes or hides their
-    number stays the same lead. A name fills an unnamed lead."""
-    statement = _CONTACT_BY_USER_ID if external_user_id is not None else _CONTACT_BY_VALUE
-    rows = (
-        session.connection()
-        .execute(
-            statement,
-            {
-                "company_id": company_id,
-                "channel": channel.value,
-                "value": value,
-                "user_id": external_user_id,
-            },
-        )
-        .all()
-    )
-    if not rows:
-        return None
-    # The provider's user id outranks the phone number (a number can change hands).
-    row = next((r for r in rows if r.external_user_id == external_user_id), rows[0])
-    if external_user_id is not None and row.external_user_id is None:
-        session.execute(
-            update(LeadContact)
-            .where(LeadContact.id == row.id)
-            .values(external_user_id=external_user_id)
-        )
-    if name and not row.name:
-        session.execute(update(Lead).where(Lead.id == row.lead_id).values(name=name))
-    return InboundContact(
-        contact_id=row.id, lead_id=row.lead_id, lead_created=False, ai_paused=row.ai_paused
-    )
-
-
-def resolve_inbound_contact(
-    session: Session,
-    *,
-    company_id: uuid.UUID,
-    channel: Channel,
-    value: str,
-    name: str | None,
-    actor: str,
-    now: datetime,
-    external_user_id: str | None = None,
-) -> InboundContact:
-    """The contact and lead a message comes from, created in the entry stage when new."""
-    found = find_inbound_contact(
-        session,
-        company_id=company_id,
-        channel=channel,
-        value=value,
-        name=name,
-        external_user_id=external_user_id,
-    )
-    if found is not None:
-        return found
-    return _create_lead_for_contact(
-        session,
-        company_id=company_id,
-        channel=channel,
-        value=value,
-        name=name,
-        actor=actor,
-        now=now,
-        external_user_id=external_user_id,
-    )
-
-
 def note_inbound(
     session: Session,
     *,
@@ -595,6 +688,9 @@ def note_inbound(
     connection = session.connection()
     connection.execute(_TOUCH_CONTACT, {"contact_id": contact_id, "at": received_at})
     connection.execute(_TOUCH_LEAD, {"lead_id": lead_id, "at": received_at, "now": now})
+
+
+# --- leads ------------------------------------------------------------------------------------
 
 
 def get_lead(session: Session, *, company_id: uuid.UUID, lead_id: uuid.UUID) -> Lead:
@@ -658,7 +754,7 @@ def create_lead(
             conflict_on=("company_id", "channel", "value"),
         )
         if inserted is None:
-            owner = _find_contact(session, company_id=company_id, channel=channel, value=value)
+            owner = find_contact(session, company_id=company_id, channel=channel, value=value)
             assert owner is not None
             raise ContactTaken(
                 f"{channel.value} contact {value} already belongs to lead {owner.lead_id}",
@@ -946,54 +1042,6 @@ def list_suppressions(
         .offset(offset)
     ).all()
     return rows, total
-
-
-def lead_contact(
-    session: Session, *, company_id: uuid.UUID, lead_id: uuid.UUID, channel: str
-) -> LeadContact | None:
-    """The lead's contact on a channel (the first one made)."""
-    return session.scalars(
-        select(LeadContact)
-        .where(
-            LeadContact.company_id == company_id,
-            LeadContact.lead_id == lead_id,
-            LeadContact.channel == channel,
-        )
-        .order_by(LeadContact.created_at, LeadContact.id)
-        .limit(1)
-    ).first()
-
-
-def lead_contacts(
-    session: Session, *, company_id: uuid.UUID, lead_id: uuid.UUID
-) -> list[LeadContact]:
-    """The lead's contacts, oldest first."""
-    return list(
-        session.scalars(
-            select(LeadContact)
-            .where(LeadContact.company_id == company_id, LeadContact.lead_id == lead_id)
-            .order_by(LeadContact.created_at, LeadContact.id)
-        )
-    )
-
-
-def first_contact(
-    session: Session, *, company_id: uuid.UUID, lead_id: uuid.UUID
-) -> LeadContact | None:
-    contacts = lead_contacts(session, company_id=company_id, lead_id=lead_id)
-    return contacts[0] if contacts else None
-
-
-def find_contact_by_value(
-    session: Session, *, company_id: uuid.UUID, channel: str, value: str
-) -> LeadContact | None:
-    return session.scalars(
-        select(LeadContact).where(
-            LeadContact.company_id == company_id,
-            LeadContact.channel == channel,
-            LeadContact.value == value,
-        )
-    ).first()
 
 
 def set_marketing_consent(

@@ -10,7 +10,7 @@ import importlib
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,11 +21,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shvya.clock import Clock
 from shvya.config import Settings
+from shvya.db.phases import Phases, has_work, run_phases
 from shvya.jobs.models import JobStatus
 from shvya.jobs.service import (
     ClaimedJob,
     ClaimRequest,
     DeferJob,
+    JobOutcome,
     LeaseLost,
     PermanentJobError,
     complete_and_claim,
@@ -50,21 +52,10 @@ class JobContext:
     clock: Clock
     settings: Settings
 
-    def checkpoint(self) -> None:
-        """Commit the work so far, if the job is still ours. The one place a handler's work
-        is committed before the job ends: right before and after a provider call, so the
-        outbound message row is durable and a crash can never send twice (RELIABILITY F2)."""
-        if not hold_lease(
-            self.session,
-            job=self.job,
-            now=self.clock.now(),
-            lease_seconds=self.settings.job_lease_seconds,
-        ):
-            raise LeaseLost(f"job {self.job.id} is no longer ours")
-        self.session.commit()
 
-
-Handler = Callable[[JobContext], Mapping[str, Any] | None]
+Outcome = Mapping[str, Any] | None
+# A handler returns its outcome, or, when it calls out, yields its calls first (db/phases.py).
+Handler = Callable[[JobContext], Outcome | Phases[Outcome]]
 
 
 def load_handlers(reference: str) -> dict[str, Handler]:
@@ -141,24 +132,39 @@ def run_claimed_job(
     autocommit: Connection | None = None,
     then_claim: ClaimRequest | None = None,
 ) -> JobRun:
-    """Run the handler and record the outcome.
+    """Run the handler (in its phases, when it calls out) and record the outcome.
 
     `autocommit`, a connection in autocommit mode (PostgreSQL), records a success in one
     statement when the handler's session holds nothing to commit: it never touched the
-    database, or committed all of it at a checkpoint. Otherwise the completion is written in
-    the handler's own transaction, so its work and the job's `completed` commit together.
+    database, or its last phase wrote nothing. Otherwise the completion is written in the
+    handler's own transaction, so its work and the job's `completed` commit together.
 
     `then_claim` (PostgreSQL): the worker's next claim, made by the completion's statement
     (service.complete_and_claim); the jobs it took are in the result once they are committed.
     """
     handler = handlers.get(job.type)
     session = session_factory()
+
+    def end_prepare() -> None:
+        """The phase before a call: committed only while the job is still ours."""
+        if not has_work(session):
+            return
+        if not hold_lease(
+            session, job=job, now=clock.now(), lease_seconds=settings.job_lease_seconds
+        ):
+            raise LeaseLost(f"job {job.id} is no longer ours")
+        session.commit()
+
     try:
         if handler is None:
-            raise PermanentJobError(f"no handler is registered for job type {job.type!r}")
+            raise PermanentJobError(
+                f"no handler is registered for job type {job.type!r}", reason="no_handler"
+            )
         result = handler(
             JobContext(session=session, job=job, now=clock.now(), clock=clock, settings=settings)
         )
+        if isinstance(result, Generator):
+            result = run_phases(result, session=session, end_prepare=end_prepare)
         outcome, now = dict(result or {}), clock.now()
         if then_claim is not None and then_claim.stopped:
             then_claim = None  # the worker began to stop while the handler ran
@@ -190,28 +196,20 @@ def run_claimed_job(
         session.rollback()
         logger.warning("job.lease_lost", extra={"job_id": str(job.id), "type": job.type})
         return JobRun(None)
-    except DeferJob as deferral:
+    except JobOutcome as raised:
+        write = _outcome_writer(raised, job, clock)
+        if raised.keep_work:
+            # The run's last record stands with the job's new status, in one transaction.
+            status = write(session)
+            if status is None:
+                session.rollback()
+                logger.warning("job.lease_lost", extra={"job_id": str(job.id), "type": job.type})
+            else:
+                session.commit()
+            return JobRun(status)
         session.rollback()
-        until, reason = deferral.until, deferral.reason
-        return _record(
-            session_factory,
-            job,
-            lambda s: (
-                JobStatus.queued if defer_job(s, job=job, until=until, reason=reason) else None
-            ),
-        )
-    except PermanentJobError as exc:
-        session.rollback()
-        error = str(exc) or type(exc).__name__
-        refusal = exc.reason
-        return _record(
-            session_factory,
-            job,
-            lambda s: fail_job(
-                s, job=job, error=error, now=clock.now(), permanent=True, reason=refusal
-            ),
-        )
-    except Exception as exc:  # any handler failure is retried with backoff
+        return _record(session_factory, job, write)
+    except Exception as exc:  # any other handler failure is retried with backoff
         session.rollback()
         error = f"{type(exc).__name__}: {exc}"
         logger.warning(
@@ -224,6 +222,30 @@ def run_claimed_job(
         )
     finally:
         session.close()
+
+
+def _outcome_writer(
+    raised: JobOutcome, job: ClaimedJob, clock: Clock
+) -> Callable[[Session], JobStatus | None]:
+    """How an outcome a handler raised changes its job: deferred (no attempt counted), failed
+    for good, or retried after the backoff."""
+    if isinstance(raised, DeferJob):
+        until, reason = raised.until, raised.reason
+        return lambda s: (
+            JobStatus.queued if defer_job(s, job=job, until=until, reason=reason) else None
+        )
+    error = str(raised) or type(raised).__name__
+    if isinstance(raised, PermanentJobError):
+        refusal = raised.reason
+        return lambda s: fail_job(
+            s, job=job, error=error, now=clock.now(), permanent=True, reason=refusal
+        )
+    if raised.__cause__ is not None:
+        error = f"{type(raised.__cause__).__name__}: {raised.__cause__}"
+    logger.warning(
+        "job.failed", extra={"job_id": str(job.id), "type": job.type, "attempt": job.attempts}
+    )
+    return lambda s: fail_job(s, job=job, error=error, now=clock.now())
 
 
 def _complete(

@@ -1,8 +1,9 @@
 """The priority job queue: enqueue, claim, complete, retry, defer, dead-letter, replay, stats.
 
-The Job row is the truth (DESIGN.md rule 1). Delivery is at least once; a claim counts the
-attempt and hands out a lease token, and every later change to a claimed row is fenced on
-that token, so a worker that froze past its lease cannot overwrite what another did since.
+The Job row is the truth (docs/architecture.md rule 1). Delivery is at least once; a claim
+counts the attempt and hands out a lease token, and every later change to a claimed row is
+fenced on that token, so a worker that froze past its lease cannot overwrite what another did
+since.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class Lane(StrEnum):
     p2 = "p2"  # bulk: sequences, emails, reminders
 
 
-# Fixed by DESIGN.md: a caller cannot choose a priority, only a type.
+# Fixed (docs/architecture.md, "The job queue"): a caller chooses a type, not a priority.
 PRIORITIES: dict[JobType, int] = {
     JobType.ai_engage: 100,
     JobType.channel_notice: 98,
@@ -100,24 +101,39 @@ class JobNotFound(NotFound):
     code = "job_not_found"
 
 
-class PermanentJobError(Exception):
+class JobOutcome(Exception):
+    """An outcome a handler raises instead of returning. `keep_work`: what the run wrote since
+    its last call (the record of that call: a send's failed status, a provider call's usage, a
+    refusal's event) is committed with the job's new status; otherwise it is rolled back."""
+
+    def __init__(self, message: str, *, keep_work: bool = False) -> None:
+        super().__init__(message)
+        self.keep_work = keep_work
+
+
+class PermanentJobError(JobOutcome):
     """Retrying cannot help (a bad template, a suppressed recipient): the job fails at once.
     `reason` is a short code kept in the JobFailed event (`outside_24h_window`, ...)."""
 
-    def __init__(self, message: str, *, reason: str | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, reason: str | None = None, keep_work: bool = False) -> None:
+        super().__init__(message, keep_work=keep_work)
         self.reason = reason
+
+
+class RetryJob(JobOutcome):
+    """A failure worth another attempt after the queue's backoff (a provider's 429 or 5xx),
+    raised where the run has a record to keep."""
 
 
 class LeaseLost(Exception):
     """Another worker owns the job now (this one froze past its lease): stop, keep nothing."""
 
 
-class DeferJob(Exception):
+class DeferJob(JobOutcome):
     """The job cannot run yet (pacing, quiet hours): run it at `until`, no attempt counted."""
 
-    def __init__(self, until: datetime, reason: str) -> None:
-        super().__init__(reason)
+    def __init__(self, until: datetime, reason: str, *, keep_work: bool = False) -> None:
+        super().__init__(reason, keep_work=keep_work)
         self.until = until
         self.reason = reason
 
@@ -452,7 +468,7 @@ def extend_leases(
     return held
 
 
-# Every change to a claimed row is fenced on its lease token (RELIABILITY.md F3), and built
+# Every change to a claimed row is fenced on its lease token (docs/reliability.md F3), and built
 # once: completing, failing, deferring and renewing happen for every job.
 _FENCED = and_(
     _jobs.c.id == bindparam("job_id", type_=Uuid()),
@@ -465,11 +481,18 @@ _HOLD = (
 )
 # Bind names are never column names here: SQLAlchemy adds a SET clause for every execution
 # parameter named like a column, also to the claim UPDATE in complete_and_claim's statement.
+# A deferral's note ("deferred: quiet_period") said why a queued job waited; it is not an
+# error of the job that then completed, so completion clears it (a failed attempt's stays).
+DEFERRAL_NOTE = "deferred: "
 _COMPLETE = (
     update(_jobs)
     .where(_FENCED)
     .values(
         status=JobStatus.completed.value,
+        last_error=case(
+            (_jobs.c.last_error.startswith(DEFERRAL_NOTE, autoescape=True), None),
+            else_=_jobs.c.last_error,
+        ),
         result=bindparam("job_result", type_=_jobs.c.result.type),
         finished_at=bindparam("finished", type_=UTCDateTime()),
         **_RELEASED,
@@ -630,7 +653,7 @@ def fail_job(
 def defer_job(session: Session, *, job: ClaimedJob, until: datetime, reason: str) -> bool:
     """Reschedule without counting the attempt the claim counted."""
     outcome = session.connection().execute(
-        _DEFER, _fence(job, run_at=until, last_error=_clip(f"deferred: {reason}"))
+        _DEFER, _fence(job, run_at=until, last_error=_clip(f"{DEFERRAL_NOTE}{reason}"))
     )
     return _changed(outcome)
 

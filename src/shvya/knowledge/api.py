@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
+from shvya.db.phases import commit_between_phases, run_phases
 from shvya.db.session import DbSession
 from shvya.deps import ClockDep, SettingsDep
 from shvya.errors import Forbidden, InvalidInput
@@ -133,7 +134,9 @@ def add_document(
     clock: ClockDep,
     embeddings: Embeddings,
 ) -> KBAddOut:
-    result = service.add_document(
+    # The passages' embeddings are a call (a network one for OpenAI): the request's reads end
+    # before it, and what it writes comes after (db/phases.py).
+    adding = service.add_document(
         session,
         company_id=key.company.id,
         title=upload.title,
@@ -145,6 +148,7 @@ def add_document(
         actor=key.actor,
         now=clock.now(),
     )
+    result = run_phases(adding, session=session, end_prepare=commit_between_phases(session))
     response.status_code = {"unchanged": 200, "pending": 202}.get(result.outcome, 201)
     return KBAddOut(
         document=KBDocumentOut.model_validate(result.document),
@@ -205,8 +209,13 @@ def search(
     q: Annotated[SafeStr, Query(min_length=1, max_length=1000)],
     k: Annotated[int, Query(ge=1, le=50)] = 5,
 ) -> KBSearchOut:
-    hits = service.search_knowledge(
-        session, company_id=key.company.id, query=q, k=k, backend=embeddings
+    # The question's embedding is a call: no transaction stays open across it.
+    hits = run_phases(
+        service.search_knowledge(
+            session, company_id=key.company.id, query=q, k=k, backend=embeddings
+        ),
+        session=session,
+        end_prepare=commit_between_phases(session),
     )
     return KBSearchOut(
         query=q,

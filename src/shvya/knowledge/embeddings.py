@@ -1,4 +1,5 @@
-"""Embedding backends (DESIGN.md rule 7): text in, L2-normalised float32 vectors out.
+"""Embedding backends (docs/architecture.md rule 7): text in, L2-normalised float32 vectors
+out.
 
 The embedded default is WordLlama: a numpy-only model whose weights ship inside its wheel,
 loaded from the package's own files so nothing is ever downloaded. MiniLM (an optional extra

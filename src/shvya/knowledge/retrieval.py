@@ -280,21 +280,34 @@ def pgvector_search(
     return ids
 
 
+@dataclass(frozen=True)
+class QueryEmbedding:
+    """A question's vector, and the model whose passages it can be compared with."""
+
+    model: str
+    vector: Vectors
+
+
+def embed_query(backend: EmbeddingBackend, query: str) -> QueryEmbedding:
+    """The question's embedding: a call (a network one for OpenAI), made before the search and
+    outside any transaction."""
+    return QueryEmbedding(model=backend.name, vector=backend.embed([query])[0])
+
+
 def dense(
     session: Session,
     *,
     company_id: uuid.UUID,
-    backend: EmbeddingBackend,
-    query: str,
+    embedding: QueryEmbedding,
     limit: int = CANDIDATES,
 ) -> list[uuid.UUID]:
-    vector = backend.embed([query])[0]
+    model, vector = embedding.model, embedding.vector
     if has_pgvector(session):
         return pgvector_search(
-            session, company_id=company_id, model=backend.name, query_vector=vector, limit=limit
+            session, company_id=company_id, model=model, query_vector=vector, limit=limit
         )
     return vector_index(session.get_bind()).search(
-        session, company_id=company_id, model=backend.name, query_vector=vector, limit=limit
+        session, company_id=company_id, model=model, query_vector=vector, limit=limit
     )
 
 
@@ -315,13 +328,15 @@ def search(
     company_id: uuid.UUID,
     query: str,
     k: int,
-    backend: EmbeddingBackend | None,
+    embedding: QueryEmbedding | None,
 ) -> list[Hit]:
+    """Full text fused with the dense ranking of `embedding` (embed_query(); None: full text
+    alone)."""
     rankings: dict[str, Sequence[uuid.UUID]] = {
         "full_text": full_text(session, company_id=company_id, query=query)
     }
-    if backend is not None and query.strip():
-        rankings["dense"] = dense(session, company_id=company_id, backend=backend, query=query)
+    if embedding is not None and query.strip():
+        rankings["dense"] = dense(session, company_id=company_id, embedding=embedding)
     fused = fuse(rankings)[:k]
     if not fused:
         return []

@@ -14,13 +14,14 @@ from sqlalchemy.orm import Session
 
 from shvya.config import Settings
 from shvya.db.base import new_id
+from shvya.db.phases import Call, Phases
 from shvya.errors import InvalidInput, NotFound
 from shvya.events.service import append_event
 from shvya.jobs.service import JobType, PermanentJobError, enqueue_job
 from shvya.knowledge import retrieval
-from shvya.knowledge.chunking import split_passages
+from shvya.knowledge.chunking import Passage, split_passages
 from shvya.knowledge.documents import blocks_of, extract_text, mime_type_for
-from shvya.knowledge.embeddings import EmbeddingBackend, to_bytes
+from shvya.knowledge.embeddings import EmbeddingBackend, Vectors, to_bytes
 from shvya.knowledge.models import AIKBDoc, AIKBPassage
 
 
@@ -58,10 +59,11 @@ def add_document(
     backend: EmbeddingBackend | None,
     actor: str,
     now: datetime,
-) -> AddOutcome:
+) -> Phases[AddOutcome]:
     """Add or replace a document by title. The same content again changes nothing; new
-    content replaces the old passages in this transaction; a large upload is kept and handed
-    to a kb.ingest job, so the request stays short."""
+    content replaces the old passages; a large upload is kept and handed to a kb.ingest job,
+    so the request stays short. The passages' embeddings are the one call, made with no
+    transaction open; nothing is written before it."""
     title = title.strip()
     if not title:
         raise InvalidInput("title: must not be empty", extra={"field": "title"})
@@ -69,22 +71,14 @@ def add_document(
         raise EmptyDocument(f"{filename!r} is empty")
     mime_type = mime_type_for(filename, declared_type)
     digest = content_hash(data)
-    document = session.scalars(
-        select(AIKBDoc).where(AIKBDoc.company_id == company_id, AIKBDoc.title == title)
-    ).first()
+    document = _document_titled(session, company_id=company_id, title=title)
     if document is not None and document.content_hash == digest and document.status != "failed":
         return AddOutcome(document=document, outcome="unchanged")
-    replacing = document is not None
-    if document is None:
-        document = AIKBDoc(company_id=company_id, title=title, created_at=now, content="")
-        session.add(document)
-    document.source = filename
-    document.mime_type = mime_type
-    document.content_hash = digest
-    document.error = None
-    document.updated_at = now
-    session.flush()
+    upload = Upload(
+        company_id=company_id, title=title, filename=filename, mime_type=mime_type, digest=digest
+    )
     if len(data) > settings.kb_inline_ingest_bytes:
+        document = _describe(session, document, upload, now)
         document.status = "pending"
         document.upload = data
         job_id, _ = enqueue_job(
@@ -97,7 +91,15 @@ def add_document(
         )
         _event(session, company_id, document, "KBDocumentQueued", actor, now)
         return AddOutcome(document=document, outcome="pending", job_id=job_id)
-    ingest(session, document=document, data=data, backend=backend, now=now)
+    content, passages = read_passages(data, mime_type=mime_type, filename=filename, title=title)
+    vectors = yield from embed_passages(backend, passages)
+    # Looked up again: the document may have changed while the embeddings were made.
+    document = _document_titled(session, company_id=company_id, title=title)
+    replacing = document is not None
+    document = _describe(session, document, upload, now)
+    store_passages(
+        session, document=document, content=content, passages=passages, vectors=vectors, now=now
+    )
     _event(
         session,
         company_id,
@@ -109,21 +111,79 @@ def add_document(
     return AddOutcome(document=document, outcome="replaced" if replacing else "created")
 
 
-def ingest(
+@dataclass(frozen=True)
+class Upload:
+    """What describes a document's content, whatever its passages."""
+
+    company_id: uuid.UUID
+    title: str
+    filename: str
+    mime_type: str
+    digest: str
+
+
+def _document_titled(session: Session, *, company_id: uuid.UUID, title: str) -> AIKBDoc | None:
+    return session.scalars(
+        select(AIKBDoc).where(AIKBDoc.company_id == company_id, AIKBDoc.title == title)
+    ).first()
+
+
+def _describe(session: Session, document: AIKBDoc | None, upload: Upload, now: datetime) -> AIKBDoc:
+    """The document's row, made or updated to describe this upload."""
+    if document is None:
+        document = AIKBDoc(
+            company_id=upload.company_id, title=upload.title, created_at=now, content=""
+        )
+        session.add(document)
+    document.source = upload.filename
+    document.mime_type = upload.mime_type
+    document.content_hash = upload.digest
+    document.error = None
+    document.updated_at = now
+    session.flush()
+    return document
+
+
+def read_passages(
+    data: bytes, *, mime_type: str, filename: str, title: str
+) -> tuple[str, list[Passage]]:
+    """A document's text and its passages (no database, no network)."""
+    content = extract_text(data, mime_type=mime_type, filename=filename)
+    passages = split_passages(blocks_of(content))
+    if not passages:
+        raise EmptyDocument(f"{filename or title!r} has no text")
+    return content, passages
+
+
+@dataclass(frozen=True)
+class PassageVectors:
+    model: str
+    vectors: Vectors
+
+
+def embed_passages(
+    backend: EmbeddingBackend | None, passages: list[Passage]
+) -> Phases[PassageVectors | None]:
+    """The passages' embeddings: a call (OpenAI's is a network one), made outside any
+    transaction."""
+    if backend is None:
+        return None
+    texts = [f"{p.heading}\n{p.content}" for p in passages]
+    vectors: Vectors = yield Call(f"embed:{backend.name}", lambda: backend.embed(texts))
+    return PassageVectors(model=backend.name, vectors=vectors)
+
+
+def store_passages(
     session: Session,
     *,
     document: AIKBDoc,
-    data: bytes,
-    backend: EmbeddingBackend | None,
+    content: str,
+    passages: list[Passage],
+    vectors: PassageVectors | None,
     now: datetime,
 ) -> int:
-    """Text, passages, full-text rows and vectors of a document, replacing what it had."""
-    content = extract_text(data, mime_type=document.mime_type, filename=document.source or "")
-    passages = split_passages(blocks_of(content))
-    if not passages:
-        raise EmptyDocument(f"{document.source or document.title!r} has no text")
+    """A document's passages, full-text rows and vectors, replacing what it had."""
     _delete_passages(session, document.id)
-    vectors = backend.embed([f"{p.heading}\n{p.content}" for p in passages]) if backend else None
     rows = [
         {
             "company_id": document.company_id,
@@ -132,8 +192,8 @@ def ingest(
             "heading": p.heading[:500],
             "content": p.content,
             "token_count": p.token_count,
-            "embedding": to_bytes(vectors[i]) if vectors is not None else None,
-            "embedding_model": backend.name if backend else None,
+            "embedding": to_bytes(vectors.vectors[i]) if vectors is not None else None,
+            "embedding_model": vectors.model if vectors is not None else None,
             "created_at": now,
         }
         for i, p in enumerate(passages)
@@ -145,7 +205,11 @@ def ingest(
         session.execute(
             _INSERT_WITH_VECTOR,
             [
-                {**row, "id": new_id(), "embedding_vec": retrieval.vector_literal(vectors[i])}
+                {
+                    **row,
+                    "id": new_id(),
+                    "embedding_vec": retrieval.vector_literal(vectors.vectors[i]),
+                }
                 for i, row in enumerate(rows)
             ],
         )
@@ -252,18 +316,35 @@ def ingest_pending(
     expected_hash: str,
     backend: EmbeddingBackend | None,
     now: datetime,
-) -> dict[str, Any]:
+) -> Phases[dict[str, Any]]:
     """The kb.ingest job: read the kept upload, make its passages, drop the upload."""
     document = get_document(session, company_id=company_id, document_id=document_id)
     if document.content_hash != expected_hash or document.status != "pending":
         return {"skipped": "the document changed since this job was queued"}
-    data = document.upload or b""
     try:
-        count = ingest(session, document=document, data=data, backend=backend, now=now)
+        content, passages = read_passages(
+            document.upload or b"",
+            mime_type=document.mime_type,
+            filename=document.source or "",
+            title=document.title,
+        )
     except InvalidInput as exc:
         raise PermanentJobError(exc.message, reason=exc.code) from None
-    _event(session, company_id, document, "KBDocumentAdded", "kb.ingest", now)
-    return {"document_id": str(document.id), "passages": count}
+    vectors = yield from embed_passages(backend, passages)
+    # The document again, locked: it may have been replaced or deleted during the call.
+    current = session.scalars(
+        select(AIKBDoc)
+        .where(AIKBDoc.id == document_id, AIKBDoc.company_id == company_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).first()
+    if current is None or current.content_hash != expected_hash or current.status != "pending":
+        return {"skipped": "the document changed while its passages were made"}
+    count = store_passages(
+        session, document=current, content=content, passages=passages, vectors=vectors, now=now
+    )
+    _event(session, company_id, current, "KBDocumentAdded", "kb.ingest", now)
+    return {"document_id": str(current.id), "passages": count}
 
 
 def search_knowledge(
@@ -273,5 +354,11 @@ def search_knowledge(
     query: str,
     k: int,
     backend: EmbeddingBackend | None,
-) -> list[retrieval.Hit]:
-    return retrieval.search(session, company_id=company_id, query=query, k=k, backend=backend)
+) -> Phases[list[retrieval.Hit]]:
+    """The passages that best answer `query`; the query's embedding is a call."""
+    embedding = None
+    if backend is not None and query.strip():
+        embedding = yield Call(
+            f"embed:{backend.name}", lambda: retrieval.embed_query(backend, query)
+        )
+    return retrieval.search(session, company_id=company_id, query=query, k=k, embedding=embedding)

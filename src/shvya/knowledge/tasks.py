@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from shvya.db.phases import Phases
 from shvya.jobs.runner import JobContext
 from shvya.knowledge import service
 from shvya.knowledge.embeddings import embedding_backend
 
 
-def ingest_document(ctx: JobContext) -> dict[str, Any]:
+def ingest_document(ctx: JobContext) -> Phases[dict[str, Any]]:
     """kb.ingest: a large knowledge-base upload, read outside the request that brought it."""
     return service.ingest_pending(
         ctx.session,

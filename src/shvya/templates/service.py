@@ -1,4 +1,4 @@
-"""Message templates and their approval workflow (PROTOCOLS.md 1.12).
+"""Message templates and their approval workflow (docs/whatsapp.md 1.12).
 
 draft -> submitted -> approved | rejected; an approved template can later be paused or
 disabled by the provider. Only approved templates are ever sent.

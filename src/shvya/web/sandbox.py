@@ -178,7 +178,7 @@ def get_sandbox_messages(
     contact = (
         None
         if visitor is None
-        else crm.find_contact_by_value(
+        else crm.find_contact(
             session, company_id=company.id, channel=Channel.sandbox.value, value=visitor
         )
     )

@@ -1,5 +1,5 @@
-"""AI providers behind one small protocol (DESIGN.md rule 7). Only the modules in this
-package import an SDK; the rest of SHVYA sees CompletionRequest in, Completion out."""
+"""AI providers behind one small protocol (docs/architecture.md rule 7). Only the modules in
+this package import an SDK; the rest of SHVYA sees CompletionRequest in, Completion out."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Job engines: who runs the queued jobs. Each implements JobEngine (DESIGN.md rule 7)."""
+"""Job engines: who runs the queued jobs. Each implements JobEngine
+(docs/architecture.md rule 7)."""
 
 from __future__ import annotations
 
