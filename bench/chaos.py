@@ -1,4 +1,5 @@
-"""Chaos benchmark (RELIABILITY.md F1): kill -9 workers mid-run, count lost and duplicated work.
+"""Chaos benchmark (docs/reliability.md F1): kill -9 workers mid-run, count lost and duplicated
+work.
 
     make bench                                          # ingest, queue, then this (~4 min)
     .venv/bin/python bench/chaos.py                     # embedded (PG) and Celery (RabbitMQ)
