@@ -24,6 +24,7 @@ from shvya.db.migrate import current_revision, head_revision, upgrade_database
 from shvya.db.phases import commit_between_phases, run_phases
 from shvya.errors import ShvyaError
 from shvya.jobs import service as jobs
+from shvya.schemas import PageRequest
 from shvya.tenancy import service as tenancy
 from shvya.tenancy.models import Role
 
@@ -108,6 +109,23 @@ def _in_transaction(engine: Engine, work: Callable[[Session], T]) -> T:
         fail(f"database error: {str(exc.orig or exc).strip().splitlines()[0]}")
     finally:
         session.close()
+
+
+def _run(settings: Settings, work: Callable[[Session], T]) -> T:
+    """`work` as the command's one unit of work on the configured database."""
+    with _database(settings) as engine:
+        return _in_transaction(engine, work)
+
+
+def _echo_lines(settings: Settings, work: Callable[[Session], list[str]]) -> None:
+    """Run `work` (_run) and print the lines it returns."""
+    for line in _run(settings, work):
+        typer.echo(line)
+
+
+CompanyName = Annotated[str, typer.Option(help="The company's name.")]
+AnyCompany = Annotated[str | None, typer.Option(help="One company (default: all).")]
+JobTypeName = Annotated[str | None, typer.Option("--type", help="One job type.")]
 
 
 @app.command()
@@ -216,34 +234,29 @@ def company_create(
     ] = None,
 ) -> None:
     """Create a company with its default pipeline."""
-    settings = _settings()
-    with _database(settings) as engine:
-        company = _in_transaction(
-            engine,
-            lambda session: onboarding.create_company(
-                session,
-                name=name,
-                timezone=timezone,
-                phone_region=phone_region,
-                now=SystemClock().now(),
-            ),
-        )
+    company = _run(
+        _settings(),
+        lambda session: onboarding.create_company(
+            session,
+            name=name,
+            timezone=timezone,
+            phone_region=phone_region,
+            now=SystemClock().now(),
+        ),
+    )
     typer.echo(f"created company {company.name!r} ({company.id}), time zone {company.timezone}")
 
 
 @company_app.command("list")
 def company_list() -> None:
     """List the companies."""
-    settings = _settings()
-    with _database(settings) as engine:
-        companies = _in_transaction(engine, tenancy.list_companies)
-    for company in companies:
+    for company in _run(_settings(), tenancy.list_companies):
         typer.echo(f"{company.id}  {company.name}  ({company.timezone})")
 
 
 @apikey_app.command("create")
 def apikey_create(
-    company: Annotated[str, typer.Option(help="The company's name.")],
+    company: CompanyName,
     role: Annotated[Role, typer.Option(help="What the key may do.")],
     name: Annotated[str, typer.Option(help="A label to recognise the key by.")] = "",
 ) -> None:
@@ -257,14 +270,13 @@ def apikey_create(
         )
         return key.prefix, raw_key
 
-    with _database(settings) as engine:
-        prefix, raw_key = _in_transaction(engine, work)
+    prefix, raw_key = _run(settings, work)
     typer.echo(f"created {role.value} key {prefix} for {company!r}; store it now:", err=True)
     typer.echo(raw_key)
 
 
 @apikey_app.command("list")
-def apikey_list(company: Annotated[str, typer.Option(help="The company's name.")]) -> None:
+def apikey_list(company: CompanyName) -> None:
     """List a company's API keys (never the keys themselves)."""
     settings = _settings()
 
@@ -276,9 +288,7 @@ def apikey_list(company: Annotated[str, typer.Option(help="The company's name.")
             for k in tenancy.list_api_keys(session, company_id=owner.id)
         ]
 
-    with _database(settings) as engine:
-        for line in _in_transaction(engine, work):
-            typer.echo(line)
+    _echo_lines(settings, work)
 
 
 @apikey_app.command("revoke")
@@ -295,9 +305,7 @@ def apikey_revoke(
         tenancy.revoke_api_key(session, key=row, actor="cli", now=SystemClock().now())
         return row.prefix
 
-    with _database(settings) as engine:
-        prefix = _in_transaction(engine, work)
-    typer.echo(f"revoked key {prefix}")
+    typer.echo(f"revoked key {_run(settings, work)}")
 
 
 @app.command()
@@ -380,7 +388,7 @@ def _company_id(session: Session, company: str | None) -> uuid.UUID | None:
 
 @queue_app.command("stats")
 def queue_stats_command(
-    company: Annotated[str | None, typer.Option(help="One company (default: all).")] = None,
+    company: AnyCompany = None,
 ) -> None:
     """Jobs by status and type, and each lane's oldest due job and wait times."""
     settings = _settings()
@@ -407,15 +415,13 @@ def queue_stats_command(
             )
         return lines
 
-    with _database(settings) as engine:
-        for line in _in_transaction(engine, work):
-            typer.echo(line)
+    _echo_lines(settings, work)
 
 
 @dlq_app.command("list")
 def dlq_list(
-    company: Annotated[str | None, typer.Option(help="One company (default: all).")] = None,
-    job_type: Annotated[str | None, typer.Option("--type", help="One job type.")] = None,
+    company: AnyCompany = None,
+    job_type: JobTypeName = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
 ) -> None:
     """Dead-lettered jobs with their last error."""
@@ -426,8 +432,7 @@ def dlq_list(
             session,
             company_id=_company_id(session, company),
             job_type=job_type,
-            limit=limit,
-            offset=0,
+            page=PageRequest(limit=limit, offset=0),
         )
         lines = [
             f"{job.id}  {job.type:<18} attempts {job.attempts}  {job.last_error or ''}"
@@ -435,15 +440,13 @@ def dlq_list(
         ]
         return [*lines, f"{total} dead-lettered job(s)"]
 
-    with _database(settings) as engine:
-        for line in _in_transaction(engine, work):
-            typer.echo(line)
+    _echo_lines(settings, work)
 
 
 @dlq_app.command("replay")
 def dlq_replay(
-    company: Annotated[str | None, typer.Option(help="One company (default: all).")] = None,
-    job_type: Annotated[str | None, typer.Option("--type", help="One job type.")] = None,
+    company: AnyCompany = None,
+    job_type: JobTypeName = None,
     limit: Annotated[int | None, typer.Option(min=1, help="At most this many.")] = None,
 ) -> None:
     """Put dead-lettered jobs back in the queue, due now, with their attempts reset."""
@@ -458,14 +461,12 @@ def dlq_replay(
             now=SystemClock().now(),
         )
 
-    with _database(settings) as engine:
-        replayed = _in_transaction(engine, work)
-    typer.echo(f"replayed {replayed} job(s)")
+    typer.echo(f"replayed {_run(settings, work)} job(s)")
 
 
 @templates_app.command("sync")
 def templates_sync(
-    company: Annotated[str, typer.Option(help="The company's name.")] = "Default",
+    company: CompanyName = "Default",
 ) -> None:
     """Pull the WhatsApp account's templates and their statuses from Meta."""
     from shvya.channels import service as channels
@@ -487,8 +488,7 @@ def templates_sync(
         except ChannelSendError as exc:
             fail(f"Meta refused: {exc.code}: {exc.message}")
 
-    with _database(settings) as engine:
-        seen, approved = _in_transaction(engine, work)
+    seen, approved = _run(settings, work)
     typer.echo(f"{seen} template(s), {approved} approved")
 
 
@@ -511,7 +511,7 @@ def _kb_files(paths: list[Path]) -> list[Path]:
 @kb_app.command("add")
 def kb_add(
     paths: Annotated[list[Path], typer.Argument(help="Files (.md .txt .html .pdf) or folders.")],
-    company: Annotated[str, typer.Option(help="The company's name.")] = "Default",
+    company: CompanyName = "Default",
 ) -> None:
     """Add or update knowledge-base documents (the title is the file name)."""
     from shvya.errors import ShvyaError as Refused
@@ -536,13 +536,16 @@ def kb_add(
             for path in progress:
                 with factory() as session:
                     try:
-                        adding = knowledge.add_document(
-                            session,
-                            company_id=owner.id,
+                        file = knowledge.DocumentFile(
                             title=path.stem,
                             data=path.read_bytes(),
                             filename=path.name,
-                            declared_type=None,
+                            content_type=None,
+                        )
+                        adding = knowledge.add_document(
+                            session,
+                            company_id=owner.id,
+                            file=file,
                             settings=inline,
                             backend=backend,
                             actor="cli",
@@ -566,7 +569,7 @@ def kb_add(
 
 @kb_app.command("list")
 def kb_list(
-    company: Annotated[str, typer.Option(help="The company's name.")] = "Default",
+    company: CompanyName = "Default",
 ) -> None:
     """The knowledge-base documents and their passages."""
     from shvya.knowledge import service as knowledge
@@ -575,20 +578,20 @@ def kb_list(
 
     def work(session: Session) -> list[str]:
         owner = tenancy.get_company_by_name(session, name=company)
-        rows, total = knowledge.list_documents(session, company_id=owner.id, limit=10_000, offset=0)
+        rows, total = knowledge.list_documents(
+            session, company_id=owner.id, page=PageRequest(limit=10_000, offset=0)
+        )
         return [f"{d.id}  {d.status:<7} {d.passage_count:>4} passages  {d.title}" for d in rows] + [
             f"{total} document(s)"
         ]
 
-    with _database(settings) as engine:
-        for line in _in_transaction(engine, work):
-            typer.echo(line)
+    _echo_lines(settings, work)
 
 
 @kb_app.command("search")
 def kb_search(
     query: Annotated[str, typer.Argument(help="A question, as a lead would ask it.")],
-    company: Annotated[str, typer.Option(help="The company's name.")] = "Default",
+    company: CompanyName = "Default",
     k: Annotated[int, typer.Option(min=1, max=50, help="How many passages.")] = 5,
 ) -> None:
     """The passages the AI would answer this question from."""
@@ -617,9 +620,7 @@ def kb_search(
             lines.append("no passage matches")
         return lines
 
-    with _database(settings) as engine:
-        for line in _in_transaction(engine, work):
-            typer.echo(line)
+    _echo_lines(settings, work)
 
 
 def main() -> None:

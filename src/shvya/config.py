@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,6 +23,14 @@ class JobEngineName(StrEnum):
     celery = "celery"
 
 
+def _env_var(name: str, *, default: Any = None, **constraints: Any) -> Any:
+    """A setting read from `name`, the variable its own tools know it by (DATABASE_URL,
+    OPENAI_API_KEY...), or from SHVYA_`name`."""
+    return Field(
+        default=default, validation_alias=AliasChoices(name, f"SHVYA_{name}"), **constraints
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env",
@@ -35,9 +43,8 @@ class Settings(BaseSettings):
     )
 
     env: Environment = Environment.development
-    database_url: str = Field(
-        default=f"sqlite:///{DEFAULT_SQLITE_PATH.as_posix()}",
-        validation_alias=AliasChoices("DATABASE_URL", "SHVYA_DATABASE_URL"),
+    database_url: str = _env_var(
+        "DATABASE_URL", default=f"sqlite:///{DEFAULT_SQLITE_PATH.as_posix()}"
     )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
@@ -57,33 +64,15 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
     # --- WhatsApp Cloud API (Meta): one app for the installation ---
-    meta_app_secret: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("META_APP_SECRET", "SHVYA_META_APP_SECRET")
-    )
-    meta_verify_token: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices("META_VERIFY_TOKEN", "SHVYA_META_VERIFY_TOKEN"),
-    )
+    meta_app_secret: SecretStr | None = _env_var("META_APP_SECRET")
+    meta_verify_token: SecretStr | None = _env_var("META_VERIFY_TOKEN")
     # The default company's number, connected at `shvya serve` when both are set.
-    meta_whatsapp_token: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices("META_WHATSAPP_TOKEN", "SHVYA_META_WHATSAPP_TOKEN"),
-    )
-    meta_phone_number_id: str | None = Field(
-        default=None,
-        validation_alias=AliasChoices("META_PHONE_NUMBER_ID", "SHVYA_META_PHONE_NUMBER_ID"),
-    )
-    meta_waba_id: str | None = Field(
-        default=None, validation_alias=AliasChoices("META_WABA_ID", "SHVYA_META_WABA_ID")
-    )
-    meta_graph_base_url: str = Field(
-        default="https://graph.facebook.com",
-        validation_alias=AliasChoices("META_GRAPH_BASE_URL", "SHVYA_META_GRAPH_BASE_URL"),
-    )
-    meta_graph_version: str = Field(
-        default="v25.0",
-        pattern=r"^v[0-9]+\.[0-9]+$",
-        validation_alias=AliasChoices("META_GRAPH_VERSION", "SHVYA_META_GRAPH_VERSION"),
+    meta_whatsapp_token: SecretStr | None = _env_var("META_WHATSAPP_TOKEN")
+    meta_phone_number_id: str | None = _env_var("META_PHONE_NUMBER_ID")
+    meta_waba_id: str | None = _env_var("META_WABA_ID")
+    meta_graph_base_url: str = _env_var("META_GRAPH_BASE_URL", default="https://graph.facebook.com")
+    meta_graph_version: str = _env_var(
+        "META_GRAPH_VERSION", default="v25.0", pattern=r"^v[0-9]+\.[0-9]+$"
     )
     # The browser chat at / (the sandbox channel): on in development; in production only for
     # companies that turn it on.
@@ -93,20 +82,10 @@ class Settings(BaseSettings):
     sandbox_messages_per_minute: int = Field(default=30, ge=1)
 
     # --- AI providers and the knowledge base ---
-    openai_api_key: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "SHVYA_OPENAI_API_KEY")
-    )
-    openai_base_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "SHVYA_OPENAI_BASE_URL")
-    )
-    anthropic_api_key: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices("ANTHROPIC_API_KEY", "SHVYA_ANTHROPIC_API_KEY"),
-    )
-    anthropic_base_url: str | None = Field(
-        default=None,
-        validation_alias=AliasChoices("ANTHROPIC_BASE_URL", "SHVYA_ANTHROPIC_BASE_URL"),
-    )
+    openai_api_key: SecretStr | None = _env_var("OPENAI_API_KEY")
+    openai_base_url: str | None = _env_var("OPENAI_BASE_URL")
+    anthropic_api_key: SecretStr | None = _env_var("ANTHROPIC_API_KEY")
+    anthropic_base_url: str | None = _env_var("ANTHROPIC_BASE_URL")
     ai_timeout_seconds: float = Field(default=30.0, gt=0)
     # auto: WordLlama when installed (the default), else MiniLM, else full-text search alone.
     embeddings: Literal["auto", "wordllama", "minilm", "openai", "none"] = "auto"
@@ -130,9 +109,7 @@ class Settings(BaseSettings):
     # How often an idle worker looks for due jobs without being woken (retries, run_at).
     job_poll_seconds: float = Field(default=1.0, gt=0.0, le=60.0)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0.0)
-    celery_broker_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("CELERY_BROKER_URL", "SHVYA_CELERY_BROKER_URL")
-    )
+    celery_broker_url: str | None = _env_var("CELERY_BROKER_URL")
     # Broker queues are <prefix>.p1 and <prefix>.p2: installations sharing a broker pick
     # their own prefix.
     celery_queue_prefix: str = Field(default="shvya", pattern=r"^[A-Za-z0-9_.-]{1,64}$")

@@ -10,6 +10,8 @@ import threading
 import time
 from collections import deque
 
+from shvya.errors import TooManyRequests
+
 
 class SlidingWindowLimiter:
     def __init__(self, max_events: int, *, window_seconds: float = 60.0) -> None:
@@ -32,6 +34,13 @@ class SlidingWindowLimiter:
             if len(events) < self.max_events:
                 return None
             return max(1, int(self.window_seconds - (now - events[0])) + 1)
+
+    def refuse_when_over(self, key: str, message: str) -> None:
+        """Raises TooManyRequests (429, its Retry-After from retry_after_seconds) while `key` is
+        over the limit."""
+        retry_after = self.retry_after_seconds(key)
+        if retry_after is not None:
+            raise TooManyRequests(message, extra={"retry_after_seconds": retry_after})
 
     def record(self, key: str) -> None:
         now = time.monotonic()

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Callable
-from typing import Annotated, Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Self
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -105,10 +106,35 @@ class StrictInput(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
 
+@dataclass(frozen=True)
+class PageRequest:
+    """The page a list endpoint is asked for (`deps.Paging`), its limit clamped already."""
+
+    limit: int
+    offset: int
+
+
 class Page(BaseModel):
     total: int
     limit: int
     offset: int
+
+    @classmethod
+    def of(cls, items: Sequence[Any], total: int, request: PageRequest) -> Self:
+        """The page of `items` out of `total`: `items` are what the subclass lists, or the rows
+        it reads them from."""
+        return cls.model_validate(
+            {"items": items, "total": total, "limit": request.limit, "offset": request.offset},
+            from_attributes=True,
+        )
+
+
+class RowOut(BaseModel):
+    """What the API shows of a table's row, read from its attributes."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: uuid.UUID
 
 
 PAGE_LIMIT_DEFAULT = 50

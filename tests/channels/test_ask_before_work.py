@@ -346,3 +346,172 @@ def test_what_a_refused_run_learnt_is_recorded_exactly_once(
         "anthropic": len(fake_anthropic.requests),
     }
     assert calls[provider] == (0 if provider == "offline" else 1)  # understood, never drafted
+
+
+# --- what a run that may not reply still does ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "event"),
+    [
+        ("Please don't message me anymore", "OptedOut"),
+        ("Can I talk to a real person please?", "HandoffRequested"),
+    ],
+)
+def test_a_late_message_still_stops_the_ai_or_brings_a_person_though_no_reply_may_go(
+    text: str,
+    event: str,
+    client: TestClient,
+    acme: Tenant,
+    whatsapp: FakeMetaGraph,
+    fake_openai: FakeOpenAI,
+    make_worker: Callable[..., EmbeddedWorker],
+    session_factory: sessionmaker[Session],
+    clock: FakeClock,
+) -> None:
+    """Meta redelivers a day-old message after an outage: the window is closed, so no reply
+    may go and no model is asked, but the rules still read it."""
+    use(client, acme, "openai", "gpt-4o-mini")
+    whatsapp.deliver_inbound(
+        WA_ID, text, wamid="wamid.LATE", timestamp=clock.now() - timedelta(hours=25)
+    )
+    clock.advance(seconds=5)
+    make_worker().run_until_idle()
+    assert fake_openai.requests == []
+    assert whatsapp.sent_messages == []
+    assert len(lead_events(session_factory, event)) == 1
+    with session_factory() as session:
+        lead = session.scalars(select(Lead)).one()
+    if event == "HandoffRequested":
+        assert lead.ai_paused  # a person has the conversation, though the lead was not told
+        [refused] = lead_events(session_factory, "SendRefused")
+        assert refused.data["reason"] == "outside_24h_window"
+
+
+def test_an_edit_made_while_the_model_reads_an_opt_out_is_kept(
+    client: TestClient,
+    acme: Tenant,
+    whatsapp: FakeMetaGraph,
+    fake_openai: FakeOpenAI,
+    make_worker: Callable[..., EmbeddedWorker],
+    session_factory: sessionmaker[Session],
+    clock: FakeClock,
+) -> None:
+    use(client, acme, "openai", "gpt-4o-mini")
+    whatsapp.deliver_inbound(WA_ID, "I'm not interested, please stop writing", wamid="wamid.S")
+    lead_id = lead_of(session_factory)
+
+    def a_person_edits_the_lead(request: RecordedRequest) -> None:
+        patched = client.patch(
+            f"/leads/{lead_id}", json={"attributes": {"city": "Pune"}}, headers=acme.agent
+        )
+        assert patched.status_code == 200, patched.text
+
+    fake_openai.on_request = a_person_edits_the_lead
+    fake_openai.reply_json(understanding(intent="not_interested", opt_out=True))
+    clock.advance(seconds=5)
+    make_worker().run_until_idle()
+    fake_openai.on_request = None
+    with session_factory() as session:
+        lead = session.get_one(Lead, lead_id)
+    assert lead.attributes["city"] == "Pune"
+    assert lead.attributes["language"] == "en"
+    assert len(lead_events(session_factory, "OptedOut")) == 1
+
+
+def test_a_handoff_message_that_failed_for_a_while_still_reaches_the_lead(
+    whatsapp: FakeMetaGraph,
+    make_worker: Callable[..., EmbeddedWorker],
+    session_factory: sessionmaker[Session],
+    clock: FakeClock,
+) -> None:
+    # Meta is down for the typing indicator and the handoff message: both answer 131000.
+    whatsapp.fail_next(2, code=131000, path_contains="messages")
+    whatsapp.deliver_inbound(WA_ID, "Can I talk to a real person please?", wamid="wamid.H")
+    clock.advance(seconds=5)
+    make_worker().run_until_idle()
+    assert whatsapp.sent_messages == []
+    with session_factory() as session:
+        assert session.scalars(select(Lead.ai_paused)).one() is True
+    clock.advance(seconds=30)  # the queue's backoff
+    make_worker().run_until_idle()
+    [sent] = whatsapp.sent_messages
+    assert "team" in sent.body["text"]["body"]
+    [job] = [j for j in jobs(session_factory) if j.type == "ai.engage"]
+    assert (job.status, job.result["outcome"] if job.result else None) == (
+        "completed",
+        "handed_off",
+    )
+
+
+def test_a_retried_reply_shows_what_was_sent_the_second_time(
+    client: TestClient,
+    acme: Tenant,
+    whatsapp: FakeMetaGraph,
+    fake_openai: FakeOpenAI,
+    make_worker: Callable[..., EmbeddedWorker],
+    session_factory: sessionmaker[Session],
+    clock: FakeClock,
+) -> None:
+    add_pricing(client, acme)
+    use(client, acme, "openai", "gpt-4o-mini")
+    for draft in ("Premium is 4,999 INR a month.", "The premium plan costs 4,999 INR per month."):
+        fake_openai.reply_json(understanding())
+        fake_openai.reply_json({"reply": draft, "sources": [], "answered": True})
+    whatsapp.fail_next(1, code=131000, path_contains="messages", details="after typing")
+    whatsapp.fail_next(1, code=131000, path_contains="messages")
+    whatsapp.deliver_inbound(WA_ID, "What does the premium plan cost?", wamid="wamid.R")
+    clock.advance(seconds=5)
+    make_worker().run_until_idle()
+    clock.advance(seconds=30)
+    make_worker().run_until_idle()
+    sent = [m.body["text"]["body"] for m in whatsapp.sent_messages]
+    assert sent == ["The premium plan costs 4,999 INR per month."]
+    with session_factory() as session:
+        [row] = session.scalars(select(Message).where(Message.direction == "out")).all()
+    assert (row.status, row.text, row.error) == (
+        "sent",
+        "The premium plan costs 4,999 INR per month.",
+        None,
+    )
+
+
+def test_a_bump_up_outside_the_window_is_the_template_with_no_model_call(
+    client: TestClient,
+    acme: Tenant,
+    whatsapp: FakeMetaGraph,
+    fake_openai: FakeOpenAI,
+    make_worker: Callable[..., EmbeddedWorker],
+    session_factory: sessionmaker[Session],
+    clock: FakeClock,
+) -> None:
+    whatsapp.add_template("we_miss_you", "en_US", "MARKETING", body_params=1)
+    assert client.post("/templates/sync", headers=acme.admin).status_code == 202
+    make_worker().run_until_idle()
+    with session_factory() as session:
+        company = session.get_one(Company, acme.company_id)
+        company.settings = {
+            "channels": {
+                "reengagement_template": {
+                    "name": "we_miss_you",
+                    "language": "en_US",
+                    "body_params": ["there"],
+                }
+            }
+        }
+        session.commit()
+    first_reply(client, acme, whatsapp, make_worker, clock)
+    chosen = client.put(
+        "/ai/models/bumpup",
+        json={"provider": "openai", "model": "gpt-4o-mini"},
+        headers=acme.admin,
+    )
+    assert chosen.status_code == 200, chosen.text
+    clock.advance(hours=30)
+    lead_id = lead_of(session_factory)
+    asked = client.post(f"/leads/{lead_id}/bumpup", headers=acme.agent)
+    assert asked.status_code == 202, asked.text
+    make_worker().run_until_idle()
+    assert fake_openai.requests == []
+    assert [m.type for m in whatsapp.sent_messages] == ["text", "template"]
+    assert whatsapp.sent_messages[1].template == ("we_miss_you", "en_US")

@@ -19,7 +19,7 @@ from shvya.jobs.engines.embedded import EmbeddedWorker
 from shvya.knowledge import retrieval
 from shvya.knowledge.embeddings import embedding_backend
 from shvya.knowledge.models import AIKBPassage
-from shvya.knowledge.service import add_document, delete_document
+from shvya.knowledge.service import DocumentFile, add_document, delete_document
 from tests.ai.support import PRICING_MD, tiny_pdf
 from tests.support import FakeClock, Tenant
 
@@ -278,10 +278,12 @@ def test_dense_search_sees_what_another_process_adds_replaces_and_deletes(
                 adding = add_document(
                     session,
                     company_id=acme.company_id,
-                    title="Warranty",
-                    data=text.encode(),
-                    filename="warranty.md",
-                    declared_type=None,
+                    file=DocumentFile(
+                        title="Warranty",
+                        data=text.encode(),
+                        filename="warranty.md",
+                        content_type=None,
+                    ),
                     settings=settings,
                     backend=backend,
                     actor="test",

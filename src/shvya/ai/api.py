@@ -12,7 +12,6 @@ from shvya.ai.schemas import (
     AIModelIn,
     AIModelOut,
     UsageOut,
-    UsageTotalsOut,
 )
 from shvya.crm import service as crm
 from shvya.db.session import DbSession
@@ -53,17 +52,7 @@ def get_usage(
     total, by_task, by_model = service.usage_summary(
         session, company_id=key.company.id, lead_id=lead_id, since=moment
     )
-
-    def out(totals: service.UsageTotals) -> UsageTotalsOut:
-        return UsageTotalsOut(**totals.__dict__)
-
-    return UsageOut(
-        lead_id=lead_id,
-        since=moment,
-        total=out(total),
-        by_task={k: out(v) for k, v in by_task.items()},
-        by_model={k: out(v) for k, v in by_model.items()},
-    )
+    return UsageOut(lead_id=lead_id, since=moment, total=total, by_task=by_task, by_model=by_model)
 
 
 @router.get("/ai/models", summary="Which provider and model each AI task uses")

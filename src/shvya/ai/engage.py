@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
@@ -44,7 +44,7 @@ from shvya.ai.understanding import (
     understand_by_rules,
 )
 from shvya.channels import service as channels
-from shvya.channels.policies import Allow, Refuse, SendKind
+from shvya.channels.policies import Allow, Defer, Refuse, SendKind
 from shvya.channels.schemas import OutboundContent
 from shvya.conversations import service as conversations
 from shvya.conversations.models import Message
@@ -52,7 +52,7 @@ from shvya.crm import service as crm
 from shvya.crm.models import Channel, Lead, Pipeline, Stage
 from shvya.crm.schemas import StageAIConfig
 from shvya.db.phases import Phases
-from shvya.events.service import append_event
+from shvya.events.service import append_lead_event
 from shvya.jobs.runner import JobContext
 from shvya.jobs.service import DeferJob, JobType, PermanentJobError, enqueue_job
 from shvya.knowledge import service as knowledge
@@ -152,26 +152,36 @@ class Learning:
 def engage(ctx: JobContext) -> Phases[dict[str, Any]]:
     run = Run()
     loaded = load(ctx, run)
+    if isinstance(loaded, RetryHandoff):
+        return (yield from resend_handoff(ctx, run, loaded))
     if not isinstance(loaded, Turn):
         return loaded
     turn = loaded
     verdict = preflight(ctx, run, turn)
-    if not isinstance(verdict, Allow):
+    if isinstance(verdict, dict):
         return verdict
     try:
-        turn.result["typing"] = yield from channels.show_typing(
-            ctx.session,
-            company_id=turn.company.id,
-            channel=turn.channel,
-            reply_to_external_id=turn.latest.external_id,
-            settings=ctx.settings,
-        )
-        understood = yield from understand(ctx, run, turn)
+        if isinstance(verdict, Refuse):
+            # No reply may go, so no model is asked; the rules still read the messages, so a
+            # lead who asked to stop or for a person is not ignored.
+            understood = understand_without_model(run, turn)
+        else:
+            turn.result["typing"] = yield from channels.show_typing(
+                ctx.session,
+                company_id=turn.company.id,
+                channel=turn.channel,
+                reply_to_external_id=turn.latest.external_id,
+                settings=ctx.settings,
+            )
+            understood = yield from understand(ctx, run, turn)
         learning = learn(ctx.session, turn, understood)
         if understood.opt_out:
             return opt_out(ctx, run, turn, learning)
         if understood.handoff and understood.handoff_reason in learning.config.handoff_on:
+            # A refused preflight refuses the handoff message too: the pause stands with it.
             return (yield from hand_off(ctx, run, turn, learning, understood.handoff_reason))
+        if isinstance(verdict, Refuse):
+            return refuse(ctx, turn, learning, verdict)
         if verdict.template is not None:
             # Outside WhatsApp's window the answer can only be the re-engagement template,
             # whatever a draft would say: none is written.
@@ -195,7 +205,15 @@ def engage(ctx: JobContext) -> Phases[dict[str, Any]]:
 # --- load and preflight -----------------------------------------------------------------------
 
 
-def load(ctx: JobContext, run: Run) -> Turn | dict[str, Any]:
+@dataclass(frozen=True)
+class RetryHandoff:
+    """A handoff message to send again: the lead is paused already, nothing is to learn."""
+
+    lead: Lead
+    message: Message
+
+
+def load(ctx: JobContext, run: Run) -> Turn | RetryHandoff | dict[str, Any]:
     """The turn to answer, or the outcome of a run with nothing to do."""
     session = ctx.session
     company = tenancy.get_company(session, company_id=ctx.job.company_id)
@@ -210,6 +228,13 @@ def load(ctx: JobContext, run: Run) -> Turn | dict[str, Any]:
     if not company.ai_enabled:
         return run.skip("ai_disabled")
     if lead.ai_paused:
+        # Paused by this job's own handoff, whose message then failed in a way worth
+        # retrying: the lead still gets it.
+        handoff = conversations.find_outbound_by_send_key(
+            session, company_id=company.id, send_key=f"ai.handoff:{message_id}"
+        )
+        if handoff is not None and handoff.status == "failed" and handoff.meta.get("retryable"):
+            return RetryHandoff(lead=lead, message=handoff)
         return run.skip("ai_paused")
     pending = conversations.unanswered_inbound(session, company_id=company.id, lead_id=lead.id)
     if not any(m.id == message_id for m in pending):
@@ -239,9 +264,10 @@ def load(ctx: JobContext, run: Run) -> Turn | dict[str, Any]:
     )
 
 
-def preflight(ctx: JobContext, run: Run, turn: Turn) -> Allow | dict[str, Any]:
-    """The router's verdict before any model call: a deferral reschedules the job, a
-    refusal ends it with the router's reason; nothing is spent on either."""
+def preflight(ctx: JobContext, run: Run, turn: Turn) -> Allow | Refuse | dict[str, Any]:
+    """The router's verdict before any model call. A deferral reschedules the job here,
+    nothing spent; a suppressed lead has nothing to answer; any other refusal is returned, for
+    the run to read the messages without a model before it ends with the router's reason."""
     verdict = channels.preflight(
         ctx.session,
         company_id=turn.company.id,
@@ -251,17 +277,57 @@ def preflight(ctx: JobContext, run: Run, turn: Turn) -> Allow | dict[str, Any]:
         settings=ctx.settings,
         now=ctx.now,
     )
-    if isinstance(verdict, Allow):
-        return verdict
+    if isinstance(verdict, Defer):
+        _refuse_preflight(ctx, turn, verdict)
     if isinstance(verdict, Refuse) and verdict.reason == "suppressed":
         return run.skip("suppressed")  # an opted-out lead: nothing to answer, nothing wrong
+    return verdict
+
+
+def refuse(ctx: JobContext, turn: Turn, learning: Learning, verdict: Refuse) -> NoReturn:
+    """The preflight's refusal, as the send's would be: SendRefused and the job failed for
+    good, with what the run learnt (the rules' reading of the messages) kept."""
+    crm.lock_lead(ctx.session, turn.lead)
+    _refuse_preflight(
+        ctx, turn, verdict, with_send=lambda: record_learning(ctx.session, turn, learning, ctx.now)
+    )
+
+
+def _refuse_preflight(
+    ctx: JobContext, turn: Turn, verdict: Defer | Refuse, with_send: channels.WithSend | None = None
+) -> NoReturn:
     channels.refuse_preflight(
         ctx.session,
         company_id=turn.company.id,
         lead_id=turn.lead.id,
         verdict=verdict,
         now=ctx.now,
+        with_send=with_send,
     )
+
+
+def resend_handoff(ctx: JobContext, run: Run, retry: RetryHandoff) -> Phases[dict[str, Any]]:
+    """The handoff message again, as it was written, through the router."""
+    message = retry.message
+    sent = yield from channels.send_message(
+        ctx.session,
+        company_id=retry.lead.company_id,
+        lead_id=retry.lead.id,
+        channel=Channel(message.channel),
+        content=OutboundContent.model_validate(message.meta["content"]),
+        send_key=str(message.send_key),
+        settings=ctx.settings,
+        now=ctx.clock.now,
+        actor="ai",
+        meta={k: v for k, v in message.meta.items() if k not in ("content", "kind")},
+    )
+    return {
+        "outcome": "handed_off",
+        "reason": message.meta.get("reason"),
+        "message_id": str(sent.message_id),
+        "sent": sent.outcome.value,
+        "timings_ms": run.timings(),
+    }
 
 
 # --- understand and learn ---------------------------------------------------------------------
@@ -304,6 +370,21 @@ def understand(ctx: JobContext, run: Run, turn: Turn) -> Phases[Understanding]:
     return understood
 
 
+def understand_without_model(run: Run, turn: Turn) -> Understanding:
+    """The rules' reading of the messages (opt-out, a request for a person, BANT), for a run
+    that may not reply and so spends nothing on a model."""
+    company = turn.company
+    run.notes["understanding"] = "rules"
+    understood = understand_by_rules(
+        turn.text,
+        opt_out_keywords=list(company.settings.get("opt_out_keywords") or []),
+        default_currency=company.currency,
+        default_language=company.default_language,
+    )
+    turn.result.update(intent=understood.intent, language=understood.language)
+    return understood
+
+
 def learn(session: Session, turn: Turn, understood: Understanding) -> Learning:
     """What the understanding changes, decided by rules: the lead's BANT and the stage its
     reply is written for. Nothing is written here (record_learning writes it)."""
@@ -329,12 +410,9 @@ def record_learning(session: Session, turn: Turn, learning: Learning, now: datet
     turn.result["bant_changed"] = changed
     if changed:
         lead.attributes = {**lead.attributes, "bant": merged}
-        lead.updated_at = now
-        append_event(
+        crm.record_lead_change(
             session,
-            company_id=company.id,
-            entity_type="lead",
-            entity_id=lead.id,
+            lead,
             type="BANTUpdated",
             data={"fields": changed, "bant": {k: merged[k] for k in changed}},
             actor="ai",
@@ -422,6 +500,7 @@ def _enqueue_summary(session: Session, *, lead: Lead, key: str, now: datetime) -
 
 def opt_out(ctx: JobContext, run: Run, turn: Turn, learning: Learning) -> dict[str, Any]:
     """A lead who asked to stop: suppressed, one confirmation queued, never a sales reply."""
+    crm.lock_lead(ctx.session, turn.lead)  # the lead as it is now: others wrote meanwhile
     language = learning.understood.language
     if turn.lead.attributes.get("language") != language:
         turn.lead.attributes = {**turn.lead.attributes, "language": language}
@@ -475,11 +554,10 @@ def hand_off(
             actor="ai",
             now=ctx.now,
         )
-        append_event(
+        append_lead_event(
             ctx.session,
             company_id=turn.company.id,
-            entity_type="lead",
-            entity_id=turn.lead.id,
+            lead_id=turn.lead.id,
             type="HandoffRequested",
             data={"reason": reason, "message_id": str(turn.latest.id)},
             actor="ai",
@@ -683,11 +761,10 @@ def guard(
     if not still:
         turn.result["guardrail"] = "regenerated"
         return second
-    append_event(
+    append_lead_event(
         ctx.session,
         company_id=turn.company.id,
-        entity_type="lead",
-        entity_id=turn.lead.id,
+        lead_id=turn.lead.id,
         type="GuardrailBlocked",
         data={
             "message_id": str(turn.latest.id),

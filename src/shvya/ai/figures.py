@@ -11,7 +11,7 @@ Integers up to ten standing alone ("3 plans", "step 2") are counting words, not 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -211,6 +211,47 @@ def _time_key(match: re.Match[str]) -> str | None:
     return f"time:{hour % 12}:{minute:02d}"  # 7 pm and 19:00 are told apart by neither
 
 
+def _duration_key(match: re.Match[str]) -> str:
+    unit = DURATION_UNITS[match.group("unit").lower()]
+    return f"count:{int(match.group('n'))}:{unit}"
+
+
+def _phone_key(match: re.Match[str]) -> str | None:
+    digits = re.sub(r"\D", "", match.group(0))
+    # A long digit run that is really an amount ("1,50,000") is not a phone number.
+    if len(digits) >= 7 and not re.fullmatch(rf"{_NUMBER}", match.group(0).strip()):
+        return digits
+    return None
+
+
+def _percent_key(match: re.Match[str]) -> str | None:
+    value = parse_number(match.group("num"))
+    return None if value is None else f"percent:{_normal(value)}"
+
+
+def _inside(position: int, spans: list[tuple[int, int]]) -> bool:
+    return any(start <= position < end for start, end in spans)
+
+
+def _take(
+    pattern: re.Pattern[str],
+    text: str,
+    key_of: Callable[[re.Match[str]], str | None],
+    *,
+    spans: list[tuple[int, int]],
+    found: list[tuple[str, str]],
+) -> None:
+    """Each match of `pattern` that starts outside the spans taken already, and that `key_of`
+    keys (None: not such a figure after all), is found as (key, as written) and takes its span."""
+    for match in pattern.finditer(text):
+        if _inside(match.start(), spans):
+            continue
+        key = key_of(match)
+        if key is not None:
+            found.append((key, match.group(0).strip()))
+            spans.append(match.span())
+
+
 def figures(text: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """(values, phones) in `text`, each as (normalised, as written). Dates, times, counted
     things ("7 days", "3 seats") and percentages are keyed by kind, so a percentage is
@@ -220,41 +261,14 @@ def figures(text: str) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     phones: list[tuple[str, str]] = []
     spans: list[tuple[int, int]] = []
     values: list[tuple[str, str]] = []
-    for match in DATE.finditer(text):
-        key = _date_key(match)
-        if key is not None:
-            values.append((key, match.group(0).strip()))
-            spans.append(match.span())
-    for match in TIME.finditer(text):
-        if any(start <= match.start() < end for start, end in spans):
-            continue
-        key = _time_key(match)
-        if key is not None:
-            values.append((key, match.group(0).strip()))
-            spans.append(match.span())
-    for match in DURATION.finditer(text):
-        if any(start <= match.start() < end for start, end in spans):
-            continue
-        unit = DURATION_UNITS[match.group("unit").lower()]
-        values.append((f"count:{int(match.group('n'))}:{unit}", match.group(0).strip()))
-        spans.append(match.span())
-    for match in PHONE.finditer(original):
-        if any(start <= match.start() < end for start, end in spans):
-            continue
-        digits = re.sub(r"\D", "", match.group(0))
-        # A long digit run that is really an amount ("1,50,000") is not a phone number.
-        if len(digits) >= 7 and not re.fullmatch(rf"{_NUMBER}", match.group(0).strip()):
-            phones.append((digits, match.group(0).strip()))
-            spans.append(match.span())
-    for match in PERCENT.finditer(text):
-        if any(start <= match.start() < end for start, end in spans):
-            continue
-        value = parse_number(match.group("num"))
-        if value is not None:
-            values.append((f"percent:{_normal(value)}", match.group(0).strip()))
-            spans.append(match.span())
+    # In this order: what an earlier kind took is not read again as a later one.
+    _take(DATE, text, _date_key, spans=spans, found=values)
+    _take(TIME, text, _time_key, spans=spans, found=values)
+    _take(DURATION, text, _duration_key, spans=spans, found=values)
+    _take(PHONE, original, _phone_key, spans=spans, found=phones)
+    _take(PERCENT, text, _percent_key, spans=spans, found=values)
     for match in AMOUNT.finditer(text):
-        if any(start <= match.start("num") < end for start, end in spans):
+        if _inside(match.start("num"), spans):
             continue
         value = parse_number(match.group("num"))
         if value is None:
@@ -281,7 +295,7 @@ def source_figures(sources: Iterable[str]) -> tuple[set[str], set[str]]:
         phones.update(digits for digits, _ in found_phones)
         inside_phones = [m.span() for m in PHONE.finditer(source)]
         for match in AMOUNT.finditer(source):
-            if any(start <= match.start("num") < end for start, end in inside_phones):
+            if _inside(match.start("num"), inside_phones):
                 continue  # "020" of a phone number grounds no 20
             value = parse_number(match.group("num"))
             if value is not None:

@@ -21,11 +21,11 @@ from shvya.ai.runs import Run, ask, job_lead, send_text
 from shvya.ai.text import NEAR_REPEAT, sentences, similarity, word_count
 from shvya.channels import service as channels
 from shvya.channels.policies import Allow, SendKind
+from shvya.channels.schemas import OutboundContent, TemplateSend
 from shvya.conversations import service as conversations
 from shvya.crm import service as crm
 from shvya.crm.models import Channel, Lead, Stage
 from shvya.db.phases import Phases
-from shvya.events.service import append_event
 from shvya.jobs.runner import JobContext
 from shvya.jobs.service import PermanentJobError
 from shvya.tenancy import service as tenancy
@@ -97,6 +97,10 @@ def bumpup(ctx: JobContext) -> Phases[dict[str, Any]]:
         channels.refuse_preflight(
             session, company_id=company.id, lead_id=lead.id, verdict=verdict, now=ctx.now
         )
+    if verdict.template is not None:
+        # Outside WhatsApp's window a bump-up can only be the re-engagement template: no
+        # model writes one.
+        return (yield from _send_bumpup(ctx, run, lead, channel, verdict.template))
     earlier = [
         m.text
         for m in conversations.outbound_for(
@@ -188,6 +192,29 @@ def bumpup(ctx: JobContext) -> Phases[dict[str, Any]]:
     }
 
 
+def _send_bumpup(
+    ctx: JobContext, run: Run, lead: Lead, channel: Channel, template: TemplateSend
+) -> Phases[dict[str, Any]]:
+    sent = yield from channels.send_message(
+        ctx.session,
+        company_id=lead.company_id,
+        lead_id=lead.id,
+        channel=channel,
+        content=OutboundContent(template=template),
+        send_key=f"bumpup:{ctx.job.id}",
+        settings=ctx.settings,
+        now=ctx.clock.now,
+        actor="ai",
+        meta={"purpose": "bumpup"},
+    )
+    return {
+        "outcome": sent.outcome.value,
+        "message_id": str(sent.message_id),
+        "template": template.name,
+        "timings_ms": run.timings(),
+    }
+
+
 def _bumpup_channel(session: Session, lead: Lead) -> Channel:
     contacts = crm.lead_contacts(session, company_id=lead.company_id, lead_id=lead.id)
     for wanted in BUMPUP_CHANNELS:
@@ -270,18 +297,15 @@ def summarise(ctx: JobContext) -> Phases[dict[str, Any]]:
     written = {"text": text, "at": ctx.now.isoformat(), "sentences": len(sentences(text))}
     crm.lock_lead(session, lead)  # what ai.engage wrote meanwhile (BANT) is kept
     lead.attributes = {**lead.attributes, "ai_summary": written}
-    lead.updated_at = ctx.now
-    row = ai_session(session, lead=lead, now=ctx.now)
-    row.summary = text  # the AI's memory; lead.attributes holds the team's copy
-    row.updated_at = ctx.now
-    append_event(
+    crm.record_lead_change(
         session,
-        company_id=company.id,
-        entity_type="lead",
-        entity_id=lead.id,
+        lead,
         type="SummaryUpdated",
         data={"sentences": written["sentences"], "job_id": str(ctx.job.id)},
         actor="ai",
         now=ctx.now,
     )
+    row = ai_session(session, lead=lead, now=ctx.now)
+    row.summary = text  # the AI's memory; lead.attributes holds the team's copy
+    row.updated_at = ctx.now
     return {"outcome": "written", **written, **run.notes, "timings_ms": run.timings()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -22,9 +22,10 @@ from shvya.ai.providers import (
     ProviderErrorKind,
     TextProvider,
 )
+from shvya.ai.schemas import UsageTotalsOut
 from shvya.config import Settings
 from shvya.db.phases import Call, Phases
-from shvya.events.service import append_event
+from shvya.events.service import append_company_event
 from shvya.jobs.service import PermanentJobError, RetryJob
 
 logger = logging.getLogger(__name__)
@@ -77,11 +78,9 @@ def set_model(
         setattr(row, key, value)
     row.updated_at = now
     session.flush()
-    append_event(
+    append_company_event(
         session,
         company_id=company_id,
-        entity_type="company",
-        entity_id=company_id,
         type="AIModelChanged",
         data={"task": task.value, "provider": row.provider, "model": row.model},
         actor=actor,
@@ -152,11 +151,9 @@ def generate(
         usage.outcome = exc.kind.value
         session.add(usage)
         if exc.kind is ProviderErrorKind.auth:
-            append_event(
+            append_company_event(
                 session,
                 company_id=company_id,
-                entity_type="company",
-                entity_id=company_id,
                 type="AIProviderAuthFailed",
                 data={"provider": provider_name, "error": exc.message[:300]},
                 now=now,
@@ -186,23 +183,13 @@ def job_failure(exc: ProviderError) -> Exception:
     return failure
 
 
-@dataclass(frozen=True)
-class UsageTotals:
-    calls: int
-    failed_calls: int
-    input_tokens: int
-    output_tokens: int
-    cost: Decimal
-    avg_latency_ms: float | None
-
-
 def usage_summary(
     session: Session,
     *,
     company_id: uuid.UUID,
     lead_id: uuid.UUID | None,
     since: datetime | None,
-) -> tuple[UsageTotals, dict[str, UsageTotals], dict[str, UsageTotals]]:
+) -> tuple[UsageTotalsOut, dict[str, UsageTotalsOut], dict[str, UsageTotalsOut]]:
     """Totals, then by task, then by provider/model."""
     where: list[Any] = [AIUsage.company_id == company_id]
     if lead_id is not None:
@@ -222,9 +209,9 @@ def usage_summary(
         ).where(*where)
     ).all()
 
-    def total(selected: list[Any]) -> UsageTotals:
+    def total(selected: list[Any]) -> UsageTotalsOut:
         ok = [r for r in selected if r.outcome == "ok"]
-        return UsageTotals(
+        return UsageTotalsOut(
             calls=len(selected),
             failed_calls=len(selected) - len(ok),
             input_tokens=sum(r.input_tokens for r in selected),

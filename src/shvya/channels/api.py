@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Response
 
 from shvya.channels import service
 from shvya.channels.adapters import ChannelSendError
@@ -14,15 +13,11 @@ from shvya.crm.models import Channel, SuppressionReason
 from shvya.crm.schemas import SuppressionIn, SuppressionOut
 from shvya.crypto import SecretUnreadable, decrypt_secret, mask_secret
 from shvya.db.session import DbSession
-from shvya.deps import ClockDep, SettingsDep
+from shvya.deps import ClockDep, Paging, SettingsDep
 from shvya.errors import NotFound, ShvyaError
 from shvya.schemas import (
     AUTH_ERRORS,
-    PAGE_LIMIT_DEFAULT,
-    LimitQuery,
-    OffsetQuery,
     Page,
-    clamp_limit,
     error_responses,
 )
 from shvya.tenancy import service as tenancy
@@ -147,22 +142,9 @@ def get_message_media(
     summary="Addresses nothing is sent to (admin)",
     responses=error_responses(403),
 )
-def list_suppressions(
-    session: DbSession,
-    key: AdminKey,
-    limit: Annotated[LimitQuery, Query()] = PAGE_LIMIT_DEFAULT,
-    offset: Annotated[OffsetQuery, Query()] = 0,
-) -> SuppressionPage:
-    limit = clamp_limit(limit)
-    rows, total = crm.list_suppressions(
-        session, company_id=key.company.id, limit=limit, offset=offset
-    )
-    return SuppressionPage(
-        items=[SuppressionOut.model_validate(r) for r in rows],
-        total=total,
-        limit=limit,
-        offset=offset,
-    )
+def list_suppressions(session: DbSession, key: AdminKey, page: Paging) -> SuppressionPage:
+    rows, total = crm.list_suppressions(session, company_id=key.company.id, page=page)
+    return SuppressionPage.of(rows, total, page)
 
 
 @router.post(

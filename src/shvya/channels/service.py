@@ -46,8 +46,8 @@ from shvya.crm import service as crm
 from shvya.crm.models import Channel, LeadContact, SuppressionReason
 from shvya.crypto import decrypt_secret, encrypt_secret
 from shvya.db.phases import Call, Phases
-from shvya.errors import InvalidInput, ShvyaError
-from shvya.events.service import append_event
+from shvya.errors import Conflict, InvalidInput
+from shvya.events.service import append_company_event, append_lead_event
 from shvya.faults import crash_point
 from shvya.jobs.service import DeferJob, PermanentJobError, RetryJob
 from shvya.templates import service as templates
@@ -61,9 +61,8 @@ logger = logging.getLogger(__name__)
 WithSend = Callable[[], None]
 
 
-class ChannelNotConnected(ShvyaError):
+class ChannelNotConnected(Conflict):
     code = "channel_not_connected"
-    status = 409
 
 
 # --- adapters ---------------------------------------------------------------------------------
@@ -224,12 +223,14 @@ def refuse_preflight(
     lead_id: uuid.UUID,
     verdict: Defer | Refuse,
     now: datetime,
+    with_send: WithSend | None = None,
 ) -> NoReturn:
     """A preflight that said no, as the send would have: the job waits (nothing written, no
-    attempt counted), or fails for good with a SendRefused event that says why."""
+    attempt counted), or fails for good with a SendRefused event that says why, kept with
+    what `with_send` writes."""
     if isinstance(verdict, Defer):
         raise DeferJob(verdict.until, verdict.reason)
-    _refuse(session, company_id, lead_id, verdict, now, None)
+    _refuse(session, company_id, lead_id, verdict, now, with_send)
 
 
 # --- sending ----------------------------------------------------------------------------------
@@ -356,13 +357,15 @@ def send_message(
         )
         message_id = message.id
     else:
+        # A retry of a send that failed retryably: the row now says what goes this time.
         message_id = existing.id
-        conversations.set_outbound_status(
+        conversations.resend_outbound_message(
             session,
             message_id=message_id,
-            status=MessageStatus.sending,
+            text=content.preview(),
+            template_id=template_id,
+            meta=message_meta,
             now=moment,
-            meta_update={"retryable": False},
         )
 
     # The call: the runner commits the row first, so it is durable before the provider
@@ -440,11 +443,10 @@ def _event(
     now: datetime,
     data: dict[str, Any],
 ) -> None:
-    append_event(
+    append_lead_event(
         session,
         company_id=company_id,
-        entity_type="lead",
-        entity_id=lead_id,
+        lead_id=lead_id,
         type=type_,
         data={**({"message_id": str(message_id)} if message_id else {}), **data},
         now=now,
@@ -518,22 +520,13 @@ def _record_failure(
         error=shown,
         meta_update={"retryable": retryable, "failure_code": error.code},
     )
-    if retryable:
-        _event(
-            session,
-            company_id,
-            lead_id,
-            "OutboundMessageFailed",
-            message_id,
-            now,
-            {"error": shown, "retrying": True},
-        )
-        raise RetryJob(str(error), keep_work=True) from error
+    # One OutboundMessageFailed either way: retried, or failed for good and why.
     reason = {
         FailureKind.outside_window: "outside_24h_window",
         FailureKind.auth: "channel_auth_failed",
         FailureKind.channel_blocked: "channel_blocked",
     }.get(error.kind, f"provider_{error.code}")
+    outcome = {"retrying": True} if retryable else {"reason": reason}
     _event(
         session,
         company_id,
@@ -541,15 +534,15 @@ def _record_failure(
         "OutboundMessageFailed",
         message_id,
         now,
-        {"error": shown, "reason": reason},
+        {"error": shown, **outcome},
     )
+    if retryable:
+        raise RetryJob(str(error), keep_work=True) from error
     if error.kind in (FailureKind.auth, FailureKind.channel_blocked):
         # A company-level alert: nothing on this channel will send until a person acts.
-        append_event(
+        append_company_event(
             session,
             company_id=company_id,
-            entity_type="company",
-            entity_id=company_id,
             type="ChannelAuthFailed" if error.kind is FailureKind.auth else "ChannelBlocked",
             data={"channel": channel.value, "error": shown},
             now=now,

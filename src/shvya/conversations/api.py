@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import ValidationError
@@ -15,18 +15,13 @@ from shvya.conversations.schemas import (
     HistoryIn,
     HistoryOut,
     InboundMessageIn,
-    MessageOut,
     MessagePage,
     ReceiveResultOut,
 )
 from shvya.db.session import DbSession, unit_of_work
-from shvya.deps import ClockDep
+from shvya.deps import ClockDep, Paging
 from shvya.schemas import (
     AUTH_ERRORS,
-    PAGE_LIMIT_DEFAULT,
-    LimitQuery,
-    OffsetQuery,
-    clamp_limit,
     error_responses,
     inline_json_schema,
 )
@@ -111,22 +106,12 @@ def _receive(
     responses=error_responses(404),
 )
 def list_lead_messages(
-    lead_id: uuid.UUID,
-    session: DbSession,
-    key: CurrentKey,
-    limit: Annotated[LimitQuery, Query()] = PAGE_LIMIT_DEFAULT,
-    offset: Annotated[OffsetQuery, Query()] = 0,
+    lead_id: uuid.UUID, session: DbSession, key: CurrentKey, page: Paging
 ) -> MessagePage:
-    limit = clamp_limit(limit)
     messages, total = service.list_lead_messages(
-        session, company_id=key.company.id, lead_id=lead_id, limit=limit, offset=offset
+        session, company_id=key.company.id, lead_id=lead_id, page=page
     )
-    return MessagePage(
-        items=[MessageOut.model_validate(m) for m in messages],
-        total=total,
-        limit=limit,
-        offset=offset,
-    )
+    return MessagePage.of(messages, total, page)
 
 
 @router.post(

@@ -35,7 +35,7 @@ from shvya.crm.schemas import StageAIConfig
 from shvya.db.base import new_id, table_of
 from shvya.db.statements import insert_or_ignore
 from shvya.errors import InvalidInput
-from shvya.events.service import append_event
+from shvya.events.service import append_lead_event
 from shvya.jobs.service import (
     JobType,
     PreparedJob,
@@ -252,11 +252,10 @@ def _receive_orm(session: Session, arrival: _Arrival, *, keyword: str | None) ->
         received_at=arrival.received_at,
         now=arrival.now,
     )
-    append_event(
+    append_lead_event(
         session,
         company_id=company_id,
-        entity_type="lead",
-        entity_id=sender.lead_id,
+        lead_id=sender.lead_id,
         type="InboundMessageReceived",
         data={"message_id": str(message_id), **arrival.event_data},
         actor=arrival.actor,
@@ -618,11 +617,10 @@ def _apply_opt_keyword(
             now=now,
             lead_id=lead_id,
         )
-        append_event(
+        append_lead_event(
             session,
             company_id=company_id,
-            entity_type="lead",
-            entity_id=lead_id,
+            lead_id=lead_id,
             type="OptedIn",
             data={"channel": channel.value, "message_id": str(message_id)},
             actor=actor,
@@ -655,11 +653,10 @@ def record_opt_out(
         now=now,
         lead_id=lead_id,
     )
-    append_event(
+    append_lead_event(
         session,
         company_id=company_id,
-        entity_type="lead",
-        entity_id=lead_id,
+        lead_id=lead_id,
         type="OptedOut",
         data={
             "channel": channel.value,

@@ -2,14 +2,27 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from shvya.crm.models import Channel
-from shvya.schemas import NOT_BLANK, Page, SafeStr, StrictInput
+from shvya.schemas import NOT_BLANK, Page, RowOut, SafeStr, StrictInput
 
 MAX_TEXT_CHARS = 4096
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+# A message's text, with `Field(min_length=1, max_length=MAX_TEXT_CHARS, pattern=NOT_BLANK)`:
+# the pattern says in the schema what the validator checks, something besides blanks. (The
+# Field goes on the field, not in here: inside the Annotated its constraints would be checked
+# after the validators, with other error types, and the pattern would leave the schema.)
+MessageText = Annotated[SafeStr, AfterValidator(_not_blank)]
 
 
 class InboundMessageIn(StrictInput):
@@ -23,7 +36,7 @@ class InboundMessageIn(StrictInput):
         description="The lead's phone (E.164, or national in the company's region) or email.",
     )
     name: SafeStr | None = Field(default=None, max_length=200)
-    text: SafeStr = Field(min_length=1, max_length=MAX_TEXT_CHARS, pattern=NOT_BLANK)
+    text: MessageText = Field(min_length=1, max_length=MAX_TEXT_CHARS, pattern=NOT_BLANK)
     external_id: SafeStr | None = Field(
         default=None,
         min_length=1,
@@ -35,13 +48,6 @@ class InboundMessageIn(StrictInput):
         description="When the provider received it (ISO 8601 with an offset); default now.",
     )
 
-    @field_validator("text")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be blank")
-        return value
-
 
 class ReceiveResultOut(BaseModel):
     lead_id: uuid.UUID
@@ -51,10 +57,7 @@ class ReceiveResultOut(BaseModel):
     duplicate: bool
 
 
-class MessageOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: uuid.UUID
+class MessageOut(RowOut):
     lead_id: uuid.UUID
     channel: str
     direction: str
@@ -85,7 +88,7 @@ MAX_HISTORY_ITEMS = 500
 
 class HistoryItemIn(StrictInput):
     direction: Literal["in", "out"] = Field(description="in: from the lead; out: from the team")
-    text: SafeStr = Field(min_length=1, max_length=MAX_TEXT_CHARS, pattern=NOT_BLANK)
+    text: MessageText = Field(min_length=1, max_length=MAX_TEXT_CHARS, pattern=NOT_BLANK)
     kind: Literal["reply", "bumpup"] = Field(
         default="reply",
         description="bumpup: a follow-up nudge; new bump-ups never repeat imported ones",

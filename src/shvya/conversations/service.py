@@ -25,9 +25,11 @@ from shvya.conversations.schemas import HistoryIn, HistoryOut
 from shvya.crm import service as crm
 from shvya.crm.models import Channel
 from shvya.db.base import table_of
+from shvya.db.queries import count_rows, get_for_company, page_of
 from shvya.db.statements import insert_or_ignore
 from shvya.errors import InvalidInput, NotFound
-from shvya.events.service import append_event
+from shvya.events.service import append_lead_event
+from shvya.schemas import PageRequest
 
 # Delivery statuses only move forward; `failed` is final (docs/whatsapp.md 1.6).
 STATUS_RANK = {
@@ -45,33 +47,43 @@ class MessageNotFound(NotFound):
 
 
 def list_lead_messages(
-    session: Session, *, company_id: uuid.UUID, lead_id: uuid.UUID, limit: int, offset: int
+    session: Session, *, company_id: uuid.UUID, lead_id: uuid.UUID, page: PageRequest
 ) -> tuple[Sequence[Message], int]:
     """A conversation, oldest first."""
     crm.get_lead(session, company_id=company_id, lead_id=lead_id)
-    where = (Message.company_id == company_id, Message.lead_id == lead_id)
-    total = session.scalar(select(func.count()).select_from(Message).where(*where)) or 0
-    rows = session.scalars(
-        select(Message)
-        .where(*where)
-        .order_by(Message.created_at, Message.id)
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    return rows, total
+    return page_of(
+        session,
+        Message,
+        *_of_lead(company_id, lead_id),
+        order_by=(Message.created_at, Message.id),
+        page=page,
+    )
 
 
 def get_message(session: Session, *, company_id: uuid.UUID, message_id: uuid.UUID) -> Message:
-    row = session.scalars(
-        select(Message).where(Message.id == message_id, Message.company_id == company_id)
-    ).first()
-    if row is None:
-        raise MessageNotFound(f"message {message_id} not found")
-    return row
+    return get_for_company(
+        session, Message, message_id, company_id=company_id, missing=MessageNotFound
+    )
+
+
+def _of_lead(
+    company_id: uuid.UUID, lead_id: uuid.UUID, direction: Direction | None = None
+) -> list[Any]:
+    """The conditions that pick a lead's messages, or only those in one direction."""
+    where = [Message.company_id == company_id, Message.lead_id == lead_id]
+    if direction is not None:
+        where.append(Message.direction == direction.value)
+    return where
 
 
 # What we send that does not answer the lead's messages.
 NOT_AN_ANSWER = frozenset({"bumpup", "opt_out_confirmation"})
+
+
+def _answerable(meta: dict[str, Any] | None) -> bool:
+    """Whether an inbound message is one an AI reply answers: not imported history, not an
+    opt-in or opt-out keyword."""
+    return not (meta or {}).get("imported") and not (meta or {}).get("opt_keyword")
 
 
 def unanswered_inbound(
@@ -85,9 +97,7 @@ def unanswered_inbound(
     recent_out = session.execute(
         select(Message.created_at, Message.meta)
         .where(
-            Message.company_id == company_id,
-            Message.lead_id == lead_id,
-            Message.direction == Direction.outbound.value,
+            *_of_lead(company_id, lead_id, Direction.outbound),
             Message.status != MessageStatus.failed.value,
         )
         .order_by(Message.created_at.desc(), Message.id.desc())
@@ -102,11 +112,7 @@ def unanswered_inbound(
         ),
         None,
     )
-    statement = select(Message).where(
-        Message.company_id == company_id,
-        Message.lead_id == lead_id,
-        Message.direction == Direction.inbound.value,
-    )
+    statement = select(Message).where(*_of_lead(company_id, lead_id, Direction.inbound))
     answered: set[str] = set()
     if last_out is not None:
         # At or after our last message (clocks tick coarsely), less what it answered.
@@ -115,13 +121,7 @@ def unanswered_inbound(
     rows = session.scalars(
         statement.order_by(Message.created_at.desc(), Message.id.desc()).limit(limit)
     ).all()
-    return [
-        m
-        for m in reversed(rows)
-        if str(m.id) not in answered
-        and not m.meta.get("imported")
-        and not m.meta.get("opt_keyword")
-    ]
+    return [m for m in reversed(rows) if str(m.id) not in answered and _answerable(m.meta)]
 
 
 def newest_answerable_inbound(
@@ -132,22 +132,11 @@ def newest_answerable_inbound(
     sent, that no newer message arrived while it was written."""
     rows = session.execute(
         select(Message.id, Message.meta)
-        .where(
-            Message.company_id == company_id,
-            Message.lead_id == lead_id,
-            Message.direction == Direction.inbound.value,
-        )
+        .where(*_of_lead(company_id, lead_id, Direction.inbound))
         .order_by(Message.created_at.desc(), Message.id.desc())
         .limit(20)
     ).all()
-    return next(
-        (
-            row.id
-            for row in rows
-            if not (row.meta or {}).get("imported") and not (row.meta or {}).get("opt_keyword")
-        ),
-        None,
-    )
+    return next((row.id for row in rows if _answerable(row.meta)), None)
 
 
 def recent_messages(
@@ -156,11 +145,7 @@ def recent_messages(
     """The lead's last `limit` messages, imported history included, oldest first."""
     rows = session.scalars(
         select(Message)
-        .where(
-            Message.company_id == company_id,
-            Message.lead_id == lead_id,
-            Message.status != MessageStatus.failed.value,
-        )
+        .where(*_of_lead(company_id, lead_id), Message.status != MessageStatus.failed.value)
         .order_by(Message.created_at.desc(), Message.id.desc())
         .limit(limit)
     ).all()
@@ -174,29 +159,14 @@ def outbound_for(
     oldest first."""
     rows = session.scalars(
         select(Message)
-        .where(
-            Message.company_id == company_id,
-            Message.lead_id == lead_id,
-            Message.direction == Direction.outbound.value,
-        )
+        .where(*_of_lead(company_id, lead_id, Direction.outbound))
         .order_by(Message.created_at, Message.id)
     ).all()
     return [m for m in rows if m.meta.get("purpose") == purpose]
 
 
 def count_inbound(session: Session, *, company_id: uuid.UUID, lead_id: uuid.UUID) -> int:
-    return (
-        session.scalar(
-            select(func.count())
-            .select_from(Message)
-            .where(
-                Message.company_id == company_id,
-                Message.lead_id == lead_id,
-                Message.direction == Direction.inbound.value,
-            )
-        )
-        or 0
-    )
+    return count_rows(session, Message, *_of_lead(company_id, lead_id, Direction.inbound))
 
 
 # --- history import ---------------------------------------------------------------------------
@@ -280,12 +250,9 @@ def import_history(
     if times_out and (lead.last_outbound_at is None or max(times_out) > lead.last_outbound_at):
         lead.last_outbound_at = max(times_out).astimezone(UTC)
     if imported:
-        lead.updated_at = now
-        append_event(
+        crm.record_lead_change(
             session,
-            company_id=company_id,
-            entity_type="lead",
-            entity_id=lead_id,
+            lead,
             type="HistoryImported",
             data={
                 "channel": channel.value,
@@ -331,17 +298,12 @@ def last_outbound_at(
 def outbound_count_since(
     session: Session, *, channel_account_id: uuid.UUID, since: datetime
 ) -> int:
-    return (
-        session.scalar(
-            select(func.count())
-            .select_from(Message)
-            .where(
-                Message.channel_account_id == channel_account_id,
-                Message.direction == Direction.outbound.value,
-                Message.created_at >= since,
-            )
-        )
-        or 0
+    return count_rows(
+        session,
+        Message,
+        Message.channel_account_id == channel_account_id,
+        Message.direction == Direction.outbound.value,
+        Message.created_at >= since,
     )
 
 
@@ -401,11 +363,10 @@ def apply_delivery_status(
         if status.status is MessageStatus.read:
             message.read_at = status.at
     message.updated_at = now
-    append_event(
+    append_lead_event(
         session,
         company_id=company_id,
-        entity_type="lead",
-        entity_id=message.lead_id,
+        lead_id=message.lead_id,
         type="MessageStatusChanged",
         data={
             "message_id": str(message.id),
@@ -450,6 +411,31 @@ def create_outbound_message(
     session.add(message)
     session.flush()
     return message
+
+
+def resend_outbound_message(
+    session: Session,
+    *,
+    message_id: uuid.UUID,
+    text: str,
+    template_id: uuid.UUID | None,
+    meta: dict[str, Any],
+    now: datetime,
+) -> None:
+    """A message whose send failed in a way worth retrying goes again: `sending` once more,
+    with the content of this attempt, and the last attempt's error cleared."""
+    session.execute(
+        update(Message)
+        .where(Message.id == message_id)
+        .values(
+            status=MessageStatus.sending.value,
+            text=text,
+            template_id=template_id,
+            meta=meta,
+            error=None,
+            updated_at=now,
+        )
+    )
 
 
 def set_outbound_status(

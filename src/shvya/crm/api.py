@@ -19,18 +19,14 @@ from shvya.crm.schemas import (
     StageRulesIn,
 )
 from shvya.db.session import DbSession
-from shvya.deps import ClockDep
+from shvya.deps import ClockDep, Paging
 from shvya.events import service as events
-from shvya.events.schemas import EventOut, EventPage
+from shvya.events.schemas import EventPage
 from shvya.jobs.service import JobType, enqueue_job
 from shvya.schemas import (
     AUTH_ERRORS,
-    PAGE_LIMIT_DEFAULT,
     JobAcceptedOut,
-    LimitQuery,
-    OffsetQuery,
     SafeStr,
-    clamp_limit,
     error_responses,
 )
 from shvya.tenancy.auth import AdminKey, CurrentKey, PhoneRegion
@@ -55,24 +51,20 @@ def create_lead(
         actor=key.actor,
         now=clock.now(),
     )
-    return service.present_leads(session, [lead])[0]
+    return service.present_lead(session, lead)
 
 
 @router.get("/leads", summary="List leads, newest first", responses=error_responses(404))
 def list_leads(
     session: DbSession,
     key: CurrentKey,
+    page: Paging,
     stage: Annotated[SafeStr | None, Query(max_length=100, description="Stage id or name")] = None,
-    limit: Annotated[LimitQuery, Query()] = PAGE_LIMIT_DEFAULT,
-    offset: Annotated[OffsetQuery, Query()] = 0,
 ) -> LeadPage:
-    limit = clamp_limit(limit)
     leads, total = service.list_leads(
-        session, company_id=key.company.id, stage_ref=stage, limit=limit, offset=offset
+        session, company_id=key.company.id, stage_ref=stage, page=page
     )
-    return LeadPage(
-        items=service.present_leads(session, leads), total=total, limit=limit, offset=offset
-    )
+    return LeadPage.of(service.present_leads(session, leads), total, page)
 
 
 @router.get(
@@ -82,7 +74,7 @@ def list_leads(
 )
 def get_lead(lead_id: uuid.UUID, session: DbSession, key: CurrentKey) -> LeadOut:
     lead = service.get_lead(session, company_id=key.company.id, lead_id=lead_id)
-    return service.present_leads(session, [lead])[0]
+    return service.present_lead(session, lead)
 
 
 @router.patch(
@@ -101,7 +93,7 @@ def patch_lead(
         actor=key.actor,
         now=clock.now(),
     )
-    return service.present_leads(session, [lead])[0]
+    return service.present_lead(session, lead)
 
 
 @router.post(
@@ -121,7 +113,7 @@ def pause_ai(
     service.set_ai_paused(
         session, lead=lead, paused=True, reason=reason, actor=key.actor, now=clock.now()
     )
-    return service.present_leads(session, [lead])[0]
+    return service.present_lead(session, lead)
 
 
 @router.post(
@@ -134,7 +126,7 @@ def resume_ai(lead_id: uuid.UUID, session: DbSession, key: CurrentKey, clock: Cl
     service.set_ai_paused(
         session, lead=lead, paused=False, reason="resumed", actor=key.actor, now=clock.now()
     )
-    return service.present_leads(session, [lead])[0]
+    return service.present_lead(session, lead)
 
 
 def _enqueue_for_lead(
@@ -226,22 +218,14 @@ def patch_stage(
     responses=error_responses(404),
 )
 def list_lead_events(
-    lead_id: uuid.UUID,
-    session: DbSession,
-    key: CurrentKey,
-    limit: Annotated[LimitQuery, Query()] = PAGE_LIMIT_DEFAULT,
-    offset: Annotated[OffsetQuery, Query()] = 0,
+    lead_id: uuid.UUID, session: DbSession, key: CurrentKey, page: Paging
 ) -> EventPage:
-    limit = clamp_limit(limit)
     service.get_lead(session, company_id=key.company.id, lead_id=lead_id)
     rows, total = events.list_entity_events(
         session,
         company_id=key.company.id,
         entity_type="lead",
         entity_id=lead_id,
-        limit=limit,
-        offset=offset,
+        page=page,
     )
-    return EventPage(
-        items=[EventOut.model_validate(e) for e in rows], total=total, limit=limit, offset=offset
-    )
+    return EventPage.of(rows, total, page)

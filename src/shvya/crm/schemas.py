@@ -13,6 +13,7 @@ from shvya.schemas import (
     JsonObject,
     Number,
     Page,
+    RowOut,
     SafeStr,
     StrictInput,
     leave_out_or_set,
@@ -170,10 +171,7 @@ class StagePatchIn(StrictInput):
     ai_config: StageAIConfig
 
 
-class StageOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: uuid.UUID
+class StageOut(RowOut):
     name: str
     position: int
     ai_config: dict[str, Any]
@@ -193,10 +191,7 @@ class PipelineOut(BaseModel):
     stage_rules_are_default: bool
 
 
-class ContactOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: uuid.UUID
+class ContactOut(RowOut):
     channel: str
     value: str
     last_inbound_at: datetime | None
@@ -226,10 +221,7 @@ class SuppressionIn(StrictInput):
     reason: Literal["manual", "bounce", "complaint", "opt_out", "marketing_opt_out"] = "manual"
 
 
-class SuppressionOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: uuid.UUID
+class SuppressionOut(RowOut):
     channel: str
     address: str
     reason: str

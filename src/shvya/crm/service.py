@@ -49,9 +49,11 @@ from shvya.crm.schemas import (
     StageRule,
 )
 from shvya.db.base import UTCDateTime, table_of
+from shvya.db.queries import get_for_company, page_of
 from shvya.db.statements import insert_or_ignore
 from shvya.errors import Conflict, InvalidInput, NotFound
-from shvya.events.service import append_event
+from shvya.events.service import append_event, append_lead_event
+from shvya.schemas import PageRequest
 
 EMAIL_CHANNELS = frozenset({Channel.email})
 SANDBOX_VISITOR = re.compile(r"visitor-[0-9a-f]{16,64}")
@@ -244,12 +246,9 @@ class PipelineNotFound(NotFound):
 
 
 def get_pipeline(session: Session, *, company_id: uuid.UUID, pipeline_id: uuid.UUID) -> Pipeline:
-    pipeline = session.scalars(
-        select(Pipeline).where(Pipeline.id == pipeline_id, Pipeline.company_id == company_id)
-    ).first()
-    if pipeline is None:
-        raise PipelineNotFound(f"pipeline {pipeline_id} not found")
-    return pipeline
+    return get_for_company(
+        session, Pipeline, pipeline_id, company_id=company_id, missing=PipelineNotFound
+    )
 
 
 def pipeline_stages(session: Session, *, pipeline_id: uuid.UUID) -> list[Stage]:
@@ -305,11 +304,14 @@ def set_stage_ai_config(
     actor: str,
     now: datetime,
 ) -> Stage:
-    stage = session.scalars(
-        select(Stage).where(Stage.id == stage_id, Stage.company_id == company_id)
-    ).first()
-    if stage is None:
-        raise StageNotFound(f"stage {stage_id} not found; GET /pipelines lists the stages")
+    stage = get_for_company(
+        session,
+        Stage,
+        stage_id,
+        company_id=company_id,
+        missing=StageNotFound,
+        hint="; GET /pipelines lists the stages",
+    )
     stage.ai_config = config.model_dump(mode="json", exclude_defaults=True)
     append_event(
         session,
@@ -343,6 +345,29 @@ def stage_ai_config(stage: Stage | dict[str, Any] | None) -> StageAIConfig:
         return config
 
 
+def record_lead_change(
+    session: Session,
+    lead: Lead,
+    *,
+    type: str,
+    data: dict[str, Any],
+    actor: str,
+    now: datetime,
+) -> None:
+    """The lead changed: its updated_at moves to `now`, and its timeline says how (an event
+    of `type`)."""
+    lead.updated_at = now
+    append_lead_event(
+        session,
+        company_id=lead.company_id,
+        lead_id=lead.id,
+        type=type,
+        data=data,
+        actor=actor,
+        now=now,
+    )
+
+
 def move_stage(
     session: Session,
     *,
@@ -358,12 +383,9 @@ def move_stage(
     previous = session.get_one(Stage, lead.stage_id)
     lead.stage_id = stage.id
     lead.pipeline_id = stage.pipeline_id
-    lead.updated_at = now
-    append_event(
+    record_lead_change(
         session,
-        company_id=lead.company_id,
-        entity_type="lead",
-        entity_id=lead.id,
+        lead,
         type="StageChanged",
         data={
             "from": {"id": str(previous.id), "name": previous.name},
@@ -599,17 +621,16 @@ def _create_sender(
     stage = get_entry_stage(session, company_id=company_id, now=now)
     try:
         with session.begin_nested():
-            lead = Lead(
+            lead = _add_lead(
+                session,
                 company_id=company_id,
-                pipeline_id=stage.pipeline_id,
-                stage_id=stage.id,
+                stage=stage,
                 name=name,
                 attributes={},
-                created_at=now,
-                updated_at=now,
+                created_data={"contact": {"channel": channel.value, "value": value}},
+                actor=actor,
+                now=now,
             )
-            session.add(lead)
-            session.flush()
             contact = LeadContact(
                 company_id=company_id,
                 lead_id=lead.id,
@@ -631,20 +652,6 @@ def _create_sender(
         )
         assert isinstance(found, Sender)
         return found
-    append_event(
-        session,
-        company_id=company_id,
-        entity_type="lead",
-        entity_id=lead.id,
-        type="LeadCreated",
-        data={
-            "stage_id": str(stage.id),
-            "stage": stage.name,
-            "contact": {"channel": channel.value, "value": value},
-        },
-        actor=actor,
-        now=now,
-    )
     return Sender(
         contact_id=contact.id,
         lead_id=lead.id,
@@ -693,13 +700,44 @@ def note_inbound(
 # --- leads ------------------------------------------------------------------------------------
 
 
-def get_lead(session: Session, *, company_id: uuid.UUID, lead_id: uuid.UUID) -> Lead:
-    lead = session.scalars(
-        select(Lead).where(Lead.id == lead_id, Lead.company_id == company_id)
-    ).first()
-    if lead is None:
-        raise LeadNotFound(f"lead {lead_id} not found")
+def _add_lead(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    stage: Stage,
+    name: str | None,
+    attributes: dict[str, Any],
+    created_data: dict[str, Any],
+    actor: str,
+    now: datetime,
+) -> Lead:
+    """A new lead in `stage`, flushed for its id, and its LeadCreated event: the stage, then
+    `created_data` (how the lead is reached)."""
+    lead = Lead(
+        company_id=company_id,
+        pipeline_id=stage.pipeline_id,
+        stage_id=stage.id,
+        name=name,
+        attributes=attributes,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(lead)
+    session.flush()
+    append_lead_event(
+        session,
+        company_id=company_id,
+        lead_id=lead.id,
+        type="LeadCreated",
+        data={"stage_id": str(stage.id), "stage": stage.name, **created_data},
+        actor=actor,
+        now=now,
+    )
     return lead
+
+
+def get_lead(session: Session, *, company_id: uuid.UUID, lead_id: uuid.UUID) -> Lead:
+    return get_for_company(session, Lead, lead_id, company_id=company_id, missing=LeadNotFound)
 
 
 def create_lead(
@@ -720,7 +758,8 @@ def create_lead(
         stage = get_entry_stage(session, company_id=company_id, now=now)
     else:
         stage = resolve_stage(session, company_id=company_id, ref=data.stage, pipeline_id=None)
-    contacts = [
+    # The same contact twice is one contact.
+    contacts = dict.fromkeys(
         (
             contact.channel,
             normalise_contact(
@@ -728,19 +767,18 @@ def create_lead(
             ),
         )
         for index, contact in enumerate(data.contacts)
-    ]
-    lead = Lead(
+    )
+    lead = _add_lead(
+        session,
         company_id=company_id,
-        pipeline_id=stage.pipeline_id,
-        stage_id=stage.id,
+        stage=stage,
         name=data.name,
         attributes=data.attributes,
-        created_at=now,
-        updated_at=now,
+        created_data={"contacts": [{"channel": c.value, "value": v} for c, v in contacts]},
+        actor=actor,
+        now=now,
     )
-    session.add(lead)
-    session.flush()
-    for channel, value in dict.fromkeys(contacts):  # the same contact twice is one contact
+    for channel, value in contacts:
         inserted = insert_or_ignore(
             session,
             table_of(LeadContact),
@@ -760,20 +798,6 @@ def create_lead(
                 f"{channel.value} contact {value} already belongs to lead {owner.lead_id}",
                 extra={"lead_id": str(owner.lead_id)},
             )
-    append_event(
-        session,
-        company_id=company_id,
-        entity_type="lead",
-        entity_id=lead.id,
-        type="LeadCreated",
-        data={
-            "stage_id": str(stage.id),
-            "stage": stage.name,
-            "contacts": [{"channel": c.value, "value": v} for c, v in dict.fromkeys(contacts)],
-        },
-        actor=actor,
-        now=now,
-    )
     return lead
 
 
@@ -811,11 +835,10 @@ def update_lead(
             changes["attributes"] = {"set": patch.attributes}
             lead.attributes = merged
     if changes:
-        append_event(
+        append_lead_event(
             session,
             company_id=company_id,
-            entity_type="lead",
-            entity_id=lead.id,
+            lead_id=lead.id,
             type="LeadUpdated",
             data=changes,
             actor=actor,
@@ -846,12 +869,9 @@ def set_ai_paused(
     if lead.ai_paused == paused:
         return False
     lead.ai_paused = paused
-    lead.updated_at = now
-    append_event(
+    record_lead_change(
         session,
-        company_id=lead.company_id,
-        entity_type="lead",
-        entity_id=lead.id,
+        lead,
         type="AIPaused" if paused else "AIResumed",
         data={"reason": reason},
         actor=actor,
@@ -865,23 +885,16 @@ def list_leads(
     *,
     company_id: uuid.UUID,
     stage_ref: str | None,
-    limit: int,
-    offset: int,
+    page: PageRequest,
 ) -> tuple[Sequence[Lead], int]:
     """Newest first."""
     where = [Lead.company_id == company_id]
     if stage_ref is not None:
         stage = resolve_stage(session, company_id=company_id, ref=stage_ref, pipeline_id=None)
         where.append(Lead.stage_id == stage.id)
-    total = session.scalar(select(func.count()).select_from(Lead).where(*where)) or 0
-    leads = session.scalars(
-        select(Lead)
-        .where(*where)
-        .order_by(Lead.created_at.desc(), Lead.id.desc())
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    return leads, total
+    return page_of(
+        session, Lead, *where, order_by=(Lead.created_at.desc(), Lead.id.desc()), page=page
+    )
 
 
 def present_leads(session: Session, leads: Sequence[Lead]) -> list[LeadOut]:
@@ -918,6 +931,10 @@ def present_leads(session: Session, leads: Sequence[Lead]) -> list[LeadOut]:
         )
         for lead in leads
     ]
+
+
+def present_lead(session: Session, lead: Lead) -> LeadOut:
+    return present_leads(session, [lead])[0]
 
 
 # --- suppressions -----------------------------------------------------------------------------
@@ -981,11 +998,10 @@ def add_suppression(
     row = find_suppression(session, company_id=company_id, channel=channel, address=address)
     assert row is not None
     if created_id is not None:
-        append_event(
+        append_lead_event(
             session,
             company_id=company_id,
-            entity_type="lead" if lead_id else "company",
-            entity_id=lead_id or company_id,
+            lead_id=lead_id,
             type="ContactSuppressed",
             data={"channel": channel, "address": address, "reason": reason.value, "source": source},
             actor=actor,
@@ -1004,11 +1020,10 @@ def remove_suppression(
     lead_id: uuid.UUID | None = None,
 ) -> None:
     session.delete(suppression)
-    append_event(
+    append_lead_event(
         session,
         company_id=company_id,
-        entity_type="lead" if lead_id else "company",
-        entity_id=lead_id or company_id,
+        lead_id=lead_id,
         type="ContactUnsuppressed",
         data={"channel": suppression.channel, "address": suppression.address},
         actor=actor,
@@ -1019,29 +1034,21 @@ def remove_suppression(
 def get_suppression(
     session: Session, *, company_id: uuid.UUID, suppression_id: uuid.UUID
 ) -> Suppression:
-    row = session.scalars(
-        select(Suppression).where(
-            Suppression.id == suppression_id, Suppression.company_id == company_id
-        )
-    ).first()
-    if row is None:
-        raise SuppressionNotFound(f"suppression {suppression_id} not found")
-    return row
+    return get_for_company(
+        session, Suppression, suppression_id, company_id=company_id, missing=SuppressionNotFound
+    )
 
 
 def list_suppressions(
-    session: Session, *, company_id: uuid.UUID, limit: int, offset: int
+    session: Session, *, company_id: uuid.UUID, page: PageRequest
 ) -> tuple[Sequence[Suppression], int]:
-    where = (Suppression.company_id == company_id,)
-    total = session.scalar(select(func.count()).select_from(Suppression).where(*where)) or 0
-    rows = session.scalars(
-        select(Suppression)
-        .where(*where)
-        .order_by(Suppression.created_at.desc(), Suppression.id)
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    return rows, total
+    return page_of(
+        session,
+        Suppression,
+        Suppression.company_id == company_id,
+        order_by=(Suppression.created_at.desc(), Suppression.id),
+        page=page,
+    )
 
 
 def set_marketing_consent(
@@ -1056,11 +1063,10 @@ def set_marketing_consent(
         return False
     contact.marketing_consent = value
     contact.marketing_consent_at = at
-    append_event(
+    append_lead_event(
         session,
         company_id=contact.company_id,
-        entity_type="lead",
-        entity_id=contact.lead_id,
+        lead_id=contact.lead_id,
         type="MarketingConsentChanged",
         data={"channel": contact.channel, "value": value},
         now=now,

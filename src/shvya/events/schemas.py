@@ -4,15 +4,10 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
-from shvya.schemas import Page
+from shvya.schemas import Page, RowOut
 
 
-class EventOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: uuid.UUID
+class EventOut(RowOut):
     entity_type: str
     entity_id: uuid.UUID
     type: str

@@ -5,11 +5,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from shvya.db.base import new_id, table_of
+from shvya.db.queries import page_of
 from shvya.events.models import Event
+from shvya.schemas import PageRequest
 
 
 def append_event(
@@ -45,23 +47,60 @@ def append_event(
 _INSERT = insert(table_of(Event))
 
 
+def append_lead_event(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    lead_id: uuid.UUID | None,
+    type: str,
+    data: dict[str, Any] | None = None,
+    actor: str = "system",
+    now: datetime,
+) -> uuid.UUID:
+    """An event on a lead's timeline (GET /leads/{id}/events); on the company's when it
+    concerns no one lead (lead_id None)."""
+    return append_event(
+        session,
+        company_id=company_id,
+        entity_type="lead" if lead_id else "company",
+        entity_id=lead_id or company_id,
+        type=type,
+        data=data,
+        actor=actor,
+        now=now,
+    )
+
+
+def append_company_event(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    type: str,
+    data: dict[str, Any] | None = None,
+    actor: str = "system",
+    now: datetime,
+) -> uuid.UUID:
+    """An event on the company's own timeline: its settings, keys, channels, templates."""
+    return append_lead_event(
+        session, company_id=company_id, lead_id=None, type=type, data=data, actor=actor, now=now
+    )
+
+
 def list_entity_events(
     session: Session,
     *,
     company_id: uuid.UUID,
     entity_type: str,
     entity_id: uuid.UUID,
-    limit: int,
-    offset: int,
+    page: PageRequest,
 ) -> tuple[Sequence[Event], int]:
     """A timeline, oldest first. Ids are time-ordered UUIDv7, so they break ties in one instant."""
-    where = (
+    return page_of(
+        session,
+        Event,
         Event.company_id == company_id,
         Event.entity_type == entity_type,
         Event.entity_id == entity_id,
+        order_by=(Event.created_at, Event.id),
+        page=page,
     )
-    total = session.scalar(select(func.count()).select_from(Event).where(*where)) or 0
-    rows = session.scalars(
-        select(Event).where(*where).order_by(Event.created_at, Event.id).limit(limit).offset(offset)
-    ).all()
-    return rows, total

@@ -7,17 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from shvya.db.session import DbSession
-from shvya.deps import ClockDep
+from shvya.deps import ClockDep, Paging
 from shvya.errors import Forbidden
 from shvya.jobs import service
 from shvya.jobs.schemas import JobOut, JobPage, LaneStatsOut, QueueStatsOut, ReplayIn, ReplayOut
 from shvya.jobs.service import JobType
 from shvya.schemas import (
     AUTH_ERRORS,
-    PAGE_LIMIT_DEFAULT,
-    LimitQuery,
-    OffsetQuery,
-    clamp_limit,
     error_responses,
 )
 from shvya.tenancy.auth import AdminKey, CurrentKey
@@ -69,21 +65,16 @@ def get_queue_stats(
 def list_dead_jobs(
     session: DbSession,
     key: AdminKey,
+    page: Paging,
     type: Annotated[JobType | None, Query(description="Only jobs of this type")] = None,
-    limit: Annotated[LimitQuery, Query()] = PAGE_LIMIT_DEFAULT,
-    offset: Annotated[OffsetQuery, Query()] = 0,
 ) -> JobPage:
-    limit = clamp_limit(limit)
     jobs, total = service.list_dead_jobs(
         session,
         company_id=key.company.id,
         job_type=None if type is None else type.value,
-        limit=limit,
-        offset=offset,
+        page=page,
     )
-    return JobPage(
-        items=[JobOut.model_validate(j) for j in jobs], total=total, limit=limit, offset=offset
-    )
+    return JobPage.of(jobs, total, page)
 
 
 @router.post(

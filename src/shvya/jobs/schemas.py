@@ -4,16 +4,13 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from shvya.jobs.service import JobType
-from shvya.schemas import NOT_A_BOOL, Page, StrictInput
+from shvya.schemas import NOT_A_BOOL, Page, RowOut, StrictInput
 
 
-class JobOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: uuid.UUID
+class JobOut(RowOut):
     type: str
     priority: int
     status: str = Field(description="queued, processing, completed, failed or dlq")

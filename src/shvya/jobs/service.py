@@ -38,11 +38,13 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from shvya.db.base import UTCDateTime, new_id, table_of
+from shvya.db.queries import get_for_company, page_of
 from shvya.db.statements import insert_or_ignore
-from shvya.errors import NotFound, ShvyaError
-from shvya.events.service import append_event
+from shvya.errors import InvalidInput, NotFound
+from shvya.events.service import append_lead_event
 from shvya.jobs.models import Job, JobStatus
 from shvya.jobs.waker import waker_for
+from shvya.schemas import PageRequest
 
 logger = logging.getLogger(__name__)
 
@@ -92,9 +94,8 @@ BACKOFF_JITTER = 0.1
 ERROR_MAX_CHARS = 2000
 
 
-class UnknownJobType(ShvyaError):
+class UnknownJobType(InvalidInput):
     code = "unknown_job_type"
-    status = 422
 
 
 class JobNotFound(NotFound):
@@ -697,11 +698,10 @@ def _append_job_event(
     data: dict[str, Any],
     now: datetime,
 ) -> None:
-    append_event(
+    append_lead_event(
         session,
         company_id=job.company_id,
-        entity_type="lead" if job.lead_id else "company",
-        entity_id=job.lead_id or job.company_id,
+        lead_id=job.lead_id,
         type=type,
         data={"job_id": str(job.id), "job_type": job.type, **data},
         now=now,
@@ -712,10 +712,17 @@ def _append_job_event(
 
 
 def get_job(session: Session, *, company_id: uuid.UUID, job_id: uuid.UUID) -> Job:
-    job = session.scalars(select(Job).where(Job.id == job_id, Job.company_id == company_id)).first()
-    if job is None:
-        raise JobNotFound(f"job {job_id} not found")
-    return job
+    return get_for_company(session, Job, job_id, company_id=company_id, missing=JobNotFound)
+
+
+def _dead_lettered(company_id: uuid.UUID | None, job_type: str | None) -> list[Any]:
+    """Dead-lettered jobs: one company's (None: every company's), of one type or all."""
+    where = [Job.status == JobStatus.dlq.value]
+    if company_id is not None:
+        where.append(Job.company_id == company_id)
+    if job_type is not None:
+        where.append(Job.type == job_type)
+    return where
 
 
 def list_dead_jobs(
@@ -723,23 +730,15 @@ def list_dead_jobs(
     *,
     company_id: uuid.UUID | None,
     job_type: str | None,
-    limit: int,
-    offset: int,
+    page: PageRequest,
 ) -> tuple[Sequence[Job], int]:
-    where = [Job.status == JobStatus.dlq.value]
-    if company_id is not None:
-        where.append(Job.company_id == company_id)
-    if job_type is not None:
-        where.append(Job.type == job_type)
-    total = session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
-    rows = session.scalars(
-        select(Job)
-        .where(*where)
-        .order_by(Job.finished_at.desc(), Job.id)
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    return rows, total
+    return page_of(
+        session,
+        Job,
+        *_dead_lettered(company_id, job_type),
+        order_by=(Job.finished_at.desc(), Job.id),
+        page=page,
+    )
 
 
 def replay_dead_jobs(
@@ -753,12 +752,11 @@ def replay_dead_jobs(
     """DLQ jobs back to queued, due now, with their attempts reset."""
     if job_type is not None:
         job_priority(job_type)
-    candidates = select(Job.id).where(Job.status == JobStatus.dlq.value)
-    if company_id is not None:
-        candidates = candidates.where(Job.company_id == company_id)
-    if job_type is not None:
-        candidates = candidates.where(Job.type == job_type)
-    candidates = candidates.order_by(Job.finished_at, Job.id)
+    candidates = (
+        select(Job.id)
+        .where(*_dead_lettered(company_id, job_type))
+        .order_by(Job.finished_at, Job.id)
+    )
     if limit is not None:
         candidates = candidates.limit(limit)
     ids = list(session.scalars(candidates))
@@ -779,11 +777,10 @@ def replay_dead_jobs(
     for job_id, lead_id, job_company_id, type_, priority in session.execute(
         select(Job.id, Job.lead_id, Job.company_id, Job.type, Job.priority).where(Job.id.in_(ids))
     ):
-        append_event(
+        append_lead_event(
             session,
             company_id=job_company_id,
-            entity_type="lead" if lead_id else "company",
-            entity_id=lead_id or job_company_id,
+            lead_id=lead_id,
             type="JobReplayed",
             data={"job_id": str(job_id), "job_type": type_},
             now=now,

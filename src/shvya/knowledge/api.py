@@ -11,7 +11,7 @@ from starlette.datastructures import UploadFile
 
 from shvya.db.phases import commit_between_phases, run_phases
 from shvya.db.session import DbSession
-from shvya.deps import ClockDep, SettingsDep
+from shvya.deps import ClockDep, Paging, SettingsDep
 from shvya.errors import Forbidden, InvalidInput
 from shvya.knowledge import retrieval, service
 from shvya.knowledge.embeddings import EmbeddingBackend
@@ -25,11 +25,7 @@ from shvya.knowledge.schemas import (
 )
 from shvya.schemas import (
     AUTH_ERRORS,
-    PAGE_LIMIT_DEFAULT,
-    LimitQuery,
-    OffsetQuery,
     SafeStr,
-    clamp_limit,
     error_responses,
     inline_json_schema,
 )
@@ -60,15 +56,7 @@ def require_editor(key: CurrentKey) -> AuthenticatedKey:
 EditorKey = Annotated[AuthenticatedKey, Depends(require_editor)]
 
 
-class Upload:
-    def __init__(self, title: str, data: bytes, filename: str, content_type: str | None) -> None:
-        self.title = title
-        self.data = data
-        self.filename = filename
-        self.content_type = content_type
-
-
-async def read_upload(request: Request) -> Upload:
+async def read_upload(request: Request) -> service.DocumentFile:
     """The JSON body `{"title", "content"}`, or a multipart form with `file` (and `title`)."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
@@ -83,14 +71,18 @@ async def read_upload(request: Request) -> Upload:
         name = file.filename or "upload.txt"
         if title is not None and not isinstance(title, str):
             raise InvalidInput("title: must be text", extra={"field": "title"})
-        return Upload((title or name.rsplit(".", 1)[0]).strip(), data, name, file.content_type)
+        return service.DocumentFile(
+            (title or name.rsplit(".", 1)[0]).strip(), data, name, file.content_type
+        )
     try:
         body = KBDocumentIn.model_validate_json(await request.body())
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first.get("loc", ())) or "body"
         raise InvalidInput(f"{field}: {first.get('msg')}", extra={"field": field}) from None
-    return Upload(body.title, body.content.encode(), f"{body.title}.md", "text/markdown")
+    return service.DocumentFile(
+        body.title, body.content.encode(), f"{body.title}.md", "text/markdown"
+    )
 
 
 UPLOAD_BODY: dict[str, Any] = {
@@ -126,7 +118,7 @@ UPLOAD_BODY: dict[str, Any] = {
     },
 )
 def add_document(
-    upload: Annotated[Upload, Depends(read_upload)],
+    upload: Annotated[service.DocumentFile, Depends(read_upload)],
     response: Response,
     session: DbSession,
     key: EditorKey,
@@ -139,10 +131,7 @@ def add_document(
     adding = service.add_document(
         session,
         company_id=key.company.id,
-        title=upload.title,
-        data=upload.data,
-        filename=upload.filename,
-        declared_type=upload.content_type,
+        file=upload,
         settings=settings,
         backend=embeddings,
         actor=key.actor,
@@ -158,22 +147,9 @@ def add_document(
 
 
 @router.get("/kb/documents", summary="The company's knowledge-base documents")
-def list_documents(
-    session: DbSession,
-    key: CurrentKey,
-    limit: Annotated[LimitQuery, Query()] = PAGE_LIMIT_DEFAULT,
-    offset: Annotated[OffsetQuery, Query()] = 0,
-) -> KBDocumentPage:
-    limit = clamp_limit(limit)
-    rows, total = service.list_documents(
-        session, company_id=key.company.id, limit=limit, offset=offset
-    )
-    return KBDocumentPage(
-        items=[KBDocumentOut.model_validate(r) for r in rows],
-        total=total,
-        limit=limit,
-        offset=offset,
-    )
+def list_documents(session: DbSession, key: CurrentKey, page: Paging) -> KBDocumentPage:
+    rows, total = service.list_documents(session, company_id=key.company.id, page=page)
+    return KBDocumentPage.of(rows, total, page)
 
 
 @router.get("/kb/documents/{document_id}", summary="One document", responses=error_responses(404))

@@ -1,5 +1,5 @@
 """OpenAI's embeddings endpoint (or a compatible server's), through the official SDK and the
-client and error mapping of the OpenAI text provider."""
+client and error classes of the OpenAI text provider."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import openai
 
 from shvya.ai.providers import ProviderError, ProviderErrorKind
-from shvya.ai.providers.openai_provider import make_client, provider_error
+from shvya.ai.providers.openai_provider import OPENAI_ERRORS, make_client
 from shvya.config import Settings
 from shvya.knowledge.embeddings import Vectors, normalise
 
@@ -39,19 +39,13 @@ class OpenAIEmbeddings:
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         vectors: list[list[float]] = []
-        try:
+        with OPENAI_ERRORS.mapped():
             for start in range(0, len(texts), 256):
                 response = self._client.embeddings.create(
                     model=self.model, input=list(texts[start : start + 256])
                 )
                 ordered = sorted(response.data, key=lambda item: item.index)
                 vectors.extend(list(item.embedding) for item in ordered)
-        except openai.OpenAIError as exc:
-            raise provider_error(exc) from None
-        except (ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
-            raise ProviderError(
-                ProviderErrorKind.bad_response, f"{type(exc).__name__}: {exc}"
-            ) from None
         if len(vectors) != len(texts):
             raise ProviderError(
                 ProviderErrorKind.bad_response, "a vector per text did not come back"

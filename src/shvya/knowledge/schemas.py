@@ -6,9 +6,9 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from shvya.schemas import Page, SafeStr, StrictInput
+from shvya.schemas import Page, RowOut, SafeStr, StrictInput
 
 
 class KBDocumentIn(StrictInput):
@@ -16,10 +16,7 @@ class KBDocumentIn(StrictInput):
     content: SafeStr = Field(min_length=1, description="Markdown or plain text")
 
 
-class KBDocumentOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: uuid.UUID
+class KBDocumentOut(RowOut):
     title: str
     source: str | None
     mime_type: str

@@ -9,20 +9,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, text
+from sqlalchemy import bindparam, delete, select, text
 from sqlalchemy.orm import Session
 
 from shvya.config import Settings
 from shvya.db.base import new_id
 from shvya.db.phases import Call, Phases
+from shvya.db.queries import get_for_company, page_of
 from shvya.errors import InvalidInput, NotFound
-from shvya.events.service import append_event
+from shvya.events.service import append_company_event
 from shvya.jobs.service import JobType, PermanentJobError, enqueue_job
 from shvya.knowledge import retrieval
 from shvya.knowledge.chunking import Passage, split_passages
 from shvya.knowledge.documents import blocks_of, extract_text, mime_type_for
 from shvya.knowledge.embeddings import EmbeddingBackend, Vectors, to_bytes
 from shvya.knowledge.models import AIKBDoc, AIKBPassage
+from shvya.schemas import PageRequest
 
 
 class DocumentNotFound(NotFound):
@@ -47,14 +49,21 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@dataclass(frozen=True)
+class DocumentFile:
+    """A document as it is handed in: an upload, a JSON body, a file on disk."""
+
+    title: str
+    data: bytes
+    filename: str
+    content_type: str | None  # as declared by the sender; the filename decides without one
+
+
 def add_document(
     session: Session,
     *,
     company_id: uuid.UUID,
-    title: str,
-    data: bytes,
-    filename: str,
-    declared_type: str | None,
+    file: DocumentFile,
     settings: Settings,
     backend: EmbeddingBackend | None,
     actor: str,
@@ -64,12 +73,12 @@ def add_document(
     content replaces the old passages; a large upload is kept and handed to a kb.ingest job,
     so the request stays short. The passages' embeddings are the one call, made with no
     transaction open; nothing is written before it."""
-    title = title.strip()
+    title, data, filename = file.title.strip(), file.data, file.filename
     if not title:
         raise InvalidInput("title: must not be empty", extra={"field": "title"})
     if not data.strip():
         raise EmptyDocument(f"{filename!r} is empty")
-    mime_type = mime_type_for(filename, declared_type)
+    mime_type = mime_type_for(filename, file.content_type)
     digest = content_hash(data)
     document = _document_titled(session, company_id=company_id, title=title)
     if document is not None and document.content_hash == digest and document.status != "failed":
@@ -266,11 +275,9 @@ def _event(
     actor: str,
     now: datetime,
 ) -> None:
-    append_event(
+    append_company_event(
         session,
         company_id=company_id,
-        entity_type="company",
-        entity_id=company_id,
         type=type_,
         data={"document_id": str(document.id), "title": document.title},
         actor=actor,
@@ -279,23 +286,17 @@ def _event(
 
 
 def get_document(session: Session, *, company_id: uuid.UUID, document_id: uuid.UUID) -> AIKBDoc:
-    document = session.scalars(
-        select(AIKBDoc).where(AIKBDoc.id == document_id, AIKBDoc.company_id == company_id)
-    ).first()
-    if document is None:
-        raise DocumentNotFound(f"document {document_id} not found")
-    return document
+    return get_for_company(
+        session, AIKBDoc, document_id, company_id=company_id, missing=DocumentNotFound
+    )
 
 
 def list_documents(
-    session: Session, *, company_id: uuid.UUID, limit: int, offset: int
+    session: Session, *, company_id: uuid.UUID, page: PageRequest
 ) -> tuple[Sequence[AIKBDoc], int]:
-    where = (AIKBDoc.company_id == company_id,)
-    total = session.scalar(select(func.count()).select_from(AIKBDoc).where(*where)) or 0
-    rows = session.scalars(
-        select(AIKBDoc).where(*where).order_by(AIKBDoc.title).limit(limit).offset(offset)
-    ).all()
-    return rows, total
+    return page_of(
+        session, AIKBDoc, AIKBDoc.company_id == company_id, order_by=(AIKBDoc.title,), page=page
+    )
 
 
 def delete_document(

@@ -1,20 +1,15 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from shvya.db.session import DbSession
-from shvya.deps import ClockDep
+from shvya.deps import ClockDep, Paging
 from shvya.jobs.service import JobType, enqueue_job
 from shvya.schemas import (
     AUTH_ERRORS,
-    PAGE_LIMIT_DEFAULT,
     JobAcceptedOut,
-    LimitQuery,
-    OffsetQuery,
-    clamp_limit,
     error_responses,
 )
 from shvya.templates import service
@@ -25,19 +20,11 @@ router = APIRouter(tags=["templates"], responses=error_responses(*AUTH_ERRORS))
 
 
 @router.get("/templates", summary="The company's message templates and their status")
-def list_templates(
-    session: DbSession,
-    key: CurrentKey,
-    limit: Annotated[LimitQuery, Query()] = PAGE_LIMIT_DEFAULT,
-    offset: Annotated[OffsetQuery, Query()] = 0,
-) -> TemplatePage:
-    limit = clamp_limit(limit)
+def list_templates(session: DbSession, key: CurrentKey, page: Paging) -> TemplatePage:
     rows, total = service.list_templates(
-        session, company_id=key.company.id, channel=None, limit=limit, offset=offset
+        session, company_id=key.company.id, channel=None, page=page
     )
-    return TemplatePage(
-        items=[TemplateOut.model_validate(r) for r in rows], total=total, limit=limit, offset=offset
-    )
+    return TemplatePage.of(rows, total, page)
 
 
 @router.post(

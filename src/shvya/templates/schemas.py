@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from shvya.schemas import JsonObject, Page, SafeStr, StrictInput
+from shvya.schemas import JsonObject, Page, RowOut, SafeStr, StrictInput
 
 
 class TemplateDraftIn(StrictInput):
@@ -22,10 +21,7 @@ class TemplateDraftIn(StrictInput):
     )
 
 
-class TemplateOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: uuid.UUID
+class TemplateOut(RowOut):
     channel: str
     name: str
     language: str

@@ -13,11 +13,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shvya.db.queries import get_for_company, page_of
 from shvya.errors import Conflict, InvalidInput, NotFound
-from shvya.events.service import append_event
+from shvya.events.service import append_company_event
+from shvya.schemas import PageRequest
 from shvya.templates.models import Template
 
 BODY_VARIABLE = re.compile(r"\{\{\s*(\d+)\s*\}\}")
@@ -109,29 +111,20 @@ def _header_format(components: Any) -> str | None:
 
 
 def list_templates(
-    session: Session, *, company_id: uuid.UUID, channel: str | None, limit: int, offset: int
+    session: Session, *, company_id: uuid.UUID, channel: str | None, page: PageRequest
 ) -> tuple[Sequence[Template], int]:
     where = [Template.company_id == company_id]
     if channel is not None:
         where.append(Template.channel == channel)
-    total = session.scalar(select(func.count()).select_from(Template).where(*where)) or 0
-    rows = session.scalars(
-        select(Template)
-        .where(*where)
-        .order_by(Template.name, Template.language)
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    return rows, total
+    return page_of(
+        session, Template, *where, order_by=(Template.name, Template.language), page=page
+    )
 
 
 def get_template(session: Session, *, company_id: uuid.UUID, template_id: uuid.UUID) -> Template:
-    row = session.scalars(
-        select(Template).where(Template.id == template_id, Template.company_id == company_id)
-    ).first()
-    if row is None:
-        raise TemplateNotFound(f"template {template_id} not found")
-    return row
+    return get_for_company(
+        session, Template, template_id, company_id=company_id, missing=TemplateNotFound
+    )
 
 
 def find_template(
@@ -178,11 +171,9 @@ def create_draft(
     )
     session.add(template)
     session.flush()
-    append_event(
+    append_company_event(
         session,
         company_id=company_id,
-        entity_type="company",
-        entity_id=company_id,
         type="TemplateDrafted",
         data={"template_id": str(template.id), "name": name, "language": language},
         actor=actor,
@@ -219,11 +210,9 @@ def set_template_status(
     template.status = status.value
     template.rejection_reason = reason
     template.updated_at = now
-    append_event(
+    append_company_event(
         session,
         company_id=template.company_id,
-        entity_type="company",
-        entity_id=template.company_id,
         type="TemplateStatusChanged",
         data={
             "template_id": str(template.id),

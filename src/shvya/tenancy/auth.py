@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from shvya.clock import Clock
 from shvya.db.session import DbSession
 from shvya.deps import SettingsDep
-from shvya.errors import Forbidden, TooManyRequests, Unauthorized
+from shvya.errors import Forbidden, Unauthorized
 from shvya.ratelimit import SlidingWindowLimiter
 from shvya.tenancy.models import Role
 from shvya.tenancy.service import AuthenticatedKey, CompanyRef, authenticate_api_key
@@ -42,12 +42,9 @@ def authenticate_request(
     limiter: SlidingWindowLimiter = request.app.state.auth_limiter
     clock: Clock = request.app.state.clock
     address = client_address(request)
-    retry_after = limiter.retry_after_seconds(address)
-    if retry_after is not None:
-        raise TooManyRequests(
-            "too many failed authentications from this address; wait and retry",
-            extra={"retry_after_seconds": retry_after},
-        )
+    limiter.refuse_when_over(
+        address, "too many failed authentications from this address; wait and retry"
+    )
     if credentials is None or credentials.scheme.lower() != "bearer":
         limiter.record(address)
         raise Unauthorized("send your API key as `Authorization: Bearer <key>`")

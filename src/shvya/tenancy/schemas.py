@@ -7,9 +7,9 @@ from zoneinfo import available_timezones
 
 import phonenumbers
 import pycountry
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
+from pydantic import AfterValidator, BaseModel, Field, StrictBool
 
-from shvya.schemas import NOT_A_BOOL, SafeStr, StrictInput, leave_out_or_set, one_of
+from shvya.schemas import NOT_A_BOOL, RowOut, SafeStr, StrictInput, leave_out_or_set, one_of
 from shvya.tenancy.models import Role
 
 
@@ -18,10 +18,7 @@ class ApiKeyCreateIn(StrictInput):
     role: Role
 
 
-class ApiKeyOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: uuid.UUID
+class ApiKeyOut(RowOut):
     name: str
     role: str
     prefix: str = Field(description="The key's public part: it starts every key of this row.")
@@ -55,25 +52,33 @@ TIMEZONES = sorted(available_timezones())
 PHONE_REGIONS = sorted(phonenumbers.SUPPORTED_REGIONS)
 
 
-def check_region(code: str) -> str:
-    if code not in PHONE_REGIONS:
-        hint = f"; write it in capitals: {code.upper()}" if code.upper() in PHONE_REGIONS else ""
-        raise ValueError(f"{code!r} is not an ISO 3166 region code (e.g. US, IN, GB){hint}")
+def _check_code(code: str, known: list[str], *, what: str, capitals: bool) -> str:
+    """`code` if it is one of `known`; else an error naming `what` it should be, and how to
+    write it when only its case is wrong."""
+    if code not in known:
+        fixed = code.upper() if capitals else code.lower()
+        case = "capitals" if capitals else "small letters"
+        hint = f"; write it in {case}: {fixed}" if fixed in known else ""
+        raise ValueError(f"{code!r} is not an {what}{hint}")
     return code
+
+
+def check_region(code: str) -> str:
+    return _check_code(
+        code, PHONE_REGIONS, what="ISO 3166 region code (e.g. US, IN, GB)", capitals=True
+    )
 
 
 def check_currency(code: str) -> str:
-    if code not in CURRENCIES:
-        hint = f"; write it in capitals: {code.upper()}" if code.upper() in CURRENCIES else ""
-        raise ValueError(f"{code!r} is not an ISO 4217 currency code (e.g. USD, INR, EUR){hint}")
-    return code
+    return _check_code(
+        code, CURRENCIES, what="ISO 4217 currency code (e.g. USD, INR, EUR)", capitals=True
+    )
 
 
 def check_language(code: str) -> str:
-    if code not in LANGUAGES:
-        hint = f"; write it in small letters: {code.lower()}" if code.lower() in LANGUAGES else ""
-        raise ValueError(f"{code!r} is not an ISO 639-1 language code (e.g. en, hi, es){hint}")
-    return code
+    return _check_code(
+        code, LANGUAGES, what="ISO 639-1 language code (e.g. en, hi, es)", capitals=False
+    )
 
 
 def check_timezone_name(name: str) -> str:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from shvya.db.base import UTCDateTime, table_of
 from shvya.errors import Conflict, InvalidInput, NotFound
-from shvya.events.service import append_event
+from shvya.events.service import append_company_event, append_event
 from shvya.tenancy.models import ApiKey, ChannelAccount, Company, Role
 from shvya.tenancy.schemas import CompanyOut, CompanyPatchIn
 
@@ -108,11 +108,9 @@ def create_company(
     )
     session.add(company)
     session.flush()
-    append_event(
+    append_company_event(
         session,
         company_id=company.id,
-        entity_type="company",
-        entity_id=company.id,
         type="CompanyCreated",
         data={"name": name, "timezone": company.timezone},
         now=now,
@@ -181,6 +179,28 @@ def create_api_key(
 
 _keys = table_of(ApiKey)
 _companies = table_of(Company)
+# What a request knows of its company (a CompanyRef), read in the same query as the key or
+# the channel account that names it.
+_COMPANY_REF = (
+    _companies.c.id.label("company_id"),
+    _companies.c.name,
+    _companies.c.timezone,
+    _companies.c.phone_region,
+    _companies.c.settings,
+)
+
+
+def _company_ref(row: Any) -> CompanyRef:
+    """The CompanyRef of a row that selected _COMPANY_REF."""
+    return CompanyRef(
+        id=row.company_id,
+        name=row.name,
+        timezone=row.timezone,
+        phone_region=row.phone_region,
+        settings=dict(row.settings or {}),
+    )
+
+
 _FIND_KEY = (
     select(
         _keys.c.id,
@@ -188,11 +208,7 @@ _FIND_KEY = (
         _keys.c.key_hash,
         _keys.c.revoked_at,
         _keys.c.last_used_at,
-        _companies.c.id.label("company_id"),
-        _companies.c.name,
-        _companies.c.timezone,
-        _companies.c.phone_region,
-        _companies.c.settings,
+        *_COMPANY_REF,
     )
     .join(_companies, _companies.c.id == _keys.c.company_id)
     .where(_keys.c.prefix == bindparam("prefix"))
@@ -228,17 +244,7 @@ def authenticate_api_key(
         connection.execute(
             _TOUCH_KEY, {"key_id": row.id, "now": now, "stale": now - LAST_USED_RESOLUTION}
         )
-    return AuthenticatedKey(
-        key_id=row.id,
-        role=Role(row.role),
-        company=CompanyRef(
-            id=row.company_id,
-            name=row.name,
-            timezone=row.timezone,
-            phone_region=row.phone_region,
-            settings=dict(row.settings or {}),
-        ),
-    )
+    return AuthenticatedKey(key_id=row.id, role=Role(row.role), company=_company_ref(row))
 
 
 def list_api_keys(session: Session, *, company_id: uuid.UUID) -> Sequence[ApiKey]:
@@ -357,11 +363,9 @@ def update_company(
         company.settings = settings
     if changed:
         company.updated_at = now
-        append_event(
+        append_company_event(
             session,
             company_id=company.id,
-            entity_type="company",
-            entity_id=company.id,
             type="CompanyUpdated",
             data={"changed": sorted(changed)},
             actor=actor,
@@ -391,13 +395,7 @@ def find_channel_account(
 
 _accounts = table_of(ChannelAccount)
 _COMPANY_BY_ACCOUNT = (
-    select(
-        _companies.c.id,
-        _companies.c.name,
-        _companies.c.timezone,
-        _companies.c.phone_region,
-        _companies.c.settings,
-    )
+    select(*_COMPANY_REF)
     .join(_accounts, _accounts.c.company_id == _companies.c.id)
     .where(
         _accounts.c.channel == bindparam("channel"),
@@ -415,15 +413,7 @@ def find_channel_company(session: Session, *, channel: str, external_id: str) ->
         .execute(_COMPANY_BY_ACCOUNT, {"channel": channel, "external_id": external_id})
         .first()
     )
-    if row is None:
-        return None
-    return CompanyRef(
-        id=row.id,
-        name=row.name,
-        timezone=row.timezone,
-        phone_region=row.phone_region,
-        settings=dict(row.settings or {}),
-    )
+    return None if row is None else _company_ref(row)
 
 
 def company_channel_account(
@@ -479,11 +469,9 @@ def upsert_channel_account(
     account.config = {**(account.config or {}), **config}
     account.is_active = True
     session.flush()
-    append_event(
+    append_company_event(
         session,
         company_id=company_id,
-        entity_type="company",
-        entity_id=company_id,
         type="ChannelAccountConnected",
         data={"channel": channel, "external_id": external_id, "account_id": str(account.id)},
         actor=actor,

@@ -17,17 +17,18 @@ from typing import Annotated
 
 from fastapi import APIRouter, Cookie, Query, Request, Response
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from shvya.config import Settings
 from shvya.conversations import service as conversations
+from shvya.conversations.schemas import MessageText
 from shvya.crm import service as crm
 from shvya.crm.models import Channel
 from shvya.db.session import DbSession
 from shvya.deps import ClockDep, SettingsDep
-from shvya.errors import NotFound, TooManyRequests
+from shvya.errors import NotFound
 from shvya.ratelimit import SlidingWindowLimiter
-from shvya.schemas import NOT_BLANK, SafeStr, StrictInput, error_responses
+from shvya.schemas import NOT_BLANK, PageRequest, StrictInput, error_responses
 from shvya.tenancy import service as tenancy
 from shvya.tenancy.auth import client_address
 from shvya.tenancy.models import Company
@@ -43,18 +44,14 @@ class SandboxOff(NotFound):
 
 
 class SandboxMessageIn(StrictInput):
-    # The pattern says in the schema what the validator checks: something besides blanks.
-    text: SafeStr = Field(min_length=1, max_length=conversations.MAX_TEXT_CHARS, pattern=NOT_BLANK)
-
-    @field_validator("text")
-    @classmethod
-    def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be blank")
-        return value
+    text: MessageText = Field(
+        min_length=1, max_length=conversations.MAX_TEXT_CHARS, pattern=NOT_BLANK
+    )
 
 
 class SandboxMessageOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
     id: uuid.UUID
     direction: str
     text: str
@@ -124,12 +121,7 @@ def post_sandbox_message(
     # Each message may start AI work: a visitor (or a script) gets a bounded number.
     limiter: SlidingWindowLimiter = request.app.state.sandbox_limiter
     address = client_address(request)
-    retry_after = limiter.retry_after_seconds(address)
-    if retry_after is not None:
-        raise TooManyRequests(
-            "too many sandbox messages from this address; wait a little",
-            extra={"retry_after_seconds": retry_after},
-        )
+    limiter.refuse_when_over(address, "too many sandbox messages from this address; wait a little")
     limiter.record(address)
     visitor = _visitor_from(shvya_sandbox, settings)
     if visitor is None:
@@ -185,26 +177,19 @@ def get_sandbox_messages(
     if contact is None:
         return SandboxChatOut(company=company.name, messages=[])
     rows, total = conversations.list_lead_messages(
-        session, company_id=company.id, lead_id=contact.lead_id, limit=limit, offset=0
+        session,
+        company_id=company.id,
+        lead_id=contact.lead_id,
+        page=PageRequest(limit=limit, offset=0),
     )
     if total > limit:
         rows, _ = conversations.list_lead_messages(
             session,
             company_id=company.id,
             lead_id=contact.lead_id,
-            limit=limit,
-            offset=total - limit,
+            page=PageRequest(limit=limit, offset=total - limit),
         )
     return SandboxChatOut(
         company=company.name,
-        messages=[
-            SandboxMessageOut(
-                id=m.id,
-                direction=m.direction,
-                text=m.text,
-                status=m.status,
-                created_at=m.created_at,
-            )
-            for m in rows
-        ],
+        messages=[SandboxMessageOut.model_validate(m) for m in rows],
     )

@@ -14,35 +14,14 @@ from shvya.ai.providers import (
     ProviderError,
     ProviderErrorKind,
 )
+from shvya.ai.providers.sdk_errors import SDKErrors
 from shvya.config import Settings
 
-
-def _retry_after(exc: anthropic.APIStatusError) -> float | None:
-    value = exc.response.headers.get("retry-after") if exc.response is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _provider_error(exc: Exception) -> ProviderError:
-    if isinstance(exc, anthropic.RateLimitError):
-        return ProviderError(
-            ProviderErrorKind.rate_limited, str(exc.message), retry_after_seconds=_retry_after(exc)
-        )
-    if isinstance(exc, anthropic.AuthenticationError | anthropic.PermissionDeniedError):
-        return ProviderError(ProviderErrorKind.auth, str(exc.message))
-    if isinstance(exc, anthropic.APITimeoutError | anthropic.APIConnectionError):
-        return ProviderError(ProviderErrorKind.unavailable, type(exc).__name__)
-    if isinstance(exc, anthropic.APIStatusError):
-        # 529 is Anthropic's "overloaded": like a 503, come back later.
-        kind = (
-            ProviderErrorKind.unavailable
-            if exc.status_code >= 500 or exc.status_code in (408, 409)
-            else ProviderErrorKind.bad_request
-        )
-        return ProviderError(kind, f"HTTP {exc.status_code}: {exc.message}")
-    return ProviderError(ProviderErrorKind.bad_response, f"{type(exc).__name__}: {exc}")
+ANTHROPIC_ERRORS = SDKErrors(
+    base=anthropic.AnthropicError,
+    status=anthropic.APIStatusError,
+    connection=anthropic.APIConnectionError,
+)
 
 
 class AnthropicProvider:
@@ -85,20 +64,13 @@ class AnthropicProvider:
             ]
             arguments["tool_choice"] = {"type": "tool", "name": request.schema_name}
         started = time.perf_counter()
-        try:
+        with ANTHROPIC_ERRORS.mapped():
             response = self._client.messages.create(**arguments)
             if response.content is None or response.usage is None:
                 raise ValueError("a message without content or usage")
             blocks = list(response.content)
             usage = response.usage
             answered_model = str(response.model or model)
-        except anthropic.AnthropicError as exc:
-            raise _provider_error(exc) from None
-        except (ValueError, TypeError, AttributeError) as exc:
-            # A 200 we cannot read (not JSON, or not a message): the SDK does not check it.
-            raise ProviderError(
-                ProviderErrorKind.bad_response, f"{type(exc).__name__}: {exc}"
-            ) from None
         latency_ms = int((time.perf_counter() - started) * 1000)
         text_parts: list[str] = []
         data: dict[str, Any] | None = None

@@ -14,34 +14,13 @@ from shvya.ai.providers import (
     ProviderError,
     ProviderErrorKind,
 )
+from shvya.ai.providers.sdk_errors import SDKErrors
 from shvya.config import Settings
 
-
-def _retry_after(exc: openai.APIStatusError) -> float | None:
-    value = exc.response.headers.get("retry-after") if exc.response is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def provider_error(exc: Exception) -> ProviderError:
-    if isinstance(exc, openai.RateLimitError):
-        return ProviderError(
-            ProviderErrorKind.rate_limited, str(exc.message), retry_after_seconds=_retry_after(exc)
-        )
-    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
-        return ProviderError(ProviderErrorKind.auth, str(exc.message))
-    if isinstance(exc, openai.APITimeoutError | openai.APIConnectionError):
-        return ProviderError(ProviderErrorKind.unavailable, type(exc).__name__)
-    if isinstance(exc, openai.APIStatusError):
-        kind = (
-            ProviderErrorKind.unavailable
-            if exc.status_code >= 500 or exc.status_code in (408, 409)
-            else ProviderErrorKind.bad_request
-        )
-        return ProviderError(kind, f"HTTP {exc.status_code}: {exc.message}")
-    return ProviderError(ProviderErrorKind.bad_response, f"{type(exc).__name__}: {exc}")
+# Also what the OpenAI embeddings raise (knowledge/openai_embeddings.py).
+OPENAI_ERRORS = SDKErrors(
+    base=openai.OpenAIError, status=openai.APIStatusError, connection=openai.APIConnectionError
+)
 
 
 def make_client(settings: Settings) -> openai.OpenAI:
@@ -89,17 +68,10 @@ class OpenAIProvider:
                 },
             }
         started = time.perf_counter()
-        try:
+        with OPENAI_ERRORS.mapped():
             response = self._client.chat.completions.create(**arguments)
             text = response.choices[0].message.content or ""
             usage = response.usage
-        except openai.OpenAIError as exc:
-            raise provider_error(exc) from None
-        except (ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
-            # A 200 we cannot read (not JSON, fields missing): the SDK does not check it.
-            raise ProviderError(
-                ProviderErrorKind.bad_response, f"{type(exc).__name__}: {exc}"
-            ) from None
         latency_ms = int((time.perf_counter() - started) * 1000)
         data = _parse_json(text) if request.json_schema is not None else None
         return Completion(
