@@ -212,3 +212,25 @@ def test_a_celery_thread_whose_connection_was_cut_runs_its_next_job_at_once(
     finally:
         stop(worker)
     assert statuses(session_factory) == Counter({"completed": 8})
+
+
+def test_a_celery_worker_stopped_while_its_nodes_start_exits_cleanly(
+    celery_settings: Settings, engine: Engine, tmp_path: Path
+) -> None:
+    # A deploy that stops a worker right after starting it (a rollout, a crash loop's restart)
+    # sends SIGTERM before the Celery nodes have their handlers: that is a clean stop, with
+    # exit status 0, not a node "killed by a signal" (status 241 in the shell).
+    worker = start_celery_worker(celery_settings, tmp_path / "ledger")
+    try:
+        wait_until(lambda: len(child_pids(worker.pid)) >= 2, timeout=60, what="two nodes")
+    finally:
+        stop(worker)  # at once: the nodes are still importing, before any handler is set
+
+
+def child_pids(pid: int) -> list[int]:
+    try:
+        return [
+            int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        ]
+    except OSError:
+        return []

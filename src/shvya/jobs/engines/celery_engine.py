@@ -410,6 +410,16 @@ def _module_app() -> Celery:
 celery_app = _module_app()
 
 
+def _node_exit_code(returncode: int) -> int:
+    """A node's exit status as ours. A node that was still starting when the stop came has no
+    signal handler yet and ends by our SIGTERM itself: it had claimed nothing, so that is a
+    clean stop. Any other death by a signal is a failure (never a negative exit status, which
+    the shell would show as 241)."""
+    if returncode == -signal.SIGTERM:
+        return 0
+    return 1 if returncode < 0 else returncode
+
+
 def run_celery_workers(settings: Settings, *, threads: int, p1_threads: int) -> int:
     """`shvya worker --engine celery`: two Celery worker nodes (one for P1 only, one for any
     lane) and the relay, until SIGTERM or SIGINT."""
@@ -419,6 +429,14 @@ def run_celery_workers(settings: Settings, *, threads: int, p1_threads: int) -> 
         "--pool", "threads", "--without-gossip", "--without-mingle", "--without-heartbeat",
         "--loglevel", settings.log_level.upper(),
     ]  # fmt: skip
+    # Handlers first: a stop that comes while the nodes start must still stop them.
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     p1, p2 = queue_name(settings, Lane.p1), queue_name(settings, Lane.p2)
     nodes = [(f"p1-{os.getpid()}@%h", [p1], p1_threads)]
     if threads > 0:
@@ -433,13 +451,6 @@ def run_celery_workers(settings: Settings, *, threads: int, p1_threads: int) -> 
     relay = CeleryRelay(
         engine, settings=settings, publisher=CeleryPublisher(settings, engine), clock=SystemClock()
     )
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     relay_thread = threading.Thread(target=relay.run_forever, args=(stop,), daemon=True)
     relay_thread.start()
     while not stop.wait(1.0):
@@ -452,7 +463,9 @@ def run_celery_workers(settings: Settings, *, threads: int, p1_threads: int) -> 
     code = 0
     for process in processes:
         try:
-            code = code or process.wait(timeout=settings.shutdown_grace_seconds + 10)
+            code = code or _node_exit_code(
+                process.wait(timeout=settings.shutdown_grace_seconds + 10)
+            )
         except subprocess.TimeoutExpired:
             process.kill()
             code = 1
