@@ -12,9 +12,9 @@ For each store (SQLite; this machine's PostgreSQL, which has no pgvector, so den
 SHVYA's exact numpy scan; and, when the `pgserver` package can start one, a private PostgreSQL
 with pgvector, so dense search is its HNSW index), in fresh databases:
 
-1. ingest: every document through `shvya.ai.service.add_document` (inline, one transaction
-   per document, as POST /kb/documents does), once without embeddings and once with the
-   WordLlama embeddings, each into an empty store; passages per second;
+1. ingest: every document through `shvya.knowledge.service.add_document` (inline, its
+   phases committed per document as POST /kb/documents commits them), once without
+   embeddings and once with the WordLlama embeddings, each into an empty store; passages per second;
 2. search, through `shvya.knowledge.retrieval.search` in a new session per question, as
    GET /kb/search does: full text alone (no embedding backend) and hybrid (full text and
    dense fused by RRF); dense alone too (`retrieval.dense`), to read the hybrid by;
@@ -82,7 +82,7 @@ from shvya.knowledge.chunking import split_passages
 from shvya.knowledge.documents import blocks_of
 from shvya.knowledge.embeddings import EmbeddingBackend, Vectors, embedding_backend
 from shvya.knowledge.models import AIKBPassage
-from shvya.knowledge.service import add_document
+from shvya.knowledge.service import DocumentFile, add_document
 
 STORES = ("sqlite", "postgresql", "pgvector")
 STORE_LABELS = {
@@ -283,10 +283,12 @@ def ingest(
             adding = add_document(
                 session,
                 company_id=db.company_id,
-                title=document.title,
-                data=document.markdown.encode(),
-                filename=f"kb-{number}.md",
-                declared_type=None,
+                file=DocumentFile(
+                    title=document.title,
+                    data=document.markdown.encode(),
+                    filename=f"kb-{number}.md",
+                    content_type=None,
+                ),
                 settings=settings,
                 backend=timed,
                 actor="bench",
@@ -564,7 +566,7 @@ def report(
             f"average {figures.load_start:.2f} -> {figures.load_end:.2f}"
         )
     say()
-    say("Ingest (add_document, inline, one transaction per document):")
+    say("Ingest (add_document, inline, its phases committed as POST /kb/documents commits them):")
     say()
     say(
         markdown_table(
