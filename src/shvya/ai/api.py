@@ -15,7 +15,6 @@ from shvya.ai.schemas import (
 from shvya.crm import service as crm
 from shvya.db.session import DbSession
 from shvya.deps import ClockDep
-from shvya.errors import InvalidInput
 from shvya.schemas import (
     AUTH_ERRORS,
     TIMESTAMP_FORMAT,
@@ -45,8 +44,6 @@ def get_usage(
         Query(description=f"Only calls before this time ({TIMESTAMP_FORMAT})"),
     ] = None,
 ) -> UsageOut:
-    if since is not None and until is not None and until < since:
-        raise InvalidInput("until: must not be before since", extra={"field": "until"})
     if lead_id is not None:
         crm.get_lead(session, company_id=key.company.id, lead_id=lead_id)
     total, by_task, by_model = service.usage_summary(
