@@ -5,6 +5,7 @@ says what is wrong and what is expected, never a 500."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shvya.ai.models import AIUsage
 from shvya.conversations.models import Message
+from shvya.schemas import RFC3339
 from tests.support import T0, Tenant, post_inbound
 
 # Each passes the old regex pattern (digits in the right places, an offset) but is no moment.
@@ -134,13 +136,17 @@ def test_the_schema_says_what_the_validator_accepts(app: FastAPI, backend: str) 
     the pattern the validator checks."""
     schema = app.openapi()
     usage = schema["paths"]["/ai/usage"]["get"]["parameters"]
-    for parameter in (p for p in usage if p["name"] in {"since", "until"}):
-        [variant] = [v for v in parameter["schema"]["anyOf"] if v.get("type") == "string"]
-        assert variant["format"] == "date-time"
-        assert variant["pattern"].startswith("^\\d{4}-")
+
+    def string_variant(node: dict[str, Any]) -> dict[str, Any]:
+        [variant] = [v for v in node.get("anyOf", [node]) if v.get("type") == "string"]
+        return variant
+
+    parameters = [p for p in usage if p["name"] in {"since", "until"}]
+    assert len(parameters) == 2
     components = schema["components"]["schemas"]
     sent_at = components["HistoryItemIn"]["properties"]["sent_at"]
-    assert (sent_at["type"], sent_at["format"]) == ("string", "date-time")
-    received_at = components["InboundMessageIn"]["properties"]["received_at"]
-    [variant] = [v for v in received_at["anyOf"] if v.get("type") == "string"]
-    assert variant["pattern"] == sent_at["pattern"]
+    inbound = schema["paths"]["/inbound-message"]["post"]["requestBody"]["content"]
+    received_at = inbound["application/json"]["schema"]["properties"]["received_at"]
+    for node in [*(p["schema"] for p in parameters), sent_at, received_at]:
+        variant = string_variant(node)
+        assert (variant["format"], variant["pattern"]) == ("date-time", RFC3339)
