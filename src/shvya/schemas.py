@@ -2,17 +2,30 @@
 
 Whatever passes these is safe to store on both databases: PostgreSQL refuses NUL characters
 and lone surrogates, and JSONB refuses NaN and Infinity, each as a 500 if they got that far.
+What a provider sends is not refused but cleaned (`storable_text`, `storable_json`): a lead's
+message is kept even when a character of it cannot be.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any, Self
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    WithJsonSchema,
+)
+from pydantic_core import PydanticCustomError
 
 MAX_JSON_DEPTH = 8
 MAX_JSON_ITEMS = 1000
@@ -55,6 +68,103 @@ def check_json_object(value: dict[str, Any]) -> dict[str, Any]:
 
 SafeStr = Annotated[str, AfterValidator(check_storable_text)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(check_json_object)]
+
+
+def storable_text(value: str) -> str:
+    """`value` as both databases store it: NUL characters removed and each unpaired surrogate
+    replaced with U+FFFD (JSON can carry both, `"\\u0000"` and `"\\ud800"`). For what a provider
+    sends, which is cleaned where what a person types is refused (docs/reliability.md P1)."""
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            # Through UTF-16: a pair of surrogates becomes its character, a lone one U+FFFD.
+            value = value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return value
+
+
+# Deeper than this, a provider's JSON is not worth keeping (and json.dumps would recurse).
+MAX_STORED_JSON_DEPTH = 16
+
+
+def storable_json(value: Any, _depth: int = 0) -> Any:
+    """A JSON value both databases store: every string and key through `storable_text`, NaN
+    and Infinity (which JSONB refuses) as null, and anything nested deeper than
+    MAX_STORED_JSON_DEPTH levels as null."""
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if _depth >= MAX_STORED_JSON_DEPTH and isinstance(value, dict | list):
+        return None
+    if isinstance(value, dict):
+        return {
+            storable_text(key) if isinstance(key, str) else key: storable_json(item, _depth + 1)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [storable_json(item, _depth + 1) for item in value]
+    return value
+
+
+# --- dates and times --------------------------------------------------------------------------
+
+# A moment with its offset, and nothing else: no Unix seconds, no time without an offset.
+RFC3339 = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$"
+_RFC3339 = re.compile(RFC3339, re.ASCII)  # \d: 0-9 only, as in JSON Schema
+TIMESTAMP_FORMAT = (
+    "RFC 3339 with its offset, e.g. 2026-11-26T10:00:00Z or 2026-11-26T15:30:00+05:30"
+)
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """Every date and time the API reads, in a query or a body, in UTC: a string of the form
+    RFC3339 that is a real moment (no 13th month, 30 February or 25th hour). Anything else is
+    a 422 that says what is wrong and what is expected, never a 500."""
+    if isinstance(value, datetime):  # from Python code, not from a request
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise PydanticCustomError(
+                "timestamp_naive",
+                "has no UTC offset; expected {expected}",
+                {"expected": TIMESTAMP_FORMAT},
+            )
+        moment = value
+    else:
+        if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+            raise PydanticCustomError(
+                "timestamp_format",
+                "must be a date and time in {expected}",
+                {"expected": TIMESTAMP_FORMAT},
+            )
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError as exc:
+            reason = str(exc)
+            if "offset" in reason:  # Python's own words name a timedelta
+                reason = "the offset must be under 24 hours"
+            raise PydanticCustomError(
+                "timestamp_impossible",
+                "is not a real date and time ({reason}); expected {expected}",
+                {"reason": reason, "expected": TIMESTAMP_FORMAT},
+            ) from None
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise PydanticCustomError(
+            "timestamp_range",
+            "is out of range (years 1 to 9999 in UTC); expected {expected}",
+            {"expected": TIMESTAMP_FORMAT},
+        ) from None
+
+
+# A date and time in a request, query or body: parsed by parse_timestamp alone.
+Timestamp = Annotated[
+    datetime,
+    PlainValidator(parse_timestamp),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": RFC3339}),
+]
 
 
 # "Something besides blanks", as a pattern every reader agrees on. \s means different sets to

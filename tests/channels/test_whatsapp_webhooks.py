@@ -6,11 +6,12 @@ import hashlib
 import hmac
 import json
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from shvya.channels.whatsapp_cloud import verify_signature
@@ -20,7 +21,7 @@ from shvya.events.models import Event
 from shvya.jobs.models import Job
 from tests.channels.conftest import APP_SECRET, PHONE_NUMBER_ID, VERIFY_TOKEN, WABA_ID
 from tests.fakes.meta_graph import FakeMetaGraph
-from tests.support import FakeClock, Tenant, make_tenant
+from tests.support import FakeClock, Tenant, make_tenant, post_inbound
 
 WA_ID = "16315551181"
 
@@ -397,3 +398,186 @@ def test_a_burst_of_deliveries_is_answered_not_wedged(
         statuses = list(pool.map(post, bodies))
     assert statuses == [200] * len(bodies)
     assert len(inbound_messages(session_factory)) == len(bodies)
+
+
+# --- messages the database cannot store as they are (docs/reliability.md P1) ------------------
+
+
+def inbound_events(factory: sessionmaker[Session]) -> int:
+    with factory() as session:
+        return (
+            session.scalar(
+                select(func.count())
+                .select_from(Event)
+                .where(Event.type == "InboundMessageReceived")
+            )
+            or 0
+        )
+
+
+def test_a_batch_with_poison_messages_is_200_and_keeps_every_message_cleaned(
+    whatsapp: FakeMetaGraph,
+    client: TestClient,
+    acme: Tenant,
+    session_factory: sessionmaker[Session],
+) -> None:
+    """NUL characters and lone surrogates (which PostgreSQL refuses) and ids over 255
+    characters used to fail the whole delivery with a 500: Meta redelivered it, good messages
+    and all, for days. Each message now stands alone and is kept, cleaned."""
+    long_wamid = "wamid." + "HBgLMTU1NTEyMzQ1Njc4FQIAEhggQUJDREVGMDEy" * 8  # 326 characters
+    huge_wamid = "wamid." + "x" * 5000  # longer than a unique index entry may be
+    items = [
+        whatsapp.inbound_item(WA_ID, "first, fine", wamid="wamid.GOOD1"),
+        whatsapp.inbound_item(WA_ID, "price\u0000list", wamid="wamid.NUL"),
+        whatsapp.inbound_item(WA_ID, "half \ud800 a pair, \ud83d\ude00 whole", wamid="wamid.SUR"),
+        whatsapp.inbound_item("4915112345678", "Hallo", name="Jo\u0000nas \udfff", wamid="w.NAME"),
+        whatsapp.inbound_item(WA_ID, "a long id", wamid=long_wamid),
+        whatsapp.inbound_item(WA_ID, "a huge id", wamid=huge_wamid),
+        whatsapp.inbound_item(
+            WA_ID, "caption\u0000", type="image", media_id="m-1", wamid="wamid.META"
+        ),
+        whatsapp.inbound_item(WA_ID, "\u0000", wamid="wamid.ONLYNUL"),
+        whatsapp.inbound_item(WA_ID, "last, fine", wamid="wamid.GOOD2"),
+    ]
+    response = whatsapp.deliver_batch(items, items_per_change=3)
+    assert response.status_code == 200, response.text
+    by_id = {m.external_id: m for m in inbound_messages(session_factory)}
+    assert len(by_id) == len(items)
+    assert by_id["wamid.GOOD1"].text == "first, fine"
+    assert by_id["wamid.GOOD2"].text == "last, fine"
+    assert by_id["wamid.NUL"].text == "pricelist"
+    assert by_id["wamid.SUR"].text == "half \ufffd a pair, \U0001f600 whole"
+    assert by_id["wamid.META"].text == "[image] caption"
+    assert by_id["wamid.META"].meta["media"]["caption"] == "caption"
+    assert by_id["wamid.ONLYNUL"].text == "[text]"
+    assert by_id[long_wamid].text == "a long id"  # kept whole
+    hashed = f"sha256:{hashlib.sha256(huge_wamid.encode()).hexdigest()}"
+    assert by_id[hashed].text == "a huge id"
+    assert by_id[hashed].meta["external_id"] == huge_wamid
+    leads = {
+        lead["contacts"][0]["value"]: lead
+        for lead in client.get("/leads", headers=acme.agent).json()["items"]
+    }
+    assert leads["+4915112345678"]["name"] == "Jonas \ufffd"
+    before = counts(session_factory)
+    assert before["jobs"] == len(items)
+    assert inbound_events(session_factory) == len(items)
+
+    # Meta's redelivery of the same bytes stores nothing new: the cleaned ids are found again.
+    assert whatsapp.redeliver().status_code == 200
+    assert counts(session_factory) == before
+    assert inbound_events(session_factory) == len(items)
+
+
+def test_a_delivery_of_one_poison_message_is_200_and_kept_once(
+    whatsapp: FakeMetaGraph, session_factory: sessionmaker[Session]
+) -> None:
+    """The single-message delivery takes no savepoint: the same cleaning applies."""
+    long_wamid = "wamid." + "Z" * 400
+    for body, wamid in (("nul\u0000here", "wamid.ONE"), ("lone \udbff", long_wamid)):
+        assert whatsapp.deliver_inbound(WA_ID, body, wamid=wamid).status_code == 200
+        assert whatsapp.redeliver().status_code == 200
+    messages = inbound_messages(session_factory)
+    assert [(m.external_id, m.text) for m in messages] == [
+        ("wamid.ONE", "nulhere"),
+        (long_wamid, "lone \ufffd"),
+    ]
+    assert counts(session_factory)["jobs"] == 2
+
+
+@pytest.fixture
+def refusing_trigger(engine: Engine, backend: str) -> Iterator[str]:
+    """A database that refuses one row: the text 'poison row' in messages. Any unexpected
+    error of the database on one message, made real (the database is never mocked)."""
+    if backend == "sqlite":
+        create = [
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON messages "
+            "WHEN NEW.text = 'poison row' BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        ]
+        drop = ["DROP TRIGGER IF EXISTS refuse_poison"]
+    else:
+        create = [
+            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.text = 'poison row' THEN RAISE EXCEPTION 'refused by the test'; END IF; "
+            "RETURN NEW; END $$",
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON messages "
+            "FOR EACH ROW EXECUTE FUNCTION refuse_poison()",
+        ]
+        drop = [
+            "DROP TRIGGER IF EXISTS refuse_poison ON messages",
+            "DROP FUNCTION IF EXISTS refuse_poison()",
+        ]
+    with engine.begin() as connection:
+        for statement in create:
+            connection.execute(text(statement))
+    try:
+        yield "poison row"
+    finally:
+        with engine.begin() as connection:
+            for statement in drop:
+                connection.execute(text(statement))
+
+
+def test_a_row_the_database_refuses_never_costs_the_others(
+    whatsapp: FakeMetaGraph,
+    client: TestClient,
+    acme: Tenant,
+    session_factory: sessionmaker[Session],
+    refusing_trigger: str,
+) -> None:
+    items = [
+        whatsapp.inbound_item(WA_ID, "before", wamid="wamid.B"),
+        whatsapp.inbound_item("4915112345678", refusing_trigger, wamid="wamid.P"),
+        whatsapp.inbound_item(WA_ID, "after", wamid="wamid.A"),
+    ]
+    assert whatsapp.deliver_batch(items, items_per_change=3).status_code == 200
+    assert [m.text for m in inbound_messages(session_factory)] == ["before", "after"]
+    # the refused message's new lead went with it: nothing half-written
+    leads = client.get("/leads", headers=acme.agent).json()["items"]
+    assert [lead["contacts"][0]["value"] for lead in leads] == [f"+{WA_ID}"]
+    assert counts(session_factory)["jobs"] == 2
+    # alone in its delivery, too (no savepoint there): 200, nothing of it kept
+    alone = whatsapp.deliver_inbound("4915112345678", refusing_trigger, wamid="wamid.P2")
+    assert alone.status_code == 200
+    assert counts(session_factory)["leads"] == 1
+    # and the next delivery is served as ever
+    assert whatsapp.deliver_inbound(WA_ID, "still here", wamid="wamid.N").status_code == 200
+    assert len(inbound_messages(session_factory)) == 3
+
+
+# --- senders the phone library does not know (docs/reliability.md P2) -------------------------
+
+
+def test_a_wa_id_of_a_range_the_phone_library_does_not_know_is_kept(
+    whatsapp: FakeMetaGraph, client: TestClient, acme: Tenant
+) -> None:
+    """447700900123 is a possible UK mobile number that phonenumbers calls invalid (07700
+    900xxx). Meta delivered it, so it is the lead's number: once dropped with a warning."""
+    assert whatsapp.deliver_inbound("447700900123", "hello from London").status_code == 200
+    [lead] = client.get("/leads", headers=acme.agent).json()["items"]
+    assert lead["contacts"][0]["value"] == "+447700900123"
+    [message] = client.get(f"/leads/{lead['id']}/messages", headers=acme.agent).json()["items"]
+    assert message["text"] == "hello from London"
+    # the second message finds the same lead
+    assert whatsapp.deliver_inbound("447700900123", "are you there?").status_code == 200
+    assert client.get("/leads", headers=acme.agent).json()["total"] == 1
+    # not a possible number at all (too short for +44): still not a lead
+    assert whatsapp.deliver_inbound("44770", "short").status_code == 200
+    assert client.get("/leads", headers=acme.agent).json()["total"] == 1
+
+
+def test_numbers_people_type_keep_the_strict_check(
+    whatsapp: FakeMetaGraph, client: TestClient, acme: Tenant
+) -> None:
+    typed = post_inbound(client, acme, phone="+447700900123")
+    assert typed.status_code == 422, typed.text
+    assert typed.json()["error"] == "invalid_contact"
+    assert typed.json()["field"] == "from"
+    lead = client.post(
+        "/leads",
+        json={"name": "Typed", "contacts": [{"channel": "wa_cloud", "value": "+447700900123"}]},
+        headers=acme.agent,
+    )
+    assert lead.status_code == 422, lead.text
+    assert "not a valid phone number" in lead.json()["detail"]
+    assert client.get("/leads", headers=acme.agent).json()["total"] == 0

@@ -196,6 +196,22 @@ def play(factory: sessionmaker[Session]) -> list[dict[str, Any]]:
         received_at=clock.now() - timedelta(seconds=30),  # its only message: kept as written
     )
 
+    # What a provider sends that the database cannot store as it is: kept, cleaned the same
+    # way on both paths (NUL removed, lone surrogates replaced, the whole id, JSON's NaN null)
+    poisoned_id = "wamid.\u0000" + "P" * 300
+    receive(
+        acme,
+        "+14155550122",
+        "nul\u0000 and a lone \ud800 surrogate",
+        name="Na\u0000me \udc00",
+        external_id=poisoned_id,
+        meta={"type": "text", "caption\u0000": "x\u0000\udfff", "score": float("nan")},
+    )
+    receive(acme, "+14155550122", "redelivered", external_id=poisoned_id)  # a duplicate
+    receive(acme, priya, "an id no index entry holds", external_id="wamid." + "h" * 3000)
+    # a number the phone library calls invalid, reported by the provider itself
+    receive(acme, "+447700900123", "from a new range", sender_from_provider=True)
+
     receive(globex, "+14155550100", "Hello Globex", name="Asha", external_id="wamid.1")
     receive(globex, "+14155550100", "second to Globex")
     return answers
@@ -253,16 +269,25 @@ def test_sqlite_and_postgresql_write_the_same_rows_for_the_same_messages(
     # The script did what it says, so the comparison above compared something.
     counts = {part: len(rows) for part, rows in on_sqlite.items()}
     assert counts == {
-        "answers": 21,
-        "leads": 6,
-        "lead_contacts": 6,  # the number written with a known user id is that user's contact
-        "messages": 19,
-        "events": 36,
-        "jobs": 16,  # 14 ai.engage (not for keywords or the paused lead), 2 confirmations
+        "answers": 25,
+        "leads": 8,
+        "lead_contacts": 8,  # the number written with a known user id is that user's contact
+        "messages": 22,
+        "events": 41,
+        "jobs": 19,  # 17 ai.engage (not for keywords or the paused lead), 2 confirmations
         "suppressions": 1,
     }
     duplicates = [a for a in on_sqlite["answers"] if a.get("raised")]
-    assert len(duplicates) == 2
+    assert len(duplicates) == 3
+    poisoned = next(m for m in on_sqlite["messages"] if m["text"].startswith("nul"))
+    assert poisoned["text"] == "nul and a lone \ufffd surrogate"
+    assert poisoned["external_id"] == "wamid." + "P" * 300
+    assert poisoned["meta"] == {"type": "text", "caption": "x\ufffd", "score": None}
+    assert "Name \ufffd" in [lead["name"] for lead in on_sqlite["leads"]]
+    huge = next(m for m in on_sqlite["messages"] if m["text"] == "an id no index entry holds")
+    assert huge["external_id"].startswith("sha256:")
+    assert huge["meta"]["external_id"] == "wamid." + "h" * 3000
+    assert "+447700900123" in [contact["value"] for contact in on_sqlite["lead_contacts"]]
     engage = [job for job in on_sqlite["jobs"] if job["type"] == "ai.engage"]
     assert {job["priority"] for job in engage} == {100}
     first_message = on_sqlite["messages"][0]

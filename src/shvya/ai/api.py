@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -18,14 +17,13 @@ from shvya.db.session import DbSession
 from shvya.deps import ClockDep
 from shvya.schemas import (
     AUTH_ERRORS,
+    TIMESTAMP_FORMAT,
+    Timestamp,
     error_responses,
 )
 from shvya.tenancy.auth import AdminKey, CurrentKey
 
 router = APIRouter(tags=["knowledge base and AI"], responses=error_responses(*AUTH_ERRORS))
-
-# A timestamp with its offset, and nothing else (no Unix seconds, no naive times).
-RFC3339 = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$"
 
 
 @router.get(
@@ -38,21 +36,22 @@ def get_usage(
     key: CurrentKey,
     lead_id: Annotated[uuid.UUID | None, Query()] = None,
     since: Annotated[
-        str | None,
-        Query(
-            pattern=RFC3339,
-            description="Only calls since this time (ISO 8601 with an offset)",
-            json_schema_extra={"format": "date-time"},
-        ),
+        Timestamp | None,
+        Query(description=f"Only calls at or after this time ({TIMESTAMP_FORMAT})"),
+    ] = None,
+    until: Annotated[
+        Timestamp | None,
+        Query(description=f"Only calls before this time ({TIMESTAMP_FORMAT})"),
     ] = None,
 ) -> UsageOut:
-    moment = datetime.fromisoformat(since.replace("Z", "+00:00")) if since else None
     if lead_id is not None:
         crm.get_lead(session, company_id=key.company.id, lead_id=lead_id)
     total, by_task, by_model = service.usage_summary(
-        session, company_id=key.company.id, lead_id=lead_id, since=moment
+        session, company_id=key.company.id, lead_id=lead_id, since=since, until=until
     )
-    return UsageOut(lead_id=lead_id, since=moment, total=total, by_task=by_task, by_model=by_model)
+    return UsageOut(
+        lead_id=lead_id, since=since, until=until, total=total, by_task=by_task, by_model=by_model
+    )
 
 
 @router.get("/ai/models", summary="Which provider and model each AI task uses")

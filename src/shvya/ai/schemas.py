@@ -22,6 +22,7 @@ class UsageTotalsOut(BaseModel):
 class UsageOut(BaseModel):
     lead_id: uuid.UUID | None
     since: datetime | None
+    until: datetime | None
     total: UsageTotalsOut
     by_task: dict[str, UsageTotalsOut]
     by_model: dict[str, UsageTotalsOut]

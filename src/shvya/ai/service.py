@@ -189,13 +189,16 @@ def usage_summary(
     company_id: uuid.UUID,
     lead_id: uuid.UUID | None,
     since: datetime | None,
+    until: datetime | None = None,
 ) -> tuple[UsageTotalsOut, dict[str, UsageTotalsOut], dict[str, UsageTotalsOut]]:
-    """Totals, then by task, then by provider/model."""
+    """Totals, then by task, then by provider/model, of the calls in [since, until)."""
     where: list[Any] = [AIUsage.company_id == company_id]
     if lead_id is not None:
         where.append(AIUsage.lead_id == lead_id)
     if since is not None:
         where.append(AIUsage.created_at >= since)
+    if until is not None:
+        where.append(AIUsage.created_at < until)
     rows = session.execute(
         select(
             AIUsage.task,

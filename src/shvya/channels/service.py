@@ -46,6 +46,7 @@ from shvya.crm import service as crm
 from shvya.crm.models import Channel, LeadContact, SuppressionReason
 from shvya.crypto import decrypt_secret, encrypt_secret
 from shvya.db.phases import Call, Phases
+from shvya.db.session import database_unavailable
 from shvya.errors import Conflict, InvalidInput
 from shvya.events.service import append_company_event, append_lead_event
 from shvya.faults import crash_point
@@ -699,6 +700,8 @@ class WebhookSummary:
     templates: int = 0
     unknown_numbers: int = 0
     ignored: int = 0
+    # Messages the database refused although cleaned: logged, and the rest kept.
+    not_stored: int = 0
 
 
 _STATUS = {
@@ -729,8 +732,12 @@ def process_whatsapp_webhook(
             )
         return companies[phone_number_id]
 
-    # A delivery usually holds one message: with nothing written before it, a repeat can roll
-    # back the whole transaction, and the savepoint's two round trips are saved.
+    # Each message stands alone (docs/reliability.md P1): one that cannot be kept never costs
+    # the others, and a correctly signed delivery is answered 200 unless the database itself
+    # is unavailable (then Meta's redelivery brings back what was not kept).
+    # A delivery usually holds one message: with nothing written before it, a repeat or a
+    # refused row can roll back the whole transaction, and the savepoint's two round trips are
+    # saved.
     alone = len(batch.inbound) == 1
     for inbound in batch.inbound:
         company = company_for(inbound.phone_number_id)
@@ -739,8 +746,8 @@ def process_whatsapp_webhook(
             continue
         sender = f"+{inbound.wa_id}" if inbound.wa_id else f"bsuid:{inbound.user_id}"
         try:
-            # Otherwise each message in its own savepoint: a copy racing another delivery
-            # rolls back alone, not the rest of the batch.
+            # Otherwise each message in its own savepoint: a copy racing another delivery, or
+            # a row the database refuses, rolls back alone, not the rest of the batch.
             with contextlib.nullcontext() if alone else session.begin_nested():
                 result = conversations.receive_inbound_message(
                     session,
@@ -754,6 +761,9 @@ def process_whatsapp_webhook(
                         received_at=inbound.timestamp,
                         meta=inbound.meta,
                         external_user_id=inbound.user_id,
+                        # Meta's wa_id is authoritative: a number of a range the phone library
+                        # does not know yet is still the lead's (docs/reliability.md P2).
+                        sender_from_provider=inbound.wa_id is not None,
                     ),
                     region=company.phone_region or settings.default_phone_region,
                     actor="whatsapp",
@@ -771,6 +781,17 @@ def process_whatsapp_webhook(
                 session.rollback()
             logger.warning("whatsapp.inbound_rejected", extra={"reason": exc.code})
             summary.ignored += 1
+            continue
+        except Exception as exc:
+            if database_unavailable(exc):
+                raise  # 503: nothing is lost, Meta delivers it again
+            if alone:
+                session.rollback()
+            logger.exception(
+                "whatsapp.inbound_not_stored",
+                extra={"wamid": inbound.wamid[:200], "error": type(exc).__name__},
+            )
+            summary.not_stored += 1
             continue
         if result.duplicate:
             summary.duplicates += 1

@@ -18,6 +18,7 @@ import httpx
 
 from shvya.channels.adapters import ChannelSendError, FailureKind, SendResult
 from shvya.channels.schemas import Interactive, Media, OutboundContent, TemplateSend
+from shvya.schemas import storable_text
 
 logger = logging.getLogger(__name__)
 
@@ -458,7 +459,9 @@ def _list(value: Any) -> list[Any]:
 
 
 def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+    """A non-empty string as the database can store it (NUL removed, lone surrogates replaced:
+    docs/reliability.md P1), else None."""
+    return (storable_text(value) or None) if isinstance(value, str) else None
 
 
 def _describe(message: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -592,6 +595,7 @@ def _parse_messages(batch: WebhookBatch, phone_number_id: str, value: dict[str, 
             batch.ignored += 1
             continue
         text, meta = _describe(message)
+        text = storable_text(text)  # a text of NUL characters alone reads as its type
         batch.inbound.append(
             WaInbound(
                 phone_number_id=phone_number_id,

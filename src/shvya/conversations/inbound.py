@@ -15,6 +15,8 @@ rows they write.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import re
 import unicodedata
@@ -44,6 +46,7 @@ from shvya.jobs.service import (
     job_inserted,
     prepare_job,
 )
+from shvya.schemas import storable_json, storable_text
 
 # A provider clock a little ahead of ours is normal; a timestamp far ahead would stretch
 # WhatsApp's 24-hour window, so the API refuses it and webhooks clamp it.
@@ -77,6 +80,9 @@ class InboundMessage:
     meta: dict[str, Any] = field(default_factory=dict)
     # WhatsApp's business-scoped user id; found before the phone number when present.
     external_user_id: str | None = None
+    # The sender is a number the channel itself reports (WhatsApp's wa_id), not one a person
+    # typed: any possible number is kept (crm.normalise_provider_phone).
+    sender_from_provider: bool = False
 
     @classmethod
     def from_api(cls, body: InboundMessageIn) -> InboundMessage:
@@ -127,6 +133,41 @@ def opt_out_keyword(text: str, *, company_keywords: Sequence[str] = ()) -> str |
     return None
 
 
+# A provider's message id is kept whole (messages.external_id is TEXT), but a unique index entry
+# must fit in a PostgreSQL B-tree page (2,704 bytes with the company and channel): a longer id
+# is stored as its SHA-256, and whole in the message's meta.
+MAX_INDEXED_EXTERNAL_ID_BYTES = 2000
+# Lead.name's column.
+MAX_NAME_CHARS = 200
+
+
+def storable_message(message: InboundMessage) -> InboundMessage:
+    """The message as both databases store it, the same for both paths: a provider's text, name,
+    ids and details with NUL characters removed and lone surrogates replaced, the name cut to
+    its column, an id too long for the unique index replaced by its hash. The same message
+    always becomes the same stored one, so a redelivery is still found (docs/reliability.md P1).
+    What a person types through the API is refused instead (schemas.SafeStr)."""
+    meta = storable_json(message.meta)
+    external_id = message.external_id
+    if external_id is not None:
+        external_id = storable_text(external_id)
+        encoded = external_id.encode()
+        if len(encoded) > MAX_INDEXED_EXTERNAL_ID_BYTES:
+            meta = {**meta, "external_id": external_id}
+            external_id = f"sha256:{hashlib.sha256(encoded).hexdigest()}"
+    name = storable_text(message.name)[:MAX_NAME_CHARS] if message.name else None
+    user_id = message.external_user_id
+    return dataclasses.replace(
+        message,
+        sender=storable_text(message.sender),
+        text=storable_text(message.text),
+        name=name or None,
+        external_id=external_id,
+        meta=meta,
+        external_user_id=storable_text(user_id) if user_id is not None else None,
+    )
+
+
 def receive_inbound_message(
     session: Session,
     *,
@@ -147,9 +188,12 @@ def receive_inbound_message(
     any other message queues an `ai.engage` job due at `engage_due_at`, unless the AI is
     paused for the lead.
     """
+    message = storable_message(message)
     channel = message.channel
     if message.sender.startswith("bsuid:"):
         value = message.sender  # WhatsApp users with a username and no phone number
+    elif message.sender_from_provider:
+        value = crm.normalise_provider_phone(message.sender, field="from")
     else:
         value = crm.normalise_contact(channel, message.sender, region=region, field="from")
     received_at = message.received_at or now

@@ -56,7 +56,9 @@ class Message(IdMixin, Base):
         ForeignKey("templates.id", ondelete="SET NULL")
     )
     status: Mapped[str] = mapped_column(String(16))
-    external_id: Mapped[str | None] = mapped_column(String(255))
+    # The provider's id, whole: no length limit is documented, so none is imposed
+    # (docs/reliability.md P1; one too long for the unique index is stored as its hash).
+    external_id: Mapped[str | None] = mapped_column(Text)
     send_key: Mapped[str | None] = mapped_column(String(255))
     error: Mapped[str | None] = mapped_column(Text)
     # Media, buttons, passages used by the AI: whatever the channel or the AI attaches.

@@ -4,10 +4,18 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from shvya.crm.models import Channel
-from shvya.schemas import NOT_BLANK, Page, RowOut, SafeStr, StrictInput
+from shvya.schemas import (
+    NOT_BLANK,
+    TIMESTAMP_FORMAT,
+    Page,
+    RowOut,
+    SafeStr,
+    StrictInput,
+    Timestamp,
+)
 
 MAX_TEXT_CHARS = 4096
 
@@ -43,9 +51,9 @@ class InboundMessageIn(StrictInput):
         max_length=255,
         description="The provider's message id; a repeat answers 200 with the first result.",
     )
-    received_at: AwareDatetime | None = Field(
+    received_at: Timestamp | None = Field(
         default=None,
-        description="When the provider received it (ISO 8601 with an offset); default now.",
+        description=f"When the provider received it ({TIMESTAMP_FORMAT}); default now.",
     )
 
 
@@ -93,7 +101,7 @@ class HistoryItemIn(StrictInput):
         default="reply",
         description="bumpup: a follow-up nudge; new bump-ups never repeat imported ones",
     )
-    sent_at: AwareDatetime = Field(description="When it was sent (ISO 8601 with an offset)")
+    sent_at: Timestamp = Field(description=f"When it was sent ({TIMESTAMP_FORMAT})")
 
 
 class HistoryIn(StrictInput):

@@ -99,6 +99,31 @@ def _normalise_phone(raw: str, region: str) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+def normalise_provider_phone(raw: str, *, field: str) -> str:
+    """A number the channel itself reports (WhatsApp's wa_id, with its country code): E.164.
+
+    The provider is the authority on its users' numbers, so a number of a possible length for
+    its country is kept although the phone library does not know its range yet (a new mobile
+    range, the UK's 07700 900xxx): dropping it would drop the lead's message
+    (docs/reliability.md P2). Numbers people type keep the strict check (`normalise_contact`).
+    """
+    try:
+        return _normalise_provider_phone(raw)
+    except ValueError as exc:
+        raise InvalidContact(f"{field}: {exc}", extra={"field": field}) from None
+
+
+@lru_cache(maxsize=65_536)
+def _normalise_provider_phone(raw: str) -> str:
+    try:
+        number = phonenumbers.parse(raw, None)
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError(f"not a phone number ({exc})") from None
+    if not phonenumbers.is_possible_number(number):
+        raise ValueError("not a possible phone number for its country code")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
 def normalise_email(raw: str) -> str:
     try:
         result = validate_email(raw, check_deliverability=False)

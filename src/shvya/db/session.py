@@ -7,8 +7,19 @@ from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """The database itself failed (unreachable, connection lost, locked, out of resources),
+    not the statement: the request is answered 503 (app.py) and can be tried again, where an
+    error of one row's data would fail the same way every time."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError | InterfaceError | PoolTimeout)
 
 
 @contextmanager
