@@ -292,10 +292,10 @@ def sending(
             lead_id=uuid.UUID(ctx.job.payload["lead_id"]),
             channel=Channel.wa_cloud,
             content=content,
-            kind=kind,
             send_key=f"reply:{ctx.job.id}",
             settings=ctx.settings,
             now=ctx.clock.now,
+            **({} if kind is None else {"kind": kind}),
         )
         return result.model_dump(mode="json", exclude_none=True)
 
