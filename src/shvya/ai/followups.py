@@ -83,13 +83,13 @@ def bumpup(ctx: JobContext) -> Phases[dict[str, Any]]:
     if refusal is not None:
         raise refusal
     # Ask the router before the model writes a word: a bump-up that must wait or may not go
-    # costs nothing.
+    # (a marketing send: refused to a contact who stopped marketing) costs nothing.
     verdict = channels.preflight(
         session,
         company_id=company.id,
         lead_id=lead.id,
         channel=channel,
-        kind=SendKind.reply,
+        kind=SendKind.bumpup,
         settings=ctx.settings,
         now=ctx.now,
     )
@@ -181,6 +181,7 @@ def bumpup(ctx: JobContext) -> Phases[dict[str, Any]]:
         text,
         send_key=f"bumpup:{ctx.job.id}",
         meta={"purpose": "bumpup", "language": language},
+        kind=SendKind.bumpup,
     )
     return {
         "outcome": sent.outcome.value,
@@ -201,6 +202,7 @@ def _send_bumpup(
         lead_id=lead.id,
         channel=channel,
         content=OutboundContent(template=template),
+        kind=SendKind.bumpup,
         send_key=f"bumpup:{ctx.job.id}",
         settings=ctx.settings,
         now=ctx.clock.now,

@@ -12,6 +12,7 @@ from typing import Any
 from shvya.ai import service as ai
 from shvya.ai.providers import Completion, CompletionRequest
 from shvya.channels import service as channels
+from shvya.channels.policies import SendKind
 from shvya.channels.schemas import OutboundContent, SendResultOut
 from shvya.crm import service as crm
 from shvya.crm.models import Channel, Lead
@@ -72,16 +73,19 @@ def send_text(
     *,
     send_key: str,
     meta: dict[str, Any],
+    kind: SendKind = SendKind.reply,
     with_send: channels.WithSend | None = None,
 ) -> Phases[SendResultOut]:
-    """The AI's text through the channel router, once per send key. Outside WhatsApp's
-    24-hour window the router may swap it for the company's re-engagement template."""
+    """The AI's text through the channel router, once per send key, as a reply or a bump-up
+    (marketing, which needs the contact's consent). Outside WhatsApp's 24-hour window the
+    router may swap it for the company's re-engagement template."""
     sent: SendResultOut = yield from channels.send_message(
         ctx.session,
         company_id=lead.company_id,
         lead_id=lead.id,
         channel=channel,
         content=OutboundContent(text=text, reengage_with_template=True),
+        kind=kind,
         send_key=send_key,
         settings=ctx.settings,
         now=ctx.clock.now,

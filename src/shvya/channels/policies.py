@@ -3,7 +3,8 @@ or refuse.
 
 Pure functions over facts the router gathers, so every rule is testable without a database:
 pacing per lead, the provider's throughput per number, WhatsApp's 24-hour customer service
-window (docs/whatsapp.md 1.11) and the suppression list.
+window (docs/whatsapp.md 1.11), the suppression list and the contact's marketing consent
+(docs/architecture.md rule 9).
 """
 
 from __future__ import annotations
@@ -58,27 +59,46 @@ class SendFacts:
     last_outbound_at: datetime | None
     # Outbound messages on this number in the last second.
     sent_last_second: int
-    # An opt-out confirmation already went to this contact since it opted out.
-    confirmation_already_sent: bool = False
+    # May marketing go to this contact? False once they withdrew it (WhatsApp: a
+    # `user_preferences` "stop", until "resume"). A contact who never said either has the
+    # consent they gave by writing to the business first (docs/whatsapp.md 1.12).
+    marketing_consent: bool
 
 
 class SendKind(StrEnum):
     """What a send is, which is all the rules need to know before its content exists."""
 
-    # Free-form, written for the lead now (an AI reply, a bump-up): outside WhatsApp's window
-    # it may go as the company's re-engagement template.
+    # Free-form, written for the lead now in answer to them (an AI reply): a service message.
+    # Outside WhatsApp's window it may go as the company's re-engagement template, which then
+    # starts a conversation and so is marketing.
     reply = "reply"
     # Free-form that must go as written: refused outside the window.
     message = "message"
-    # An approved template: allowed outside the window.
+    # An approved template: allowed outside the window, where it starts a conversation and so
+    # is marketing.
     template = "template"
-    # The one confirmation an opt-out gets: the only thing sent to a suppressed contact.
+    # A follow-up no message of the lead's asked for: marketing wherever it goes. Free-form;
+    # outside the window it may go as the re-engagement template.
+    bumpup = "bumpup"
+    # A step of a sequence (planned: no handler yet): marketing wherever it goes, sent as
+    # written (a free-form step is refused outside the window, a template step is not).
+    sequence_step = "sequence_step"
+    # The one confirmation an opt-out gets: the only thing sent to a suppressed contact. Only
+    # `channels.service.send_opt_out_confirmation` sends with this kind.
     opt_out_confirmation = "opt_out_confirmation"
 
 
+# Sends that need the contact's marketing consent whatever the window (docs/architecture.md
+# rule 9): messages the business starts, not answers to the lead.
+MARKETING_KINDS = frozenset({SendKind.bumpup, SendKind.sequence_step})
+# Free-form kinds the router may swap for the re-engagement template outside the window.
+REENGAGING_KINDS = frozenset({SendKind.reply, SendKind.bumpup})
+# The template category WhatsApp's marketing preference stops (docs/whatsapp.md 1.12).
+MARKETING_CATEGORY = "MARKETING"
+
+
 def kind_of(content: OutboundContent) -> SendKind:
-    if content.is_opt_out_confirmation:
-        return SendKind.opt_out_confirmation
+    """The kind of a send whose sender did not say: its content's shape."""
     if content.template is not None:
         return SendKind.template
     return SendKind.reply if content.reengage_with_template else SendKind.message
@@ -118,29 +138,46 @@ def in_customer_service_window(policy: ChannelPolicy, facts: SendFacts) -> bool:
     return facts.now - facts.last_inbound_at < timedelta(hours=policy.window_hours)
 
 
+NO_MARKETING_CONSENT = Refuse(
+    "no_marketing_consent",
+    "the contact stopped marketing messages (WhatsApp: a user_preferences stop): only replies "
+    "inside an open conversation may go until they resume",
+)
+
+
 def verdict(policy: ChannelPolicy, facts: SendFacts, kind: SendKind) -> Verdict:
     """The rules for a send of this kind: what a handler asks before it drafts (preflight)
     and what the send asks again with the content (decide)."""
-    confirmation = kind is SendKind.opt_out_confirmation
-    if facts.is_suppressed:
-        if not confirmation:
-            return Refuse("suppressed", "the contact is on the suppression list")
-        if facts.confirmation_already_sent:
-            return Refuse("suppressed", "the contact already got its opt-out confirmation")
-    template = None
-    needs_template = (
-        facts.channel in WHATSAPP_CHANNELS
-        and kind is not SendKind.template
-        and not in_customer_service_window(policy, facts)
+    # Before its content exists a sequence step may be a template: the send decides.
+    return _rules(
+        policy, facts, kind, as_template=kind in (SendKind.template, SendKind.sequence_step)
     )
-    if needs_template:
-        if kind is not SendKind.reply or policy.reengagement_template is None:
+
+
+def _rules(
+    policy: ChannelPolicy, facts: SendFacts, kind: SendKind, *, as_template: bool
+) -> Verdict:
+    confirmation = kind is SendKind.opt_out_confirmation
+    if facts.is_suppressed and not confirmation:
+        # The confirmation's once-only is its send key's (channels.service).
+        return Refuse("suppressed", "the contact is on the suppression list")
+    if kind in MARKETING_KINDS and not facts.marketing_consent:
+        return NO_MARKETING_CONSENT
+    template = None
+    window_open = facts.channel not in WHATSAPP_CHANNELS or in_customer_service_window(
+        policy, facts
+    )
+    if not window_open and not as_template:
+        if kind not in REENGAGING_KINDS or policy.reengagement_template is None:
             return Refuse(
                 "outside_24h_window",
                 "more than 24 hours since the lead's last message: only an approved "
                 "template may be sent (set a re-engagement template to reach them)",
             )
         template = policy.reengagement_template
+    if not window_open and not facts.marketing_consent:
+        # A template outside the window starts a conversation: that is marketing.
+        return NO_MARKETING_CONSENT
     paced = facts.channel in WHATSAPP_CHANNELS  # the sandbox answers as fast as it can
     if paced and facts.last_outbound_at is not None and not confirmation:
         next_allowed = facts.last_outbound_at + timedelta(seconds=policy.min_gap_seconds)
@@ -154,10 +191,23 @@ def verdict(policy: ChannelPolicy, facts: SendFacts, kind: SendKind) -> Verdict:
     return Allow(template)
 
 
-def decide(policy: ChannelPolicy, facts: SendFacts, content: OutboundContent) -> Decision:
-    """The verdict for this content, and the content to send (the re-engagement template in
-    place of a reply outside the window)."""
-    answer = verdict(policy, facts, kind_of(content))
+def decide(
+    policy: ChannelPolicy, facts: SendFacts, content: OutboundContent, kind: SendKind | None = None
+) -> Decision:
+    """The verdict for this content, sent as `kind` (by default its shape, `kind_of`), and
+    the content to send (the re-engagement template in place of a reply outside the
+    window)."""
+    answer = _rules(
+        policy, facts, kind or kind_of(content), as_template=content.template is not None
+    )
     if not isinstance(answer, Allow):
         return answer
     return Send(content if answer.template is None else OutboundContent(template=answer.template))
+
+
+def template_verdict(facts: SendFacts, *, category: str) -> Refuse | None:
+    """A marketing template needs the contact's consent inside the window too: WhatsApp
+    refuses it to a contact who stopped marketing (131050, docs/whatsapp.md 1.12)."""
+    if category.upper() == MARKETING_CATEGORY and not facts.marketing_consent:
+        return NO_MARKETING_CONSENT
+    return None

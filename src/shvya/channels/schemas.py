@@ -112,8 +112,6 @@ class OutboundContent(StrictInput):
     # Outside WhatsApp's 24-hour window, may the router swap this for the company's
     # re-engagement template? (AI replies and bump-ups: yes.)
     reengage_with_template: StrictBool = False
-    # The one confirmation an opt-out gets: the only thing sent to a suppressed contact.
-    is_opt_out_confirmation: StrictBool = False
 
     @model_validator(mode="after")
     def _exactly_one(self) -> OutboundContent:
@@ -149,6 +147,8 @@ class SendOutcome(StrEnum):
     refused = "refused"
     already_sent = "already_sent"
     unknown = "unknown"
+    # Nothing was owed any more (an opt-out confirmation to a contact who opted in again).
+    skipped = "skipped"
 
 
 class SendResultOut(BaseModel):

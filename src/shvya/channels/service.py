@@ -30,6 +30,8 @@ from shvya.channels.policies import (
     SendKind,
     Verdict,
     decide,
+    kind_of,
+    template_verdict,
     verdict,
 )
 from shvya.channels.schemas import OutboundContent, SendOutcome, SendResultOut, WhatsAppAccountIn
@@ -43,7 +45,7 @@ from shvya.config import Settings
 from shvya.conversations import service as conversations
 from shvya.conversations.models import MessageStatus
 from shvya.crm import service as crm
-from shvya.crm.models import Channel, LeadContact, SuppressionReason
+from shvya.crm.models import Channel, LeadContact, Suppression, SuppressionReason
 from shvya.crypto import decrypt_secret, encrypt_secret
 from shvya.db.phases import Call, Phases
 from shvya.db.session import database_unavailable
@@ -56,6 +58,12 @@ from shvya.tenancy import service as tenancy
 from shvya.tenancy.models import ChannelAccount, Company
 
 logger = logging.getLogger(__name__)
+
+# WhatsApp's user_preferences value that withdraws marketing consent (docs/whatsapp.md 1.12).
+MARKETING_STOP = "stop"
+DEFAULT_OPT_OUT_CONFIRMATION = (
+    "You're unsubscribed and won't get more messages from us. Reply START to subscribe again."
+)
 
 # Writes that belong with a send (what an AI run learnt, a handoff's pause): made once the
 # router has given its final verdict, in the transaction of the outbound row or the refusal.
@@ -183,6 +191,9 @@ def _facts(
             session, company_id=company_id, channel=channel.value, address=route.contact.value
         ),
         last_inbound_at=route.contact.last_inbound_at,
+        # Withdrawn only by the contact's own "stop"; never asked means the opt-in they gave
+        # by writing first (docs/whatsapp.md 1.12).
+        marketing_consent=route.contact.marketing_consent != MARKETING_STOP,
         last_outbound_at=conversations.last_outbound_at(
             session, company_id=company_id, lead_id=lead_id, channel=channel.value
         ),
@@ -247,11 +258,17 @@ def send_message(
     send_key: str,
     settings: Settings,
     now: Callable[[], datetime],
+    kind: SendKind | None = None,
     actor: str = "system",
     meta: dict[str, Any] | None = None,
     with_send: WithSend | None = None,
 ) -> Phases[SendResultOut]:
     """Send one message to a lead, at most once per send key, in the job's phases.
+
+    `kind` says what the send is when its content does not (a bump-up: marketing, which needs
+    the contact's consent); by default it is the content's shape (`policies.kind_of`). The
+    opt-out confirmation is not a kind a caller can give: `send_opt_out_confirmation` is its
+    only way out.
 
     Raises DeferJob (pacing, throughput: the job runs again later, no attempt counted),
     PermanentJobError (refused by a policy or by the provider, with a SendRefused event), or
@@ -259,6 +276,91 @@ def send_message(
     `with_send` writes what belongs with this send once the router has said yes, or with its
     refusal; a deferral leaves it unwritten for the rerun.
     """
+    if kind is SendKind.opt_out_confirmation:
+        raise ValueError("the opt-out confirmation is sent only by send_opt_out_confirmation()")
+    return _send(
+        session,
+        company_id=company_id,
+        lead_id=lead_id,
+        channel=channel,
+        content=content,
+        kind=kind or kind_of(content),
+        send_key=send_key,
+        settings=settings,
+        now=now,
+        actor=actor,
+        meta=meta,
+        with_send=with_send,
+    )
+
+
+def send_opt_out_confirmation(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    lead_id: uuid.UUID,
+    channel: Channel,
+    suppression_id: uuid.UUID,
+    settings: Settings,
+    now: Callable[[], datetime],
+) -> Phases[SendResultOut]:
+    """The one confirmation an opt-out is owed (docs/whatsapp.md 2), and the only send that
+    goes to a suppressed address (docs/architecture.md rule 9).
+
+    Once per opt-out by itself: its send key is the suppression's (`optout:<suppression
+    id>`), so a second call, a redelivered or retried job sends nothing more. A contact who
+    opted in again before it went (the suppression is gone, or is another one now) is not
+    told it is unsubscribed: nothing is sent, the outcome is `skipped`.
+    """
+    try:
+        suppression: Suppression | None = crm.get_suppression(
+            session, company_id=company_id, suppression_id=suppression_id
+        )
+    except crm.SuppressionNotFound:
+        suppression = None  # lifted: the contact opted in again
+    contact = crm.lead_contact(
+        session, company_id=company_id, lead_id=lead_id, channel=channel.value
+    )
+    if (
+        suppression is None
+        or contact is None
+        or (suppression.channel, suppression.address) != (channel.value, contact.value)
+    ):
+        return SendResultOut(outcome=SendOutcome.skipped, reason="not_opted_out")
+    company = tenancy.get_company(session, company_id=company_id)
+    text = str(company.settings.get("opt_out_confirmation") or DEFAULT_OPT_OUT_CONFIRMATION)
+    result: SendResultOut = yield from _send(
+        session,
+        company_id=company_id,
+        lead_id=lead_id,
+        channel=channel,
+        content=OutboundContent(text=text),
+        kind=SendKind.opt_out_confirmation,
+        send_key=f"optout:{suppression.id}",
+        settings=settings,
+        now=now,
+        actor="system",
+        meta={"purpose": "opt_out_confirmation"},
+        with_send=None,
+    )
+    return result
+
+
+def _send(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    lead_id: uuid.UUID,
+    channel: Channel,
+    content: OutboundContent,
+    kind: SendKind,
+    send_key: str,
+    settings: Settings,
+    now: Callable[[], datetime],
+    actor: str,
+    meta: dict[str, Any] | None,
+    with_send: WithSend | None,
+) -> Phases[SendResultOut]:
     existing = conversations.find_outbound_by_send_key(
         session, company_id=company_id, send_key=send_key
     )
@@ -285,11 +387,8 @@ def send_message(
     )
     if isinstance(route, Refuse):
         _refuse(session, company_id, lead_id, route, moment, with_send)
-    decision = decide(
-        route.policy,
-        _facts(session, route, lead_id=lead_id, channel=channel, now=moment),
-        content,
-    )
+    facts = _facts(session, route, lead_id=lead_id, channel=channel, now=moment)
+    decision = decide(route.policy, facts, content, kind)
     if isinstance(decision, Defer):
         # Nothing of this send is written yet: the run's records so far (a provider call's
         # usage) stand, what depends on the send waits for the rerun.
@@ -325,7 +424,11 @@ def send_message(
                 moment,
                 with_send,
             )
-        template_id = template.id if template is not None else None
+        if template is not None:  # it is: check_sendable refuses an unknown template
+            refusal = template_verdict(facts, category=template.category)
+            if refusal is not None:
+                _refuse(session, company_id, lead_id, refusal, moment, with_send)
+            template_id = template.id
         content = content.model_copy(
             update={
                 "template": content.template.model_copy(update={"url_button_indexes": positions})

@@ -7,37 +7,36 @@ from typing import Any
 
 from shvya.channels import service
 from shvya.channels.adapters import ChannelSendError, FailureKind
-from shvya.channels.schemas import OutboundContent
 from shvya.crm.models import Channel
 from shvya.db.phases import Call, Phases
 from shvya.jobs.runner import JobContext
 from shvya.jobs.service import PermanentJobError
 from shvya.templates import service as templates
-from shvya.tenancy import service as tenancy
-
-DEFAULT_OPT_OUT_CONFIRMATION = (
-    "You're unsubscribed and won't get more messages from us. Reply START to subscribe again."
-)
 
 
 def send_notice(ctx: JobContext) -> Phases[dict[str, Any]]:
-    """channel.notice: a message SHVYA itself owes the lead (an opt-out confirmation)."""
+    """channel.notice: a message SHVYA itself owes the lead (an opt-out confirmation), sent
+    once however often the job runs."""
     payload = ctx.job.payload
-    company = tenancy.get_company(ctx.session, company_id=ctx.job.company_id)
     notice = payload.get("notice")
     if notice != "opt_out_confirmation":
         raise PermanentJobError(f"unknown notice {notice!r}", reason="unknown_notice")
-    text = str(company.settings.get("opt_out_confirmation") or DEFAULT_OPT_OUT_CONFIRMATION)
-    result = yield from service.send_message(
+    try:
+        lead_id = uuid.UUID(str(payload["lead_id"]))
+        suppression_id = uuid.UUID(str(payload["suppression_id"]))
+        channel = Channel(payload["channel"])
+    except (KeyError, ValueError):
+        raise PermanentJobError(
+            f"the job's payload is not a notice's: {payload!r}", reason="bad_payload"
+        ) from None
+    result = yield from service.send_opt_out_confirmation(
         ctx.session,
-        company_id=company.id,
-        lead_id=uuid.UUID(payload["lead_id"]),
-        channel=Channel(payload["channel"]),
-        content=OutboundContent(text=text, is_opt_out_confirmation=True),
-        send_key=f"optout:{payload['suppression_id']}",
+        company_id=ctx.job.company_id,
+        lead_id=lead_id,
+        channel=channel,
+        suppression_id=suppression_id,
         settings=ctx.settings,
         now=ctx.clock.now,
-        meta={"purpose": "opt_out_confirmation"},
     )
     return result.model_dump(mode="json", exclude_none=True)
 

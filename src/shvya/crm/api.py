@@ -149,7 +149,8 @@ def _enqueue_for_lead(
     status_code=202,
     summary="Send the lead a bump-up now (WhatsApp and sandbox only); done by a job",
     description="The job's result (GET /jobs/{id}) says what was sent, or why it was "
-    "refused: not a WhatsApp lead, AI paused, the lead is waiting for an answer.",
+    "refused: not a WhatsApp lead, AI paused, the lead is waiting for an answer, the lead "
+    "stopped marketing messages (no_marketing_consent).",
     responses=error_responses(404),
 )
 def request_bumpup(
