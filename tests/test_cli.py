@@ -329,3 +329,28 @@ def test_log_level_setting_quiets_the_worker(tmp_path: Path) -> None:
     bad = shvya("worker", "--once", database_url=database_url, SHVYA_LOG_LEVEL="loud")
     assert bad.returncode == 1
     assert "log_level" in bad.stderr
+
+
+def test_serve_logs_no_verify_token(tmp_path: Path) -> None:
+    """`shvya serve` logs the handshake without its token (src/shvya/redact.py)."""
+    token = "verify-0123456789abcdef"
+    database_url = f"sqlite:///{tmp_path / 'logs.db'}"
+    assert shvya("migrate", database_url=database_url).returncode == 0
+    port = free_port()
+    process, lines = start_server(database_url, "--port", str(port), META_VERIFY_TOKEN=token)
+    try:
+        base = f"http://127.0.0.1:{port}/webhooks/whatsapp"
+        ok = httpx.get(
+            base,
+            params={"hub.mode": "subscribe", "hub.verify_token": token, "hub.challenge": "77"},
+        )
+        assert (ok.status_code, ok.text) == (200, "77")
+        wrong = httpx.get(f"{base}?hub.mode=subscribe&hub.verify_token={token}x&hub.challenge=1")
+        assert wrong.status_code == 403
+    finally:
+        stop(process)
+    assert process.stdout is not None
+    output = "\n".join(lines) + process.stdout.read()
+    assert "GET /webhooks/whatsapp?" in output, output
+    assert token not in output
+    assert output.count("hub.verify_token=[redacted]") == 2, output

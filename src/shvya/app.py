@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -139,6 +140,18 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, str]]:
     ]
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers on this path. Starlette's 405 names only the methods
+    of the first route whose path matched, though GET /leads and POST /leads are two routes
+    (RFC 9110 section 15.5.6: Allow lists the methods the resource supports)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        route_methods = getattr(route, "methods", None)
+        if route_methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods.update(route_methods)
+    return sorted(methods)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ShvyaError)
     async def _shvya_error(_request: Request, exc: ShvyaError) -> JSONResponse:
@@ -158,12 +171,18 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+        headers = dict(exc.headers or {})
+        detail = str(exc.detail)
+        if exc.status_code == 405:
+            allowed = _allowed_methods(request)
+            headers["Allow"] = ", ".join(allowed)
+            detail = f"{request.method} is not allowed here; use {' or '.join(allowed)}"
         return JSONResponse(
-            {"error": codes.get(exc.status_code, "http_error"), "detail": str(exc.detail)},
+            {"error": codes.get(exc.status_code, "http_error"), "detail": detail},
             status_code=exc.status_code,
-            headers=exc.headers,
+            headers=headers,
         )
 
     async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:

@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
-from shvya import __version__, onboarding
+from shvya import __version__, onboarding, redact
 from shvya.clock import SystemClock
 from shvya.config import JobEngineName, Settings, load_settings
 from shvya.db.engine import make_engine, make_session_factory
@@ -208,6 +208,11 @@ def serve(
         port=bind_port,
         workers=workers,
         log_level=settings.log_level.lower(),
+        # uvicorn's logging with a filter that keeps secrets (the WhatsApp verify token in the
+        # handshake's query string, keys) out of every line (src/shvya/redact.py).
+        log_config=redact.uvicorn_log_config(settings.log_level),
+        # Client addresses behind a proxy are read by SHVYA itself, only from the proxies
+        # SHVYA_TRUSTED_PROXIES names (shvya.deps.client_address).
         proxy_headers=False,
     )
 
@@ -624,7 +629,8 @@ def kb_search(
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format=redact.LOG_FORMAT)
+    redact.install()
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         app()

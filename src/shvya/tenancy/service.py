@@ -268,8 +268,30 @@ def find_api_key(session: Session, *, company_id: uuid.UUID | None, ref: str) ->
     return key
 
 
+class LastAdminKey(Conflict):
+    code = "last_admin_key"
+
+
 def revoke_api_key(session: Session, *, key: ApiKey, actor: str, now: datetime) -> ApiKey:
+    """Revoke a key, unless it is its company's last active admin key: without one, nobody
+    could manage the company's keys, settings or channels through the API (409)."""
     if key.revoked_at is None:
+        if key.role == Role.admin.value:
+            # FOR UPDATE (PostgreSQL) serialises two admins revoking each other's key at
+            # once; SQLite lets one writer at a time anyway.
+            active_admins = session.scalars(
+                select(ApiKey.id)
+                .where(
+                    ApiKey.company_id == key.company_id,
+                    ApiKey.role == Role.admin.value,
+                    ApiKey.revoked_at.is_(None),
+                )
+                .with_for_update()
+            ).all()
+            if set(active_admins) <= {key.id}:
+                raise LastAdminKey(
+                    "this is the company's last active admin key; create another admin key first"
+                )
         key.revoked_at = now
         append_event(
             session,

@@ -25,12 +25,11 @@ from shvya.conversations.schemas import MessageText
 from shvya.crm import service as crm
 from shvya.crm.models import Channel
 from shvya.db.session import DbSession
-from shvya.deps import ClockDep, SettingsDep
+from shvya.deps import ClockDep, SettingsDep, client_address
 from shvya.errors import NotFound
 from shvya.ratelimit import SlidingWindowLimiter
 from shvya.schemas import NOT_BLANK, PageRequest, StrictInput, error_responses
 from shvya.tenancy import service as tenancy
-from shvya.tenancy.auth import client_address
 from shvya.tenancy.models import Company
 
 router = APIRouter(tags=["sandbox"])
