@@ -17,7 +17,14 @@ from shvya.deps import SettingsDep, client_address
 from shvya.errors import Forbidden, Unauthorized
 from shvya.ratelimit import SlidingWindowLimiter
 from shvya.tenancy.models import Role
-from shvya.tenancy.service import AuthenticatedKey, CompanyRef, authenticate_api_key
+from shvya.tenancy.service import (
+    AuthenticatedKey,
+    AuthenticatedOperator,
+    CompanyRef,
+    authenticate_api_key,
+    authenticate_operator_key,
+    is_operator_key,
+)
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: `shvya apikey create`.")
 
@@ -49,14 +56,30 @@ def authenticate_request(
     prefix in a minute. A correct key is always accepted: the limit never locks out the key's
     owner, and the key's 192 random bits, not the limit, are what makes guessing hopeless
     (docs/reliability.md A3)."""
+    caller = _authenticate(request, session, credentials)
+    if isinstance(caller, AuthenticatedOperator):
+        raise Forbidden(
+            "an operator key reads only install-wide figures "
+            "(GET /queue/stats?all_companies=true); a company's data needs its own API key"
+        )
+    return caller
+
+
+def _authenticate(
+    request: Request, session: Session, credentials: HTTPAuthorizationCredentials | None
+) -> AuthenticatedKey | AuthenticatedOperator:
     limiter: SlidingWindowLimiter = request.app.state.auth_limiter
     clock: Clock = request.app.state.clock
     raw_key: str | None = None
     if credentials is not None and credentials.scheme.lower() == "bearer":
         raw_key = credentials.credentials.strip()
-        key = authenticate_api_key(session, raw_key=raw_key, now=clock.now())
-        if key is not None:
-            return key
+        caller: AuthenticatedKey | AuthenticatedOperator | None
+        if is_operator_key(raw_key):
+            caller = authenticate_operator_key(session, raw_key=raw_key, now=clock.now())
+        else:
+            caller = authenticate_api_key(session, raw_key=raw_key, now=clock.now())
+        if caller is not None:
+            return caller
     bucket = _failure_bucket(client_address(request), raw_key)
     # Checked before this failure is counted, and a refused attempt is not counted: the
     # block ends a minute after the failures that caused it.
@@ -70,6 +93,17 @@ def authenticate_request(
 
 
 CurrentKey = Annotated[AuthenticatedKey, Depends(get_current_key)]
+
+
+def get_caller(
+    request: Request, session: DbSession, credentials: BearerCredentials
+) -> AuthenticatedKey | AuthenticatedOperator:
+    """A company's key or the installation's operator key (`shvya apikey create --operator`),
+    for the few routes that serve both."""
+    return _authenticate(request, session, credentials)
+
+
+CompanyKeyOrOperator = Annotated[AuthenticatedKey | AuthenticatedOperator, Depends(get_caller)]
 
 
 async def get_current_company(key: CurrentKey) -> CompanyRef:

@@ -78,7 +78,7 @@ def _visitor_from(cookie: str | None, settings: Settings) -> str | None:
 
 
 def _company(session: DbSession, settings: Settings) -> Company:
-    company = tenancy.find_company(session, name=settings.sandbox_company)
+    company = tenancy.find_company(session, ref=settings.sandbox_company)
     if company is None:
         raise SandboxOff("the sandbox page has no company to chat with")
     if not (settings.sandbox_enabled or company.settings.get("sandbox_page") is True):
