@@ -1,5 +1,5 @@
 """The installation's operator key: install-wide queue figures, and no company's data
-(docs/reliability.md A2)."""
+(docs/reliability.md A15)."""
 
 from __future__ import annotations
 
