@@ -306,16 +306,25 @@ def apikey_create(
         return
     if company is None or role is None:
         fail("a company's key needs --company and --role (or --operator for the operator's key)")
+    company_ref: str = company
+    key_role: Role = role
 
     def work(session: Session) -> tuple[str, str]:
-        owner = tenancy.get_company_by_ref(session, ref=company)
+        owner = tenancy.get_company_by_ref(session, ref=company_ref)
         key, raw_key = tenancy.create_api_key(
-            session, company_id=owner.id, role=role, name=name, actor="cli", now=SystemClock().now()
+            session,
+            company_id=owner.id,
+            role=key_role,
+            name=name,
+            actor="cli",
+            now=SystemClock().now(),
         )
         return key.prefix, raw_key
 
     prefix, raw_key = _run(settings, work)
-    typer.echo(f"created {role.value} key {prefix} for {company!r}; store it now:", err=True)
+    typer.echo(
+        f"created {key_role.value} key {prefix} for {company_ref!r}; store it now:", err=True
+    )
     typer.echo(raw_key)
 
 
