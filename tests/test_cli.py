@@ -261,6 +261,7 @@ def test_worker_once_queue_stats_and_dlq_commands(database_url: str) -> None:
 
     stats = shvya("queue", "stats", "--company", "Queue Co", database_url=database_url)
     assert stats.returncode == 0, stats.stderr
+    assert "scope: company queue-co (Queue Co)" in stats.stdout
     assert "queued 4" in stats.stdout
     assert "p1: 3 due" in stats.stdout
     assert "p2: 1 due" in stats.stdout
@@ -269,6 +270,7 @@ def test_worker_once_queue_stats_and_dlq_commands(database_url: str) -> None:
     assert once.returncode == 0, once.stderr
     assert "ran 4 jobs" in once.stdout
     stats = shvya("queue", "stats", database_url=database_url)
+    assert "scope: every company" in stats.stdout
     # The ai.engage jobs name no lead: they fail for good at once, no retries. sequence.step
     # has its priority but no handler yet: it fails too, instead of reporting work not done.
     assert "completed 0, failed 4" in stats.stdout

@@ -468,14 +468,20 @@ def _company_id(session: Session, company: str | None) -> uuid.UUID | None:
 def queue_stats_command(
     company: AnyCompany = None,
 ) -> None:
-    """Jobs by status and type, and each lane's oldest due job and wait times."""
+    """Jobs by status and type, and each lane's oldest due job and wait times: one company's,
+    or every company's together (the installation's view; over HTTP it needs an operator key)."""
     settings = _settings()
 
     def work(session: Session) -> list[str]:
+        owner = None if company is None else tenancy.get_company_by_ref(session, ref=company)
         stats = jobs.queue_stats(
-            session, company_id=_company_id(session, company), now=SystemClock().now()
+            session, company_id=None if owner is None else owner.id, now=SystemClock().now()
         )
-        lines = ["status: " + ", ".join(f"{k} {v}" for k, v in stats.by_status.items())]
+        scope = "every company" if owner is None else f"company {owner.slug} ({owner.name})"
+        lines = [
+            f"scope: {scope}",
+            "status: " + ", ".join(f"{k} {v}" for k, v in stats.by_status.items()),
+        ]
         for job_type, counts in sorted(stats.by_type.items()):
             lines.append(f"  {job_type:<18} " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         for lane, lane_stats in stats.lanes.items():
