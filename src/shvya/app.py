@@ -47,8 +47,11 @@ SHVYA records every lead that writes in, answers with an AI grounded in your kno
 and keeps an audit trail of everything that happens.
 
 Every route except `/health` needs `Authorization: Bearer <API key>`
-(create one with `shvya apikey create --company NAME --role admin`).
+(create one with `shvya apikey create --company COMPANY --role admin`, COMPANY being the
+company's id or slug from `shvya company list`).
 A key sees only its own company's data; another company's ids answer 404.
+The installation's operator key (`shvya apikey create --operator`) reads only `GET /queue/stats`,
+every company's together.
 Errors are JSON: `{"error": "<code>", "detail": "<what to fix>"}`.
 """
 
