@@ -1,4 +1,4 @@
-"""Secrets never reach a log line.
+"""Secrets never reach a log line (docs/reliability.md A15, docs/whatsapp.md 1.5).
 
 A URL's query string is logged whole by the access log (`GET /webhooks/whatsapp?hub.mode=...
 &hub.verify_token=...`), and an error message may quote a URL or a key. `RedactSecrets` is a
