@@ -143,16 +143,23 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, str]]:
     ]
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
 def _allowed_methods(request: Request) -> list[str]:
-    """Every method some route answers on this path. Starlette's 405 names only the methods
-    of the first route whose path matched, though GET /leads and POST /leads are two routes
-    (RFC 9110 section 15.5.6: Allow lists the methods the resource supports)."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        route_methods = getattr(route, "methods", None)
-        if route_methods and route.matches(request.scope)[0] is not Match.NONE:
-            methods.update(route_methods)
-    return sorted(methods)
+    """Every method some route answers on this path, found by asking the app's routes (an
+    included router answers for all of its own) whether they fully match the request under
+    each method. Starlette's 405 names only the methods of the first route whose path matched,
+    though GET /leads and POST /leads are two routes (RFC 9110 section 15.5.6: Allow lists the
+    methods the resource supports)."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
 
 
 def _install_error_handlers(app: FastAPI) -> None:
