@@ -60,6 +60,14 @@ def make_tenant(
         return Tenant(company.id, name, admin_key, agent_key)
 
 
+def make_operator_key(factory: sessionmaker[Session], name: str = "ops") -> str:
+    """The installation's operator key, as `shvya apikey create --operator` makes it."""
+    with factory() as session:
+        _, raw_key = tenancy.create_operator_key(session, name=name, now=T0)
+        session.commit()
+        return raw_key
+
+
 def post_inbound(
     client: TestClient,
     tenant: Tenant,

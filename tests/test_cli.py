@@ -79,9 +79,25 @@ def test_company_and_key_lifecycle(database_url: str) -> None:
     )
     assert created.returncode == 0, created.stderr
     assert "Acme Motors" in created.stdout
-    duplicate = shvya("company", "create", "acme motors", database_url=database_url)
-    assert duplicate.returncode == 1
-    assert "already exists" in duplicate.stderr
+    assert "slug acme-motors," in created.stdout
+    # Names need not be unique; the slug is.
+    same_name = shvya("company", "create", "acme motors", database_url=database_url)
+    assert same_name.returncode == 0, same_name.stderr
+    assert "slug acme-motors-2," in same_name.stdout
+    listed = shvya("company", "list", database_url=database_url).stdout.splitlines()
+    assert [line.split()[1] for line in listed] == ["acme-motors", "acme-motors-2"]
+    first_id, second_id = (line.split()[0] for line in listed)
+    ambiguous = shvya(
+        "apikey", "create", "--company", "ACME MOTORS", "--role", "agent", database_url=database_url
+    )
+    assert ambiguous.returncode == 1
+    assert "2 companies are named 'ACME MOTORS'" in ambiguous.stderr
+    assert f"acme-motors ({first_id})" in ambiguous.stderr
+    assert f"acme-motors-2 ({second_id})" in ambiguous.stderr
+    assert "Traceback" not in ambiguous.stderr
+    by_id = shvya("apikey", "list", "--company", second_id, database_url=database_url)
+    assert by_id.returncode == 0, by_id.stderr
+    assert by_id.stdout == ""  # the second company has no keys yet
     bad_zone = shvya(
         "company", "create", "Other", "--timezone", "Mars/Base", database_url=database_url
     )
@@ -89,7 +105,7 @@ def test_company_and_key_lifecycle(database_url: str) -> None:
     assert "IANA" in bad_zone.stderr
 
     key_run = shvya(
-        "apikey", "create", "--company", "Acme Motors", "--role", "agent", database_url=database_url
+        "apikey", "create", "--company", "acme-motors", "--role", "agent", database_url=database_url
     )
     assert key_run.returncode == 0, key_run.stderr
     raw_key = key_run.stdout.strip().splitlines()[-1]
@@ -110,7 +126,7 @@ def test_company_and_key_lifecycle(database_url: str) -> None:
         )
         assert inbound.status_code == 201, inbound.text
 
-        listed = shvya("apikey", "list", "--company", "Acme Motors", database_url=database_url)
+        listed = shvya("apikey", "list", "--company", first_id, database_url=database_url)
         assert listed.returncode == 0
         assert raw_key not in listed.stdout
         prefix = raw_key.rsplit("_", 1)[0]
@@ -118,6 +134,9 @@ def test_company_and_key_lifecycle(database_url: str) -> None:
 
         revoked = shvya("apikey", "revoke", prefix, database_url=database_url)
         assert revoked.returncode == 0, revoked.stderr
+        assert (
+            shvya("apikey", "list", "--company", second_id, database_url=database_url).stdout == ""
+        )
         assert client.get("/me", headers=headers).status_code == 401
         again = shvya("apikey", "revoke", prefix, database_url=database_url)
         assert again.returncode == 1
@@ -138,7 +157,7 @@ def test_errors_are_messages_with_nonzero_exit(tmp_path: Path) -> None:
         "apikey", "create", "--company", "Nope", "--role", "admin", database_url=fresh
     )
     assert no_company.returncode == 1
-    assert "no company named 'Nope'" in no_company.stderr
+    assert "no company 'Nope' (by id, slug or name)" in no_company.stderr
     bad_role = shvya("apikey", "create", "--company", "Nope", "--role", "owner", database_url=fresh)
     assert bad_role.returncode == 2
     assert "owner" in bad_role.stderr
@@ -242,6 +261,7 @@ def test_worker_once_queue_stats_and_dlq_commands(database_url: str) -> None:
 
     stats = shvya("queue", "stats", "--company", "Queue Co", database_url=database_url)
     assert stats.returncode == 0, stats.stderr
+    assert "scope: company queue-co (Queue Co)" in stats.stdout
     assert "queued 4" in stats.stdout
     assert "p1: 3 due" in stats.stdout
     assert "p2: 1 due" in stats.stdout
@@ -250,6 +270,7 @@ def test_worker_once_queue_stats_and_dlq_commands(database_url: str) -> None:
     assert once.returncode == 0, once.stderr
     assert "ran 4 jobs" in once.stdout
     stats = shvya("queue", "stats", database_url=database_url)
+    assert "scope: every company" in stats.stdout
     # The ai.engage jobs name no lead: they fail for good at once, no retries. sequence.step
     # has its priority but no handler yet: it fails too, instead of reporting work not done.
     assert "completed 0, failed 4" in stats.stdout
@@ -329,3 +350,79 @@ def test_log_level_setting_quiets_the_worker(tmp_path: Path) -> None:
     bad = shvya("worker", "--once", database_url=database_url, SHVYA_LOG_LEVEL="loud")
     assert bad.returncode == 1
     assert "log_level" in bad.stderr
+
+
+def test_serve_logs_no_verify_token(tmp_path: Path) -> None:
+    """`shvya serve` logs the handshake without its token (src/shvya/redact.py)."""
+    token = "verify-0123456789abcdef"
+    database_url = f"sqlite:///{tmp_path / 'logs.db'}"
+    assert shvya("migrate", database_url=database_url).returncode == 0
+    port = free_port()
+    process, lines = start_server(database_url, "--port", str(port), META_VERIFY_TOKEN=token)
+    try:
+        base = f"http://127.0.0.1:{port}/webhooks/whatsapp"
+        ok = httpx.get(
+            base,
+            params={"hub.mode": "subscribe", "hub.verify_token": token, "hub.challenge": "77"},
+        )
+        assert (ok.status_code, ok.text) == (200, "77")
+        wrong = httpx.get(f"{base}?hub.mode=subscribe&hub.verify_token={token}x&hub.challenge=1")
+        assert wrong.status_code == 403
+    finally:
+        stop(process)
+    assert process.stdout is not None
+    output = "\n".join(lines) + process.stdout.read()
+    assert "GET /webhooks/whatsapp?" in output, output
+    assert token not in output
+    assert output.count("hub.verify_token=[redacted]") == 2, output
+
+
+OPERATOR_KEY_PATTERN = re.compile(r"^shvyaop_[0-9a-f]{12}_[0-9a-f]{48}$")
+
+
+def test_only_the_command_makes_operator_keys(database_url: str) -> None:
+    assert shvya("migrate", database_url=database_url).returncode == 0
+    assert shvya("company", "create", "Acme", database_url=database_url).returncode == 0
+    assert "--operator" in shvya("apikey", "create", "--help", database_url=database_url).stdout
+    mixed = shvya("apikey", "create", "--operator", "--company", "acme", database_url=database_url)
+    assert mixed.returncode == 1
+    assert "belongs to no company" in mixed.stderr
+    neither = shvya("apikey", "create", database_url=database_url)
+    assert neither.returncode == 1
+    assert "--company and --role" in neither.stderr
+
+    made = shvya("apikey", "create", "--operator", "--name", "ops", database_url=database_url)
+    assert made.returncode == 0, made.stderr
+    raw_key = made.stdout.strip().splitlines()[-1]
+    assert OPERATOR_KEY_PATTERN.match(raw_key), made.stdout
+    prefix = raw_key.rsplit("_", 1)[0]
+    listed = shvya("apikey", "list", "--operator", database_url=database_url)
+    assert prefix in listed.stdout and "operator" in listed.stdout and "ops" in listed.stdout
+    assert raw_key not in listed.stdout
+    assert (
+        prefix not in shvya("apikey", "list", "--company", "acme", database_url=database_url).stdout
+    )
+
+    with TestClient(create_app(Settings(database_url=database_url))) as client:
+        headers = {"Authorization": f"Bearer {raw_key}"}
+        stats = client.get("/queue/stats?all_companies=true", headers=headers)
+        assert stats.status_code == 200, stats.text
+        assert stats.json()["scope"] == "all"
+        assert client.get("/leads", headers=headers).status_code == 403
+        revoked = shvya("apikey", "revoke", prefix, database_url=database_url)
+        assert revoked.returncode == 0, revoked.stderr
+        assert client.get("/queue/stats", headers=headers).status_code == 401
+
+
+def test_the_last_admin_key_is_kept_by_the_command_too(database_url: str) -> None:
+    assert shvya("migrate", database_url=database_url).returncode == 0
+    assert shvya("company", "create", "Acme", database_url=database_url).returncode == 0
+    made = shvya(
+        "apikey", "create", "--company", "acme", "--role", "admin", database_url=database_url
+    )
+    prefix = made.stdout.strip().splitlines()[-1].rsplit("_", 1)[0]
+    refused = shvya("apikey", "revoke", prefix, database_url=database_url)
+    assert refused.returncode == 1
+    assert "last active admin key; create another admin key first" in refused.stderr
+    listed = shvya("apikey", "list", "--company", "acme", database_url=database_url)
+    assert "active" in listed.stdout and "revoked" not in listed.stdout

@@ -41,6 +41,7 @@ INFRASTRUCTURE = {
     "crypto",
     "faults",
     "ratelimit",
+    "redact",
     "deps",
     "db",
 }

@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -46,8 +47,11 @@ SHVYA records every lead that writes in, answers with an AI grounded in your kno
 and keeps an audit trail of everything that happens.
 
 Every route except `/health` needs `Authorization: Bearer <API key>`
-(create one with `shvya apikey create --company NAME --role admin`).
+(create one with `shvya apikey create --company COMPANY --role admin`, COMPANY being the
+company's id or slug from `shvya company list`).
 A key sees only its own company's data; another company's ids answer 404.
+The installation's operator key (`shvya apikey create --operator`) reads only `GET /queue/stats`,
+every company's together.
 Errors are JSON: `{"error": "<code>", "detail": "<what to fix>"}`.
 """
 
@@ -139,6 +143,25 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, str]]:
     ]
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers on this path, found by asking the app's routes (an
+    included router answers for all of its own) whether they fully match the request under
+    each method. Starlette's 405 names only the methods of the first route whose path matched,
+    though GET /leads and POST /leads are two routes (RFC 9110 section 15.5.6: Allow lists the
+    methods the resource supports)."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ShvyaError)
     async def _shvya_error(_request: Request, exc: ShvyaError) -> JSONResponse:
@@ -158,12 +181,18 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+        headers = dict(exc.headers or {})
+        detail = str(exc.detail)
+        if exc.status_code == 405:
+            allowed = _allowed_methods(request)
+            headers["Allow"] = ", ".join(allowed)
+            detail = f"{request.method} is not allowed here; use {' or '.join(allowed)}"
         return JSONResponse(
-            {"error": codes.get(exc.status_code, "http_error"), "detail": str(exc.detail)},
+            {"error": codes.get(exc.status_code, "http_error"), "detail": detail},
             status_code=exc.status_code,
-            headers=exc.headers,
+            headers=headers,
         )
 
     async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:

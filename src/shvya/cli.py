@@ -7,6 +7,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
 
@@ -16,7 +17,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
-from shvya import __version__, onboarding
+from shvya import __version__, onboarding, redact
 from shvya.clock import SystemClock
 from shvya.config import JobEngineName, Settings, load_settings
 from shvya.db.engine import make_engine, make_session_factory
@@ -123,8 +124,11 @@ def _echo_lines(settings: Settings, work: Callable[[Session], list[str]]) -> Non
         typer.echo(line)
 
 
-CompanyName = Annotated[str, typer.Option(help="The company's name.")]
-AnyCompany = Annotated[str | None, typer.Option(help="One company (default: all).")]
+COMPANY_REF = "its id, its slug (`shvya company list`) or a name no other company has"
+CompanyName = Annotated[str, typer.Option(help=f"The company: {COMPANY_REF}.")]
+AnyCompany = Annotated[
+    str | None, typer.Option(help=f"One company ({COMPANY_REF}); default: every company.")
+]
 JobTypeName = Annotated[str | None, typer.Option("--type", help="One job type.")]
 
 
@@ -182,13 +186,14 @@ def serve(
             "\n".join(
                 [
                     "",
-                    f"First start: created company {company.name!r} with the pipeline "
+                    f"First start: created company {company.name!r} (slug {company.slug}) "
+                    "with the pipeline "
                     "New > Qualified > Nurture > Converted > Lost.",
                     "Its admin API key, shown only this once (SHVYA keeps only a hash):",
                     "",
                     f"    {raw_key}",
                     "",
-                    "Lost it? `shvya apikey create --company Default --role admin` makes another.",
+                    "Lost it? `shvya apikey create --company default --role admin` makes another.",
                     "",
                 ]
             )
@@ -208,6 +213,11 @@ def serve(
         port=bind_port,
         workers=workers,
         log_level=settings.log_level.lower(),
+        # uvicorn's logging with a filter that keeps secrets (the WhatsApp verify token in the
+        # handshake's query string, keys) out of every line (src/shvya/redact.py).
+        log_config=redact.uvicorn_log_config(settings.log_level),
+        # Client addresses behind a proxy are read by SHVYA itself, only from the proxies
+        # SHVYA_TRUSTED_PROXIES names (shvya.deps.client_address).
         proxy_headers=False,
     )
 
@@ -217,7 +227,7 @@ def _connect_meta_number(session: Session, settings: Settings) -> str | None:
         return None
     from shvya.channels import service as channels
 
-    company = tenancy.get_company_by_name(session, name=tenancy.DEFAULT_COMPANY_NAME)
+    company = tenancy.get_company_by_ref(session, ref=tenancy.DEFAULT_COMPANY_SLUG)
     channels.connect_whatsapp_from_environment(
         session, company_id=company.id, settings=settings, now=SystemClock().now()
     )
@@ -226,14 +236,17 @@ def _connect_meta_number(session: Session, settings: Settings) -> str | None:
 
 @company_app.command("create")
 def company_create(
-    name: Annotated[str, typer.Argument(help="The company's name (unique).")],
+    name: Annotated[
+        str, typer.Argument(help="The company's name (several companies may share one).")
+    ],
     timezone: Annotated[str, typer.Option(help="IANA time zone, e.g. Asia/Kolkata.")] = "UTC",
     phone_region: Annotated[
         str | None,
         typer.Option(help="Region for phone numbers without a country code, e.g. IN."),
     ] = None,
 ) -> None:
-    """Create a company with its default pipeline."""
+    """Create a company with its default pipeline; prints its id and its slug, the unique
+    names other commands take in --company."""
     company = _run(
         _settings(),
         lambda session: onboarding.create_company(
@@ -244,47 +257,102 @@ def company_create(
             now=SystemClock().now(),
         ),
     )
-    typer.echo(f"created company {company.name!r} ({company.id}), time zone {company.timezone}")
+    typer.echo(
+        f"created company {company.name!r}: slug {company.slug}, id {company.id}, "
+        f"time zone {company.timezone}"
+    )
 
 
 @company_app.command("list")
 def company_list() -> None:
-    """List the companies."""
+    """List the companies: id, slug (both unique), name and time zone."""
     for company in _run(_settings(), tenancy.list_companies):
-        typer.echo(f"{company.id}  {company.name}  ({company.timezone})")
+        typer.echo(f"{company.id}  {company.slug:<24} {company.name}  ({company.timezone})")
+
+
+OperatorFlag = Annotated[
+    bool,
+    typer.Option(
+        "--operator",
+        help="The installation's operator key: install-wide queue figures "
+        "(GET /queue/stats?all_companies=true), no company's data. Only this command makes one.",
+    ),
+]
 
 
 @apikey_app.command("create")
 def apikey_create(
-    company: CompanyName,
-    role: Annotated[Role, typer.Option(help="What the key may do.")],
+    company: Annotated[
+        str | None, typer.Option(help=f"The company whose key it is: {COMPANY_REF}.")
+    ] = None,
+    role: Annotated[Role | None, typer.Option(help="What the company's key may do.")] = None,
+    operator: OperatorFlag = False,
     name: Annotated[str, typer.Option(help="A label to recognise the key by.")] = "",
 ) -> None:
-    """Create an API key. The key is printed alone on the last line, and only this once."""
+    """Create an API key: a company's (--company and --role) or the installation's operator
+    key (--operator). The key is printed alone on the last line, and only this once."""
     settings = _settings()
+    if operator:
+        if company is not None or role is not None:
+            fail("an operator key belongs to no company and has no role: drop --company/--role")
+
+        def make_operator_key(session: Session) -> tuple[str, str]:
+            key, raw_key = tenancy.create_operator_key(session, name=name, now=SystemClock().now())
+            return key.prefix, raw_key
+
+        prefix, raw_key = _run(settings, make_operator_key)
+        typer.echo(f"created operator key {prefix}; store it now:", err=True)
+        typer.echo(raw_key)
+        return
+    if company is None or role is None:
+        fail("a company's key needs --company and --role (or --operator for the operator's key)")
+    company_ref: str = company
+    key_role: Role = role
 
     def work(session: Session) -> tuple[str, str]:
-        owner = tenancy.get_company_by_name(session, name=company)
+        owner = tenancy.get_company_by_ref(session, ref=company_ref)
         key, raw_key = tenancy.create_api_key(
-            session, company_id=owner.id, role=role, name=name, actor="cli", now=SystemClock().now()
+            session,
+            company_id=owner.id,
+            role=key_role,
+            name=name,
+            actor="cli",
+            now=SystemClock().now(),
         )
         return key.prefix, raw_key
 
     prefix, raw_key = _run(settings, work)
-    typer.echo(f"created {role.value} key {prefix} for {company!r}; store it now:", err=True)
+    typer.echo(
+        f"created {key_role.value} key {prefix} for {company_ref!r}; store it now:", err=True
+    )
     typer.echo(raw_key)
 
 
+def _key_state(revoked_at: datetime | None) -> str:
+    return f"revoked {revoked_at.isoformat()}" if revoked_at else "active"
+
+
 @apikey_app.command("list")
-def apikey_list(company: CompanyName) -> None:
-    """List a company's API keys (never the keys themselves)."""
+def apikey_list(
+    company: Annotated[str | None, typer.Option(help=f"The company: {COMPANY_REF}.")] = None,
+    operator: Annotated[
+        bool, typer.Option("--operator", help="List the operator keys instead.")
+    ] = False,
+) -> None:
+    """List a company's API keys, or the operator keys (never the keys themselves)."""
     settings = _settings()
+    if operator == (company is not None):
+        fail("give either --company or --operator")
 
     def work(session: Session) -> list[str]:
-        owner = tenancy.get_company_by_name(session, name=company)
+        if company is None:
+            return [
+                f"{k.id}  {k.prefix}  operator    {_key_state(k.revoked_at)}  {k.name}"
+                for k in tenancy.list_operator_keys(session)
+            ]
+        owner = tenancy.get_company_by_ref(session, ref=company)
         return [
-            f"{k.id}  {k.prefix}  {k.role:<10}  "
-            f"{'revoked ' + k.revoked_at.isoformat() if k.revoked_at else 'active'}  {k.name}"
+            f"{k.id}  {k.prefix}  {k.role:<10}  {_key_state(k.revoked_at)}  {k.name}"
             for k in tenancy.list_api_keys(session, company_id=owner.id)
         ]
 
@@ -295,10 +363,20 @@ def apikey_list(company: CompanyName) -> None:
 def apikey_revoke(
     key: Annotated[str, typer.Argument(help="The key's id or prefix (see `apikey list`).")],
 ) -> None:
-    """Revoke an API key; it stops working at once."""
+    """Revoke an API key or an operator key; it stops working at once. A company's last
+    active admin key is refused: create another admin key first."""
     settings = _settings()
 
     def work(session: Session) -> str:
+        operator_key = tenancy.find_operator_key(session, ref=key)
+        if operator_key is not None:
+            if operator_key.revoked_at is not None:
+                fail(
+                    f"key {operator_key.prefix} was already revoked at "
+                    f"{operator_key.revoked_at.isoformat()}"
+                )
+            tenancy.revoke_operator_key(session, key=operator_key, now=SystemClock().now())
+            return operator_key.prefix
         row = tenancy.find_api_key(session, company_id=None, ref=key)
         if row.revoked_at is not None:
             fail(f"key {row.prefix} was already revoked at {row.revoked_at.isoformat()}")
@@ -383,21 +461,27 @@ def worker(
 
 
 def _company_id(session: Session, company: str | None) -> uuid.UUID | None:
-    return None if company is None else tenancy.get_company_by_name(session, name=company).id
+    return None if company is None else tenancy.get_company_by_ref(session, ref=company).id
 
 
 @queue_app.command("stats")
 def queue_stats_command(
     company: AnyCompany = None,
 ) -> None:
-    """Jobs by status and type, and each lane's oldest due job and wait times."""
+    """Jobs by status and type, and each lane's oldest due job and wait times: one company's,
+    or every company's together (the installation's view; over HTTP it needs an operator key)."""
     settings = _settings()
 
     def work(session: Session) -> list[str]:
+        owner = None if company is None else tenancy.get_company_by_ref(session, ref=company)
         stats = jobs.queue_stats(
-            session, company_id=_company_id(session, company), now=SystemClock().now()
+            session, company_id=None if owner is None else owner.id, now=SystemClock().now()
         )
-        lines = ["status: " + ", ".join(f"{k} {v}" for k, v in stats.by_status.items())]
+        scope = "every company" if owner is None else f"company {owner.slug} ({owner.name})"
+        lines = [
+            f"scope: {scope}",
+            "status: " + ", ".join(f"{k} {v}" for k, v in stats.by_status.items()),
+        ]
         for job_type, counts in sorted(stats.by_type.items()):
             lines.append(f"  {job_type:<18} " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         for lane, lane_stats in stats.lanes.items():
@@ -466,7 +550,7 @@ def dlq_replay(
 
 @templates_app.command("sync")
 def templates_sync(
-    company: CompanyName = "Default",
+    company: CompanyName = tenancy.DEFAULT_COMPANY_SLUG,
 ) -> None:
     """Pull the WhatsApp account's templates and their statuses from Meta."""
     from shvya.channels import service as channels
@@ -475,7 +559,7 @@ def templates_sync(
     settings = _settings()
 
     def work(session: Session) -> tuple[int, int]:
-        owner = tenancy.get_company_by_name(session, name=company)
+        owner = tenancy.get_company_by_ref(session, ref=company)
         typer.echo(f"asking Meta for the templates of {owner.name!r}...", err=True)
         try:
             return run_phases(
@@ -511,7 +595,7 @@ def _kb_files(paths: list[Path]) -> list[Path]:
 @kb_app.command("add")
 def kb_add(
     paths: Annotated[list[Path], typer.Argument(help="Files (.md .txt .html .pdf) or folders.")],
-    company: CompanyName = "Default",
+    company: CompanyName = tenancy.DEFAULT_COMPANY_SLUG,
 ) -> None:
     """Add or update knowledge-base documents (the title is the file name)."""
     from shvya.errors import ShvyaError as Refused
@@ -531,7 +615,7 @@ def kb_add(
         _require_migrated(engine)
         factory = make_session_factory(engine)
         with factory() as session:
-            owner = tenancy.get_company_by_name(session, name=company)
+            owner = tenancy.get_company_by_ref(session, ref=company)
         with typer.progressbar(files, label="adding", show_pos=True) as progress:
             for path in progress:
                 with factory() as session:
@@ -569,7 +653,7 @@ def kb_add(
 
 @kb_app.command("list")
 def kb_list(
-    company: CompanyName = "Default",
+    company: CompanyName = tenancy.DEFAULT_COMPANY_SLUG,
 ) -> None:
     """The knowledge-base documents and their passages."""
     from shvya.knowledge import service as knowledge
@@ -577,7 +661,7 @@ def kb_list(
     settings = _settings()
 
     def work(session: Session) -> list[str]:
-        owner = tenancy.get_company_by_name(session, name=company)
+        owner = tenancy.get_company_by_ref(session, ref=company)
         rows, total = knowledge.list_documents(
             session, company_id=owner.id, page=PageRequest(limit=10_000, offset=0)
         )
@@ -591,7 +675,7 @@ def kb_list(
 @kb_app.command("search")
 def kb_search(
     query: Annotated[str, typer.Argument(help="A question, as a lead would ask it.")],
-    company: CompanyName = "Default",
+    company: CompanyName = tenancy.DEFAULT_COMPANY_SLUG,
     k: Annotated[int, typer.Option(min=1, max=50, help="How many passages.")] = 5,
 ) -> None:
     """The passages the AI would answer this question from."""
@@ -603,7 +687,7 @@ def kb_search(
     backend = embedding_backend(settings)
 
     def work(session: Session) -> list[str]:
-        owner = tenancy.get_company_by_name(session, name=company)
+        owner = tenancy.get_company_by_ref(session, ref=company)
         hits = run_phases(
             knowledge.search_knowledge(
                 session, company_id=owner.id, query=query, k=k, backend=backend
@@ -624,7 +708,8 @@ def kb_search(
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format=redact.LOG_FORMAT)
+    redact.install()
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         app()

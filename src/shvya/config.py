@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +23,26 @@ class Environment(StrEnum):
 class JobEngineName(StrEnum):
     embedded = "embedded"
     celery = "celery"
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@functools.lru_cache(maxsize=8)
+def parse_networks(value: str) -> tuple[IPNetwork, ...]:
+    """`10.0.0.1, 10.1.0.0/16, ::1` as networks (an address is a network of one)."""
+    networks: list[IPNetwork] = []
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(
+                f"{item!r} is not an IP address or network (e.g. 10.0.0.1, 10.0.0.0/8)"
+            ) from None
+    return tuple(networks)
 
 
 def _env_var(name: str, *, default: Any = None, **constraints: Any) -> Any:
@@ -52,8 +74,12 @@ class Settings(BaseSettings):
     # Region for phone numbers written without a country code, when the company sets none.
     default_phone_region: str = "US"
     max_body_bytes: int = 1024 * 1024
-    # Failed authentications per client address per minute before answering 429.
+    # Failed authentications per client address and key prefix per minute before a wrong key
+    # is answered 429 (a correct key always works).
     auth_failures_per_minute: int = 20
+    # Reverse proxies (comma-separated IPs or CIDRs) whose X-Forwarded-For names the client;
+    # from any other peer the header is ignored (shvya.deps.client_address).
+    trusted_proxies: str = ""
     # /docs and /openapi.json: on in development; off in production unless asked for.
     expose_docs: bool | None = None
     # PostgreSQL connections each process may hold, all kept open once made: a request finds
@@ -77,7 +103,7 @@ class Settings(BaseSettings):
     # The browser chat at / (the sandbox channel): on in development; in production only for
     # companies that turn it on.
     sandbox_page: bool | None = None
-    sandbox_company: str = "Default"
+    sandbox_company: str = "default"  # an id, a slug, or a name only one company has
     # Sandbox messages per client address per minute (each can start an AI reply).
     sandbox_messages_per_minute: int = Field(default=30, ge=1)
 
@@ -133,6 +159,12 @@ class Settings(BaseSettings):
                 return "postgresql+psycopg://" + value[len(prefix) :]
         return value
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
     @field_validator("default_phone_region")
     @classmethod
     def _upper_region(cls, value: str) -> str:
@@ -161,6 +193,10 @@ class Settings(BaseSettings):
         if self.sandbox_page is not None:
             return self.sandbox_page
         return self.env is Environment.development
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[IPNetwork, ...]:
+        return parse_networks(self.trusted_proxies)
 
     @property
     def is_sqlite(self) -> bool:

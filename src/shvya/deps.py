@@ -2,13 +2,56 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
 
 from shvya.clock import Clock
-from shvya.config import Settings
+from shvya.config import IPNetwork, Settings
 from shvya.schemas import PAGE_LIMIT_DEFAULT, LimitQuery, OffsetQuery, PageRequest, clamp_limit
+
+
+def client_address(request: Request) -> str:
+    """The client's address: the direct peer's; or, when the peer is a reverse proxy named in
+    SHVYA_TRUSTED_PROXIES, the address X-Forwarded-For gives for the client, read from the
+    right (each proxy appends the address it heard from) past every trusted proxy. From any
+    other peer the header is ignored: a client could write anything there."""
+    peer = request.client.host if request.client else "unknown"
+    settings: Settings = request.app.state.settings
+    trusted = settings.trusted_proxy_networks
+    if not trusted or not _is_trusted(peer, trusted):
+        return peer
+    hops = [
+        hop.strip()
+        for header in request.headers.getlist("x-forwarded-for")
+        for hop in header.split(",")
+        if hop.strip()
+    ]
+    address = peer
+    for hop in reversed(hops):
+        if not _is_address(hop):
+            break  # not an address: whatever is left of it was not written by our proxies
+        address = hop
+        if not _is_trusted(hop, trusted):
+            break
+    return address
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_trusted(address: str, trusted: tuple[IPNetwork, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
 
 
 # `async` on purpose: they only read app state, and FastAPI runs a plain `def` dependency in

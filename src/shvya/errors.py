@@ -48,3 +48,8 @@ class Forbidden(ShvyaError):
 class TooManyRequests(ShvyaError):
     code = "too_many_requests"
     status = 429
+
+
+class UnsupportedMediaType(ShvyaError):
+    code = "unsupported_media_type"
+    status = 415

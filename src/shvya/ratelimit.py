@@ -1,7 +1,8 @@
-"""A sliding-window counter per client address, in memory, per server process.
+"""A sliding-window counter per key (a client address, or an address and an API key prefix),
+in memory, per server process.
 
-It slows down key guessing and page abuse against one process; run a proxy limit in front of
-several.
+It slows down page abuse and repeated wrong keys against one process; run a proxy limit in
+front of several. Client addresses come from shvya.deps.client_address.
 """
 
 from __future__ import annotations

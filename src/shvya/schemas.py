@@ -289,6 +289,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "Not found (also another company's resource)",
         409: "Conflict with an existing resource",
         413: "Request body over the size limit",
+        415: "The body is not JSON: send it with Content-Type: application/json",
         422: "Invalid input: the detail names the field",
         429: "Too many failed authentications from this address",
         502: "The provider (e.g. WhatsApp) did not answer as it should",

@@ -317,3 +317,42 @@ def test_an_opt_out_through_the_api_suppresses_and_queues_only_the_confirmation(
         "ContactSuppressed",
         "OptedOut",
     ]
+
+
+def test_a_body_not_declared_json_is_415_and_writes_nothing(
+    client: TestClient, acme: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    raw = json.dumps({"channel": "wa_cloud", "from": "+14155550100", "text": "hello"})
+    for content_type in (
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/jsonp",
+        None,
+    ):
+        headers = dict(acme.agent)
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        response = client.post("/inbound-message", content=raw, headers=headers)
+        assert response.status_code == 415, (content_type, response.text)
+        assert response.json()["error"] == "unsupported_media_type"
+        assert "Content-Type: application/json" in response.json()["detail"]
+    assert count_rows(session_factory)["messages"] == 0
+
+    for content_type in ("application/json", "application/json; charset=utf-8", "APPLICATION/JSON"):
+        response = client.post(
+            "/inbound-message",
+            content=json.dumps(
+                {"channel": "wa_cloud", "from": "+14155550100", "text": content_type}
+            ),
+            headers={**acme.agent, "Content-Type": content_type},
+        )
+        assert response.status_code == 201, (content_type, response.text)
+    assert count_rows(session_factory)["messages"] == 3
+
+
+def test_the_key_is_checked_before_the_content_type(client: TestClient) -> None:
+    response = client.post(
+        "/inbound-message", content="hello", headers={"Content-Type": "text/plain"}
+    )
+    assert response.status_code == 401, response.text

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -10,7 +12,7 @@ from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from shvya.db.engine import make_engine
+from shvya.db.engine import make_engine, make_session_factory
 from shvya.db.migrate import (
     alembic_config,
     current_revision,
@@ -77,3 +79,118 @@ def test_events_are_append_only_in_the_database(
             conn.execute(text(statement))
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM events")).scalar() == before
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with no schema at all, on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'upgrade.db'}"
+        return
+    import secrets
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from tests.conftest import POSTGRES_URL, _libpq_dsn, postgres_unavailable
+
+    try:
+        admin = psycopg.connect(_libpq_dsn(POSTGRES_URL), autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        postgres_unavailable(str(exc).strip().splitlines()[0])
+    schema = f"shvya_upgrade_{secrets.token_hex(4)}"
+    admin.execute(f'CREATE SCHEMA "{schema}"')
+    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.close()
+
+
+def test_company_slugs_are_made_for_existing_companies_and_no_row_is_lost(
+    empty_database_url: str,
+) -> None:
+    """0008 drops the unique company name and adds slugs. On SQLite that rebuilds the companies
+    table, whose DROP would cascade to every tenant's rows if foreign keys stayed on."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from sqlalchemy import Table, insert, select
+
+    from shvya.db.base import JSONType, UTCDateTime
+    from shvya.onboarding import create_company
+
+    url = empty_database_url
+    upgrade_database(url, "0006")
+    engine = make_engine(url)
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    companies = Table(
+        "companies",
+        sa.MetaData(),
+        sa.Column("id", sa.Uuid()),
+        sa.Column("name", sa.String()),
+        sa.Column("timezone", sa.String()),
+        sa.Column("plan", sa.String()),
+        sa.Column("company_card", JSONType),
+        sa.Column("settings", JSONType),
+        sa.Column("created_at", UTCDateTime()),
+        sa.Column("updated_at", UTCDateTime()),
+    )
+    api_keys = Table(
+        "api_keys",
+        sa.MetaData(),
+        sa.Column("id", sa.Uuid()),
+        sa.Column("company_id", sa.Uuid()),
+        sa.Column("name", sa.String()),
+        sa.Column("role", sa.String()),
+        sa.Column("prefix", sa.String()),
+        sa.Column("key_hash", sa.String()),
+        sa.Column("created_at", UTCDateTime()),
+    )
+    first, second, third = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    with engine.begin() as conn:
+        for number, (company_id, name) in enumerate(
+            [(first, "Acme Motors"), (second, "ACME motors!"), (third, "Über Café")]
+        ):
+            conn.execute(
+                insert(companies).values(
+                    id=company_id,
+                    name=name,
+                    timezone="UTC",
+                    plan="free",
+                    company_card={},
+                    settings={},
+                    created_at=now.replace(minute=number),
+                    updated_at=now,
+                )
+            )
+        conn.execute(
+            insert(api_keys).values(
+                id=uuid.uuid4(),
+                company_id=first,
+                name="",
+                role="admin",
+                prefix="shvya_0123456789ab",
+                key_hash="0" * 64,
+                created_at=now,
+            )
+        )
+    engine.dispose()
+
+    upgrade_database(url)
+    engine = make_engine(url)
+    assert current_revision(engine) == head_revision()
+    with engine.connect() as conn:
+        slugs = dict(conn.execute(text("SELECT name, slug FROM companies")).all())
+        assert slugs == {
+            "Acme Motors": "acme-motors",
+            "ACME motors!": "acme-motors-2",
+            "Über Café": "uber-cafe",
+        }
+        assert conn.execute(select(api_keys.c.company_id)).scalars().all() == [first]
+    with make_session_factory(engine)() as session:
+        again = create_company(session, name="Acme Motors", now=now)
+        session.commit()
+        assert again.slug == "acme-motors-3"
+    engine.dispose()

@@ -10,7 +10,7 @@ from shvya.jobs.engines.embedded import EmbeddedWorker
 from shvya.jobs.runner import JobContext
 from shvya.jobs.service import enqueue_job
 from tests.jobs.conftest import Recorder
-from tests.support import FakeClock, Tenant, post_inbound
+from tests.support import FakeClock, Tenant, make_operator_key, post_inbound
 
 
 def dead_letter(
@@ -66,6 +66,7 @@ def test_queue_stats_count_by_status_type_and_lane(
     globex: Tenant,
     clock: FakeClock,
     make_worker: Callable[..., EmbeddedWorker],
+    session_factory: sessionmaker[Session],
 ) -> None:
     for index in range(3):
         post_inbound(client, acme, phone=f"+1415555011{index}")
@@ -85,11 +86,18 @@ def test_queue_stats_count_by_status_type_and_lane(
     assert stats["lanes"]["p1"]["started_last_hour"] == 3
     assert stats["lanes"]["p1"]["wait_p50_ms"] == 42_000
 
-    everyone = client.get("/queue/stats?all_companies=true", headers=acme.admin)
-    assert everyone.json()["scope"] == "all"
-    assert everyone.json()["by_status"]["completed"] == 4
-    refused = client.get("/queue/stats?all_companies=true", headers=acme.agent)
-    assert refused.status_code == 403
+    # Every company's figures are the installation operator's, not a company admin's.
+    for headers in (acme.admin, acme.agent):
+        refused = client.get("/queue/stats?all_companies=true", headers=headers)
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"] == "forbidden"
+        assert "shvya apikey create --operator" in refused.json()["detail"]
+    operator = {"Authorization": f"Bearer {make_operator_key(session_factory)}"}
+    for path in ("/queue/stats?all_companies=true", "/queue/stats"):
+        everyone = client.get(path, headers=operator)
+        assert everyone.status_code == 200, everyone.text
+        assert everyone.json()["scope"] == "all"
+        assert everyone.json()["by_status"]["completed"] == 4
 
 
 def test_dlq_lists_and_replays_for_admins_only(

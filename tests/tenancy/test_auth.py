@@ -165,9 +165,122 @@ def test_twenty_failed_authentications_in_a_minute_then_429_with_retry_after(
         retry_after = limited.headers["Retry-After"]
         assert re.fullmatch(r"[0-9]+", retry_after), retry_after
         assert 1 <= int(retry_after) <= 61
-    # Blocked before the key is looked at: no key can be guessed during the block.
-    assert client.get("/me", headers=bearer(acme.admin_key + "0")).status_code == 429
-    assert client.get("/me").status_code == 429
+    # Counted per key prefix: another prefix, or no key at all, is not blocked by this one.
+    assert_unauthorized(client.get("/me", headers=bearer(acme.admin_key + "0")))
+    assert_unauthorized(client.get("/me"))
+    # A correct key is never refused (below: even one with the blocked prefix).
+    assert client.get("/me", headers=acme.admin).status_code == 200
+
+
+def test_wrong_keys_never_block_the_correct_key_of_their_prefix(
+    client: TestClient, acme: Tenant
+) -> None:
+    """Behind a reverse proxy every client has the proxy's address: a script repeating a
+    stale key must not lock the company's working integrations out (docs/reliability.md A3)."""
+    wrong = bearer(acme.admin_key.rsplit("_", 1)[0] + "_" + "0" * 48)  # right prefix
+    statuses = [client.get("/me", headers=wrong).status_code for _ in range(25)]
+    assert statuses == [401] * 20 + [429] * 5
+    me = client.get("/me", headers=acme.admin)
+    assert me.status_code == 200, me.text
+    assert me.json()["role"] == "admin"
+    assert client.get("/leads", headers=acme.agent).status_code == 200
+    assert client.get("/me", headers=wrong).status_code == 429
+
+
+def test_wrong_keys_of_one_prefix_do_not_block_another_prefix(
+    client: TestClient, acme: Tenant, globex: Tenant
+) -> None:
+    acme_wrong = bearer(acme.admin_key.rsplit("_", 1)[0] + "_" + "0" * 48)
+    globex_wrong = bearer(globex.agent_key.rsplit("_", 1)[0] + "_" + "0" * 48)
+    for _ in range(21):
+        client.get("/me", headers=acme_wrong)
+    assert client.get("/me", headers=acme_wrong).status_code == 429
+    assert_unauthorized(client.get("/me", headers=globex_wrong))
+    assert client.get("/me", headers=globex.agent).status_code == 200
+
+
+def proxied_client(
+    database_url: str, engine: Engine, clock: FakeClock, *, peer: str, trusted: str = ""
+) -> TestClient:
+    settings = Settings(
+        database_url=database_url, auth_failures_per_minute=3, trusted_proxies=trusted
+    )
+    return TestClient(create_app(settings, engine=engine, clock=clock), client=(peer, 50000))
+
+
+def test_x_forwarded_for_is_ignored_from_an_untrusted_peer(
+    database_url: str, engine: Engine, clock: FakeClock, acme: Tenant
+) -> None:
+    with proxied_client(
+        database_url, engine, clock, peer="203.0.113.9", trusted="10.0.0.0/8"
+    ) as client:
+        wrong = bearer("shvya_0123456789ab_" + "0" * 48)
+        for spoofed in ("198.51.100.1", "198.51.100.2", "198.51.100.3"):
+            response = client.get("/me", headers={**wrong, "X-Forwarded-For": spoofed})
+            assert_unauthorized(response)
+        # Each attempt claimed another address; all three counted against the peer's own.
+        blocked = client.get("/me", headers={**wrong, "X-Forwarded-For": "198.51.100.4"})
+        assert blocked.status_code == 429, blocked.text
+
+
+def test_x_forwarded_for_names_the_client_behind_a_trusted_proxy(
+    database_url: str, engine: Engine, clock: FakeClock, acme: Tenant
+) -> None:
+    with proxied_client(
+        database_url, engine, clock, peer="10.0.0.5", trusted="10.0.0.0/8, 192.0.2.7"
+    ) as client:
+        wrong = bearer("shvya_0123456789ab_" + "0" * 48)
+        # What the client wrote (left) is not read: the trusted proxies' entries (right) are.
+        noisy = {**wrong, "X-Forwarded-For": "1.1.1.1, 198.51.100.1, 192.0.2.7"}
+        for _ in range(3):
+            assert_unauthorized(client.get("/me", headers=noisy))
+        assert client.get("/me", headers=noisy).status_code == 429
+        # Another client behind the same proxy is another address: not blocked.
+        other = {**wrong, "X-Forwarded-For": "198.51.100.2"}
+        assert_unauthorized(client.get("/me", headers=other))
+        # A blocked client's correct key still works.
+        me = client.get("/me", headers={**acme.agent, "X-Forwarded-For": "198.51.100.1"})
+        assert me.status_code == 200, me.text
+
+
+def test_trusted_proxies_must_be_addresses_or_networks(database_url: str) -> None:
+    from pydantic import ValidationError
+
+    assert Settings(database_url=database_url, trusted_proxies="10.0.0.1, ::1, 10.1.0.0/16")
+    problem = re.escape("'proxy.local' is not an IP address or network")
+    with pytest.raises(ValidationError, match=problem):
+        Settings(database_url=database_url, trusted_proxies="10.0.0.1, proxy.local")
+
+
+def test_the_companys_last_admin_key_cannot_be_revoked(
+    client: TestClient, acme: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    [admin] = [
+        k for k in client.get("/api-keys", headers=acme.admin).json() if k["role"] == "admin"
+    ]
+    refused = client.delete(f"/api-keys/{admin['id']}", headers=acme.admin)
+    assert refused.status_code == 409, refused.text
+    assert refused.json() == {
+        "error": "last_admin_key",
+        "detail": "this is the company's last active admin key; create another admin key first",
+    }
+    assert client.get("/me", headers=acme.admin).status_code == 200
+    with session_factory() as session:
+        events = session.scalars(
+            select(Base.metadata.tables["events"].c.type).where(
+                Base.metadata.tables["events"].c.type == "ApiKeyRevoked"
+            )
+        ).all()
+    assert events == []
+
+    # With a second admin key, either may go; then the one left is the last again.
+    second = create_key(client, acme, "admin", "second")
+    revoked = client.delete(f"/api-keys/{admin['id']}", headers=bearer(second["key"]))
+    assert revoked.status_code == 200, revoked.text
+    assert_unauthorized(client.get("/me", headers=acme.admin))
+    itself = client.delete(f"/api-keys/{second['id']}", headers=bearer(second["key"]))
+    assert itself.status_code == 409, itself.text
+    assert client.get("/api-keys", headers=bearer(second["key"])).status_code == 200
 
 
 def test_the_failure_limit_comes_from_settings(
@@ -309,6 +422,7 @@ def test_admin_manages_keys_and_a_new_key_is_shown_once(
         pytest.param({"role": "admin "}, id="trailing-space"),
         pytest.param({"role": "owner"}, id="unknown-role"),
         pytest.param({"role": "root"}, id="root"),
+        pytest.param({"role": "operator"}, id="operator-only-from-the-cli"),
         pytest.param({"role": ""}, id="empty"),
         pytest.param({"role": None}, id="null"),
         pytest.param({"role": ["admin"]}, id="list"),

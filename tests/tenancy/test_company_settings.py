@@ -75,3 +75,22 @@ def test_only_an_admin_changes_settings_and_each_company_sees_its_own(
     assert patch(client, globex, currency="EUR").status_code == 200
     assert client.get("/company", headers=acme.agent).json()["currency"] == "USD"
     assert client.get("/company", headers=globex.agent).json()["currency"] == "EUR"
+
+
+def test_a_company_may_take_a_name_another_company_has(
+    client: TestClient, acme: Tenant, globex: Tenant
+) -> None:
+    """Refusing it (`company_exists`) told one tenant another company's name."""
+    before = client.get("/company", headers=globex.admin).json()
+    renamed = client.patch("/company", json={"name": "Globex"}, headers=acme.admin)
+    assert renamed.status_code == 200, renamed.text
+    assert renamed.json()["name"] == "Globex"
+    assert client.get("/company", headers=globex.admin).json() == before
+    acme_now = client.get("/company", headers=acme.admin).json()
+    assert (acme_now["name"], acme_now["slug"]) == ("Globex", "acme")  # the slug stays
+    assert before["slug"] == "globex"
+    assert client.get("/me", headers=acme.agent).json()["company_name"] == "Globex"
+    # Any case, any other company's name: the same answer as a name nobody has.
+    for name in ("GLOBEX", "globex", "Initech"):
+        response = client.patch("/company", json={"name": name}, headers=acme.admin)
+        assert response.status_code == 200, response.text

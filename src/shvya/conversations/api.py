@@ -20,6 +20,7 @@ from shvya.conversations.schemas import (
 )
 from shvya.db.session import DbSession, unit_of_work
 from shvya.deps import ClockDep, Paging
+from shvya.errors import UnsupportedMediaType
 from shvya.schemas import (
     AUTH_ERRORS,
     error_responses,
@@ -43,7 +44,10 @@ INBOUND_BODY: dict[str, Any] = {
     status_code=201,
     summary="Record a lead's message and queue the AI's reply",
     openapi_extra=INBOUND_BODY,
-    responses={200: {"model": ReceiveResultOut, "description": "A repeat of a known external_id"}},
+    responses={
+        200: {"model": ReceiveResultOut, "description": "A repeat of a known external_id"},
+        **error_responses(415),
+    },
 )
 async def post_inbound_message(
     request: Request, response: Response, credentials: BearerCredentials
@@ -57,6 +61,17 @@ async def post_inbound_message(
     if result.duplicate:
         response.status_code = 200  # a redelivery: the same ids, nothing written
     return result
+
+
+def _require_json(request: Request) -> None:
+    """415 unless the body is declared JSON (`application/json`, any parameters such as
+    charset): a form post or a text/plain body is not read as JSON."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        shown = media_type or "none"
+        raise UnsupportedMediaType(
+            f"the body must be JSON with Content-Type: application/json (got {shown})"
+        )
 
 
 def _parse(raw: bytes) -> InboundMessageIn:
@@ -84,6 +99,7 @@ def _receive(
     state = request.app.state
     with unit_of_work(state.session_factory) as session:
         key = authenticate_request(request, session, credentials)
+        _require_json(request)
         body = _parse(raw)
         try:
             return service.receive_inbound_message(

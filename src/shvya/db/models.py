@@ -10,7 +10,7 @@ from shvya.knowledge.models import AIKBDoc, AIKBPassage
 from shvya.reports.models import ReportCache
 from shvya.sequences.models import Sequence, SequenceStep
 from shvya.templates.models import Template
-from shvya.tenancy.models import ApiKey, ChannelAccount, Company, User
+from shvya.tenancy.models import ApiKey, ChannelAccount, Company, OperatorKey, User
 
 __all__ = [
     "AIKBDoc",
@@ -27,6 +27,7 @@ __all__ = [
     "Lead",
     "LeadContact",
     "Message",
+    "OperatorKey",
     "Pipeline",
     "ReportCache",
     "Sequence",

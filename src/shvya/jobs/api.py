@@ -16,8 +16,8 @@ from shvya.schemas import (
     AUTH_ERRORS,
     error_responses,
 )
-from shvya.tenancy.auth import AdminKey, CurrentKey
-from shvya.tenancy.models import Role
+from shvya.tenancy.auth import AdminKey, CompanyKeyOrOperator, CurrentKey
+from shvya.tenancy.service import AuthenticatedOperator
 
 router = APIRouter(tags=["jobs"], responses=error_responses(*AUTH_ERRORS))
 
@@ -34,21 +34,33 @@ def get_job(job_id: uuid.UUID, session: DbSession, key: CurrentKey) -> JobOut:
 @router.get(
     "/queue/stats",
     summary="Queue counts, the oldest due job per lane, and wait times over the last hour",
+    description="A company's key sees its company's jobs. Every company's jobs together "
+    "(`all_companies=true`) are for the installation's operator: an operator key, made only "
+    "by `shvya apikey create --operator` (an operator key always sees every company's).",
     responses=error_responses(403),
 )
 def get_queue_stats(
     session: DbSession,
-    key: CurrentKey,
+    caller: CompanyKeyOrOperator,
     clock: ClockDep,
     all_companies: Annotated[
-        bool, Query(description="Every company's jobs (admin keys only)")
+        bool,
+        Query(
+            description="Every company's jobs (an operator key: `shvya apikey create --operator`)"
+        ),
     ] = False,
 ) -> QueueStatsOut:
-    if all_companies and key.role is not Role.admin:
-        raise Forbidden("all_companies needs an admin key")
-    stats = service.queue_stats(
-        session, company_id=None if all_companies else key.company.id, now=clock.now()
-    )
+    company_id: uuid.UUID | None = None
+    if isinstance(caller, AuthenticatedOperator):
+        all_companies = True  # an operator key has no company of its own
+    elif all_companies:
+        raise Forbidden(
+            "all_companies is for the installation's operator: use an operator key "
+            "(`shvya apikey create --operator`) or `shvya queue stats` on the server"
+        )
+    else:
+        company_id = caller.company.id
+    stats = service.queue_stats(session, company_id=company_id, now=clock.now())
     return QueueStatsOut(
         scope="all" if all_companies else "company",
         by_status=stats.by_status,

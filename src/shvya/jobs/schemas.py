@@ -40,7 +40,7 @@ class LaneStatsOut(BaseModel):
 
 
 class QueueStatsOut(BaseModel):
-    scope: str = Field(description="`company` or `all` (admin only)")
+    scope: str = Field(description="`company`, or `all` (every company: an operator key)")
     by_status: dict[str, int]
     by_type: dict[str, dict[str, int]]
     lanes: dict[str, LaneStatsOut] = Field(description="p1: replies to live leads; p2: bulk")

@@ -62,8 +62,9 @@ def create_api_key(
 
 @router.delete(
     "/api-keys/{key_id}",
-    summary="Revoke an API key (admin); it stops working at once",
-    responses=error_responses(403, 404),
+    summary="Revoke an API key (admin); it stops working at once. The company's last active "
+    "admin key cannot be revoked (409): create another admin key first",
+    responses=error_responses(403, 404, 409),
 )
 def revoke_api_key(
     key_id: uuid.UUID, session: DbSession, key: AdminKey, clock: ClockDep

@@ -20,7 +20,11 @@ class Role(StrEnum):
 class Company(IdMixin, Base):
     __tablename__ = "companies"
 
-    name: Mapped[str] = mapped_column(String(200), unique=True)
+    # Names need not be unique: telling one tenant that another has a name would leak it.
+    name: Mapped[str] = mapped_column(String(200))
+    # Unique, made from the name at creation and never changed: how the `shvya` command names
+    # the company (besides its id).
+    slug: Mapped[str] = mapped_column(String(80), unique=True)
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     plan: Mapped[str] = mapped_column(String(32), default="free")
     # ISO 3166 region used to read national-format phone numbers ("9876543210" in IN).
@@ -64,6 +68,21 @@ class ApiKey(IdMixin, Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     role: Mapped[str] = mapped_column(String(16))
     # The non-secret part of the key, used to find the row without scanning hashes.
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class OperatorKey(IdMixin, Base):
+    """A key of the installation's operator, made only by `shvya apikey create --operator`.
+    It belongs to no company: it reads install-wide figures (`GET /queue/stats?all_companies=
+    true`) and no company's data. Only a SHA-256 of the key is kept."""
+
+    __tablename__ = "operator_keys"
+
+    name: Mapped[str] = mapped_column(String(200), default="")
     prefix: Mapped[str] = mapped_column(String(32), unique=True)
     key_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

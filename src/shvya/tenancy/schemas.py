@@ -108,7 +108,8 @@ class CompanyCard(StrictInput):
 
 class CompanyOut(BaseModel):
     id: uuid.UUID
-    name: str
+    name: str = Field(description="Not unique: another company may have the same name")
+    slug: str = Field(description="Unique, made from the name at creation; never changes")
     timezone: str
     phone_region: str | None
     currency: str

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
+import unicodedata
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,11 +19,15 @@ from sqlalchemy.orm import Session
 from shvya.db.base import UTCDateTime, table_of
 from shvya.errors import Conflict, InvalidInput, NotFound
 from shvya.events.service import append_company_event, append_event
-from shvya.tenancy.models import ApiKey, ChannelAccount, Company, Role
+from shvya.tenancy.models import ApiKey, ChannelAccount, Company, OperatorKey, Role
 from shvya.tenancy.schemas import CompanyOut, CompanyPatchIn
 
 DEFAULT_COMPANY_NAME = "Default"
+# The first company's slug (made from DEFAULT_COMPANY_NAME on an empty installation).
+DEFAULT_COMPANY_SLUG = "default"
 KEY_PREFIX = "shvya"
+# An operator key: `shvyaop_<prefix>_<secret>`, found in operator_keys, never in api_keys.
+OPERATOR_KEY_PREFIX = "shvyaop"
 # last_used_at is for humans auditing keys; writing it on every request would turn each
 # read into a write, and concurrent requests of one key would queue on the row's lock.
 LAST_USED_RESOLUTION = timedelta(minutes=15)
@@ -31,8 +37,8 @@ class CompanyNotFound(NotFound):
     code = "company_not_found"
 
 
-class CompanyExists(Conflict):
-    code = "company_exists"
+class CompanyAmbiguous(Conflict):
+    code = "company_ambiguous"
 
 
 class ApiKeyNotFound(NotFound):
@@ -95,10 +101,9 @@ def create_company(
     name = name.strip()
     if not name or len(name) > 200:
         raise InvalidInput("company name must be 1 to 200 characters")
-    if find_company(session, name=name) is not None:
-        raise CompanyExists(f"a company named {name!r} already exists")
     company = Company(
         name=name,
+        slug=_free_slug(session, name),
         timezone=check_timezone(timezone),
         phone_region=check_phone_region(phone_region) if phone_region else None,
         company_card={},
@@ -112,22 +117,69 @@ def create_company(
         session,
         company_id=company.id,
         type="CompanyCreated",
-        data={"name": name, "timezone": company.timezone},
+        data={"name": name, "slug": company.slug, "timezone": company.timezone},
         now=now,
     )
     return company
 
 
-def find_company(session: Session, *, name: str) -> Company | None:
-    return session.scalars(
-        select(Company).where(func.lower(Company.name) == name.strip().lower())
-    ).first()
+def slugify(name: str) -> str:
+    """`Acme Motors, Pune` -> `acme-motors-pune`: ASCII letters, digits and hyphens."""
+    text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", text).strip("-")[:60].strip("-")
+    return slug or "company"
 
 
-def get_company_by_name(session: Session, *, name: str) -> Company:
-    company = find_company(session, name=name)
+def _free_slug(session: Session, name: str) -> str:
+    """The name's slug, or with the first free `-2`, `-3`... when another company has it.
+    The unique index decides a race between two creations of the same name."""
+    base = slugify(name)
+    taken = set(
+        session.scalars(
+            select(Company.slug).where(or_(Company.slug == base, Company.slug.like(f"{base}-%")))
+        )
+    )
+    if base not in taken:
+        return base
+    number = 2
+    while f"{base}-{number}" in taken:
+        number += 1
+    return f"{base}-{number}"
+
+
+def find_company(session: Session, *, ref: str) -> Company | None:
+    """The company `ref` names: its id, its slug (exactly), or a name (any case) that only
+    one company has. None when none matches; CompanyAmbiguous, listing the companies, when
+    several have that name."""
+    ref = ref.strip()
+    try:
+        by_id = session.get(Company, uuid.UUID(ref))
+    except ValueError:
+        by_id = None
+    if by_id is not None:
+        return by_id
+    by_slug = session.scalars(select(Company).where(Company.slug == ref)).first()
+    if by_slug is not None:
+        return by_slug
+    named = session.scalars(
+        select(Company)
+        .where(func.lower(Company.name) == ref.lower())
+        .order_by(Company.created_at, Company.id)
+    ).all()
+    if len(named) > 1:
+        choices = ", ".join(f"{c.slug} ({c.id})" for c in named)
+        raise CompanyAmbiguous(
+            f"{len(named)} companies are named {ref!r}: {choices}; name one by its slug or id"
+        )
+    return named[0] if named else None
+
+
+def get_company_by_ref(session: Session, *, ref: str) -> Company:
+    company = find_company(session, ref=ref)
     if company is None:
-        raise CompanyNotFound(f"no company named {name!r}; `shvya company list` shows them")
+        raise CompanyNotFound(
+            f"no company {ref!r} (by id, slug or name); `shvya company list` shows them"
+        )
     return company
 
 
@@ -247,6 +299,76 @@ def authenticate_api_key(
     return AuthenticatedKey(key_id=row.id, role=Role(row.role), company=_company_ref(row))
 
 
+# --- the installation's operator ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuthenticatedOperator:
+    """A caller with an operator key: install-wide figures, no company's data."""
+
+    key_id: uuid.UUID
+
+    @property
+    def actor(self) -> str:
+        return f"operator_key:{self.key_id}"
+
+
+def is_operator_key(raw_key: str) -> bool:
+    return raw_key.startswith(f"{OPERATOR_KEY_PREFIX}_")
+
+
+def create_operator_key(
+    session: Session, *, name: str = "", now: datetime
+) -> tuple[OperatorKey, str]:
+    """Only the `shvya` command calls this: no route can make an operator key. Returns the
+    row and the key itself, which is never stored."""
+    prefix = f"{OPERATOR_KEY_PREFIX}_{secrets.token_hex(6)}"
+    raw_key = f"{prefix}_{secrets.token_hex(24)}"
+    key = OperatorKey(name=name, prefix=prefix, key_hash=_hash_key(raw_key), created_at=now)
+    session.add(key)
+    session.flush()
+    return key, raw_key
+
+
+def authenticate_operator_key(
+    session: Session, *, raw_key: str, now: datetime
+) -> AuthenticatedOperator | None:
+    parts = raw_key.split("_")
+    if len(parts) != 3 or parts[0] != OPERATOR_KEY_PREFIX or len(raw_key) > 100:
+        return None
+    key = session.scalars(
+        select(OperatorKey).where(OperatorKey.prefix == f"{parts[0]}_{parts[1]}")
+    ).first()
+    if key is None or key.revoked_at is not None:
+        return None
+    if not hmac.compare_digest(key.key_hash, _hash_key(raw_key)):
+        return None
+    if key.last_used_at is None or now - key.last_used_at > LAST_USED_RESOLUTION:
+        key.last_used_at = now
+    return AuthenticatedOperator(key_id=key.id)
+
+
+def list_operator_keys(session: Session) -> Sequence[OperatorKey]:
+    return session.scalars(select(OperatorKey).order_by(OperatorKey.created_at)).all()
+
+
+def find_operator_key(session: Session, *, ref: str) -> OperatorKey | None:
+    """An operator key by id or prefix."""
+    try:
+        return session.get(OperatorKey, uuid.UUID(ref))
+    except ValueError:
+        return session.scalars(select(OperatorKey).where(OperatorKey.prefix == ref)).first()
+
+
+def revoke_operator_key(session: Session, *, key: OperatorKey, now: datetime) -> OperatorKey:
+    if key.revoked_at is None:
+        key.revoked_at = now
+    return key
+
+
+# --- a company's keys ---------------------------------------------------------------------------
+
+
 def list_api_keys(session: Session, *, company_id: uuid.UUID) -> Sequence[ApiKey]:
     return session.scalars(
         select(ApiKey).where(ApiKey.company_id == company_id).order_by(ApiKey.created_at)
@@ -268,8 +390,30 @@ def find_api_key(session: Session, *, company_id: uuid.UUID | None, ref: str) ->
     return key
 
 
+class LastAdminKey(Conflict):
+    code = "last_admin_key"
+
+
 def revoke_api_key(session: Session, *, key: ApiKey, actor: str, now: datetime) -> ApiKey:
+    """Revoke a key, unless it is its company's last active admin key: without one, nobody
+    could manage the company's keys, settings or channels through the API (409)."""
     if key.revoked_at is None:
+        if key.role == Role.admin.value:
+            # FOR UPDATE (PostgreSQL) serialises two admins revoking each other's key at
+            # once; SQLite lets one writer at a time anyway.
+            active_admins = session.scalars(
+                select(ApiKey.id)
+                .where(
+                    ApiKey.company_id == key.company_id,
+                    ApiKey.role == Role.admin.value,
+                    ApiKey.revoked_at.is_(None),
+                )
+                .with_for_update()
+            ).all()
+            if set(active_admins) <= {key.id}:
+                raise LastAdminKey(
+                    "this is the company's last active admin key; create another admin key first"
+                )
         key.revoked_at = now
         append_event(
             session,
@@ -305,6 +449,7 @@ def company_out(company: Company) -> CompanyOut:
     return CompanyOut(
         id=company.id,
         name=company.name,
+        slug=company.slug,
         timezone=company.timezone,
         phone_region=company.phone_region,
         currency=company.currency,
@@ -336,11 +481,9 @@ def update_company(
             setattr(company, field, value)
 
     if "name" in sent and patch.name is not None:
-        name = patch.name.strip()
-        other = find_company(session, name=name)
-        if other is not None and other.id != company.id:
-            raise CompanyExists(f"a company named {name!r} already exists")
-        assign("name", name)
+        # Another company may have the same name: answering otherwise would tell this
+        # tenant another's name. The slug stays as it was made.
+        assign("name", patch.name.strip())
     if "phone_region" in sent:
         assign(
             "phone_region", check_phone_region(patch.phone_region) if patch.phone_region else None

@@ -25,12 +25,11 @@ from shvya.conversations.schemas import MessageText
 from shvya.crm import service as crm
 from shvya.crm.models import Channel
 from shvya.db.session import DbSession
-from shvya.deps import ClockDep, SettingsDep
+from shvya.deps import ClockDep, SettingsDep, client_address
 from shvya.errors import NotFound
 from shvya.ratelimit import SlidingWindowLimiter
 from shvya.schemas import NOT_BLANK, PageRequest, StrictInput, error_responses
 from shvya.tenancy import service as tenancy
-from shvya.tenancy.auth import client_address
 from shvya.tenancy.models import Company
 
 router = APIRouter(tags=["sandbox"])
@@ -79,7 +78,7 @@ def _visitor_from(cookie: str | None, settings: Settings) -> str | None:
 
 
 def _company(session: DbSession, settings: Settings) -> Company:
-    company = tenancy.find_company(session, name=settings.sandbox_company)
+    company = tenancy.find_company(session, ref=settings.sandbox_company)
     if company is None:
         raise SandboxOff("the sandbox page has no company to chat with")
     if not (settings.sandbox_enabled or company.settings.get("sandbox_page") is True):

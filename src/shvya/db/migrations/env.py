@@ -15,6 +15,37 @@ target_metadata = Base.metadata
 
 
 def _configure_and_run(connection: Connection) -> None:
+    if connection.dialect.name == "sqlite":
+        _run_sqlite(connection)
+        return
+    _configure(connection)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def _run_sqlite(connection: Connection) -> None:
+    """Batch mode rebuilds a table (new table, copy, DROP, rename). With foreign keys on,
+    SQLite's DROP TABLE first deletes every row, and ON DELETE CASCADE would empty every table
+    that refers to it (a rebuild of `companies` would delete every tenant's data). So, as
+    SQLite's own procedure for schema changes says: foreign keys off outside the transaction,
+    checked before the commit, on again after."""
+    if connection.in_transaction():
+        raise RuntimeError("SQLite migrations need a connection outside a transaction")
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    driver.execute("PRAGMA foreign_keys=OFF")
+    try:
+        _configure(connection)
+        with context.begin_transaction():
+            context.run_migrations()
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise RuntimeError(f"the migration broke foreign keys: {broken[:5]}")
+    finally:
+        driver.execute("PRAGMA foreign_keys=ON")
+
+
+def _configure(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
@@ -23,8 +54,6 @@ def _configure_and_run(connection: Connection) -> None:
         compare_type=True,
         include_object=include_object,
     )
-    with context.begin_transaction():
-        context.run_migrations()
 
 
 def run_migrations_online() -> None:
