@@ -10,7 +10,7 @@ from shvya.knowledge.models import AIKBDoc, AIKBPassage
 from shvya.reports.models import ReportCache
 from shvya.sequences.models import Sequence, SequenceStep
 from shvya.templates.models import Template
-from shvya.tenancy.models import ApiKey, ChannelAccount, Company, User
+from shvya.tenancy.models import ApiKey, ChannelAccount, Company, User, WhatsAppBusinessAccount
 
 __all__ = [
     "AIKBDoc",
@@ -35,4 +35,5 @@ __all__ = [
     "Suppression",
     "Template",
     "User",
+    "WhatsAppBusinessAccount",
 ]
