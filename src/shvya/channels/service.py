@@ -757,6 +757,29 @@ def connect_whatsapp(
     given token (verify_whatsapp_number); nothing is stored when Meta says no or cannot be
     asked. A number or a WABA of another company is a 409."""
     verified = yield from verify_whatsapp_number(data, settings)
+    return store_whatsapp_account(
+        session,
+        company_id=company_id,
+        data=data,
+        verified=verified,
+        settings=settings,
+        actor=actor,
+        now=now,
+    )
+
+
+def store_whatsapp_account(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    data: WhatsAppAccountIn,
+    verified: VerifiedNumber,
+    settings: Settings,
+    actor: str,
+    now: datetime,
+) -> ChannelAccount:
+    """Store a number Meta confirmed (connect_whatsapp), its token encrypted, and claim its
+    WABA for the company: a number or a WABA of another company is a 409."""
     account = tenancy.upsert_channel_account(
         session,
         company_id=company_id,
