@@ -225,8 +225,8 @@ class ChannelAccountOut(BaseModel):
     needs_attention: str | None = Field(
         default=None,
         description=(
-            "Why nothing can be sent on this account until a person acts (Meta refused its "
-            "token); cleared by connecting it again"
+            "Why a person must act on this account: Meta refused its token (nothing sends "
+            "until then), or its WABA was another company's; cleared by connecting it again"
         ),
     )
     needs_attention_since: datetime | None = None

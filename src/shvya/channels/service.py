@@ -548,8 +548,8 @@ def _record_failure(
             tenancy.flag_channel_account(
                 session,
                 account_id=account_id,
-                reason=f"Meta refused the access token ({shown}): connect the number again "
-                "with a valid token",
+                reason=f"the access token cannot be used ({shown}): connect the number "
+                "again with a valid token",
                 now=now,
             )
         append_company_event(

@@ -89,8 +89,9 @@ class ChannelAccount(IdMixin, Base):
     credentials_encrypted: Mapped[str | None] = mapped_column(Text)
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     is_active: Mapped[bool] = mapped_column(default=True)
-    # Set when the provider refused the account's credentials (Meta's 190): nothing is sent
-    # on it until a person connects it again, which clears it (docs/whatsapp.md 1.4).
+    # Why a person must act: the provider refused the account's credentials (Meta's 190,
+    # docs/whatsapp.md 1.4), or its WABA was another company's (1.14). Connecting the account
+    # again clears it.
     needs_attention: Mapped[str | None] = mapped_column(String(500))
     needs_attention_since: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
