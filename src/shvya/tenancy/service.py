@@ -529,4 +529,6 @@ def whatsapp_business_account_company(session: Session, *, waba_id: str) -> uuid
     """The company a WABA belongs to (template-status and consent webhooks name only it)."""
     if not waba_id:
         return None
-    return session.scalar(select(_wabas.c.company_id).where(_wabas.c.waba_id == waba_id))
+    return session.scalar(
+        select(WhatsAppBusinessAccount.company_id).where(WhatsAppBusinessAccount.waba_id == waba_id)
+    )
