@@ -183,7 +183,7 @@ _PRINTABLE_ASCII = re.compile(PRINTABLE_ASCII_PATTERN)
 
 
 def is_graph_token(token: str) -> bool:
-    return _PRINTABLE_ASCII.match(token) is not None
+    return _PRINTABLE_ASCII.fullmatch(token) is not None
 
 
 def _check_graph_token(value: str) -> str:
