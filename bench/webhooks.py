@@ -11,7 +11,7 @@ options as bench/ingest.py (`--factory --workers N --log-level warning --no-acce
   SHVYA target below, on the same store.
 
 Before SHVYA starts, its store gets a company, the company's WhatsApp number (a `wa_cloud`
-channel account for the deliveries' phone_number_id, as `channels.connect_whatsapp` makes it)
+channel account for the deliveries' phone_number_id, as `channels.store_whatsapp_account` makes it)
 and, for the status callbacks, leads with outbound messages in status `sent`, each with a
 wamid. Every delivery is built by the payload builder the tests use
 (tests/fakes/meta_graph.py: Meta's envelope, escaped unicode) and signed like Meta signs it
@@ -268,7 +268,9 @@ def prepare_store(url: str, phones: PhoneNumbers, *, outbound: int) -> list[Outb
         with session:
             now = datetime.now(UTC)
             company = onboarding.create_company(session, name="Bench", now=now)
-            account = channels.connect_whatsapp(
+            # Stored as connect_whatsapp stores it once Meta has confirmed the number: the
+            # bench measures deliveries, not the check with Meta.
+            account = channels.store_whatsapp_account(
                 session,
                 company_id=company.id,
                 data=WhatsAppAccountIn(
@@ -276,6 +278,12 @@ def prepare_store(url: str, phones: PhoneNumbers, *, outbound: int) -> list[Outb
                     access_token=ACCESS_TOKEN,
                     waba_id=WABA_ID,
                     display_phone_number="15550783881",
+                ),
+                verified=channels.VerifiedNumber(
+                    phone_number_id=PHONE_NUMBER_ID,
+                    waba_id=WABA_ID,
+                    display_phone_number="15550783881",
+                    verified_name=None,
                 ),
                 settings=settings,
                 actor="bench",

@@ -9,6 +9,7 @@ SHVYA_SCHEMATHESIS_EXAMPLES for the matrix's 100 per operation in CI or 1,000 ni
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import hypothesis
@@ -19,6 +20,7 @@ from fastapi.testclient import TestClient
 from hypothesis import strategies as st
 
 from shvya.config import Settings
+from tests.fakes.meta_graph import FakeMetaGraph
 from tests.support import Tenant, post_inbound
 
 MAX_EXAMPLES = int(os.environ.get("SHVYA_SCHEMATHESIS_EXAMPLES", "40"))
@@ -26,11 +28,23 @@ CALLERS = ("acme.agent", "acme.admin", "globex.agent", "globex.admin")
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
+def fake_meta() -> Iterator[FakeMetaGraph]:
+    with FakeMetaGraph() as fake:
+        yield fake
+
+
+@pytest.fixture
+def settings(database_url: str, fake_meta: FakeMetaGraph) -> Settings:
     # Overrides the conftest fixture for this module. The `ignored_auth` check sends every
     # operation without a key; with the default limit of 20 failures a minute the rest of the
-    # run would be answered 429. tests/tenancy/test_auth.py covers the limit.
-    return Settings(database_url=database_url, auth_failures_per_minute=1_000_000)
+    # run would be answered 429. tests/tenancy/test_auth.py covers the limit. Connecting a
+    # WhatsApp number asks Meta first: here the fake Graph server, never the internet.
+    return Settings(
+        database_url=database_url,
+        auth_failures_per_minute=1_000_000,
+        meta_graph_base_url=fake_meta.base_url,
+        meta_graph_version=fake_meta.version,
+    )
 
 
 @pytest.fixture
@@ -55,7 +69,8 @@ def seeded(app: FastAPI, acme: Tenant, globex: Tenant) -> None:
 # - Contacts (`from`, `contacts[].value`, a suppression's `address`) must be a real phone
 #   number or email address, and a knowledge-base upload a readable .md/.txt/.html/.pdf
 #   file; a stage rule must name stages of its own pipeline; imported history must not be
-#   dated in the future (and needs a channel when the lead has no contact): no schema can
+#   dated in the future (and needs a channel when the lead has no contact); a WhatsApp
+#   number is connected only when Meta confirms its id, WABA and token: no schema can
 #   decide these, so 422 is an expected answer to schema-valid data there, and only there.
 SCHEMATHESIS_CONFIG = """
 [generation]
@@ -66,6 +81,7 @@ with-security-parameters = false
 include-name = [
     "POST /inbound-message", "POST /leads", "POST /suppressions", "POST /kb/documents",
     "PUT /pipelines/{pipeline_id}/stage-rules", "POST /leads/{lead_id}/history",
+    "POST /channels/whatsapp",
 ]
 checks.positive_data_acceptance.expected-statuses = [
     "2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"

@@ -228,8 +228,13 @@ def _connect_meta_number(session: Session, settings: Settings) -> str | None:
     from shvya.channels import service as channels
 
     company = tenancy.get_company_by_ref(session, ref=tenancy.DEFAULT_COMPANY_SLUG)
-    channels.connect_whatsapp_from_environment(
-        session, company_id=company.id, settings=settings, now=SystemClock().now()
+    # Checked with Meta like a number connected through the API (docs/whatsapp.md 1.14).
+    run_phases(
+        channels.connect_whatsapp_from_environment(
+            session, company_id=company.id, settings=settings, now=SystemClock().now()
+        ),
+        session=session,
+        end_prepare=commit_between_phases(session),
     )
     return settings.meta_phone_number_id
 

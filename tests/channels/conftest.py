@@ -1,18 +1,17 @@
 """Channel tests talk to a fake Graph API server on 127.0.0.1 (tests/fakes/meta_graph.py),
-and the fake delivers its signed webhooks to the app under test."""
+and the fake delivers its signed webhooks to the app under test. Numbers are connected through
+POST /channels/whatsapp, which asks the fake (Meta) before it stores anything."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
 
-from shvya.channels import service as channels
-from shvya.channels.schemas import WhatsAppAccountIn
 from shvya.config import Settings
 from shvya.handlers import default_handlers
 from shvya.jobs.engines.embedded import EmbeddedWorker
@@ -50,28 +49,26 @@ def settings(database_url: str, fake_meta: FakeMetaGraph) -> Settings:
     )
 
 
-@pytest.fixture
-def whatsapp(
-    acme: Tenant,
-    session_factory: sessionmaker[Session],
-    settings: Settings,
-    clock: FakeClock,
-    fake_meta: FakeMetaGraph,
+def connect_number(
     client: TestClient,
-) -> FakeMetaGraph:
+    tenant: Tenant,
+    *,
+    phone_number_id: str = PHONE_NUMBER_ID,
+    access_token: str = ACCESS_TOKEN,
+    waba_id: str | None = WABA_ID,
+) -> httpx.Response:
+    """POST /channels/whatsapp as the tenant's admin."""
+    body = {"phone_number_id": phone_number_id, "access_token": access_token}
+    if waba_id is not None:
+        body["waba_id"] = waba_id
+    return client.post("/channels/whatsapp", json=body, headers=tenant.admin)
+
+
+@pytest.fixture
+def whatsapp(acme: Tenant, fake_meta: FakeMetaGraph, client: TestClient) -> FakeMetaGraph:
     """Acme's number connected to the fake, and the fake's webhooks delivered to the app."""
-    with session_factory() as session:
-        channels.connect_whatsapp(
-            session,
-            company_id=acme.company_id,
-            data=WhatsAppAccountIn(
-                phone_number_id=PHONE_NUMBER_ID, access_token=ACCESS_TOKEN, waba_id=WABA_ID
-            ),
-            settings=settings,
-            actor="test",
-            now=clock.now(),
-        )
-        session.commit()
+    connected = connect_number(client, acme)
+    assert connected.status_code == 201, connected.text
     fake_meta.webhook_client = client
     fake_meta.webhook_url = "/webhooks/whatsapp"
     return fake_meta

@@ -346,21 +346,106 @@ def test_permanent_errors_fail_the_message_with_the_reason_shown(
     assert (job.status, job.attempts) == ("failed", 1)
 
 
-def test_a_bad_token_fails_permanently_and_alerts_the_company(
+def company_events(factory: sessionmaker[Session], type_: str) -> list[dict[str, Any]]:
+    with factory() as session:
+        return list(
+            session.scalars(
+                select(Event.data).where(Event.type == type_).order_by(Event.created_at, Event.id)
+            )
+        )
+
+
+def test_a_bad_token_fails_at_once_marks_the_channel_and_alerts_the_company(
     whatsapp: FakeMetaGraph,
     make_worker: Callable[..., EmbeddedWorker],
+    client: TestClient,
+    acme: Tenant,
     session_factory: sessionmaker[Session],
     clock: FakeClock,
 ) -> None:
     worker = make_worker({"ai.engage": replying_with(TEXT)})
     whatsapp.deliver_inbound(WA_ID, "hi")
     clock.advance(seconds=3)  # the stage's quiet period: the reply is due
-    whatsapp.access_token = "EAAG-rotated-elsewhere"
+    whatsapp.access_token = "EAAG-rotated-elsewhere"  # Meta now answers 401, code 190
     worker.run_until_idle()
-    assert "ChannelAuthFailed" in event_types(session_factory)
     [job] = jobs_of(session_factory, "ai.engage")
-    assert job.status == "failed"
+    assert (job.status, job.attempts) == ("failed", 1)  # a configuration error: no retries
     assert "channel_auth_failed" in (job.last_error or "")
+    [account] = client.get("/channels/accounts", headers=acme.admin).json()
+    assert "190" in account["needs_attention"]
+    assert account["needs_attention_since"] is not None
+    [alert] = company_events(session_factory, "ChannelAuthFailed")
+    assert alert["account_id"] == account["id"]
+    assert alert["channel"] == "wa_cloud"
+    # Connecting the number again with the new token clears the mark.
+    again = client.post(
+        "/channels/whatsapp",
+        json={"phone_number_id": whatsapp.phone_number_id, "access_token": whatsapp.access_token},
+        headers=acme.admin,
+    )
+    assert again.status_code == 201, again.text
+    assert again.json()["needs_attention"] is None
+
+
+def test_a_stored_token_meta_could_never_take_fails_at_once_without_calling_meta(
+    whatsapp: FakeMetaGraph,
+    make_worker: Callable[..., EmbeddedWorker],
+    client: TestClient,
+    acme: Tenant,
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    clock: FakeClock,
+) -> None:
+    """A token stored before tokens were checked at the door (a typographic character in
+    it) cannot go into an HTTP header: once that was a UnicodeEncodeError retried five
+    times into the dead-letter queue."""
+    from shvya.crypto import encrypt_secret
+    from shvya.tenancy.models import ChannelAccount
+
+    with session_factory() as session:
+        account = session.scalars(select(ChannelAccount)).one()
+        account.credentials_encrypted = encrypt_secret(
+            "EAAG\u2013acme\u2013token", secret_key=settings.secret_key.get_secret_value()
+        )
+        session.commit()
+    worker = make_worker({"ai.engage": replying_with(TEXT)})
+    whatsapp.deliver_inbound(WA_ID, "hi")
+    clock.advance(seconds=3)  # the stage's quiet period: the reply is due
+    worker.run_until_idle()
+    [job] = jobs_of(session_factory, "ai.engage")
+    assert (job.status, job.attempts) == ("failed", 1)
+    assert "channel_auth_failed" in (job.last_error or "")
+    assert "token_unusable" in (job.last_error or "")
+    assert whatsapp.requests_to("/messages") == []  # nothing with a broken header left SHVYA
+    [message] = outbound(session_factory)
+    assert message.status == "failed"
+    [shown] = client.get("/channels/accounts", headers=acme.admin).json()
+    assert "not usable" in shown["needs_attention"]
+    assert len(company_events(session_factory, "ChannelAuthFailed")) == 1
+
+
+def test_a_server_error_from_meta_is_retried_not_failed(
+    whatsapp: FakeMetaGraph,
+    make_worker: Callable[..., EmbeddedWorker],
+    client: TestClient,
+    acme: Tenant,
+    session_factory: sessionmaker[Session],
+    clock: FakeClock,
+) -> None:
+    worker = make_worker({"ai.engage": replying_with(TEXT)})
+    whatsapp.deliver_inbound(WA_ID, "hi")
+    clock.advance(seconds=3)  # the stage's quiet period: the reply is due
+    whatsapp.fail_next(code=131000, path_contains="/messages")  # HTTP 500
+    worker.run_until_idle()
+    [job] = jobs_of(session_factory, "ai.engage")
+    assert (job.status, job.attempts) == ("queued", 1)
+    clock.current = job.run_at
+    worker.run_until_idle()
+    assert jobs_of(session_factory, "ai.engage")[0].status == "completed"
+    assert [m.status for m in outbound(session_factory)] == ["sent"]
+    [account] = client.get("/channels/accounts", headers=acme.admin).json()
+    assert account["needs_attention"] is None
+    assert company_events(session_factory, "ChannelAuthFailed") == []
 
 
 def test_a_policy_block_stops_the_channel_with_an_alert(

@@ -19,7 +19,13 @@ from shvya.conversations.models import Message
 from shvya.crm.models import Lead, LeadContact, Suppression
 from shvya.events.models import Event
 from shvya.jobs.models import Job
-from tests.channels.conftest import APP_SECRET, PHONE_NUMBER_ID, VERIFY_TOKEN, WABA_ID
+from tests.channels.conftest import (
+    APP_SECRET,
+    PHONE_NUMBER_ID,
+    VERIFY_TOKEN,
+    WABA_ID,
+    connect_number,
+)
 from tests.fakes.meta_graph import FakeMetaGraph
 from tests.support import FakeClock, Tenant, make_tenant, post_inbound
 
@@ -214,25 +220,16 @@ def test_a_number_of_company_b_never_touches_company_a(
     client: TestClient,
     acme: Tenant,
     session_factory: sessionmaker[Session],
-    settings: object,
-    clock: FakeClock,
 ) -> None:
-    from shvya.channels import service as channels
-    from shvya.channels.schemas import WhatsAppAccountIn
-
     globex = make_tenant(session_factory, "Globex")
-    with session_factory() as session:
-        channels.connect_whatsapp(
-            session,
-            company_id=globex.company_id,
-            data=WhatsAppAccountIn(phone_number_id="200000000000001", access_token="EAAG-globex"),
-            settings=settings,  # type: ignore[arg-type]
-            actor="test",
-            now=clock.now(),
-        )
-        session.commit()
+    whatsapp.add_phone_number("200000000000001", waba_id="200000000000099")
+    connected = connect_number(
+        client, globex, phone_number_id="200000000000001", waba_id="200000000000099"
+    )
+    assert connected.status_code == 201, connected.text
     item = whatsapp.inbound_item(WA_ID, "hello Globex")
     envelope = whatsapp.envelope([item])
+    envelope["entry"][0]["id"] = "200000000000099"
     envelope["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = "200000000000001"
     assert whatsapp.deliver_raw(json.dumps(envelope).encode()).status_code == 200
     assert client.get("/leads", headers=acme.agent).json()["total"] == 0
@@ -248,13 +245,15 @@ def test_connecting_a_number_of_another_company_is_409(
     whatsapp: FakeMetaGraph, client: TestClient, session_factory: sessionmaker[Session]
 ) -> None:
     globex = make_tenant(session_factory, "Globex")
-    response = client.post(
-        "/channels/whatsapp",
-        json={"phone_number_id": PHONE_NUMBER_ID, "access_token": "EAAG-stolen-token"},
-        headers=globex.admin,
-    )
+    # A token Meta refuses proves nothing: 422, and nothing about the number is told.
+    guessed = connect_number(client, globex, access_token="EAAG-stolen-token", waba_id=None)
+    assert guessed.status_code == 422
+    assert guessed.json()["error"] == "whatsapp_token_refused"
+    # Even a token that may use the number does not take it from the company that has it.
+    response = connect_number(client, globex, waba_id=None)
     assert response.status_code == 409
     assert response.json()["error"] == "channel_account_taken"
+    assert client.get("/channels/accounts", headers=globex.admin).json() == []
 
 
 def test_far_past_future_and_garbage_timestamps_are_never_a_500(

@@ -329,6 +329,39 @@ class Template:
 
 
 @dataclass(frozen=True)
+class PhoneNumber:
+    """A business number of a WABA, as `GET /{phone-number-id}` and
+    `GET /{waba-id}/phone_numbers` show it (docs/whatsapp.md 1.14)."""
+
+    id: str
+    waba_id: str
+    display_phone_number: str
+    verified_name: str
+    quality_rating: str = "GREEN"
+    code_verification_status: str = "VERIFIED"
+
+    def node(self, fields: Sequence[str]) -> dict[str, Any]:
+        values = {
+            "id": self.id,
+            "display_phone_number": self.display_phone_number,
+            "verified_name": self.verified_name,
+            "quality_rating": self.quality_rating,
+            "code_verification_status": self.code_verification_status,
+        }
+        return {"id": self.id} | {name: values[name] for name in fields}
+
+
+# What Graph answers for a phone number when `fields` is not given.
+PHONE_NUMBER_DEFAULT_FIELDS = (
+    "code_verification_status",
+    "display_phone_number",
+    "id",
+    "quality_rating",
+    "verified_name",
+)
+
+
+@dataclass(frozen=True)
 class MediaFile:
     id: str
     content: bytes
@@ -465,6 +498,7 @@ class FakeMetaGraph:
         phone_number_id: str = "106540352242922",
         waba_id: str = "102290129340398",
         display_phone_number: str = "15550783881",
+        verified_name: str = "SHVYA Test Business",
         version: str = DEFAULT_VERSION,
         now: Callable[[], datetime] | None = None,
         throughput_per_second: int | None = 80,
@@ -478,6 +512,7 @@ class FakeMetaGraph:
         self.phone_number_id = phone_number_id
         self.waba_id = waba_id
         self.display_phone_number = display_phone_number
+        self.verified_name = verified_name
         self.version = version
         self.now: Callable[[], datetime] = now or (lambda: datetime.now(UTC))
         self.throughput_per_second = throughput_per_second
@@ -519,6 +554,7 @@ class FakeMetaGraph:
             self._pending_statuses: list[WebhookItem] = []
             self._marketing_stopped: set[str] = set()
             self._aliases: dict[str, str] = {}
+            self._other_numbers: dict[str, PhoneNumber] = {}
             self.server_errors: list[str] = []
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -662,6 +698,29 @@ class FakeMetaGraph:
         with self._lock:
             previous = self._last_inbound.get(wa_id)
             self._last_inbound[wa_id] = at if previous is None else max(previous, at)
+
+    def add_phone_number(
+        self,
+        phone_number_id: str,
+        *,
+        waba_id: str,
+        display_phone_number: str = "15550100999",
+        verified_name: str = "Another Business",
+    ) -> PhoneNumber:
+        """Another business number the token may see, in `waba_id` (a new WABA or this one).
+        Only the fake's own number sends messages."""
+        number = PhoneNumber(phone_number_id, waba_id, display_phone_number, verified_name)
+        with self._lock:
+            self._other_numbers[phone_number_id] = number
+        return number
+
+    def phone_numbers(self) -> dict[str, PhoneNumber]:
+        """Every business number the fake knows, by id: its own first."""
+        own = PhoneNumber(
+            self.phone_number_id, self.waba_id, self.display_phone_number, self.verified_name
+        )
+        with self._lock:
+            return {own.id: own} | {k: v for k, v in self._other_numbers.items() if k != own.id}
 
     def alias_wa_id(self, number: str, wa_id: str) -> None:
         """Sends to `number` reach `wa_id` (Meta normalises some countries' numbers)."""
@@ -927,9 +986,68 @@ class FakeMetaGraph:
             if method == "GET":
                 return self._list_templates(record, parts[0])
             return self._create_template(record)
+        numbers = self.phone_numbers()
+        if len(rest) == 2 and rest[1] == "phone_numbers" and method == "GET":
+            if rest[0] not in {n.waba_id for n in numbers.values()}:
+                raise _missing_object(method, rest[0])
+            return self._list_phone_numbers(record, parts[0], rest[0], numbers)
+        if len(rest) == 1 and method == "GET" and rest[0] in numbers:
+            return self._phone_number(record, numbers[rest[0]])
         if len(rest) == 1 and method == "GET":
             return self._media_info(rest[0])
         raise GraphError(2500, "", message=f"Unknown path components: {record.path}")
+
+    # --- GET /{version}/{phone_number_id}, GET /{version}/{waba_id}/phone_numbers ------------
+
+    @staticmethod
+    def _fields(record: RecordedRequest) -> tuple[str, ...]:
+        if "fields" not in record.query:
+            return PHONE_NUMBER_DEFAULT_FIELDS
+        fields = tuple(f.strip() for f in record.query["fields"].split(",") if f.strip())
+        for name in fields:
+            if name not in PHONE_NUMBER_DEFAULT_FIELDS:
+                raise GraphError(
+                    100,
+                    "",
+                    message=(
+                        f"(#100) Tried accessing nonexisting field ({name}) on node type "
+                        "(WhatsAppBusinessPhoneNumber)"
+                    ),
+                )
+        return fields
+
+    def _phone_number(self, record: RecordedRequest, number: PhoneNumber) -> _Response:
+        return _json_response(number.node(self._fields(record)))
+
+    def _list_phone_numbers(
+        self,
+        record: RecordedRequest,
+        version: str,
+        waba_id: str,
+        numbers: dict[str, PhoneNumber],
+    ) -> _Response:
+        fields = self._fields(record)
+        query = record.query
+        try:
+            limit = int(query.get("limit", "25"))
+            offset = (
+                int(base64.urlsafe_b64decode(query["after"]).decode()) if "after" in query else 0
+            )
+        except ValueError:
+            raise GraphError(100, "Invalid limit or cursor.") from None
+        if not 1 <= limit <= 1000 or offset < 0:
+            raise GraphError(100, "Param limit must be between 1 and 1000.")
+        matching = [n.node(fields) for n in numbers.values() if n.waba_id == waba_id]
+        page = matching[offset : offset + limit]
+        cursors = {"before": _cursor(offset), "after": _cursor(offset + len(page))}
+        paging: dict[str, Any] = {"cursors": cursors}
+        if offset + limit < len(matching):
+            next_query = {k: v for k, v in query.items() if k not in ("after", "before")}
+            next_query.update({"limit": str(limit), "after": cursors["after"]})
+            paging["next"] = f"{self.base_url}/{version}/{waba_id}/phone_numbers?" + urlencode(
+                next_query
+            )
+        return _json_response({"data": page, "paging": paging})
 
     # --- POST /{version}/{phone_number_id}/messages ------------------------------------------
 

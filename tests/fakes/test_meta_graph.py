@@ -594,6 +594,60 @@ def test_a_created_template_is_pending_until_meta_decides(
     assert listed["rejected_reason"] == "PROMOTIONAL"
 
 
+# --- phone numbers and their WABA ------------------------------------------------------------
+
+
+def test_a_phone_number_answers_the_fields_asked_for(
+    fake: FakeMetaGraph, graph: httpx.Client
+) -> None:
+    asked = graph.get(f"/{fake.phone_number_id}", params={"fields": "display_phone_number"})
+    assert asked.json() == {
+        "id": fake.phone_number_id,
+        "display_phone_number": fake.display_phone_number,
+    }
+    default = graph.get(f"/{fake.phone_number_id}").json()
+    assert set(default) == {
+        "id",
+        "display_phone_number",
+        "verified_name",
+        "quality_rating",
+        "code_verification_status",
+    }
+    unknown = graph.get(f"/{fake.phone_number_id}", params={"fields": "id,owner"})
+    assert (unknown.status_code, error_code(unknown)) == (400, 100)
+    assert "nonexisting field (owner)" in unknown.json()["error"]["message"]
+
+
+def test_a_waba_lists_its_own_numbers_page_by_page(
+    fake: FakeMetaGraph, graph: httpx.Client
+) -> None:
+    fake.add_phone_number("200000000000001", waba_id=fake.waba_id)
+    fake.add_phone_number("300000000000001", waba_id="300000000000009")
+    first = graph.get(f"/{fake.waba_id}/phone_numbers", params={"limit": 1}).json()
+    assert [n["id"] for n in first["data"]] == [fake.phone_number_id]
+    second = graph.get(first["paging"]["next"]).json()
+    assert [n["id"] for n in second["data"]] == ["200000000000001"]
+    assert "next" not in second["paging"]
+    other = graph.get("/300000000000009/phone_numbers", params={"fields": "id"}).json()
+    assert other["data"] == [{"id": "300000000000001"}]
+    assert graph.get("/300000000000001").json()["id"] == "300000000000001"
+
+
+def test_unknown_ids_and_wrong_tokens_get_graphs_errors(
+    fake: FakeMetaGraph, graph: httpx.Client
+) -> None:
+    missing = graph.get("/999999999999999/phone_numbers")
+    assert (missing.status_code, error_code(missing)) == (400, 100)
+    assert missing.json()["error"]["type"] == "GraphMethodException"
+    assert missing.json()["error"]["error_subcode"] == 33
+    refused = httpx.get(
+        f"{fake.graph_url}/{fake.phone_number_id}",
+        headers={"Authorization": "Bearer EAAG-wrong"},
+        trust_env=False,
+    )
+    assert (refused.status_code, error_code(refused)) == (401, 190)
+
+
 # --- media -----------------------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ from shvya.crm import service as crm
 from shvya.crm.models import Channel, SuppressionReason
 from shvya.crm.schemas import SuppressionIn, SuppressionOut
 from shvya.crypto import SecretUnreadable, decrypt_secret, mask_secret
+from shvya.db.phases import commit_between_phases, run_phases
 from shvya.db.session import DbSession
 from shvya.deps import ClockDep, Paging, SettingsDep
 from shvya.errors import NotFound, ShvyaError
@@ -51,6 +52,8 @@ def _account_out(account: ChannelAccount, secret_key: str) -> ChannelAccountOut:
         config=account.config,
         token_hint=hint,
         is_active=account.is_active,
+        needs_attention=account.needs_attention,
+        needs_attention_since=account.needs_attention_since,
         created_at=account.created_at,
     )
 
@@ -73,8 +76,11 @@ def list_channel_accounts(
 @router.post(
     "/channels/whatsapp",
     status_code=201,
-    summary="Connect a WhatsApp Cloud API number (admin); the token is stored encrypted",
-    responses=error_responses(403, 409),
+    summary=(
+        "Connect a WhatsApp Cloud API number (admin), once Meta confirms with the token that "
+        "the number is usable and belongs to the WABA; the token is stored encrypted"
+    ),
+    responses=error_responses(403, 409, 502),
 )
 def connect_whatsapp(
     body: WhatsAppAccountIn,
@@ -83,13 +89,19 @@ def connect_whatsapp(
     settings: SettingsDep,
     clock: ClockDep,
 ) -> ChannelAccountOut:
-    account = service.connect_whatsapp(
-        session,
-        company_id=key.company.id,
-        data=body,
-        settings=settings,
-        actor=key.actor,
-        now=clock.now(),
+    # Meta is asked before anything is written, with no transaction open while it answers
+    # (docs/architecture.md rule 1; docs/whatsapp.md 1.14).
+    account = run_phases(
+        service.connect_whatsapp(
+            session,
+            company_id=key.company.id,
+            data=body,
+            settings=settings,
+            actor=key.actor,
+            now=clock.now(),
+        ),
+        session=session,
+        end_prepare=commit_between_phases(session),
     )
     return _account_out(account, settings.secret_key.get_secret_value())
 

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, HttpUrl, StrictBool, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    HttpUrl,
+    StrictBool,
+    StringConstraints,
+    model_validator,
+)
 
 from shvya.schemas import SafeStr, StrictInput
 
@@ -166,10 +175,41 @@ class SendResultOut(BaseModel):
 GraphId = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,64}$")]
 
 
+# A Graph access token is printable ASCII without spaces (docs/whatsapp.md 1.1): anything
+# else cannot even go into an HTTP header, and Meta would refuse it anyway.
+PRINTABLE_ASCII_PATTERN = r"^[!-~]+$"
+GRAPH_CREDENTIAL_RULE = "a Graph access token is printable ASCII without spaces or line breaks"
+_PRINTABLE_ASCII = re.compile(PRINTABLE_ASCII_PATTERN)
+
+
+def is_graph_token(token: str) -> bool:
+    return _PRINTABLE_ASCII.fullmatch(token) is not None
+
+
+def _check_graph_token(value: str) -> str:
+    if not is_graph_token(value):
+        raise ValueError(
+            f"{GRAPH_CREDENTIAL_RULE}: copy it again from Meta (a space, a line break or a "
+            "typographic character came with it)"
+        )
+    return value
+
+
 class WhatsAppAccountIn(StrictInput):
     phone_number_id: GraphId
-    access_token: SafeStr = Field(min_length=8, max_length=1024)
-    waba_id: GraphId | None = None
+    access_token: Annotated[str, AfterValidator(_check_graph_token)] = Field(
+        min_length=8,
+        max_length=1024,
+        json_schema_extra={"pattern": PRINTABLE_ASCII_PATTERN},
+        description="A Graph API access token that may use this number and its WABA",
+    )
+    waba_id: GraphId | None = Field(
+        default=None,
+        description=(
+            "The WhatsApp Business Account the number belongs to; checked with Meta, and "
+            "needed for templates. One company per WABA."
+        ),
+    )
     display_phone_number: SafeStr | None = Field(default=None, max_length=32)
     name: SafeStr = Field(default="", max_length=200)
 
@@ -182,4 +222,12 @@ class ChannelAccountOut(BaseModel):
     config: dict[str, Any]
     token_hint: str | None = Field(description="The last 4 characters of the stored token")
     is_active: bool
+    needs_attention: str | None = Field(
+        default=None,
+        description=(
+            "Why a person must act on this account: Meta refused its token (nothing sends "
+            "until then), or its WABA was another company's; cleared by connecting it again"
+        ),
+    )
+    needs_attention_since: datetime | None = None
     created_at: datetime

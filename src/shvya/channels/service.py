@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from shvya.channels.adapters import ChannelAdapter, ChannelSendError, FailureKind, SendResult
@@ -49,7 +50,7 @@ from shvya.crm.models import Channel, LeadContact, Suppression, SuppressionReaso
 from shvya.crypto import decrypt_secret, encrypt_secret
 from shvya.db.phases import Call, Phases
 from shvya.db.session import database_unavailable
-from shvya.errors import Conflict, InvalidInput
+from shvya.errors import Conflict, InvalidInput, ShvyaError
 from shvya.events.service import append_company_event, append_lead_event
 from shvya.faults import crash_point
 from shvya.jobs.service import DeferJob, PermanentJobError, RetryJob
@@ -489,6 +490,7 @@ def _send(
             channel=channel,
             error=exc,
             now=now(),
+            account_id=account.id if account is not None else None,
         )
     # The provider has it and nothing of that is committed yet: docs/reliability.md F2.
     crash_point("channels.after_provider_accepted")
@@ -593,9 +595,11 @@ def _record_failure(
     channel: Channel,
     error: ChannelSendError,
     now: datetime,
+    account_id: uuid.UUID | None = None,
 ) -> NoReturn:
     """The record phase of a failed send: the failure on the message, kept whatever the job
-    does next (retry, or fail for good)."""
+    does next (retry, or fail for good). A refused token is a configuration error: the job
+    fails at once, the account is marked as needing a person and the company alerted."""
     shown = f"{error.code}: {error.message}"
     if error.kind is FailureKind.unknown:
         conversations.set_outbound_status(
@@ -644,11 +648,23 @@ def _record_failure(
         raise RetryJob(str(error), keep_work=True) from error
     if error.kind in (FailureKind.auth, FailureKind.channel_blocked):
         # A company-level alert: nothing on this channel will send until a person acts.
+        if error.kind is FailureKind.auth and account_id is not None:
+            tenancy.flag_channel_account(
+                session,
+                account_id=account_id,
+                reason=f"the access token cannot be used ({shown}): connect the number "
+                "again with a valid token",
+                now=now,
+            )
         append_company_event(
             session,
             company_id=company_id,
             type="ChannelAuthFailed" if error.kind is FailureKind.auth else "ChannelBlocked",
-            data={"channel": channel.value, "error": shown},
+            data={
+                "channel": channel.value,
+                "error": shown,
+                **({"account_id": str(account_id)} if account_id is not None else {}),
+            },
             now=now,
         )
     if error.code == str(MARKETING_OPT_OUT_CODE):
@@ -729,6 +745,109 @@ def sync_whatsapp_templates(
 # --- channel accounts -------------------------------------------------------------------------
 
 
+class WhatsAppCheckFailed(InvalidInput):
+    """Meta, asked with the given token, does not confirm the number (docs/whatsapp.md 1.14)."""
+
+    code = "whatsapp_check_failed"
+
+    def __init__(self, code: str, message: str, *, field: str) -> None:
+        super().__init__(message, extra={"errors": [{"field": field, "message": message}]})
+        self.code = code
+
+
+class GraphUnavailable(ShvyaError):
+    """Meta could not be asked; nothing was stored."""
+
+    code = "graph_unavailable"
+    status = 502
+
+
+def _check_failed(exc: ChannelSendError, *, asking: str, field: str) -> ShvyaError:
+    """What a refused connection check means for the person connecting the number."""
+    said = f"{exc.code}: {exc.message}"
+    if exc.kind is FailureKind.auth:
+        return WhatsAppCheckFailed(
+            "whatsapp_token_refused",
+            f"Meta refused the access token ({said}): give a valid token of a system user "
+            "with the whatsapp_business_messaging and whatsapp_business_management "
+            "permissions",
+            field="access_token",
+        )
+    if exc.kind is FailureKind.channel_blocked:
+        return WhatsAppCheckFailed(
+            "whatsapp_permission_missing",
+            f"the access token may not read {asking} ({said}): give it the "
+            "whatsapp_business_management permission on this WhatsApp Business Account",
+            field="access_token",
+        )
+    if exc.code == "100":  # no such object, or not one this token may see
+        return WhatsAppCheckFailed(
+            "whatsapp_not_found",
+            f"Meta knows no {asking} that this access token may use ({said})",
+            field=field,
+        )
+    return GraphUnavailable(
+        f"Meta's Graph API did not answer the check of {asking} as expected ({said}); "
+        "nothing was stored: try again"
+    )
+
+
+@dataclass(frozen=True)
+class VerifiedNumber:
+    """What Meta confirmed about a business number, asked with its token."""
+
+    phone_number_id: str
+    waba_id: str | None
+    display_phone_number: str | None
+    verified_name: str | None
+
+
+def verify_whatsapp_number(data: WhatsAppAccountIn, settings: Settings) -> Phases[VerifiedNumber]:
+    """Ask Meta, with the given token, whether the number exists and may be used with it
+    (`GET /{phone-number-id}`) and whether it is one of the given WABA's numbers
+    (`GET /{waba-id}/phone_numbers`): docs/whatsapp.md 1.14. Raises a 422 saying which field
+    is wrong, or a 502 when Meta cannot be asked. Touches no database."""
+    adapter = WhatsAppCloudAdapter(
+        phone_number_id=data.phone_number_id,
+        access_token=data.access_token,
+        base_url=settings.meta_graph_base_url,
+        version=settings.meta_graph_version,
+    )
+    try:
+        try:
+            number: dict[str, Any] = yield Call("whatsapp:phone_number", adapter.phone_number)
+        except ChannelSendError as exc:
+            raise _check_failed(
+                exc, asking=f"phone number {data.phone_number_id}", field="phone_number_id"
+            ) from None
+        waba_id = data.waba_id
+        if waba_id is not None:
+            try:
+                listed: list[dict[str, Any]] = yield Call(
+                    "whatsapp:waba_phone_numbers", lambda: adapter.waba_phone_numbers(waba_id)
+                )
+            except ChannelSendError as exc:
+                raise _check_failed(
+                    exc, asking=f"WhatsApp Business Account {waba_id}", field="waba_id"
+                ) from None
+            if data.phone_number_id not in {str(item.get("id")) for item in listed}:
+                raise WhatsAppCheckFailed(
+                    "whatsapp_number_not_in_waba",
+                    f"phone number {data.phone_number_id} is not one of the numbers of "
+                    f"WhatsApp Business Account {waba_id}: give the WABA the number belongs to",
+                    field="waba_id",
+                )
+    finally:
+        adapter.close()
+    shown, name = number.get("display_phone_number"), number.get("verified_name")
+    return VerifiedNumber(
+        phone_number_id=data.phone_number_id,
+        waba_id=waba_id,
+        display_phone_number=str(shown)[:32] if shown else None,
+        verified_name=str(name)[:200] if name else None,
+    )
+
+
 def connect_whatsapp(
     session: Session,
     *,
@@ -737,8 +856,35 @@ def connect_whatsapp(
     settings: Settings,
     actor: str,
     now: datetime,
+) -> Phases[ChannelAccount]:
+    """Connect (or reconnect) a WhatsApp Cloud number once Meta has confirmed it with the
+    given token (verify_whatsapp_number); nothing is stored when Meta says no or cannot be
+    asked. A number or a WABA of another company is a 409."""
+    verified = yield from verify_whatsapp_number(data, settings)
+    return store_whatsapp_account(
+        session,
+        company_id=company_id,
+        data=data,
+        verified=verified,
+        settings=settings,
+        actor=actor,
+        now=now,
+    )
+
+
+def store_whatsapp_account(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    data: WhatsAppAccountIn,
+    verified: VerifiedNumber,
+    settings: Settings,
+    actor: str,
+    now: datetime,
 ) -> ChannelAccount:
-    return tenancy.upsert_channel_account(
+    """Store a number Meta confirmed (connect_whatsapp), its token encrypted, and claim its
+    WABA for the company: a number or a WABA of another company is a 409."""
+    account = tenancy.upsert_channel_account(
         session,
         company_id=company_id,
         channel=Channel.wa_cloud.value,
@@ -750,20 +896,28 @@ def connect_whatsapp(
         config={
             k: v
             for k, v in {
-                "waba_id": data.waba_id,
-                "display_phone_number": data.display_phone_number,
+                "waba_id": verified.waba_id,
+                "display_phone_number": data.display_phone_number or verified.display_phone_number,
+                "verified_name": verified.verified_name,
             }.items()
             if v
         },
         actor=actor,
         now=now,
     )
+    if verified.waba_id is not None:
+        tenancy.claim_whatsapp_business_account(
+            session, company_id=company_id, waba_id=verified.waba_id, now=now
+        )
+    return account
 
 
 def connect_whatsapp_from_environment(
     session: Session, *, company_id: uuid.UUID, settings: Settings, now: datetime
-) -> ChannelAccount | None:
-    """META_PHONE_NUMBER_ID and META_WHATSAPP_TOKEN connect the default company's number."""
+) -> Phases[ChannelAccount | None]:
+    """META_PHONE_NUMBER_ID and META_WHATSAPP_TOKEN connect the default company's number,
+    checked with Meta like any other (connect_whatsapp) unless it is connected already with
+    that token."""
     if not settings.meta_phone_number_id or settings.meta_whatsapp_token is None:
         return None
     existing = tenancy.find_channel_account(
@@ -776,19 +930,27 @@ def connect_whatsapp_from_environment(
         )
         if current == token and existing.company_id == company_id:
             return existing
-    return connect_whatsapp(
-        session,
-        company_id=company_id,
-        data=WhatsAppAccountIn(
+    try:
+        data = WhatsAppAccountIn(
             phone_number_id=settings.meta_phone_number_id,
             access_token=token,
             waba_id=settings.meta_waba_id,
             name="from META_* settings",
-        ),
+        )
+    except ValidationError as exc:
+        raise InvalidInput(
+            "META_PHONE_NUMBER_ID, META_WHATSAPP_TOKEN or META_WABA_ID is not valid: "
+            + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        ) from None
+    account = yield from connect_whatsapp(
+        session,
+        company_id=company_id,
+        data=data,
         settings=settings,
         actor="settings",
         now=now,
     )
+    return account
 
 
 # --- WhatsApp webhooks ------------------------------------------------------------------------
@@ -944,12 +1106,14 @@ def process_whatsapp_webhook(
                     )
 
     for preference in batch.preferences:
+        # By the number when the change names one, else by the WABA, which belongs to one
+        # company (docs/whatsapp.md 1.14).
         company = company_for(preference.phone_number_id)
-        company_id: uuid.UUID | None = None
-        if company is not None:
-            company_id = company.id
-        elif (by_waba := _account_by_waba(session, preference.waba_id)) is not None:
-            company_id = by_waba.company_id
+        company_id = (
+            company.id
+            if company is not None
+            else tenancy.whatsapp_business_account_company(session, waba_id=preference.waba_id)
+        )
         if company_id is None:
             summary.unknown_numbers += 1
             continue
@@ -969,13 +1133,14 @@ def process_whatsapp_webhook(
             summary.preferences += 1
 
     for update in batch.template_updates:
-        account = _account_by_waba(session, update.waba_id)
-        if account is None:
+        # Named by the WABA alone, which belongs to one company (docs/whatsapp.md 1.14).
+        owner = tenancy.whatsapp_business_account_company(session, waba_id=update.waba_id)
+        if owner is None:
             summary.unknown_numbers += 1
             continue
         template = templates.find_template(
             session,
-            company_id=account.company_id,
+            company_id=owner,
             channel=Channel.wa_cloud.value,
             name=update.name,
             language=update.language,
@@ -994,11 +1159,3 @@ def process_whatsapp_webhook(
         ):
             summary.templates += 1
     return summary
-
-
-def _account_by_waba(session: Session, waba_id: str) -> ChannelAccount | None:
-    if not waba_id:
-        return None
-    return tenancy.find_channel_account_by_config(
-        session, channel=Channel.wa_cloud.value, key="waba_id", value=waba_id
-    )

@@ -17,7 +17,14 @@ from urllib.parse import quote, urlparse
 import httpx
 
 from shvya.channels.adapters import ChannelSendError, FailureKind, SendResult
-from shvya.channels.schemas import Interactive, Media, OutboundContent, TemplateSend
+from shvya.channels.schemas import (
+    GRAPH_CREDENTIAL_RULE,
+    Interactive,
+    Media,
+    OutboundContent,
+    TemplateSend,
+    is_graph_token,
+)
 from shvya.schemas import storable_text
 
 logger = logging.getLogger(__name__)
@@ -37,6 +44,8 @@ PERMANENT_CODES = frozenset(
 MARKETING_OPT_OUT_CODE = 131050
 # Meta's media files are served from its own hosts; nothing else is fetched with our token.
 MEDIA_HOST_SUFFIXES = (".fbcdn.net", ".fbsbx.com", ".whatsapp.net", ".facebook.com")
+# What SHVYA reads of a business phone number when it is connected (docs/whatsapp.md 1.14).
+PHONE_NUMBER_FIELDS = "id,display_phone_number,verified_name"
 
 
 def failure_kind(code: int | None, http_status: int) -> FailureKind:
@@ -221,9 +230,13 @@ class WhatsAppCloudAdapter:
         self.phone_number_id = phone_number_id
         self.base_url = base_url.rstrip("/")
         self.version = version
+        # A token stored before tokens were checked at the door may not fit in a header:
+        # every call then fails as Meta's refusal of a token would (an `auth` failure, the
+        # channel needs a person), not with a UnicodeEncodeError retried to the dead letters.
+        self._token_usable = is_graph_token(access_token)
         self._client = httpx.Client(
             base_url=f"{self.base_url}/{version}",
-            headers={"Authorization": f"Bearer {access_token}"},
+            headers={"Authorization": f"Bearer {access_token}"} if self._token_usable else {},
             timeout=httpx.Timeout(timeout_seconds, connect=5.0),
             transport=transport,
             trust_env=False,
@@ -233,7 +246,17 @@ class WhatsAppCloudAdapter:
     def close(self) -> None:
         self._client.close()
 
+    def _check_token(self) -> None:
+        if not self._token_usable:
+            raise ChannelSendError(
+                FailureKind.auth,
+                "token_unusable",
+                f"the stored access token is not usable ({GRAPH_CREDENTIAL_RULE}); "
+                "connect the number again with a valid token",
+            )
+
     def _post_message(self, payload: dict[str, Any]) -> dict[str, Any]:
+        self._check_token()
         try:
             response = self._client.post(f"/{self.phone_number_id}/messages", json=payload)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
@@ -282,6 +305,7 @@ class WhatsAppCloudAdapter:
 
     def _request(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
         """An account-level Graph call (not a send): JSON in, JSON out, errors mapped."""
+        self._check_token()
         try:
             response = self._client.request(method, url, **kwargs)
         except httpx.HTTPError as exc:
@@ -357,13 +381,13 @@ class WhatsAppCloudAdapter:
         host = (parsed.hostname or "").lower()
         return meta_hosts and parsed.scheme == "https" and host.endswith(MEDIA_HOST_SUFFIXES)
 
-    def list_templates(self, waba_id: str, *, max_pages: int = 200) -> Iterator[dict[str, Any]]:
-        """Every template of the account, following `paging.next`."""
-        url: str | None = f"/{quote(waba_id, safe='')}/message_templates?limit=100"
+    def _pages(self, url: str, *, what: str, max_pages: int) -> Iterator[dict[str, Any]]:
+        """Every item of a Graph list, following `paging.next` on the Graph API's own host."""
+        next_page: str | None = url
         for _ in range(max_pages):
-            if url is None:
+            if next_page is None:
                 return
-            body = self._request("GET", url)
+            body = self._request("GET", next_page)
             data = body.get("data", [])
             yield from (item for item in data if isinstance(item, dict))
             next_url = (body.get("paging") or {}).get("next")
@@ -373,13 +397,39 @@ class WhatsAppCloudAdapter:
                 raise ChannelSendError(
                     FailureKind.permanent, "paging", "paging.next leaves the Graph API's host"
                 )
-            url = next_url if isinstance(next_url, str) else None
-        if url is not None:
+            next_page = next_url if isinstance(next_url, str) else None
+        if next_page is not None:
             raise ChannelSendError(
-                FailureKind.permanent,
-                "too_many_pages",
-                f"more than {max_pages} pages of templates",
+                FailureKind.permanent, "too_many_pages", f"more than {max_pages} pages of {what}"
             )
+
+    def list_templates(self, waba_id: str, *, max_pages: int = 200) -> Iterator[dict[str, Any]]:
+        """Every template of the account, following `paging.next`."""
+        return self._pages(
+            f"/{quote(waba_id, safe='')}/message_templates?limit=100",
+            what="templates",
+            max_pages=max_pages,
+        )
+
+    def phone_number(self) -> dict[str, Any]:
+        """This business number as Meta knows it (`GET /{phone-number-id}`): proof that the
+        number exists and that the token may use it (docs/whatsapp.md 1.14)."""
+        return self._request(
+            "GET",
+            f"/{quote(self.phone_number_id, safe='')}",
+            params={"fields": PHONE_NUMBER_FIELDS},
+        )
+
+    def waba_phone_numbers(self, waba_id: str, *, max_pages: int = 20) -> list[dict[str, Any]]:
+        """The business numbers of a WhatsApp Business Account (`GET /{waba-id}/phone_numbers`),
+        as the token sees them (docs/whatsapp.md 1.14)."""
+        return list(
+            self._pages(
+                f"/{quote(waba_id, safe='')}/phone_numbers?fields={PHONE_NUMBER_FIELDS}&limit=100",
+                what="phone numbers",
+                max_pages=max_pages,
+            )
+        )
 
     def submit_template(self, waba_id: str, definition: dict[str, Any]) -> dict[str, Any]:
         return self._request(

@@ -10,7 +10,14 @@ from shvya.knowledge.models import AIKBDoc, AIKBPassage
 from shvya.reports.models import ReportCache
 from shvya.sequences.models import Sequence, SequenceStep
 from shvya.templates.models import Template
-from shvya.tenancy.models import ApiKey, ChannelAccount, Company, OperatorKey, User
+from shvya.tenancy.models import (
+    ApiKey,
+    ChannelAccount,
+    Company,
+    OperatorKey,
+    User,
+    WhatsAppBusinessAccount,
+)
 
 __all__ = [
     "AIKBDoc",
@@ -36,4 +43,5 @@ __all__ = [
     "Suppression",
     "Template",
     "User",
+    "WhatsAppBusinessAccount",
 ]

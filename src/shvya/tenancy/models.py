@@ -108,4 +108,23 @@ class ChannelAccount(IdMixin, Base):
     credentials_encrypted: Mapped[str | None] = mapped_column(Text)
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     is_active: Mapped[bool] = mapped_column(default=True)
+    # Why a person must act: the provider refused the account's credentials (Meta's 190,
+    # docs/whatsapp.md 1.4), or its WABA was another company's (1.14). Connecting the account
+    # again clears it.
+    needs_attention: Mapped[str | None] = mapped_column(String(500))
+    needs_attention_since: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WhatsAppBusinessAccount(IdMixin, Base):
+    """A WhatsApp Business Account (WABA) and the one company it belongs to. Template-status
+    and consent webhooks name only the WABA, so two companies never share one
+    (docs/whatsapp.md 1.14); the unique index decides when two connect it at once."""
+
+    __tablename__ = "whatsapp_business_accounts"
+
+    company_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("companies.id", ondelete="CASCADE"), index=True
+    )
+    waba_id: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -17,9 +17,17 @@ from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from shvya.db.base import UTCDateTime, table_of
+from shvya.db.statements import insert_or_ignore
 from shvya.errors import Conflict, InvalidInput, NotFound
 from shvya.events.service import append_company_event, append_event
-from shvya.tenancy.models import ApiKey, ChannelAccount, Company, OperatorKey, Role
+from shvya.tenancy.models import (
+    ApiKey,
+    ChannelAccount,
+    Company,
+    OperatorKey,
+    Role,
+    WhatsAppBusinessAccount,
+)
 from shvya.tenancy.schemas import CompanyOut, CompanyPatchIn
 
 DEFAULT_COMPANY_NAME = "Default"
@@ -611,6 +619,9 @@ def upsert_channel_account(
     account.credentials_encrypted = credentials_encrypted
     account.config = {**(account.config or {}), **config}
     account.is_active = True
+    # Connected again (with a new token, say): whatever needed a person is dealt with.
+    account.needs_attention = None
+    account.needs_attention_since = None
     session.flush()
     append_company_event(
         session,
@@ -623,16 +634,51 @@ def upsert_channel_account(
     return account
 
 
-def find_channel_account_by_config(
-    session: Session, *, channel: str, key: str, value: str
-) -> ChannelAccount | None:
-    """An account by a value in its config (Meta's WABA id for template and preference
-    webhooks). Accounts are few; matching in Python keeps the query portable."""
-    for account in session.scalars(
-        select(ChannelAccount)
-        .where(ChannelAccount.channel == channel)
-        .order_by(ChannelAccount.created_at)
-    ):
-        if (account.config or {}).get(key) == value:
-            return account
-    return None
+def flag_channel_account(
+    session: Session, *, account_id: uuid.UUID, reason: str, now: datetime
+) -> bool:
+    """Mark an account as needing a person (its credentials were refused); the first reason
+    and time stay until it is connected again. True if this call marked it."""
+    result = session.execute(
+        update(ChannelAccount)
+        .where(ChannelAccount.id == account_id, ChannelAccount.needs_attention.is_(None))
+        .values(needs_attention=reason[:500], needs_attention_since=now)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+class WhatsAppBusinessAccountTaken(Conflict):
+    code = "whatsapp_business_account_taken"
+
+
+_wabas = table_of(WhatsAppBusinessAccount)
+
+
+def claim_whatsapp_business_account(
+    session: Session, *, company_id: uuid.UUID, waba_id: str, now: datetime
+) -> None:
+    """Record that a WABA belongs to this company; one that is another company's is a
+    conflict. The unique index decides a race, never a look-up before the insert."""
+    insert_or_ignore(
+        session,
+        _wabas,
+        {"company_id": company_id, "waba_id": waba_id, "created_at": now},
+        conflict_on=("waba_id",),
+    )
+    owner = whatsapp_business_account_company(session, waba_id=waba_id)
+    if owner != company_id:
+        raise WhatsAppBusinessAccountTaken(
+            f"WhatsApp Business Account {waba_id} is connected to another company: a WABA "
+            "belongs to one company, since Meta's template and consent webhooks name only "
+            "the WABA",
+            extra={"errors": [{"field": "waba_id", "message": "connected to another company"}]},
+        )
+
+
+def whatsapp_business_account_company(session: Session, *, waba_id: str) -> uuid.UUID | None:
+    """The company a WABA belongs to (template-status and consent webhooks name only it)."""
+    if not waba_id:
+        return None
+    return session.scalar(
+        select(WhatsAppBusinessAccount.company_id).where(WhatsAppBusinessAccount.waba_id == waba_id)
+    )
