@@ -99,6 +99,8 @@ def create_company(
         raise CompanyExists(f"a company named {name!r} already exists")
     company = Company(
         name=name,
+        # The first company of an installation is its default (find_default_company).
+        is_default=find_default_company(session) is None,
         timezone=check_timezone(timezone),
         phone_region=check_phone_region(phone_region) if phone_region else None,
         company_card={},
@@ -129,6 +131,26 @@ def get_company_by_name(session: Session, *, name: str) -> Company:
     if company is None:
         raise CompanyNotFound(f"no company named {name!r}; `shvya company list` shows them")
     return company
+
+
+def find_default_company(session: Session) -> Company | None:
+    """The installation's default company: the first one created, whatever it is called now."""
+    return session.scalars(select(Company).where(Company.is_default)).first()
+
+
+def get_default_company(session: Session) -> Company:
+    company = find_default_company(session)
+    if company is None:
+        raise CompanyNotFound(
+            "there is no company yet: `shvya serve` creates one on its first start, "
+            "or `shvya company create NAME`"
+        )
+    return company
+
+
+def get_company_by_name_or_default(session: Session, *, name: str | None) -> Company:
+    """The company named `name`, or the installation's default company when it is None."""
+    return get_default_company(session) if name is None else get_company_by_name(session, name=name)
 
 
 def list_companies(session: Session) -> Sequence[Company]:
