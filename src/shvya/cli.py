@@ -624,7 +624,12 @@ def kb_search(
         owner = tenancy.get_company_by_name_or_default(session, name=company)
         hits = run_phases(
             knowledge.search_knowledge(
-                session, company_id=owner.id, query=query, k=k, backend=backend
+                session,
+                company_id=owner.id,
+                query=query,
+                k=k,
+                backend=backend,
+                now=SystemClock().now(),
             ),
             session=session,
             end_prepare=commit_between_phases(session),
