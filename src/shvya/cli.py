@@ -31,7 +31,7 @@ from shvya.tenancy import service as tenancy
 from shvya.tenancy.models import Role
 
 app = typer.Typer(
-    help="SHVYA: AI sales engagement over WhatsApp and email.",
+    help="SHVYA: AI sales engagement over WhatsApp, answered from your knowledge base.",
     no_args_is_help=True,
     add_completion=False,
 )
