@@ -235,12 +235,15 @@ def embed_passages(
     company_id: uuid.UUID,
     task: str,
     now: datetime,
+    job_id: uuid.UUID | None = None,
 ) -> Phases[PassageVectors | None]:
     """The passages' embeddings (embed: a call, and its usage row)."""
     if backend is None:
         return None
     texts = [f"{p.heading}\n{p.content}" for p in passages]
-    vectors = yield from embed(session, backend, texts, company_id=company_id, task=task, now=now)
+    vectors = yield from embed(
+        session, backend, texts, company_id=company_id, task=task, now=now, job_id=job_id
+    )
     return PassageVectors(model=backend.name, vectors=vectors)
 
 
@@ -379,6 +382,7 @@ def ingest_pending(
     expected_hash: str,
     backend: EmbeddingBackend | None,
     now: datetime,
+    job_id: uuid.UUID | None = None,
 ) -> Phases[dict[str, Any]]:
     """The kb.ingest job: read the kept upload, make its passages, drop the upload."""
     document = get_document(session, company_id=company_id, document_id=document_id)
@@ -394,7 +398,13 @@ def ingest_pending(
     except InvalidInput as exc:
         raise PermanentJobError(exc.message, reason=exc.code) from None
     vectors = yield from embed_passages(
-        session, backend, passages, company_id=company_id, task=INGEST_TASK, now=now
+        session,
+        backend,
+        passages,
+        company_id=company_id,
+        task=INGEST_TASK,
+        now=now,
+        job_id=job_id,
     )
     # The document again, locked: it may have been replaced or deleted during the call.
     current = session.scalars(
