@@ -54,8 +54,7 @@ def _stamp_running_job(
         record = factory(*args, **kwargs)
         job = _running_job.get()
         if job is not None:
-            record.job_id = str(job.id)
-            record.job_type = job.type
+            record.__dict__.update(job_id=str(job.id), job_type=job.type)
         return record
 
     make_record.shvya_job_stamp = True  # type: ignore[attr-defined]

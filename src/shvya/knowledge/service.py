@@ -202,7 +202,7 @@ def embed(
     written after the call, in the record phase (docs/architecture.md, "Phases of a job that
     calls out"); a failed one too, with its failure's kind, kept where the caller keeps the
     work of a failure."""
-    usage = None
+    usage: AIUsage | None = None
     if isinstance(backend, MeteredBackend):
         usage = AIUsage(
             company_id=company_id,
