@@ -810,6 +810,7 @@ class _Group(TyperGroup):
         return _plain_help(super().get_params(ctx))
 
 
+# After the last command: every command and group so far gets the plain help.
 for _typer_app in (app, *(group.typer_instance for group in app.registered_groups)):
     if _typer_app is not None:
         _typer_app.info.cls = _Group
