@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, MetaData, Table, insert, inspect, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -77,3 +79,43 @@ def test_events_are_append_only_in_the_database(
             conn.execute(text(statement))
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM events")).scalar() == before
+
+
+@pytest.mark.parametrize(
+    ("companies", "default"),
+    [
+        pytest.param(["Acme", "DEFAULT", "Globex"], "DEFAULT", id="the-one-named-default"),
+        pytest.param(["Sunrise Motors", "Globex"], "Sunrise Motors", id="else-the-first-created"),
+    ],
+)
+def test_the_default_company_of_an_existing_installation(
+    tmp_path: Path, companies: list[str], default: str
+) -> None:
+    """Migration 0007e flags one company of an installation made before it as its default."""
+    url = f"sqlite:///{tmp_path / 'before.db'}"
+    command.upgrade(alembic_config(url), "0006")
+    engine = make_engine(url)
+    table = Table("companies", MetaData(), autoload_with=engine)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    with engine.begin() as conn:
+        for position, name in enumerate(companies):
+            when = start + timedelta(days=position)
+            conn.execute(
+                insert(table).values(
+                    id=uuid.uuid4().hex,
+                    name=name,
+                    timezone="UTC",
+                    plan="free",
+                    company_card={},
+                    settings={},
+                    created_at=when,
+                    updated_at=when,
+                )
+            )
+    upgrade_database(url)
+    with engine.connect() as conn:
+        flagged = conn.execute(text("SELECT name FROM companies WHERE is_default")).scalars().all()
+    assert flagged == [default]
+    with pytest.raises(DBAPIError), engine.begin() as conn:  # never two defaults
+        conn.execute(text("UPDATE companies SET is_default = 1"))
+    engine.dispose()
