@@ -118,6 +118,7 @@ def test_the_docs_pages_name_only_this_servers_files(client: TestClient) -> None
     for page in ("/docs", "/redoc"):
         html = client.get(page)
         assert html.status_code == 200
+        assert html.headers["content-security-policy"] == "img-src 'self' data:"
         named = re.findall(r'(?:src|href)="([^"]+)"', html.text)
         assert len(named) >= 2, (page, named)
         for url in named:
