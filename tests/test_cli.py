@@ -15,6 +15,8 @@ from fastapi.testclient import TestClient
 
 from shvya.app import create_app
 from shvya.config import Settings
+from shvya.db.engine import make_engine, make_session_factory
+from tests.support import make_tenant, post_inbound
 
 KEY_PATTERN = re.compile(r"^shvya_[0-9a-f]{12}_[0-9a-f]{48}$")
 
@@ -55,11 +57,23 @@ def test_every_command_has_help() -> None:
         ["kb", "add"],
         ["kb", "list"],
         ["kb", "search"],
+        ["kb", "delete"],
+        ["leads"],
+        ["leads", "list"],
+        ["leads", "show"],
     ]
     for command in commands:
         result = shvya(*command, "--help", database_url="sqlite:///unused.db")
         assert result.returncode == 0, (command, result.stderr)
         assert "Usage" in result.stdout
+        # What to type after an option, never Python's name of its type.
+        for python_type in ("<bool>", "<str>", "<int", "<list", "<Path>", "<UUID>"):
+            assert python_type not in result.stdout, (command, result.stdout)
+    company = shvya("kb", "add", "--help", database_url="sqlite:///unused.db").stdout
+    assert "--company" in company
+    assert "NAME" in company
+    role = shvya("apikey", "create", "--help", database_url="sqlite:///unused.db").stdout
+    assert "[admin|agent|supervisor]" in role
 
 
 def test_company_and_key_lifecycle(database_url: str) -> None:
@@ -426,3 +440,145 @@ def test_the_last_admin_key_is_kept_by_the_command_too(database_url: str) -> Non
     assert "last active admin key; create another admin key first" in refused.stderr
     listed = shvya("apikey", "list", "--company", "acme", database_url=database_url)
     assert "active" in listed.stdout and "revoked" not in listed.stdout
+
+
+def test_renaming_the_default_company_keeps_the_sandbox_and_the_cli_working(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The default company is the installation's first one, whatever it is called later."""
+    assert shvya("migrate", database_url=database_url).returncode == 0
+    assert shvya("company", "create", "Default", database_url=database_url).returncode == 0
+    assert shvya("company", "create", "Globex", database_url=database_url).returncode == 0
+    key_run = shvya(
+        "apikey", "create", "--company", "Default", "--role", "admin", database_url=database_url
+    )
+    headers = {"Authorization": f"Bearer {key_run.stdout.strip().splitlines()[-1]}"}
+    with TestClient(create_app(Settings(database_url=database_url))) as client:
+        renamed = client.patch("/company", json={"name": "Sunrise Motors"}, headers=headers)
+        assert renamed.status_code == 200, renamed.text
+        assert client.get("/").status_code == 200  # the sandbox page
+        sent = client.post("/sandbox/messages", json={"text": "hello?"})
+        assert sent.status_code == 201, sent.text
+        assert client.get("/sandbox/messages").json()["company"] == "Sunrise Motors"
+
+    listed = shvya("company", "list", database_url=database_url)
+    [default_line] = [line for line in listed.stdout.splitlines() if line.endswith("default")]
+    assert "Sunrise Motors" in default_line
+    price_list = tmp_path / "pricing.md"
+    price_list.write_text("# Plans\n\nThe premium plan costs 4,999 INR per month.\n")
+    added = shvya("kb", "add", str(price_list), database_url=database_url)
+    assert added.returncode == 0, added.stderr
+    assert "1 file(s): 1 created" in added.stdout
+    documents = shvya("kb", "list", database_url=database_url)
+    assert documents.returncode == 0, documents.stderr
+    assert "pricing" in documents.stdout
+    assert "1 document(s)" in documents.stdout
+    # Globex's knowledge base is another one; the old name names nothing now.
+    assert (
+        "0 document(s)"
+        in shvya("kb", "list", "--company", "Globex", database_url=database_url).stdout
+    )
+    old_name = shvya("kb", "list", "--company", "Default", database_url=database_url)
+    assert old_name.returncode == 1
+    assert "no company 'Default'" in old_name.stderr
+
+
+def test_kb_commands_without_any_company_say_how_to_make_one(tmp_path: Path) -> None:
+    database_url = f"sqlite:///{tmp_path / 'empty.db'}"
+    assert shvya("migrate", database_url=database_url).returncode == 0
+    listed = shvya("kb", "list", database_url=database_url)
+    assert listed.returncode == 1
+    assert "there is no company yet" in listed.stderr
+    assert "Traceback" not in listed.stderr
+
+
+def test_kb_delete(database_url: str, tmp_path: Path) -> None:
+    assert shvya("migrate", database_url=database_url).returncode == 0
+    assert shvya("company", "create", "Acme", database_url=database_url).returncode == 0
+    assert shvya("company", "create", "Globex", database_url=database_url).returncode == 0
+    (tmp_path / "pricing.md").write_text("# Plans\n\nThe premium plan costs 4,999 INR.\n")
+    assert (
+        shvya("kb", "add", str(tmp_path / "pricing.md"), database_url=database_url).returncode == 0
+    )
+    [line, _] = shvya("kb", "list", database_url=database_url).stdout.splitlines()
+    document_id = line.split()[0]
+
+    elsewhere = shvya("kb", "delete", document_id, "--company", "Globex", database_url=database_url)
+    assert elsewhere.returncode == 1  # another company's document does not exist for Globex
+    assert f"document {document_id} not found" in elsewhere.stderr
+    deleted = shvya("kb", "delete", document_id, database_url=database_url)
+    assert deleted.returncode == 0, deleted.stderr
+    assert f"deleted document {document_id} (pricing)" in deleted.stdout
+    assert "0 document(s)" in shvya("kb", "list", database_url=database_url).stdout
+    found = shvya("kb", "search", "premium plan", database_url=database_url)
+    assert "no passage matches" in found.stdout
+
+    again = shvya("kb", "delete", document_id, database_url=database_url)
+    assert again.returncode == 1
+    assert f"document {document_id} not found" in again.stderr
+    malformed = shvya("kb", "delete", "not-an-id", database_url=database_url)
+    assert malformed.returncode == 2
+    assert "DOC_ID" in malformed.stderr
+
+
+def test_leads_list_and_show(database_url: str) -> None:
+    assert shvya("migrate", database_url=database_url).returncode == 0
+    engine = make_engine(database_url)
+    acme = make_tenant(make_session_factory(engine), "Acme")
+    globex = make_tenant(make_session_factory(engine), "Globex")
+    engine.dispose()
+    with TestClient(create_app(Settings(database_url=database_url))) as client:
+        first = post_inbound(client, acme, phone="+14155550101", text="What does premium cost?")
+        post_inbound(client, acme, phone="+14155550101", text="And delivery?")
+        post_inbound(client, acme, phone="+14155550102", text="Hello")
+        theirs = post_inbound(client, globex, phone="+14155550103", text="Globex here")
+    lead_id = first.json()["lead_id"]
+
+    listed = shvya("leads", "list", database_url=database_url)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert len(lines) == 3
+    assert "wa_cloud:+14155550102" in lines[0]  # newest first
+    assert lines[1].startswith(lead_id)
+    assert "New" in lines[1]
+    assert "wa_cloud:+14155550101" in lines[1]
+    assert lines[2] == "leads 1-2 of 2"
+
+    paged = shvya("leads", "list", "--limit", "1", database_url=database_url).stdout.splitlines()
+    assert paged[-1] == "leads 1-1 of 2; next: --page 2"
+    second = shvya("leads", "list", "--limit", "1", "--page", "2", database_url=database_url)
+    assert second.stdout.splitlines()[0].startswith(lead_id)
+    assert second.stdout.splitlines()[-1] == "leads 2-2 of 2"
+    qualified = shvya("leads", "list", "--stage", "Qualified", database_url=database_url)
+    assert qualified.stdout.strip() == "no lead on page 1; 0 lead(s) in all"
+    unknown_stage = shvya("leads", "list", "--stage", "Dancing", database_url=database_url)
+    assert unknown_stage.returncode == 1
+    assert "Dancing" in unknown_stage.stderr
+    globex_leads = shvya("leads", "list", "--company", "Globex", database_url=database_url)
+    assert globex_leads.stdout.splitlines()[-1] == "leads 1-1 of 1"
+
+    shown = shvya("leads", "show", lead_id, database_url=database_url)
+    assert shown.returncode == 0, shown.stderr
+    assert f"lead      {lead_id}" in shown.stdout
+    assert "stage     New" in shown.stdout
+    assert "wa_cloud  +14155550101" in shown.stdout
+    assert "messages (last 2 of 2)" in shown.stdout
+    conversation = [line for line in shown.stdout.splitlines() if " <- " in line]
+    assert [line.rsplit("received", 1)[-1].strip() for line in conversation] == [
+        "What does premium cost?",
+        "And delivery?",
+    ]
+    last_one = shvya("leads", "show", lead_id, "--messages", "1", database_url=database_url)
+    assert "messages (last 1 of 2)" in last_one.stdout
+    assert "And delivery?" in last_one.stdout
+    assert "premium" not in last_one.stdout
+
+    # Another company's lead, and an id that is no lead: the same answer.
+    for missing in (theirs.json()["lead_id"], "0190a0a0-0000-7000-8000-000000000000"):
+        refused = shvya("leads", "show", missing, database_url=database_url)
+        assert refused.returncode == 1
+        assert f"lead {missing} not found" in refused.stderr
+        assert "Traceback" not in refused.stderr
+    malformed = shvya("leads", "show", "42", database_url=database_url)
+    assert malformed.returncode == 2
+    assert "LEAD_ID" in malformed.stderr

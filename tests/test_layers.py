@@ -22,8 +22,17 @@ LAYERS: list[set[str]] = [
     {"conversations"},
     {"templates"},
     # The AI's language rules and its provider adapters: no database, no other domain's
-    # services, so the knowledge base (embeddings) and the channels can use them.
-    {"ai.text", "ai.timeline", "ai.figures", "ai.understanding", "ai.prompts", "ai.providers"},
+    # services, so the knowledge base (embeddings) and the channels can use them. And the
+    # table every provider call's usage goes to (ai.usage), embeddings calls included.
+    {
+        "ai.text",
+        "ai.timeline",
+        "ai.figures",
+        "ai.understanding",
+        "ai.prompts",
+        "ai.providers",
+        "ai.usage",
+    },
     {"knowledge"},
     {"channels"},
     {"ai"},

@@ -9,7 +9,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -217,6 +218,52 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
 
+DOCS_ASSETS = "/static/docs"
+
+
+def _mount_api_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc (ReDoc) with their scripts and styles served by SHVYA
+    (src/shvya/web/static/docs/README.md: versions and licences), not fetched from a CDN, so
+    the pages work without internet access."""
+    openapi_url = app.openapi_url or "/openapi.json"
+
+    def spec_url(request: Request) -> str:
+        return str(request.scope.get("root_path", "")).rstrip("/") + openapi_url
+
+    def asset(request: Request, path: str) -> str:
+        return str(request.scope.get("root_path", "")).rstrip("/") + f"{DOCS_ASSETS}/{path}"
+
+    # Images only from here: ReDoc's footer asks cdn.redoc.ly for its logo (and shows none
+    # when that fails), which would tell a third party who reads our docs, and when.
+    own_images = {"Content-Security-Policy": "img-src 'self' data:"}
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui(request: Request) -> HTMLResponse:
+        page = get_swagger_ui_html(
+            openapi_url=spec_url(request),
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=asset(request, "swagger-ui/swagger-ui-bundle.js"),
+            swagger_css_url=asset(request, "swagger-ui/swagger-ui.css"),
+            swagger_favicon_url=asset(request, "swagger-ui/favicon-32x32.png"),
+            # No badge from validator.swagger.io: it would send the spec's address there.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+        page.headers.update(own_images)
+        return page
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc(request: Request) -> HTMLResponse:
+        page = get_redoc_html(
+            openapi_url=spec_url(request),
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=asset(request, "redoc/redoc.standalone.js"),
+            redoc_favicon_url=asset(request, "swagger-ui/favicon-32x32.png"),
+            with_google_fonts=False,
+        )
+        page.headers.update(own_images)
+        return page
+
+
 class HealthOut(BaseModel):
     status: str
     database: str
@@ -276,8 +323,9 @@ def create_app(
         title="SHVYA",
         version=__version__,
         description=DESCRIPTION,
-        docs_url="/docs" if docs else None,
-        redoc_url="/redoc" if docs else None,
+        # /docs and /redoc are SHVYA's own (_mount_api_docs): FastAPI's load from a CDN.
+        docs_url=None,
+        redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
         lifespan=lifespan,
     )
@@ -316,6 +364,8 @@ def create_app(
 
     app.include_router(sandbox_router)
     app.mount("/static", StaticFiles(packages=[("shvya.web", "static")]), name="static")
+    if docs:
+        _mount_api_docs(app)
     app.include_router(conversations_router)
     app.include_router(channels_router)
     app.include_router(webhooks_router)

@@ -9,17 +9,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar, get_args
 
 import typer
 from pydantic import ValidationError
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from shvya import __version__, onboarding, redact
 from shvya.clock import SystemClock
 from shvya.config import JobEngineName, Settings, load_settings
+from shvya.crm.schemas import ContactOut
 from shvya.db.engine import make_engine, make_session_factory
 from shvya.db.migrate import current_revision, head_revision, upgrade_database
 from shvya.db.phases import commit_between_phases, run_phases
@@ -30,7 +32,7 @@ from shvya.tenancy import service as tenancy
 from shvya.tenancy.models import Role
 
 app = typer.Typer(
-    help="SHVYA: AI sales engagement over WhatsApp and email.",
+    help="SHVYA: AI sales engagement over WhatsApp, answered from your knowledge base.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -40,12 +42,14 @@ queue_app = typer.Typer(help="Look at the job queue.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead-lettered jobs: list and replay.", no_args_is_help=True)
 templates_app = typer.Typer(help="WhatsApp message templates.", no_args_is_help=True)
 kb_app = typer.Typer(help="The knowledge base the AI answers from.", no_args_is_help=True)
+leads_app = typer.Typer(help="The company's leads and their conversations.", no_args_is_help=True)
 app.add_typer(company_app, name="company")
 app.add_typer(apikey_app, name="apikey")
 app.add_typer(queue_app, name="queue")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(templates_app, name="templates")
 app.add_typer(kb_app, name="kb")
+app.add_typer(leads_app, name="leads")
 
 T = TypeVar("T")
 
@@ -125,9 +129,19 @@ def _echo_lines(settings: Settings, work: Callable[[Session], list[str]]) -> Non
 
 
 COMPANY_REF = "its id, its slug (`shvya company list`) or a name no other company has"
-CompanyName = Annotated[str, typer.Option(help=f"The company: {COMPANY_REF}.")]
+CompanyName = Annotated[str, typer.Option(metavar="COMPANY", help=f"The company: {COMPANY_REF}.")]
+OneCompany = Annotated[
+    str | None,
+    typer.Option(
+        metavar="COMPANY",
+        help=f"The company: {COMPANY_REF} (default: the installation's default company, the "
+        "first one created, whatever its name now).",
+        show_default=False,
+    ),
+]
 AnyCompany = Annotated[
-    str | None, typer.Option(help=f"One company ({COMPANY_REF}); default: every company.")
+    str | None,
+    typer.Option(metavar="COMPANY", help=f"One company ({COMPANY_REF}); default: every company."),
 ]
 JobTypeName = Annotated[str | None, typer.Option("--type", help="One job type.")]
 
@@ -200,7 +214,8 @@ def serve(
         )
     if connected:
         typer.echo(
-            f"WhatsApp Cloud number {connected} (META_PHONE_NUMBER_ID) is connected to Default"
+            f"WhatsApp Cloud number {connected} (META_PHONE_NUMBER_ID) is connected to the "
+            "default company"
         )
     bind_host = host or settings.host
     bind_port = port or settings.port
@@ -227,7 +242,7 @@ def _connect_meta_number(session: Session, settings: Settings) -> str | None:
         return None
     from shvya.channels import service as channels
 
-    company = tenancy.get_company_by_ref(session, ref=tenancy.DEFAULT_COMPANY_SLUG)
+    company = tenancy.get_default_company(session)
     # Checked with Meta like a number connected through the API (docs/whatsapp.md 1.14).
     run_phases(
         channels.connect_whatsapp_from_environment(
@@ -272,7 +287,10 @@ def company_create(
 def company_list() -> None:
     """List the companies: id, slug (both unique), name and time zone."""
     for company in _run(_settings(), tenancy.list_companies):
-        typer.echo(f"{company.id}  {company.slug:<24} {company.name}  ({company.timezone})")
+        default = "  default" if company.is_default else ""
+        typer.echo(
+            f"{company.id}  {company.slug:<24} {company.name}  ({company.timezone}){default}"
+        )
 
 
 OperatorFlag = Annotated[
@@ -555,7 +573,7 @@ def dlq_replay(
 
 @templates_app.command("sync")
 def templates_sync(
-    company: CompanyName = tenancy.DEFAULT_COMPANY_SLUG,
+    company: OneCompany = None,
 ) -> None:
     """Pull the WhatsApp account's templates and their statuses from Meta."""
     from shvya.channels import service as channels
@@ -564,7 +582,7 @@ def templates_sync(
     settings = _settings()
 
     def work(session: Session) -> tuple[int, int]:
-        owner = tenancy.get_company_by_ref(session, ref=company)
+        owner = tenancy.get_company_or_default(session, ref=company)
         typer.echo(f"asking Meta for the templates of {owner.name!r}...", err=True)
         try:
             return run_phases(
@@ -600,7 +618,7 @@ def _kb_files(paths: list[Path]) -> list[Path]:
 @kb_app.command("add")
 def kb_add(
     paths: Annotated[list[Path], typer.Argument(help="Files (.md .txt .html .pdf) or folders.")],
-    company: CompanyName = tenancy.DEFAULT_COMPANY_SLUG,
+    company: OneCompany = None,
 ) -> None:
     """Add or update knowledge-base documents (the title is the file name)."""
     from shvya.errors import ShvyaError as Refused
@@ -620,7 +638,10 @@ def kb_add(
         _require_migrated(engine)
         factory = make_session_factory(engine)
         with factory() as session:
-            owner = tenancy.get_company_by_ref(session, ref=company)
+            try:
+                owner = tenancy.get_company_or_default(session, ref=company)
+            except ShvyaError as exc:
+                fail(exc.message)
         with typer.progressbar(files, label="adding", show_pos=True) as progress:
             for path in progress:
                 with factory() as session:
@@ -658,7 +679,7 @@ def kb_add(
 
 @kb_app.command("list")
 def kb_list(
-    company: CompanyName = tenancy.DEFAULT_COMPANY_SLUG,
+    company: OneCompany = None,
 ) -> None:
     """The knowledge-base documents and their passages."""
     from shvya.knowledge import service as knowledge
@@ -666,7 +687,7 @@ def kb_list(
     settings = _settings()
 
     def work(session: Session) -> list[str]:
-        owner = tenancy.get_company_by_ref(session, ref=company)
+        owner = tenancy.get_company_or_default(session, ref=company)
         rows, total = knowledge.list_documents(
             session, company_id=owner.id, page=PageRequest(limit=10_000, offset=0)
         )
@@ -680,7 +701,7 @@ def kb_list(
 @kb_app.command("search")
 def kb_search(
     query: Annotated[str, typer.Argument(help="A question, as a lead would ask it.")],
-    company: CompanyName = tenancy.DEFAULT_COMPANY_SLUG,
+    company: OneCompany = None,
     k: Annotated[int, typer.Option(min=1, max=50, help="How many passages.")] = 5,
 ) -> None:
     """The passages the AI would answer this question from."""
@@ -692,10 +713,15 @@ def kb_search(
     backend = embedding_backend(settings)
 
     def work(session: Session) -> list[str]:
-        owner = tenancy.get_company_by_ref(session, ref=company)
+        owner = tenancy.get_company_or_default(session, ref=company)
         hits = run_phases(
             knowledge.search_knowledge(
-                session, company_id=owner.id, query=query, k=k, backend=backend
+                session,
+                company_id=owner.id,
+                query=query,
+                k=k,
+                backend=backend,
+                now=SystemClock().now(),
             ),
             session=session,
             end_prepare=commit_between_phases(session),
@@ -712,9 +738,197 @@ def kb_search(
     _echo_lines(settings, work)
 
 
+@kb_app.command("delete")
+def kb_delete(
+    document_id: Annotated[
+        uuid.UUID, typer.Argument(metavar="DOC_ID", help="The document's id (see `kb list`).")
+    ],
+    company: OneCompany = None,
+) -> None:
+    """Delete a knowledge-base document and its passages; the AI stops answering from it."""
+    from shvya.knowledge import service as knowledge
+
+    settings = _settings()
+
+    def work(session: Session) -> str:
+        owner = tenancy.get_company_or_default(session, ref=company)
+        document = knowledge.delete_document(
+            session,
+            company_id=owner.id,
+            document_id=document_id,
+            actor="cli",
+            now=SystemClock().now(),
+        )
+        return document.title
+
+    typer.echo(f"deleted document {document_id} ({_run(settings, work)})")
+
+
+def _contacts(contacts: list[ContactOut]) -> str:
+    return ", ".join(f"{c.channel}:{c.value}" for c in contacts) or "no contact"
+
+
+@leads_app.command("list")
+def leads_list(
+    company: OneCompany = None,
+    stage: Annotated[
+        str | None, typer.Option(metavar="STAGE", help="Only leads in this stage (name or id).")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="Leads per page.")] = 20,
+    page: Annotated[int, typer.Option(min=1, help="Which page, from 1.")] = 1,
+) -> None:
+    """The company's leads, newest first, a page at a time."""
+    from shvya.crm import service as crm
+
+    settings = _settings()
+
+    def work(session: Session) -> list[str]:
+        owner = tenancy.get_company_or_default(session, ref=company)
+        request = PageRequest(limit=limit, offset=(page - 1) * limit)
+        rows, total = crm.list_leads(session, company_id=owner.id, stage_ref=stage, page=request)
+        lines = [
+            f"{lead.id}  {lead.stage.name:<10} {lead.created_at:%Y-%m-%d %H:%M}  "
+            f"{lead.name or '(no name)'}  {_contacts(lead.contacts)}"
+            + ("  [AI paused]" if lead.ai_paused else "")
+            for lead in crm.present_leads(session, rows)
+        ]
+        if not rows:
+            return [*lines, f"no lead on page {page}; {total} lead(s) in all"]
+        first = request.offset + 1
+        shown = f"leads {first}-{first + len(rows) - 1} of {total}"
+        more = f"; next: --page {page + 1}" if first + len(rows) - 1 < total else ""
+        return [*lines, shown + more]
+
+    _echo_lines(settings, work)
+
+
+@leads_app.command("show")
+def leads_show(
+    lead_id: Annotated[
+        uuid.UUID, typer.Argument(metavar="LEAD_ID", help="The lead's id (see `leads list`).")
+    ],
+    company: OneCompany = None,
+    messages: Annotated[int, typer.Option(min=0, max=500, help="How many last messages.")] = 10,
+) -> None:
+    """One lead: its stage, contacts and last messages."""
+    from shvya.conversations import service as conversations
+    from shvya.crm import service as crm
+
+    settings = _settings()
+
+    def work(session: Session) -> list[str]:
+        owner = tenancy.get_company_or_default(session, ref=company)
+        lead = crm.present_lead(
+            session, crm.get_lead(session, company_id=owner.id, lead_id=lead_id)
+        )
+        lines = [
+            f"lead      {lead.id}",
+            f"name      {lead.name or '(no name)'}",
+            f"stage     {lead.stage.name}",
+            f"AI        {'paused' if lead.ai_paused else 'on'}",
+            f"created   {lead.created_at.isoformat()}",
+            f"last in   {lead.last_inbound_at.isoformat() if lead.last_inbound_at else '-'}",
+        ]
+        if lead.attributes:
+            lines.append(
+                "attributes " + ", ".join(f"{k}={v}" for k, v in sorted(lead.attributes.items()))
+            )
+        lines.append("contacts")
+        lines.extend(f"  {c.channel:<9} {c.value}" for c in lead.contacts)
+        _, total = conversations.list_lead_messages(
+            session, company_id=owner.id, lead_id=lead.id, page=PageRequest(limit=1, offset=0)
+        )
+        last = PageRequest(limit=max(messages, 1), offset=max(total - messages, 0))
+        rows, _ = conversations.list_lead_messages(
+            session, company_id=owner.id, lead_id=lead.id, page=last
+        )
+        lines.append(f"messages (last {min(messages, total)} of {total})")
+        for message in rows if messages else []:
+            arrow = "<-" if message.direction == "in" else "->"
+            text = " ".join(message.text.split())
+            lines.append(
+                f"  {message.created_at:%Y-%m-%d %H:%M:%S} {arrow} {message.status:<9} {text[:200]}"
+            )
+        return lines
+
+    _echo_lines(settings, work)
+
+
+# --- help -----------------------------------------------------------------------------------
+# Typer labels every option and argument in --help with its Python type (`--company <str>`,
+# `--help <bool>`). Help shows what to type instead: nothing after a flag, the option's
+# metavar, or an upper-case kind of value like click's own help (TEXT, INTEGER, PATH, the
+# choices).
+
+_VALUE_NAMES: dict[object, str] = {str: "TEXT", int: "INTEGER", float: "FLOAT", Path: "PATH"}
+
+
+def _value_name(param: TyperOption) -> str:
+    if param.metavar is not None:
+        return param.metavar
+    described = param.type_descriptor
+    if described.choices is not None:
+        return "[" + "|".join(str(getattr(c, "value", c)) for c in described.choices) + "]"
+    annotation = get_args(described.annotation)[0] if described.is_list else described.annotation
+    return _VALUE_NAMES.get(annotation, str(getattr(annotation, "__name__", "VALUE")).upper())
+
+
+class _HelpOption(TyperOption):
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return "" if self.is_flag or self.count else _value_name(self)
+
+
+class _HelpArgument(TyperArgument):
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None  # its name (or metavar) and help say what it is
+
+
+def _plain_help(params: list[Any]) -> list[Any]:
+    for param in params:
+        if type(param) is TyperOption:
+            param.__class__ = _HelpOption
+        elif type(param) is TyperArgument:
+            param.__class__ = _HelpArgument
+    return params
+
+
+class _Command(TyperCommand):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_help(super().get_params(ctx))
+
+
+class _Group(TyperGroup):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_help(super().get_params(ctx))
+
+
+# After the last command: every command and group so far gets the plain help.
+for _typer_app in (app, *(group.typer_instance for group in app.registered_groups)):
+    if _typer_app is not None:
+        _typer_app.info.cls = _Group
+        for _command in _typer_app.registered_commands:
+            _command.cls = _Command
+
+
+class LogFormatter(logging.Formatter):
+    """`LEVEL logger message`, and on a line logged while a job runs, the job's id and type
+    (stamped on the record by the job runner, jobs.runner.stamp_job_log_records)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(levelname)s %(name)s %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        line = super().formatMessage(record)
+        job_id = getattr(record, "job_id", None)
+        if job_id is None:
+            return line
+        return f"{line} job_id={job_id} job_type={getattr(record, 'job_type', '')}"
+
+
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format=redact.LOG_FORMAT)
-    redact.install()
+    handler = logging.StreamHandler()
+    handler.setFormatter(LogFormatter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         app()

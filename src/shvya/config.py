@@ -103,7 +103,9 @@ class Settings(BaseSettings):
     # The browser chat at / (the sandbox channel): on in development; in production only for
     # companies that turn it on.
     sandbox_page: bool | None = None
-    sandbox_company: str = "default"  # an id, a slug, or a name only one company has
+    # The company it chats with (an id, a slug, or a name only one company has); unset: the
+    # installation's default company.
+    sandbox_company: str | None = None
     # Sandbox messages per client address per minute (each can start an AI reply).
     sandbox_messages_per_minute: int = Field(default=30, ge=1)
 

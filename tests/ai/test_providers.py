@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -34,7 +35,7 @@ from shvya.jobs.runner import JobContext
 from shvya.jobs.service import enqueue_job
 from shvya.knowledge.openai_embeddings import OpenAIEmbeddings
 from tests.fakes.anthropic_api import FakeAnthropic
-from tests.fakes.openai_api import FakeOpenAI
+from tests.fakes.openai_api import FakeOpenAI, approximate_tokens
 from tests.support import FakeClock, Tenant, post_inbound
 
 SCHEMA = {
@@ -200,6 +201,78 @@ def test_openai_embeddings_feed_the_knowledge_base(
     assert "openai:text-embedding-3-small" in found["retrieval"]
     assert found["passages"][0]["matched_by"].keys() == {"full_text", "dense"}
     assert fake_openai.embedding_calls
+
+
+def test_every_openai_embeddings_call_records_its_usage(
+    fake_openai: FakeOpenAI,
+    fake_anthropic: FakeAnthropic,
+    engine: Engine,
+    database_url: str,
+    session_factory: sessionmaker[Session],
+    acme: Tenant,
+    globex: Tenant,
+    clock: FakeClock,
+) -> None:
+    """A document's passages and a question cost tokens like a model call: one ai_usage row
+    each, written after the call, with the tokens OpenAI counted."""
+    settings = provider_settings(
+        fake_openai, fake_anthropic, database_url=database_url, embeddings="openai"
+    )
+    with TestClient(create_app(settings, engine=engine, clock=clock)) as client:
+        added = client.post(
+            "/kb/documents",
+            json={
+                "title": "Pricing",
+                "content": "# Plans\nThe premium plan costs 4,999 INR.\n\n# Hours\nWe open at 9.",
+            },
+            headers=acme.admin,
+        )
+        assert added.status_code == 201, added.text
+        clock.advance(minutes=1)
+        searched = client.get("/kb/search", params={"q": "premium price"}, headers=acme.agent)
+        assert searched.status_code == 200, searched.text
+
+    passages_call, question_call = fake_openai.embedding_calls
+    assert question_call.inputs == ["premium price"]
+    with session_factory() as session:
+        rows = session.scalars(select(AIUsage).order_by(AIUsage.created_at)).all()
+    assert [
+        (
+            r.company_id,
+            r.task,
+            r.provider,
+            r.model,
+            r.input_tokens,
+            r.output_tokens,
+            r.outcome,
+            r.created_at,
+        )
+        for r in rows
+    ] == [
+        (
+            acme.company_id,
+            "kb.ingest",
+            "openai",
+            "text-embedding-3-small",
+            sum(approximate_tokens(text) for text in passages_call.inputs),
+            0,
+            "ok",
+            clock.now() - timedelta(minutes=1),
+        ),
+        (
+            acme.company_id,
+            "kb.search",
+            "openai",
+            "text-embedding-3-small",
+            approximate_tokens("premium price"),
+            0,
+            "ok",
+            clock.now(),
+        ),
+    ]
+    assert all(r.input_tokens > 0 and r.lead_id is None for r in rows)
+    # Each company sees its own calls only.
+    assert globex.company_id not in {r.company_id for r in rows}
 
 
 # --- Anthropic ------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import os
 import secrets
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -284,3 +284,43 @@ def test_0009_gives_a_shared_waba_to_the_company_that_connected_it_first(
         upgrade_database(empty_database_url)
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("companies", "default"),
+    [
+        pytest.param(["Acme", "DEFAULT", "Globex"], "DEFAULT", id="the-one-named-default"),
+        pytest.param(["Sunrise Motors", "Globex"], "Sunrise Motors", id="else-the-first-created"),
+    ],
+)
+def test_the_default_company_of_an_existing_installation(
+    tmp_path: Path, companies: list[str], default: str
+) -> None:
+    """Migration 0010 flags one company of an installation made before it as its default."""
+    url = f"sqlite:///{tmp_path / 'before.db'}"
+    command.upgrade(alembic_config(url), "0006")
+    engine = make_engine(url)
+    table = sa.Table("companies", sa.MetaData(), autoload_with=engine)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    with engine.begin() as conn:
+        for position, name in enumerate(companies):
+            when = start + timedelta(days=position)
+            conn.execute(
+                sa.insert(table).values(
+                    id=uuid.uuid4().hex,
+                    name=name,
+                    timezone="UTC",
+                    plan="free",
+                    company_card={},
+                    settings={},
+                    created_at=when,
+                    updated_at=when,
+                )
+            )
+    upgrade_database(url)
+    with engine.connect() as conn:
+        flagged = conn.execute(text("SELECT name FROM companies WHERE is_default")).scalars().all()
+    assert flagged == [default]
+    with pytest.raises(DBAPIError), engine.begin() as conn:  # never two defaults
+        conn.execute(text("UPDATE companies SET is_default = 1"))
+    engine.dispose()

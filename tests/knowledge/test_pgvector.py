@@ -3,9 +3,10 @@ package, started for this test module (this machine's own PostgreSQL has no pgve
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from fastapi.testclient import TestClient
@@ -17,15 +18,29 @@ from shvya.config import Settings
 from shvya.db.engine import make_engine, make_session_factory
 from shvya.db.migrate import upgrade_database
 from tests.ai.support import PRICING_MD
+from tests.conftest import IN_CI
 from tests.support import FakeClock, Tenant, make_tenant
 
-pgserver = pytest.importorskip("pgserver", reason="the pgserver package is not installed")
+
+def pgvector_unavailable(reason: str) -> NoReturn:
+    """Like every service-backed test (tests/conftest.py): skipped with the reason, a failure
+    under CI=true."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: the pgvector tests must run)", pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
 def pgvector_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if importlib.util.find_spec("pgserver") is None:
+        pgvector_unavailable("the pgserver package is not installed (pip install -e '.[dev]')")
+    import pgserver
+
     directory: Path = tmp_path_factory.mktemp("pgvector")
-    server = pgserver.get_server(str(directory), cleanup_mode="stop")
+    try:
+        server = pgserver.get_server(str(directory), cleanup_mode="stop")
+    except Exception as exc:  # its bundled PostgreSQL did not start: say why
+        pgvector_unavailable(f"pgserver could not start its PostgreSQL: {exc}")
     socket_dir = directory
     url = f"postgresql+psycopg://postgres@/postgres?host={socket_dir}"
     upgrade_database(url)

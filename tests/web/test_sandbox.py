@@ -356,13 +356,43 @@ def test_in_production_the_company_turns_it_on(
         assert chat(browser) == [("in", "anyone there?", "received")]
 
 
-def test_without_the_default_company_the_page_is_off(client: TestClient, acme: Tenant) -> None:
+def test_without_any_company_the_page_is_off(client: TestClient) -> None:
     for answer in _answers(client):
         assert answer.status_code == 404
         assert answer.json() == {
             "error": "sandbox_off",
             "detail": "the sandbox page has no company to chat with",
         }
+
+
+def test_renaming_the_default_company_keeps_the_page(
+    client: TestClient, default_company: Tenant, acme: Tenant
+) -> None:
+    """The page chats with the installation's default company, not with a name."""
+    renamed = client.patch(
+        "/company", json={"name": "Sunrise Motors"}, headers=default_company.admin
+    )
+    assert renamed.status_code == 200, renamed.text
+    assert renamed.json()["name"] == "Sunrise Motors"
+
+    assert client.get("/").status_code == 200
+    say(client, "still there?")
+    chatted = client.get("/sandbox/messages")
+    assert chatted.status_code == 200, chatted.text
+    assert chatted.json()["company"] == "Sunrise Motors"
+    assert sandbox_visitors(client, default_company) == [visitor_of(client)]
+    assert leads_of(client, acme) == []
+
+
+def test_the_sandbox_company_setting_names_another_company(
+    database_url: str, engine: Engine, clock: FakeClock, default_company: Tenant, acme: Tenant
+) -> None:
+    app = app_with(database_url, engine, clock, sandbox_company="Acme")
+    with TestClient(app) as browser:
+        say(browser, "hello Acme")
+        assert browser.get("/sandbox/messages").json()["company"] == "Acme"
+        assert sandbox_visitors(browser, acme) == [visitor_of(browser)]
+        assert leads_of(browser, default_company) == []
 
 
 # --- what a lead types ---------------------------------------------------------------------------

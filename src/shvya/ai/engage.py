@@ -623,6 +623,9 @@ def retrieve(ctx: JobContext, turn: Turn) -> Phases[list[Hit]]:
         query=turn.text,
         k=PASSAGES,
         backend=embedding_backend(ctx.settings),
+        now=ctx.now,
+        lead_id=turn.lead.id,
+        job_id=ctx.job.id,
     )
     return hits
 

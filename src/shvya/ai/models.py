@@ -1,5 +1,6 @@
-"""The AI's tables: the model chosen per task, every provider call's usage, and each lead's
-memory (AISession)."""
+"""The AI's tables: the model chosen per task and each lead's memory (AISession). Every
+provider call's usage (AIUsage) is in ai/usage.py, below the knowledge base that records its
+embeddings calls there too; imported here as it always was."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Numeric, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Numeric, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from shvya.ai.usage import AIUsage
 from shvya.db.base import Base, IdMixin, utcnow
+
+__all__ = ["AIModel", "AISession", "AIUsage"]
 
 
 class AIModel(IdMixin, Base):
@@ -30,30 +34,6 @@ class AIModel(IdMixin, Base):
     price_per_1k_output: Mapped[Decimal] = mapped_column(Numeric(12, 6), default=Decimal(0))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class AIUsage(IdMixin, Base):
-    """One provider call: what it cost, in tokens, money and time."""
-
-    __tablename__ = "ai_usage"
-    __table_args__ = (
-        Index(None, "company_id", "created_at"),
-        Index(None, "lead_id", "created_at"),
-    )
-
-    company_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
-    lead_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("leads.id", ondelete="SET NULL"))
-    job_id: Mapped[uuid.UUID | None] = mapped_column()
-    task: Mapped[str] = mapped_column(String(32))
-    provider: Mapped[str] = mapped_column(String(32))
-    model: Mapped[str] = mapped_column(String(200))
-    input_tokens: Mapped[int] = mapped_column(default=0)
-    output_tokens: Mapped[int] = mapped_column(default=0)
-    cost: Mapped[Decimal] = mapped_column(Numeric(14, 6), default=Decimal(0))
-    latency_ms: Mapped[int] = mapped_column(default=0)
-    # ok, or the failure kind (rate_limited, unavailable, auth, bad_request).
-    outcome: Mapped[str] = mapped_column(String(32), default="ok")
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class AISession(IdMixin, Base):

@@ -10,7 +10,9 @@ import importlib
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -40,6 +42,44 @@ from shvya.jobs.service import (
 )
 
 logger = logging.getLogger(__name__)
+
+# The job this thread is running, for the log records made meanwhile.
+_running_job: ContextVar[ClaimedJob | None] = ContextVar("shvya_running_job", default=None)
+
+
+def _stamp_running_job(
+    factory: Callable[..., logging.LogRecord],
+) -> Callable[..., logging.LogRecord]:
+    def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        job = _running_job.get()
+        if job is not None:
+            record.__dict__.update(job_id=str(job.id), job_type=job.type)
+        return record
+
+    make_record.shvya_job_stamp = True  # type: ignore[attr-defined]
+    return make_record
+
+
+def stamp_job_log_records() -> None:
+    """Every log record made while a job runs, by any logger (ours, SQLAlchemy's, an SDK's),
+    carries the job's `job_id` and `job_type` attributes. Installed once per process, by the
+    runner's import: a record factory, so it holds whichever handler formats the record."""
+    factory = logging.getLogRecordFactory()
+    if not getattr(factory, "shvya_job_stamp", False):
+        logging.setLogRecordFactory(_stamp_running_job(factory))
+
+
+stamp_job_log_records()
+
+
+@contextmanager
+def _job_logging(job: ClaimedJob) -> Iterator[None]:
+    token = _running_job.set(job)
+    try:
+        yield
+    finally:
+        _running_job.reset(token)
 
 
 @dataclass(frozen=True)
@@ -132,6 +172,30 @@ def run_claimed_job(
     autocommit: Connection | None = None,
     then_claim: ClaimRequest | None = None,
 ) -> JobRun:
+    """Run the handler (in its phases, when it calls out) and record the outcome; every line
+    logged meanwhile carries the job's id and type (stamp_job_log_records)."""
+    with _job_logging(job):
+        return _run_claimed_job(
+            job,
+            session_factory=session_factory,
+            handlers=handlers,
+            clock=clock,
+            settings=settings,
+            autocommit=autocommit,
+            then_claim=then_claim,
+        )
+
+
+def _run_claimed_job(
+    job: ClaimedJob,
+    *,
+    session_factory: sessionmaker[Session],
+    handlers: Mapping[str, Handler],
+    clock: Clock,
+    settings: Settings,
+    autocommit: Connection | None,
+    then_claim: ClaimRequest | None,
+) -> JobRun:
     """Run the handler (in its phases, when it calls out) and record the outcome.
 
     `autocommit`, a connection in autocommit mode (PostgreSQL), records a success in one
@@ -186,15 +250,15 @@ def run_claimed_job(
                 session.commit()
             logger.info(
                 "job.completed",
-                extra={"job_id": str(job.id), "type": job.type, "attempt": job.attempts},
+                extra={"attempt": job.attempts},
             )
             return JobRun(JobStatus.completed, claimed)
         session.rollback()
-        logger.warning("job.lease_lost", extra={"job_id": str(job.id), "type": job.type})
+        logger.warning("job.lease_lost")
         return JobRun(None)
     except LeaseLost:
         session.rollback()
-        logger.warning("job.lease_lost", extra={"job_id": str(job.id), "type": job.type})
+        logger.warning("job.lease_lost")
         return JobRun(None)
     except JobOutcome as raised:
         write = _outcome_writer(raised, job, clock)
@@ -203,7 +267,7 @@ def run_claimed_job(
             status = write(session)
             if status is None:
                 session.rollback()
-                logger.warning("job.lease_lost", extra={"job_id": str(job.id), "type": job.type})
+                logger.warning("job.lease_lost")
             else:
                 session.commit()
             return JobRun(status)
@@ -214,7 +278,7 @@ def run_claimed_job(
         error = f"{type(exc).__name__}: {exc}"
         logger.warning(
             "job.failed",
-            extra={"job_id": str(job.id), "type": job.type, "attempt": job.attempts},
+            extra={"attempt": job.attempts},
             exc_info=True,
         )
         return _record(
@@ -242,9 +306,7 @@ def _outcome_writer(
         )
     if raised.__cause__ is not None:
         error = f"{type(raised.__cause__).__name__}: {raised.__cause__}"
-    logger.warning(
-        "job.failed", extra={"job_id": str(job.id), "type": job.type, "attempt": job.attempts}
-    )
+    logger.warning("job.failed", extra={"attempt": job.attempts})
     return lambda s: fail_job(s, job=job, error=error, now=clock.now())
 
 
@@ -270,5 +332,5 @@ def _record(
         status = write(session)
         session.commit()
     if status is None:
-        logger.warning("job.lease_lost", extra={"job_id": str(job.id), "type": job.type})
+        logger.warning("job.lease_lost")
     return JobRun(status)

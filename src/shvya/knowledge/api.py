@@ -183,12 +183,13 @@ def search(
     key: CurrentKey,
     embeddings: Embeddings,
     q: Annotated[SafeStr, Query(min_length=1, max_length=1000)],
+    clock: ClockDep,
     k: Annotated[int, Query(ge=1, le=50)] = 5,
 ) -> KBSearchOut:
     # The question's embedding is a call: no transaction stays open across it.
     hits = run_phases(
         service.search_knowledge(
-            session, company_id=key.company.id, query=q, k=k, backend=embeddings
+            session, company_id=key.company.id, query=q, k=k, backend=embeddings, now=clock.now()
         ),
         session=session,
         end_prepare=commit_between_phases(session),

@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 from importlib.util import find_spec
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +34,38 @@ class EmbeddingBackend(Protocol):
     dimensions: int
 
     def embed(self, texts: Sequence[str]) -> Vectors: ...
+
+
+@runtime_checkable
+class MeteredBackend(Protocol):
+    """A provider's embeddings (OpenAI's): a call that costs tokens, each recorded as an
+    ai_usage row like a model call."""
+
+    name: str
+    provider: str
+    model: str
+
+    def embed_counted(self, texts: Sequence[str]) -> tuple[Vectors, int]:
+        """The vectors and the input tokens the provider counted for them."""
+        ...
+
+
+@dataclass(frozen=True)
+class Embedded:
+    vectors: Vectors
+    input_tokens: int
+    latency_ms: int
+
+
+def embed_call(backend: EmbeddingBackend, texts: Sequence[str]) -> Embedded:
+    """The embeddings of `texts`, with the tokens a provider counted (0 for a backend in this
+    process) and the time they took: the call phase of knowledge.service's embeddings."""
+    started = time.monotonic()
+    if isinstance(backend, MeteredBackend):
+        vectors, tokens = backend.embed_counted(texts)
+    else:
+        vectors, tokens = backend.embed(texts), 0
+    return Embedded(vectors, tokens, int((time.monotonic() - started) * 1000))
 
 
 def normalise(vectors: npt.NDArray[Any]) -> Vectors:

@@ -25,6 +25,8 @@ class OpenAIEmbeddings:
         "text-embedding-ada-002": 1536,
     }
 
+    provider = "openai"
+
     def __init__(self, client: openai.OpenAI, *, model: str) -> None:
         self._client = client
         self.model = model
@@ -36,9 +38,14 @@ class OpenAIEmbeddings:
         return cls(make_client(settings), model=settings.openai_embedding_model)
 
     def embed(self, texts: Sequence[str]) -> Vectors:
+        return self.embed_counted(texts)[0]
+
+    def embed_counted(self, texts: Sequence[str]) -> tuple[Vectors, int]:
+        """The vectors, and the input tokens OpenAI counted in its answers' `usage`."""
         if not texts:
-            return np.zeros((0, self.dimensions), dtype=np.float32)
+            return np.zeros((0, self.dimensions), dtype=np.float32), 0
         vectors: list[list[float]] = []
+        tokens = 0
         with OPENAI_ERRORS.mapped():
             for start in range(0, len(texts), 256):
                 response = self._client.embeddings.create(
@@ -46,10 +53,12 @@ class OpenAIEmbeddings:
                 )
                 ordered = sorted(response.data, key=lambda item: item.index)
                 vectors.extend(list(item.embedding) for item in ordered)
+                if response.usage is not None:
+                    tokens += response.usage.prompt_tokens
         if len(vectors) != len(texts):
             raise ProviderError(
                 ProviderErrorKind.bad_response, "a vector per text did not come back"
             )
         matrix = normalise(np.asarray(vectors, dtype=np.float32))
         self.dimensions = int(matrix.shape[1])
-        return matrix
+        return matrix, tokens

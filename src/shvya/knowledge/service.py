@@ -12,6 +12,8 @@ from typing import Any
 from sqlalchemy import bindparam, delete, select, text
 from sqlalchemy.orm import Session
 
+from shvya.ai.providers import ProviderError
+from shvya.ai.usage import AIUsage
 from shvya.config import Settings
 from shvya.db.base import new_id
 from shvya.db.phases import Call, Phases
@@ -22,7 +24,14 @@ from shvya.jobs.service import JobType, PermanentJobError, enqueue_job
 from shvya.knowledge import retrieval
 from shvya.knowledge.chunking import Passage, split_passages
 from shvya.knowledge.documents import blocks_of, extract_text, mime_type_for
-from shvya.knowledge.embeddings import EmbeddingBackend, Vectors, to_bytes
+from shvya.knowledge.embeddings import (
+    Embedded,
+    EmbeddingBackend,
+    MeteredBackend,
+    Vectors,
+    embed_call,
+    to_bytes,
+)
 from shvya.knowledge.models import AIKBDoc, AIKBPassage
 from shvya.schemas import PageRequest
 
@@ -101,7 +110,9 @@ def add_document(
         _event(session, company_id, document, "KBDocumentQueued", actor, now)
         return AddOutcome(document=document, outcome="pending", job_id=job_id)
     content, passages = read_passages(data, mime_type=mime_type, filename=filename, title=title)
-    vectors = yield from embed_passages(backend, passages)
+    vectors = yield from embed_passages(
+        session, backend, passages, company_id=company_id, task=INGEST_TASK, now=now
+    )
     # Looked up again: the document may have changed while the embeddings were made.
     document = _document_titled(session, company_id=company_id, title=title)
     replacing = document is not None
@@ -170,15 +181,69 @@ class PassageVectors:
     vectors: Vectors
 
 
+# The ai_usage task of each embeddings call: a document's passages, a question.
+INGEST_TASK = "kb.ingest"
+SEARCH_TASK = "kb.search"
+
+
+def embed(
+    session: Session,
+    backend: EmbeddingBackend,
+    texts: list[str],
+    *,
+    company_id: uuid.UUID,
+    task: str,
+    now: datetime,
+    lead_id: uuid.UUID | None = None,
+    job_id: uuid.UUID | None = None,
+) -> Phases[Vectors]:
+    """The embeddings of `texts`: a call made outside any transaction. A provider's call
+    (OpenAI's) is recorded like a model call: an ai_usage row with the tokens it counted,
+    written after the call, in the record phase (docs/architecture.md, "Phases of a job that
+    calls out"); a failed one too, with its failure's kind, kept where the caller keeps the
+    work of a failure."""
+    usage: AIUsage | None = None
+    if isinstance(backend, MeteredBackend):
+        usage = AIUsage(
+            company_id=company_id,
+            lead_id=lead_id,
+            job_id=job_id,
+            task=task,
+            provider=backend.provider,
+            model=backend.model,
+            created_at=now,
+        )
+    try:
+        result: Embedded = yield Call(f"embed:{backend.name}", lambda: embed_call(backend, texts))
+    except ProviderError as exc:
+        if usage is not None:
+            usage.outcome = exc.kind.value
+            session.add(usage)
+        raise
+    if usage is not None:
+        usage.input_tokens = result.input_tokens
+        usage.latency_ms = result.latency_ms
+        session.add(usage)
+    return result.vectors
+
+
 def embed_passages(
-    backend: EmbeddingBackend | None, passages: list[Passage]
+    session: Session,
+    backend: EmbeddingBackend | None,
+    passages: list[Passage],
+    *,
+    company_id: uuid.UUID,
+    task: str,
+    now: datetime,
+    job_id: uuid.UUID | None = None,
 ) -> Phases[PassageVectors | None]:
-    """The passages' embeddings: a call (OpenAI's is a network one), made outside any
-    transaction."""
+    """The passages' embeddings (embed: a call, and its usage row)."""
     if backend is None:
         return None
     texts = [f"{p.heading}\n{p.content}" for p in passages]
-    vectors: Vectors = yield Call(f"embed:{backend.name}", lambda: backend.embed(texts))
+    vectors = yield from embed(
+        session, backend, texts, company_id=company_id, task=task, now=now, job_id=job_id
+    )
     return PassageVectors(model=backend.name, vectors=vectors)
 
 
@@ -317,6 +382,7 @@ def ingest_pending(
     expected_hash: str,
     backend: EmbeddingBackend | None,
     now: datetime,
+    job_id: uuid.UUID | None = None,
 ) -> Phases[dict[str, Any]]:
     """The kb.ingest job: read the kept upload, make its passages, drop the upload."""
     document = get_document(session, company_id=company_id, document_id=document_id)
@@ -331,7 +397,15 @@ def ingest_pending(
         )
     except InvalidInput as exc:
         raise PermanentJobError(exc.message, reason=exc.code) from None
-    vectors = yield from embed_passages(backend, passages)
+    vectors = yield from embed_passages(
+        session,
+        backend,
+        passages,
+        company_id=company_id,
+        task=INGEST_TASK,
+        now=now,
+        job_id=job_id,
+    )
     # The document again, locked: it may have been replaced or deleted during the call.
     current = session.scalars(
         select(AIKBDoc)
@@ -355,11 +429,22 @@ def search_knowledge(
     query: str,
     k: int,
     backend: EmbeddingBackend | None,
+    now: datetime,
+    lead_id: uuid.UUID | None = None,
+    job_id: uuid.UUID | None = None,
 ) -> Phases[list[retrieval.Hit]]:
-    """The passages that best answer `query`; the query's embedding is a call."""
+    """The passages that best answer `query`; the query's embedding is a call (embed)."""
     embedding = None
     if backend is not None and query.strip():
-        embedding = yield Call(
-            f"embed:{backend.name}", lambda: retrieval.embed_query(backend, query)
+        vectors = yield from embed(
+            session,
+            backend,
+            [query],
+            company_id=company_id,
+            task=SEARCH_TASK,
+            now=now,
+            lead_id=lead_id,
+            job_id=job_id,
         )
+        embedding = retrieval.QueryEmbedding(model=backend.name, vector=vectors[0])
     return retrieval.search(session, company_id=company_id, query=query, k=k, embedding=embedding)

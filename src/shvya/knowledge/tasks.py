@@ -20,4 +20,5 @@ def ingest_document(ctx: JobContext) -> Phases[dict[str, Any]]:
         expected_hash=str(ctx.job.payload["hash"]),
         backend=embedding_backend(ctx.settings),
         now=ctx.now,
+        job_id=ctx.job.id,
     )

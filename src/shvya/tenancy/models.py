@@ -5,7 +5,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, true
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, false, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shvya.db.base import Base, IdMixin, utcnow
@@ -40,8 +40,21 @@ class Company(IdMixin, Base):
     handoff_message: Mapped[str | None] = mapped_column(Text)
     # Opt-out words, channel pacing, summary cadence...: see tenancy.schemas.CompanyPatchIn.
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The installation's default company (the first one created): the sandbox page chats with
+    # it and CLI commands without --company act on it. A flag, so a rename changes nothing.
+    is_default: Mapped[bool] = mapped_column(default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+# At most one default company in an installation.
+Index(
+    "uq_companies_default",
+    Company.is_default,
+    unique=True,
+    sqlite_where=Company.is_default,
+    postgresql_where=Company.is_default,
+)
 
 
 class User(IdMixin, Base):

@@ -31,8 +31,6 @@ from shvya.tenancy.models import (
 from shvya.tenancy.schemas import CompanyOut, CompanyPatchIn
 
 DEFAULT_COMPANY_NAME = "Default"
-# The first company's slug (made from DEFAULT_COMPANY_NAME on an empty installation).
-DEFAULT_COMPANY_SLUG = "default"
 KEY_PREFIX = "shvya"
 # An operator key: `shvyaop_<prefix>_<secret>`, found in operator_keys, never in api_keys.
 OPERATOR_KEY_PREFIX = "shvyaop"
@@ -112,6 +110,8 @@ def create_company(
     company = Company(
         name=name,
         slug=_free_slug(session, name),
+        # The first company of an installation is its default (find_default_company).
+        is_default=find_default_company(session) is None,
         timezone=check_timezone(timezone),
         phone_region=check_phone_region(phone_region) if phone_region else None,
         company_card={},
@@ -189,6 +189,27 @@ def get_company_by_ref(session: Session, *, ref: str) -> Company:
             f"no company {ref!r} (by id, slug or name); `shvya company list` shows them"
         )
     return company
+
+
+def find_default_company(session: Session) -> Company | None:
+    """The installation's default company: the first one created, whatever it is called now."""
+    return session.scalars(select(Company).where(Company.is_default)).first()
+
+
+def get_default_company(session: Session) -> Company:
+    company = find_default_company(session)
+    if company is None:
+        raise CompanyNotFound(
+            "there is no company yet: `shvya serve` creates one on its first start, "
+            "or `shvya company create NAME`"
+        )
+    return company
+
+
+def get_company_or_default(session: Session, *, ref: str | None) -> Company:
+    """The company `ref` names (find_company), or the installation's default company when it
+    is None."""
+    return get_default_company(session) if ref is None else get_company_by_ref(session, ref=ref)
 
 
 def list_companies(session: Session) -> Sequence[Company]:

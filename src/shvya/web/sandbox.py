@@ -78,7 +78,10 @@ def _visitor_from(cookie: str | None, settings: Settings) -> str | None:
 
 
 def _company(session: DbSession, settings: Settings) -> Company:
-    company = tenancy.find_company(session, ref=settings.sandbox_company)
+    if settings.sandbox_company is None:
+        company = tenancy.find_default_company(session)
+    else:
+        company = tenancy.find_company(session, ref=settings.sandbox_company)
     if company is None:
         raise SandboxOff("the sandbox page has no company to chat with")
     if not (settings.sandbox_enabled or company.settings.get("sandbox_page") is True):
