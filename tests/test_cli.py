@@ -71,7 +71,7 @@ def test_every_command_has_help() -> None:
             assert python_type not in result.stdout, (command, result.stdout)
     company = shvya("kb", "add", "--help", database_url="sqlite:///unused.db").stdout
     assert "--company" in company
-    assert "NAME" in company
+    assert "COMPANY" in company
     role = shvya("apikey", "create", "--help", database_url="sqlite:///unused.db").stdout
     assert "[admin|agent|supervisor]" in role
 
