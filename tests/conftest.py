@@ -27,7 +27,9 @@ from shvya.config import Settings
 from shvya.db.engine import make_engine, make_session_factory
 from shvya.db.migrate import upgrade_database
 from shvya.db.models import Base
-from tests.support import FakeClock, Tenant, make_tenant
+from tests.fakes.anthropic_api import FakeAnthropic
+from tests.fakes.openai_api import FakeOpenAI
+from tests.support import ANTHROPIC_TEST_KEY, OPENAI_TEST_KEY, FakeClock, Tenant, make_tenant
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 POSTGRES_URL = os.environ.get(
@@ -148,6 +150,20 @@ def acme(session_factory: sessionmaker[Session]) -> Tenant:
 @pytest.fixture
 def globex(session_factory: sessionmaker[Session]) -> Tenant:
     return make_tenant(session_factory, "Globex")
+
+
+@pytest.fixture
+def fake_openai() -> Iterator[FakeOpenAI]:
+    """A fake OpenAI server on 127.0.0.1 (tests/fakes/openai_api.py)."""
+    with FakeOpenAI(api_key=OPENAI_TEST_KEY) as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_anthropic() -> Iterator[FakeAnthropic]:
+    """A fake Anthropic server on 127.0.0.1 (tests/fakes/anthropic_api.py)."""
+    with FakeAnthropic(api_key=ANTHROPIC_TEST_KEY) as fake:
+        yield fake
 
 
 @pytest.fixture

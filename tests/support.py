@@ -13,8 +13,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from shvya import onboarding
 from shvya.tenancy import service as tenancy
 from shvya.tenancy.models import Role
+from tests.ai.support import PRICING_MD
+from tests.fakes.anthropic_api import FakeAnthropic
+from tests.fakes.openai_api import FakeOpenAI
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+# The keys the fake model servers accept (the `fake_openai` and `fake_anthropic` fixtures).
+OPENAI_TEST_KEY = "sk-test-openai"
+ANTHROPIC_TEST_KEY = "sk-ant-test"
 
 
 class FakeClock:
@@ -79,3 +85,52 @@ def post_inbound(
 ) -> Any:
     body = {"channel": channel, "from": phone, "text": text, **fields}
     return client.post("/inbound-message", json=body, headers=tenant.agent)
+
+
+# --- the AI on the fake model servers -----------------------------------------------------------
+
+
+def fake_provider_settings(
+    openai: FakeOpenAI | None = None, anthropic: FakeAnthropic | None = None
+) -> dict[str, Any]:
+    """The Settings fields that send SHVYA's model calls to the given fake servers."""
+    fields: dict[str, Any] = {}
+    if openai is not None:
+        fields["openai_api_key"] = OPENAI_TEST_KEY
+        fields["openai_base_url"] = f"{openai.base_url}/v1"
+    if anthropic is not None:
+        fields["anthropic_api_key"] = ANTHROPIC_TEST_KEY
+        fields["anthropic_base_url"] = anthropic.base_url
+    return fields
+
+
+def choose_model(client: TestClient, tenant: Tenant, task: str, provider: str, model: str) -> None:
+    """PUT /ai/models/{task} as the tenant's admin: the company's model for that task."""
+    response = client.put(
+        f"/ai/models/{task}", json={"provider": provider, "model": model}, headers=tenant.admin
+    )
+    assert response.status_code == 200, response.text
+
+
+def understanding(*, intent: str, **fields: Any) -> dict[str, Any]:
+    """What a model returns for the understanding step: nothing learnt but `fields`."""
+    return {
+        "intent": intent,
+        "language": "en",
+        "budget": None,
+        "authority": None,
+        "need": None,
+        "timeline": None,
+        "handoff": False,
+        "handoff_reason": None,
+        "opt_out": False,
+        **fields,
+    }
+
+
+def add_pricing(client: TestClient, tenant: Tenant) -> None:
+    """What the AI answers price questions from (else it hands the lead to a person)."""
+    added = client.post(
+        "/kb/documents", json={"title": "Pricing", "content": PRICING_MD}, headers=tenant.admin
+    )
+    assert added.status_code == 201, added.text

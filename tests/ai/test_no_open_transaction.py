@@ -18,7 +18,6 @@ from typing import Any
 
 import psycopg
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,21 +25,14 @@ from shvya.config import Settings
 from tests.ai.salesperson import Desk
 from tests.ai.support import PRICING_MD
 from tests.fakes.openai_api import FakeOpenAI, RecordedRequest
-from tests.support import FakeClock, Tenant
-
-
-@pytest.fixture
-def fake_openai() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(api_key="sk-test-openai") as fake:
-        yield fake
+from tests.support import choose_model, fake_provider_settings, understanding
 
 
 @pytest.fixture
 def settings(database_url: str, fake_openai: FakeOpenAI) -> Settings:
     return Settings(
         database_url=database_url,
-        openai_api_key="sk-test-openai",
-        openai_base_url=f"{fake_openai.base_url}/v1",
+        **fake_provider_settings(fake_openai),
         ai_timeout_seconds=5.0,
         embeddings="openai",
         kb_inline_ingest_bytes=2048,
@@ -116,26 +108,9 @@ def watch(engine: Engine, database_url: str, fake_openai: FakeOpenAI) -> Iterato
         watcher.close()
 
 
-@pytest.fixture
-def desk(
-    client: TestClient,
-    acme: Tenant,
-    engine: Engine,
-    settings: Settings,
-    clock: FakeClock,
-    session_factory: sessionmaker[Session],
-) -> Desk:
-    return Desk(client, acme, engine, settings, clock, session_factory)
-
-
 def use_openai(desk: Desk, *tasks: str) -> None:
     for task in tasks:
-        response = desk.client.put(
-            f"/ai/models/{task}",
-            json={"provider": "openai", "model": "gpt-4o-mini"},
-            headers=desk.tenant.admin,
-        )
-        assert response.status_code == 200, response.text
+        choose_model(desk.client, desk.tenant, task, "openai", "gpt-4o-mini")
 
 
 def test_no_model_or_embeddings_call_is_made_with_a_transaction_open(
@@ -157,19 +132,7 @@ def test_no_model_or_embeddings_call_is_made_with_a_transaction_open(
     desk.run()
     # An AI reply (understanding, the question's embedding, the draft) and a summary.
     use_openai(desk, "extract", "engage", "summary")
-    fake_openai.reply_json(
-        {
-            "intent": "price_inquiry",
-            "language": "en",
-            "budget": None,
-            "authority": None,
-            "need": None,
-            "timeline": None,
-            "handoff": False,
-            "handoff_reason": None,
-            "opt_out": False,
-        }
-    )
+    fake_openai.reply_json(understanding(intent="price_inquiry"))
     fake_openai.reply_json(
         {"reply": "The premium plan costs 4,999 INR per month.", "sources": [], "answered": True}
     )

@@ -4,7 +4,6 @@ and what every call costs, recorded per lead and per company."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -36,7 +35,7 @@ from shvya.jobs.service import enqueue_job
 from shvya.knowledge.openai_embeddings import OpenAIEmbeddings
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.openai_api import FakeOpenAI, approximate_tokens
-from tests.support import FakeClock, Tenant, post_inbound
+from tests.support import FakeClock, Tenant, fake_provider_settings, post_inbound
 
 SCHEMA = {
     "type": "object",
@@ -58,27 +57,12 @@ def ask(task: AITask = AITask.engage, **kwargs: Any) -> CompletionRequest:
     )
 
 
-@pytest.fixture
-def fake_openai() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(api_key="sk-test-openai") as fake:
-        yield fake
-
-
-@pytest.fixture
-def fake_anthropic() -> Iterator[FakeAnthropic]:
-    with FakeAnthropic(api_key="sk-ant-test") as fake:
-        yield fake
-
-
 def provider_settings(
     fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic, **overrides: Any
 ) -> Settings:
     values: dict[str, Any] = {
         "database_url": "sqlite://",
-        "openai_api_key": "sk-test-openai",
-        "openai_base_url": f"{fake_openai.base_url}/v1",
-        "anthropic_api_key": "sk-ant-test",
-        "anthropic_base_url": fake_anthropic.base_url,
+        **fake_provider_settings(fake_openai, fake_anthropic),
         "ai_timeout_seconds": 2.0,
         **overrides,
     }

@@ -6,28 +6,17 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from fastapi.testclient import TestClient
-from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import select
 
 from shvya.ai.text import NEAR_REPEAT, sentences, similarity, word_count
 from shvya.ai.understanding import detect_language
-from shvya.config import Settings
 from shvya.jobs.models import Job
 from tests.ai.salesperson import Desk
-from tests.support import FakeClock, Tenant
 
 
 @pytest.fixture
-def desk(
-    client: TestClient,
-    acme: Tenant,
-    engine: Engine,
-    settings: Settings,
-    clock: FakeClock,
-    session_factory: sessionmaker[Session],
-) -> Desk:
-    desk = Desk(client, acme, engine, settings, clock, session_factory)
+def desk(desk: Desk) -> Desk:
+    """The conftest's desk, set up for every test here."""
     desk.setup()
     return desk
 

@@ -8,13 +8,9 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
 
 from shvya.ai.text import sentences, word_count
 from shvya.config import Settings
@@ -22,67 +18,27 @@ from shvya.crm.models import Lead
 from tests.ai.salesperson import Desk
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.openai_api import FakeOpenAI
-from tests.support import FakeClock, Tenant
-
-
-@pytest.fixture
-def fake_openai() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(api_key="sk-test-openai") as fake:
-        yield fake
-
-
-@pytest.fixture
-def fake_anthropic() -> Iterator[FakeAnthropic]:
-    with FakeAnthropic(api_key="sk-ant-test") as fake:
-        yield fake
+from tests.support import choose_model, fake_provider_settings, understanding
 
 
 @pytest.fixture
 def settings(database_url: str, fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic) -> Settings:
     return Settings(
         database_url=database_url,
-        openai_api_key="sk-test-openai",
-        openai_base_url=f"{fake_openai.base_url}/v1",
-        anthropic_api_key="sk-ant-test",
-        anthropic_base_url=fake_anthropic.base_url,
+        **fake_provider_settings(fake_openai, fake_anthropic),
         ai_timeout_seconds=5.0,
     )
 
 
 @pytest.fixture
-def desk(
-    client: TestClient,
-    acme: Tenant,
-    engine: Engine,
-    settings: Settings,
-    clock: FakeClock,
-    session_factory: sessionmaker[Session],
-) -> Desk:
-    desk = Desk(client, acme, engine, settings, clock, session_factory)
+def desk(desk: Desk) -> Desk:
+    """The conftest's desk, set up for every test here."""
     desk.setup(company_card={"hours": "Monday to Saturday, 9:30 am to 6 pm"})
     return desk
 
 
 def use(desk: Desk, task: str, provider: str, model: str) -> None:
-    response = desk.client.put(
-        f"/ai/models/{task}", json={"provider": provider, "model": model}, headers=desk.tenant.admin
-    )
-    assert response.status_code == 200, response.text
-
-
-def understanding(**fields: Any) -> dict[str, Any]:
-    return {
-        "intent": "question",
-        "language": "en",
-        "budget": None,
-        "authority": None,
-        "need": None,
-        "timeline": None,
-        "handoff": False,
-        "handoff_reason": None,
-        "opt_out": False,
-        **fields,
-    }
+    choose_model(desk.client, desk.tenant, task, provider, model)
 
 
 # --- guardrails -------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ POST /channels/whatsapp, which asks the fake (Meta) before it stores anything.""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -11,11 +12,18 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
+from shvya.channels import service as channels
+from shvya.channels.policies import SendKind
+from shvya.channels.schemas import OutboundContent
 from shvya.config import Settings
+from shvya.crm.models import Channel
+from shvya.db.phases import Phases
 from shvya.handlers import default_handlers
 from shvya.jobs.engines.embedded import EmbeddedWorker
-from shvya.jobs.runner import Handler
+from shvya.jobs.runner import Handler, JobContext
+from shvya.tenancy.models import Company
 from tests.fakes.meta_graph import FakeMetaGraph
 from tests.support import FakeClock, Tenant
 
@@ -38,15 +46,20 @@ def fake_meta(clock: FakeClock) -> Iterator[FakeMetaGraph]:
         yield fake
 
 
+def fake_meta_settings(fake_meta: FakeMetaGraph) -> dict[str, Any]:
+    """The Settings fields that send SHVYA's Graph API calls to the fake and check its
+    webhooks."""
+    return {
+        "meta_app_secret": APP_SECRET,
+        "meta_verify_token": VERIFY_TOKEN,
+        "meta_graph_base_url": fake_meta.base_url,
+        "meta_graph_version": fake_meta.version,
+    }
+
+
 @pytest.fixture
 def settings(database_url: str, fake_meta: FakeMetaGraph) -> Settings:
-    return Settings(
-        database_url=database_url,
-        meta_app_secret=APP_SECRET,
-        meta_verify_token=VERIFY_TOKEN,
-        meta_graph_base_url=fake_meta.base_url,
-        meta_graph_version=fake_meta.version,
-    )
+    return Settings(database_url=database_url, **fake_meta_settings(fake_meta))
 
 
 def connect_number(
@@ -85,3 +98,60 @@ def make_worker(
         return EmbeddedWorker(engine, handlers=chosen, clock=clock, settings=settings)
 
     return build
+
+
+def replying_with(
+    content: OutboundContent, kind: SendKind | None = None
+) -> Callable[[JobContext], Phases[dict[str, Any]]]:
+    """A stand-in for the AI: answer every inbound message with `content`, sent as `kind`
+    (else the kind the router picks)."""
+
+    def reply(ctx: JobContext) -> Phases[dict[str, Any]]:
+        result = yield from channels.send_message(
+            ctx.session,
+            company_id=ctx.job.company_id,
+            lead_id=uuid.UUID(ctx.job.payload["lead_id"]),
+            channel=Channel.wa_cloud,
+            content=content,
+            send_key=f"reply:{ctx.job.id}",
+            settings=ctx.settings,
+            now=ctx.clock.now,
+            **({} if kind is None else {"kind": kind}),
+        )
+        return result.model_dump(mode="json", exclude_none=True)
+
+    return reply
+
+
+def set_company_settings(
+    factory: sessionmaker[Session], tenant: Tenant, settings: dict[str, Any]
+) -> None:
+    with factory() as session:
+        session.get_one(Company, tenant.company_id).settings = settings
+        session.commit()
+
+
+def reengage_with(
+    client: TestClient,
+    tenant: Tenant,
+    whatsapp: FakeMetaGraph,
+    factory: sessionmaker[Session],
+    worker: EmbeddedWorker,
+) -> None:
+    """The company's re-engagement template: a MARKETING one, approved and synced."""
+    whatsapp.add_template("we_miss_you", "en_US", "MARKETING", body_params=1)
+    assert client.post("/templates/sync", headers=tenant.admin).status_code == 202
+    worker.run_until_idle()
+    set_company_settings(
+        factory,
+        tenant,
+        {
+            "channels": {
+                "reengagement_template": {
+                    "name": "we_miss_you",
+                    "language": "en_US",
+                    "body_params": ["there"],
+                }
+            }
+        },
+    )

@@ -11,7 +11,8 @@ from shvya.config import Settings
 from shvya.db.engine import make_engine
 from shvya.handlers import default_handlers
 from shvya.jobs.engines.embedded import EmbeddedWorker
-from tests.channels.test_sending import TEXT, replying_with
+from tests.channels.conftest import replying_with
+from tests.channels.test_sending import TEXT
 from tests.support import FakeClock
 
 

@@ -18,9 +18,8 @@ from shvya.crm.models import Lead
 from shvya.events.models import Event
 from shvya.jobs.engines.embedded import EmbeddedWorker
 from shvya.jobs.service import reap_expired_leases
-from tests.ai.support import PRICING_MD
 from tests.fakes.meta_graph import FakeMetaGraph
-from tests.support import FakeClock, Tenant
+from tests.support import FakeClock, Tenant, add_pricing
 
 WA_ID = "919812345678"
 REPO = Path(__file__).resolve().parents[2]
@@ -33,10 +32,7 @@ def test_a_whatsapp_question_gets_typing_then_the_kb_price(
     make_worker: Callable[..., EmbeddedWorker],
     clock: FakeClock,
 ) -> None:
-    added = client.post(
-        "/kb/documents", json={"title": "Pricing", "content": PRICING_MD}, headers=acme.admin
-    )
-    assert added.status_code == 201
+    add_pricing(client, acme)
     delivered = whatsapp.deliver_inbound(WA_ID, "How much is the premium plan?", wamid="wamid.Q1")
     assert delivered.status_code == 200
     clock.advance(seconds=5)  # the quiet period

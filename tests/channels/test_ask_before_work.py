@@ -9,7 +9,7 @@ received.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -25,28 +25,21 @@ from shvya.crm.models import Lead
 from shvya.events.models import Event
 from shvya.jobs.engines.embedded import EmbeddedWorker
 from shvya.jobs.models import Job
-from shvya.tenancy.models import Company
-from tests.ai.support import PRICING_MD
-from tests.channels.conftest import APP_SECRET, VERIFY_TOKEN
+from tests.channels.conftest import fake_meta_settings, reengage_with, set_company_settings
 from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.meta_graph import FakeMetaGraph
 from tests.fakes.openai_api import FakeAPIServer, FakeOpenAI, RecordedRequest
-from tests.support import FakeClock, Tenant
+from tests.support import (
+    FakeClock,
+    Tenant,
+    add_pricing,
+    choose_model,
+    fake_provider_settings,
+    understanding,
+)
 
 WA_ID = "919812345678"
 BUDGET = "Our budget is 5 lakh. What does the premium plan cost?"
-
-
-@pytest.fixture
-def fake_openai() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(api_key="sk-test-openai") as fake:
-        yield fake
-
-
-@pytest.fixture
-def fake_anthropic() -> Iterator[FakeAnthropic]:
-    with FakeAnthropic(api_key="sk-ant-test") as fake:
-        yield fake
 
 
 @pytest.fixture
@@ -58,49 +51,20 @@ def settings(
 ) -> Settings:
     return Settings(
         database_url=database_url,
-        meta_app_secret=APP_SECRET,
-        meta_verify_token=VERIFY_TOKEN,
-        meta_graph_base_url=fake_meta.base_url,
-        meta_graph_version=fake_meta.version,
-        openai_api_key="sk-test-openai",
-        openai_base_url=f"{fake_openai.base_url}/v1",
-        anthropic_api_key="sk-ant-test",
-        anthropic_base_url=fake_anthropic.base_url,
+        **fake_meta_settings(fake_meta),
+        **fake_provider_settings(fake_openai, fake_anthropic),
         ai_timeout_seconds=5.0,
     )
 
 
 def use(client: TestClient, tenant: Tenant, provider: str, model: str) -> None:
     for task in ("extract", "engage"):
-        response = client.put(
-            f"/ai/models/{task}", json={"provider": provider, "model": model}, headers=tenant.admin
-        )
-        assert response.status_code == 200, response.text
+        choose_model(client, tenant, task, provider, model)
 
 
-def understanding(**fields: Any) -> dict[str, Any]:
-    return {
-        "intent": "price_inquiry",
-        "language": "en",
-        "budget": None,
-        "authority": None,
-        "need": None,
-        "timeline": None,
-        "handoff": False,
-        "handoff_reason": None,
-        "opt_out": False,
-        **fields,
-    }
-
-
-FIVE_LAKH = understanding(budget={"amount": 500000, "currency": "INR", "text": "5 lakh"})
-
-
-def add_pricing(client: TestClient, tenant: Tenant) -> None:
-    added = client.post(
-        "/kb/documents", json={"title": "Pricing", "content": PRICING_MD}, headers=tenant.admin
-    )
-    assert added.status_code == 201, added.text
+FIVE_LAKH = understanding(
+    intent="price_inquiry", budget={"amount": 500000, "currency": "INR", "text": "5 lakh"}
+)
 
 
 def job_of(factory: sessionmaker[Session], job_id: str) -> Job:
@@ -131,6 +95,31 @@ def first_reply(
     clock.advance(seconds=5)
     make_worker().run_until_idle()
     assert len(whatsapp.sent_messages) == 1
+
+
+def deliver_late(
+    whatsapp: FakeMetaGraph,
+    make_worker: Callable[..., EmbeddedWorker],
+    clock: FakeClock,
+    text: str,
+    *,
+    wamid: str,
+    hours_ago: int,
+) -> None:
+    """Meta delivers, after an outage, what the lead wrote `hours_ago`; the worker runs once
+    the quiet period is over."""
+    whatsapp.deliver_inbound(
+        WA_ID, text, wamid=wamid, timestamp=clock.now() - timedelta(hours=hours_ago)
+    )
+    clock.advance(seconds=5)
+    make_worker().run_until_idle()
+
+
+def engage_jobs(factory: sessionmaker[Session]) -> list[Job]:
+    with factory() as session:
+        return list(
+            session.scalars(select(Job).where(Job.type == "ai.engage").order_by(Job.created_at))
+        )
 
 
 def test_a_reply_that_must_wait_for_pacing_costs_no_model_call(
@@ -187,24 +176,15 @@ def test_a_reply_outside_the_window_is_refused_before_any_model_call(
     clock: FakeClock,
 ) -> None:
     use(client, acme, "openai", "gpt-4o-mini")
-    whatsapp.deliver_inbound(
-        WA_ID, BUDGET, wamid="wamid.OLD", timestamp=clock.now() - timedelta(hours=25)
-    )
-    clock.advance(seconds=5)
-    make_worker().run_until_idle()
+    deliver_late(whatsapp, make_worker, clock, BUDGET, wamid="wamid.OLD", hours_ago=25)
 
     assert fake_openai.requests == []
     assert whatsapp.requests_to("/messages") == []
-    [job] = [j for j in jobs(session_factory) if j.type == "ai.engage"]
+    [job] = engage_jobs(session_factory)
     assert (job.status, job.attempts) == ("failed", 1)
     assert "outside_24h_window" in (job.last_error or "")
     [refused] = lead_events(session_factory, "SendRefused")
     assert refused.data["reason"] == "outside_24h_window"
-
-
-def jobs(factory: sessionmaker[Session]) -> list[Job]:
-    with factory() as session:
-        return list(session.scalars(select(Job).order_by(Job.created_at)))
 
 
 def test_a_pacing_deferral_after_the_draft_reuses_nothing_and_sends_once(
@@ -309,28 +289,22 @@ def test_what_a_refused_run_learnt_is_recorded_exactly_once(
     """Outside the window the router allows the company's re-engagement template, which
     Meta has not approved: the send is refused after the lead's words were understood. The
     budget is recorded once, with the refusal, whatever the provider."""
-    with session_factory() as session:
-        company = session.get_one(Company, acme.company_id)
-        company.settings = {
-            "channels": {"reengagement_template": {"name": "we_miss_you", "language": "en"}}
-        }
-        session.commit()
+    set_company_settings(
+        session_factory,
+        acme,
+        {"channels": {"reengagement_template": {"name": "we_miss_you", "language": "en"}}},
+    )
     if provider != "offline":
         use(client, acme, provider, model)
     script(provider, {"openai": fake_openai, "anthropic": fake_anthropic}, FIVE_LAKH)
-    whatsapp.deliver_inbound(
-        WA_ID,
-        "Our budget is 5 lakh.",
-        wamid="wamid.OLD",
-        timestamp=clock.now() - timedelta(hours=30),
+    deliver_late(
+        whatsapp, make_worker, clock, "Our budget is 5 lakh.", wamid="wamid.OLD", hours_ago=30
     )
-    clock.advance(seconds=5)
-    make_worker().run_until_idle()
     clock.advance(minutes=10)
     make_worker().run_until_idle()  # nothing is left to retry
 
     assert whatsapp.sent_messages == []
-    [job] = [j for j in jobs(session_factory) if j.type == "ai.engage"]
+    [job] = engage_jobs(session_factory)
     assert (job.status, job.attempts) == ("failed", 1)
     assert "template_not_sendable" in (job.last_error or "")
     [refused] = lead_events(session_factory, "SendRefused")
@@ -372,11 +346,7 @@ def test_a_late_message_still_stops_the_ai_or_brings_a_person_though_no_reply_ma
     """Meta redelivers a day-old message after an outage: the window is closed, so no reply
     may go and no model is asked, but the rules still read it."""
     use(client, acme, "openai", "gpt-4o-mini")
-    whatsapp.deliver_inbound(
-        WA_ID, text, wamid="wamid.LATE", timestamp=clock.now() - timedelta(hours=25)
-    )
-    clock.advance(seconds=5)
-    make_worker().run_until_idle()
+    deliver_late(whatsapp, make_worker, clock, text, wamid="wamid.LATE", hours_ago=25)
     assert fake_openai.requests == []
     assert whatsapp.sent_messages == []
     assert len(lead_events(session_factory, event)) == 1
@@ -437,7 +407,7 @@ def test_a_handoff_message_that_failed_for_a_while_still_reaches_the_lead(
     make_worker().run_until_idle()
     [sent] = whatsapp.sent_messages
     assert "team" in sent.body["text"]["body"]
-    [job] = [j for j in jobs(session_factory) if j.type == "ai.engage"]
+    [job] = engage_jobs(session_factory)
     assert (job.status, job.result["outcome"] if job.result else None) == (
         "completed",
         "handed_off",
@@ -456,7 +426,7 @@ def test_a_retried_reply_shows_what_was_sent_the_second_time(
     add_pricing(client, acme)
     use(client, acme, "openai", "gpt-4o-mini")
     for draft in ("Premium is 4,999 INR a month.", "The premium plan costs 4,999 INR per month."):
-        fake_openai.reply_json(understanding())
+        fake_openai.reply_json(understanding(intent="price_inquiry"))
         fake_openai.reply_json({"reply": draft, "sources": [], "answered": True})
     whatsapp.fail_next(1, code=131000, path_contains="messages", details="after typing")
     whatsapp.fail_next(1, code=131000, path_contains="messages")
@@ -485,28 +455,9 @@ def test_a_bump_up_outside_the_window_is_the_template_with_no_model_call(
     session_factory: sessionmaker[Session],
     clock: FakeClock,
 ) -> None:
-    whatsapp.add_template("we_miss_you", "en_US", "MARKETING", body_params=1)
-    assert client.post("/templates/sync", headers=acme.admin).status_code == 202
-    make_worker().run_until_idle()
-    with session_factory() as session:
-        company = session.get_one(Company, acme.company_id)
-        company.settings = {
-            "channels": {
-                "reengagement_template": {
-                    "name": "we_miss_you",
-                    "language": "en_US",
-                    "body_params": ["there"],
-                }
-            }
-        }
-        session.commit()
+    reengage_with(client, acme, whatsapp, session_factory, make_worker())
     first_reply(client, acme, whatsapp, make_worker, clock)
-    chosen = client.put(
-        "/ai/models/bumpup",
-        json={"provider": "openai", "model": "gpt-4o-mini"},
-        headers=acme.admin,
-    )
-    assert chosen.status_code == 200, chosen.text
+    choose_model(client, acme, "bumpup", "openai", "gpt-4o-mini")
     clock.advance(hours=30)
     lead_id = lead_of(session_factory)
     asked = client.post(f"/leads/{lead_id}/bumpup", headers=acme.agent)

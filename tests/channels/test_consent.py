@@ -14,7 +14,7 @@ message a lead got is one the fake accepted.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -35,12 +35,14 @@ from shvya.jobs.engines.embedded import EmbeddedWorker
 from shvya.jobs.models import Job
 from shvya.jobs.runner import JobContext
 from shvya.jobs.service import JobType, enqueue_job
-from shvya.tenancy.models import Company
-from tests.ai.support import PRICING_MD
-from tests.channels.conftest import APP_SECRET, VERIFY_TOKEN
+from tests.channels.conftest import (
+    fake_meta_settings,
+    reengage_with,
+    replying_with,
+)
 from tests.fakes.meta_graph import FakeMetaGraph
 from tests.fakes.openai_api import FakeOpenAI
-from tests.support import FakeClock, Tenant
+from tests.support import FakeClock, Tenant, add_pricing, choose_model, fake_provider_settings
 
 WA_ID = "919812345678"
 # 30 to 40 words, and no figure the lead did not give: a bump-up the rules accept.
@@ -52,40 +54,17 @@ BUMPUP = (
 
 
 @pytest.fixture
-def fake_openai() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(api_key="sk-test-openai") as fake:
-        yield fake
-
-
-@pytest.fixture
 def settings(database_url: str, fake_meta: FakeMetaGraph, fake_openai: FakeOpenAI) -> Settings:
     return Settings(
         database_url=database_url,
-        meta_app_secret=APP_SECRET,
-        meta_verify_token=VERIFY_TOKEN,
-        meta_graph_base_url=fake_meta.base_url,
-        meta_graph_version=fake_meta.version,
-        openai_api_key="sk-test-openai",
-        openai_base_url=f"{fake_openai.base_url}/v1",
+        **fake_meta_settings(fake_meta),
+        **fake_provider_settings(fake_openai),
         ai_timeout_seconds=5.0,
     )
 
 
 def bumpups_by_openai(client: TestClient, tenant: Tenant) -> None:
-    chosen = client.put(
-        "/ai/models/bumpup",
-        json={"provider": "openai", "model": "gpt-4o-mini"},
-        headers=tenant.admin,
-    )
-    assert chosen.status_code == 200, chosen.text
-
-
-def add_pricing(client: TestClient, tenant: Tenant) -> None:
-    """What the AI answers price questions from (else it hands the lead to a person)."""
-    added = client.post(
-        "/kb/documents", json={"title": "Pricing", "content": PRICING_MD}, headers=tenant.admin
-    )
-    assert added.status_code == 201, added.text
+    choose_model(client, tenant, "bumpup", "openai", "gpt-4o-mini")
 
 
 def lead_id_of_client(client: TestClient, tenant: Tenant) -> uuid.UUID:
@@ -116,12 +95,6 @@ def ask_bumpup(client: TestClient, tenant: Tenant, lead_id: uuid.UUID) -> str:
 
 def texts_sent(whatsapp: FakeMetaGraph) -> list[str]:
     return [m.body["text"]["body"] for m in whatsapp.sent_messages if m.type == "text"]
-
-
-def set_settings(factory: sessionmaker[Session], tenant: Tenant, settings: dict[str, Any]) -> None:
-    with factory() as session:
-        session.get_one(Company, tenant.company_id).settings = settings
-        session.commit()
 
 
 # --- WhatsApp's marketing preference ------------------------------------------------------------
@@ -172,32 +145,6 @@ def test_after_stop_no_bump_up_goes_but_replies_do_and_resume_brings_bump_ups_ba
     assert len(fake_openai.requests_to("/chat/completions")) == 1
     assert texts_sent(whatsapp)[-1] == BUMPUP
     assert len(lead_events(client, acme, lead_id, "SendRefused")) == 1
-
-
-def reengage_with(
-    client: TestClient,
-    tenant: Tenant,
-    whatsapp: FakeMetaGraph,
-    factory: sessionmaker[Session],
-    worker: EmbeddedWorker,
-) -> None:
-    """The company's re-engagement template: a MARKETING one, approved and synced."""
-    whatsapp.add_template("we_miss_you", "en_US", "MARKETING", body_params=1)
-    assert client.post("/templates/sync", headers=tenant.admin).status_code == 202
-    worker.run_until_idle()
-    set_settings(
-        factory,
-        tenant,
-        {
-            "channels": {
-                "reengagement_template": {
-                    "name": "we_miss_you",
-                    "language": "en_US",
-                    "body_params": ["there"],
-                }
-            }
-        },
-    )
 
 
 def test_outside_the_window_a_bump_up_is_the_marketing_template_and_needs_consent(
@@ -257,12 +204,7 @@ def test_a_late_message_from_a_contact_who_stopped_gets_no_template_and_no_model
     preflight, before any model is asked."""
     reengage_with(client, acme, whatsapp, session_factory, make_worker())
     for task in ("extract", "engage"):
-        chosen = client.put(
-            f"/ai/models/{task}",
-            json={"provider": "openai", "model": "gpt-4o-mini"},
-            headers=acme.admin,
-        )
-        assert chosen.status_code == 200, chosen.text
+        choose_model(client, acme, task, "openai", "gpt-4o-mini")
     whatsapp.deliver_inbound(
         WA_ID, "Do you sell the premium plan?", timestamp=clock.now() - timedelta(hours=30)
     )
@@ -278,28 +220,6 @@ def test_a_late_message_from_a_contact_who_stopped_gets_no_template_and_no_model
     assert (job.last_error or "").startswith("no_marketing_consent")
     [refused] = lead_events(client, acme, lead_id_of_client(client, acme), "SendRefused")
     assert refused["data"]["reason"] == "no_marketing_consent"
-
-
-def sending(
-    content: OutboundContent, kind: SendKind | None = None
-) -> Callable[[JobContext], Phases[dict[str, Any]]]:
-    """A stand-in for the AI: answer every inbound message with `content`, sent as `kind`."""
-
-    def reply(ctx: JobContext) -> Phases[dict[str, Any]]:
-        result = yield from channels.send_message(
-            ctx.session,
-            company_id=ctx.job.company_id,
-            lead_id=uuid.UUID(ctx.job.payload["lead_id"]),
-            channel=Channel.wa_cloud,
-            content=content,
-            send_key=f"reply:{ctx.job.id}",
-            settings=ctx.settings,
-            now=ctx.clock.now,
-            **({} if kind is None else {"kind": kind}),
-        )
-        return result.model_dump(mode="json", exclude_none=True)
-
-    return reply
 
 
 def test_inside_the_window_a_marketing_template_needs_consent_and_a_utility_one_does_not(
@@ -321,7 +241,7 @@ def test_inside_the_window_a_marketing_template_needs_consent_and_a_utility_one_
         whatsapp.deliver_inbound(WA_ID, f"send me {name}")
         whatsapp.deliver_user_preference(WA_ID, "stop")
         clock.advance(seconds=3)  # the stage's quiet period: the reply is due
-        make_worker({"ai.engage": sending(template)}).run_until_idle()
+        make_worker({"ai.engage": replying_with(template)}).run_until_idle()
     assert [m.template for m in whatsapp.sent_messages] == [("order_update", "en_US")]
     [refused] = lead_events(client, acme, lead_id_of_client(client, acme), "SendRefused")
     assert refused["data"]["reason"] == "no_marketing_consent"
@@ -340,12 +260,12 @@ def test_the_router_judges_the_kind_the_sender_gives(
     whatsapp.deliver_user_preference(WA_ID, "stop")
     text = OutboundContent(text="Still interested?", reengage_with_template=True)
     clock.advance(seconds=3)
-    make_worker({"ai.engage": sending(text, SendKind.bumpup)}).run_until_idle()
+    make_worker({"ai.engage": replying_with(text, SendKind.bumpup)}).run_until_idle()
     assert whatsapp.sent_messages == []
     clock.advance(seconds=20)
     whatsapp.deliver_inbound(WA_ID, "hello?", wamid="wamid.HELLO")
     clock.advance(seconds=3)
-    make_worker({"ai.engage": sending(text)}).run_until_idle()
+    make_worker({"ai.engage": replying_with(text)}).run_until_idle()
     assert texts_sent(whatsapp) == ["Still interested?"]
     lead_id = lead_id_of_client(client, acme)
     [refused] = lead_events(client, acme, lead_id, "SendRefused")
@@ -418,7 +338,7 @@ def test_no_content_flag_gets_a_message_past_a_suppression(
         clock.advance(minutes=1)
         whatsapp.deliver_inbound(WA_ID, f"question {index}", wamid=f"wamid.Q{index}")
         clock.advance(seconds=3)
-        make_worker({"ai.engage": sending(content)}).run_until_idle()
+        make_worker({"ai.engage": replying_with(content)}).run_until_idle()
     assert len(whatsapp.sent_messages) == 1
     lead_id = lead_id_of_client(client, acme)
     refusals = lead_events(client, acme, lead_id, "SendRefused")

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -30,35 +29,16 @@ from shvya.channels.schemas import (
 from shvya.config import Settings
 from shvya.conversations.models import Message
 from shvya.crm.models import Channel, Suppression
-from shvya.db.phases import Phases, run_phases
+from shvya.db.phases import run_phases
 from shvya.events.models import Event
 from shvya.jobs.engines.embedded import EmbeddedWorker
 from shvya.jobs.models import Job
-from shvya.jobs.runner import JobContext
+from tests.channels.conftest import reengage_with, replying_with
 from tests.fakes.meta_graph import FakeMetaGraph
 from tests.support import FakeClock, Tenant
 
 WA_ID = "16315551181"
 REPO = Path(__file__).resolve().parents[2]
-
-
-def replying_with(content: OutboundContent) -> Callable[[JobContext], Phases[dict[str, Any]]]:
-    """A stand-in for the AI: answer every inbound message with `content`."""
-
-    def reply(ctx: JobContext) -> Phases[dict[str, Any]]:
-        result = yield from channels.send_message(
-            ctx.session,
-            company_id=ctx.job.company_id,
-            lead_id=uuid.UUID(ctx.job.payload["lead_id"]),
-            channel=Channel.wa_cloud,
-            content=content,
-            send_key=f"reply:{ctx.job.id}",
-            settings=ctx.settings,
-            now=ctx.clock.now,
-        )
-        return result.model_dump(mode="json", exclude_none=True)
-
-    return reply
 
 
 TEXT = OutboundContent(text="The pro plan is 49 USD a month.", reengage_with_template=True)
@@ -252,24 +232,8 @@ def test_outside_the_window_the_company_reengagement_template_goes_instead(
     session_factory: sessionmaker[Session],
     clock: FakeClock,
 ) -> None:
-    from shvya.tenancy.models import Company
-
-    whatsapp.add_template("we_miss_you", "en_US", "MARKETING", body_params=1)
-    assert client.post("/templates/sync", headers=acme.admin).status_code == 202
     worker = make_worker({"ai.engage": replying_with(TEXT)})
-    worker.run_until_idle()
-    with session_factory() as session:
-        company = session.get_one(Company, acme.company_id)
-        company.settings = {
-            "channels": {
-                "reengagement_template": {
-                    "name": "we_miss_you",
-                    "language": "en_US",
-                    "body_params": ["there"],
-                }
-            }
-        }
-        session.commit()
+    reengage_with(client, acme, whatsapp, session_factory, worker)
     whatsapp.deliver_inbound(WA_ID, "hi", timestamp=clock.now() - timedelta(days=2))
     worker.run_until_idle()
     [sent] = whatsapp.sent_messages

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,6 +22,9 @@ from shvya.jobs.runner import JobContext
 from shvya.jobs.service import DeferJob, PermanentJobError, RetryJob, enqueue_job
 from tests.jobs.conftest import Recorder
 from tests.support import FakeClock, Tenant
+
+# run_engage(handler): one of Acme's ai.engage jobs, run by `handler`; the job's id.
+RunEngage = Callable[[Callable[[JobContext], Any]], uuid.UUID]
 
 
 def enqueue(factory: sessionmaker[Session], tenant: Tenant, clock: FakeClock) -> uuid.UUID:
@@ -60,12 +64,29 @@ def load(factory: sessionmaker[Session], job_id: uuid.UUID) -> Job:
         return session.get_one(Job, job_id)
 
 
-def test_the_prepare_phase_is_committed_before_the_call_and_the_record_with_the_outcome(
+@pytest.fixture
+def run_engage(
     make_worker: Callable[..., EmbeddedWorker],
     session_factory: sessionmaker[Session],
     acme: Tenant,
     clock: FakeClock,
     recorder: Recorder,
+) -> RunEngage:
+    """Enqueue one of Acme's ai.engage jobs, run by `handler`, and let a worker run until
+    idle; the job's id."""
+
+    def run(handler: Callable[[JobContext], Any]) -> uuid.UUID:
+        recorder.behaviour["ai.engage"] = handler
+        job_id = enqueue(session_factory, acme, clock)
+        make_worker().run_until_idle()
+        return job_id
+
+    return run
+
+
+def test_the_prepare_phase_is_committed_before_the_call_and_the_record_with_the_outcome(
+    run_engage: RunEngage,
+    session_factory: sessionmaker[Session],
 ) -> None:
     during_call: dict[str, Any] = {}
 
@@ -83,9 +104,7 @@ def test_the_prepare_phase_is_committed_before_the_call_and_the_record_with_the_
         note(ctx, "Recorded")
         return {"answer": answer}
 
-    recorder.behaviour["ai.engage"] = calls_out
-    job_id = enqueue(session_factory, acme, clock)
-    make_worker().run_until_idle()
+    job_id = run_engage(calls_out)
     assert during_call == {"seen": ["Prepared"], "in_transaction": False}
     assert notes(session_factory) == ["Prepared", "Recorded"]
     job = load(session_factory, job_id)
@@ -93,11 +112,8 @@ def test_the_prepare_phase_is_committed_before_the_call_and_the_record_with_the_
 
 
 def test_a_failed_call_is_thrown_into_the_record_phase_which_keeps_what_it_says_to_keep(
-    make_worker: Callable[..., EmbeddedWorker],
+    run_engage: RunEngage,
     session_factory: sessionmaker[Session],
-    acme: Tenant,
-    clock: FakeClock,
-    recorder: Recorder,
 ) -> None:
     def fails_and_keeps(ctx: JobContext) -> Phases[None]:
         def work() -> None:
@@ -109,9 +125,7 @@ def test_a_failed_call_is_thrown_into_the_record_phase_which_keeps_what_it_says_
             note(ctx, "Recorded")  # e.g. the message's `failed` status
             raise PermanentJobError(str(exc), reason="timeout", keep_work=True) from exc
 
-    recorder.behaviour["ai.engage"] = fails_and_keeps
-    kept = enqueue(session_factory, acme, clock)
-    make_worker().run_until_idle()
+    kept = run_engage(fails_and_keeps)
     assert notes(session_factory) == ["Recorded"]
     job = load(session_factory, kept)
     assert (job.status, job.last_error) == ("failed", "the provider did not answer")
@@ -121,28 +135,21 @@ def test_a_failed_call_is_thrown_into_the_record_phase_which_keeps_what_it_says_
         note(ctx, "Recorded")
         raise RetryJob("try again later")  # keep_work=False: the record is rolled back
 
-    recorder.behaviour["ai.engage"] = fails_and_drops
-    dropped = enqueue(session_factory, acme, clock)
-    make_worker().run_until_idle()
+    dropped = run_engage(fails_and_drops)
     assert notes(session_factory) == ["Recorded"]  # still only the first job's
     job = load(session_factory, dropped)
     assert (job.status, job.attempts, job.last_error) == ("queued", 1, "try again later")
 
 
 def test_a_call_that_touches_the_database_fails_the_run_as_a_bug(
-    make_worker: Callable[..., EmbeddedWorker],
+    run_engage: RunEngage,
     session_factory: sessionmaker[Session],
-    acme: Tenant,
-    clock: FakeClock,
-    recorder: Recorder,
 ) -> None:
     def leaks(ctx: JobContext) -> Phases[None]:
         yield Call("provider", lambda: ctx.session.scalars(select(Job.id)).first())
         note(ctx, "Recorded")
 
-    recorder.behaviour["ai.engage"] = leaks
-    job_id = enqueue(session_factory, acme, clock)
-    make_worker().run_until_idle()
+    job_id = run_engage(leaks)
     job = load(session_factory, job_id)
     assert job.status == "queued"  # retried with backoff, like any other failure
     assert "CallTouchedDatabase" in (job.last_error or "")
@@ -150,11 +157,8 @@ def test_a_call_that_touches_the_database_fails_the_run_as_a_bug(
 
 
 def test_a_lost_lease_stops_the_run_before_its_call_and_keeps_nothing_more(
-    make_worker: Callable[..., EmbeddedWorker],
+    run_engage: RunEngage,
     session_factory: sessionmaker[Session],
-    acme: Tenant,
-    clock: FakeClock,
-    recorder: Recorder,
 ) -> None:
     called: list[str] = []
 
@@ -167,9 +171,7 @@ def test_a_lost_lease_stops_the_run_before_its_call_and_keeps_nothing_more(
         yield Call("provider", lambda: called.append("called"))
         note(ctx, "Recorded")
 
-    recorder.behaviour["ai.engage"] = frozen
-    enqueue(session_factory, acme, clock)
-    make_worker().run_until_idle()
+    run_engage(frozen)
     assert called == []  # no provider call for a job that is no longer ours
     assert notes(session_factory) == []
 
