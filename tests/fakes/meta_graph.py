@@ -1028,26 +1028,11 @@ class FakeMetaGraph:
     ) -> _Response:
         fields = self._fields(record)
         query = record.query
-        try:
-            limit = int(query.get("limit", "25"))
-            offset = (
-                int(base64.urlsafe_b64decode(query["after"]).decode()) if "after" in query else 0
-            )
-        except ValueError:
-            raise GraphError(100, "Invalid limit or cursor.") from None
-        if not 1 <= limit <= 1000 or offset < 0:
-            raise GraphError(100, "Param limit must be between 1 and 1000.")
+        limit, offset = _page_window(query)
         matching = [n.node(fields) for n in numbers.values() if n.waba_id == waba_id]
-        page = matching[offset : offset + limit]
-        cursors = {"before": _cursor(offset), "after": _cursor(offset + len(page))}
-        paging: dict[str, Any] = {"cursors": cursors}
-        if offset + limit < len(matching):
-            next_query = {k: v for k, v in query.items() if k not in ("after", "before")}
-            next_query.update({"limit": str(limit), "after": cursors["after"]})
-            paging["next"] = f"{self.base_url}/{version}/{waba_id}/phone_numbers?" + urlencode(
-                next_query
-            )
-        return _json_response({"data": page, "paging": paging})
+        return _paged_response(
+            matching, query, limit, offset, f"{self.base_url}/{version}/{waba_id}/phone_numbers"
+        )
 
     # --- POST /{version}/{phone_number_id}/messages ------------------------------------------
 
@@ -1229,15 +1214,7 @@ class FakeMetaGraph:
 
     def _list_templates(self, record: RecordedRequest, version: str) -> _Response:
         query = record.query
-        try:
-            limit = int(query.get("limit", "25"))
-            offset = (
-                int(base64.urlsafe_b64decode(query["after"]).decode()) if "after" in query else 0
-            )
-        except ValueError:
-            raise GraphError(100, "Invalid limit or cursor.") from None
-        if not 1 <= limit <= 1000 or offset < 0:
-            raise GraphError(100, "Param limit must be between 1 and 1000.")
+        limit, offset = _page_window(query)
         statuses = set(query["status"].split(",")) if "status" in query else None
         with self._lock:
             matching = [
@@ -1248,17 +1225,13 @@ class FakeMetaGraph:
                 and query.get("language", t.language) == t.language
                 and query.get("category", t.category) == t.category
             ]
-        page = matching[offset : offset + limit]
-        cursors = {"before": _cursor(offset), "after": _cursor(offset + len(page))}
-        paging: dict[str, Any] = {"cursors": cursors}
-        if offset + limit < len(matching):
-            next_query = {k: v for k, v in query.items() if k not in ("after", "before")}
-            next_query.update({"limit": str(limit), "after": cursors["after"]})
-            paging["next"] = (
-                f"{self.base_url}/{version}/{self.waba_id}/message_templates?"
-                + urlencode(next_query)
-            )
-        return _json_response({"data": page, "paging": paging})
+        return _paged_response(
+            matching,
+            query,
+            limit,
+            offset,
+            f"{self.base_url}/{version}/{self.waba_id}/message_templates",
+        )
 
     def _create_template(self, record: RecordedRequest) -> _Response:
         definition = record.json
@@ -1749,6 +1722,33 @@ _DEFAULT_MIME_TYPES = {
 
 def _cursor(offset: int) -> str:
     return base64.urlsafe_b64encode(str(offset).encode()).decode()
+
+
+def _page_window(query: dict[str, str]) -> tuple[int, int]:
+    """Graph's cursor paging of a listing: `limit` (1 to 1000, 25 by default) and the
+    offset the `after` cursor encodes."""
+    try:
+        limit = int(query.get("limit", "25"))
+        offset = int(base64.urlsafe_b64decode(query["after"]).decode()) if "after" in query else 0
+    except ValueError:
+        raise GraphError(100, "Invalid limit or cursor.") from None
+    if not 1 <= limit <= 1000 or offset < 0:
+        raise GraphError(100, "Param limit must be between 1 and 1000.")
+    return limit, offset
+
+
+def _paged_response(
+    matching: list[Any], query: dict[str, str], limit: int, offset: int, url: str
+) -> _Response:
+    """One page of a listing, with Graph's cursors and a `next` URL while more remain."""
+    page = matching[offset : offset + limit]
+    cursors = {"before": _cursor(offset), "after": _cursor(offset + len(page))}
+    paging: dict[str, Any] = {"cursors": cursors}
+    if offset + limit < len(matching):
+        next_query = {k: v for k, v in query.items() if k not in ("after", "before")}
+        next_query.update({"limit": str(limit), "after": cursors["after"]})
+        paging["next"] = f"{url}?" + urlencode(next_query)
+    return _json_response({"data": page, "paging": paging})
 
 
 def _placeholders(text: Any) -> int:
