@@ -25,6 +25,7 @@ every failure) to a file, so two runs (before and after a change) can be compare
     .venv/bin/python bench/ai_eval.py --provider openai --model gpt-4o-mini
     .venv/bin/python bench/ai_eval.py --only hinglish -v   # some cases, with every failure
     .venv/bin/python bench/ai_eval.py --only tone,summary --json /tmp/after.json
+    .venv/bin/python bench/ai_eval.py --compare /tmp/before.json /tmp/after.json
 
 With --provider openai the OpenAI SDK reads OPENAI_API_KEY and OPENAI_BASE_URL, so any
 OpenAI-compatible server (llama.cpp, vLLM, Ollama) can be scored; `--provider both` runs the
@@ -843,6 +844,60 @@ def commit_of_repository() -> str:
     return head + ("+changes" if dirty else "")
 
 
+def compare(before_path: Path, after_path: Path, provider: str) -> int:
+    """Two --json files side by side: cases passed per category and language, then checks."""
+    runs = []
+    for path in (before_path, after_path):
+        data = json.loads(path.read_text())
+        if provider not in data["providers"]:
+            print(f"{path}: no figures for the {provider} provider")
+            return 2
+        runs.append((data, data["providers"][provider]))
+    (b_meta, before), (a_meta, after) = runs
+    print(f"before: {before_path} ({b_meta['commit']}, {b_meta['date']})")
+    print(f"after:  {after_path} ({a_meta['commit']}, {a_meta['date']})")
+    for key in ("categories", "languages"):
+        print(
+            f"\n| {key[:-1] if key == 'languages' else 'category'} | cases passed before "
+            "| after | checks passed before | after |"
+        )
+        print("|---|---|---|---|---|")
+        for name in sorted(set(before[key]) | set(after[key])):
+            cells = []
+            for run in (before, after):
+                g = run[key].get(name)
+                cells.append(
+                    (f"{g['cases_passed']}/{g['cases']}", f"{g['checks_passed']}/{g['checks']}")
+                    if g
+                    else ("-", "-")
+                )
+            print(f"| {name} | {cells[0][0]} | {cells[1][0]} | {cells[0][1]} | {cells[1][1]} |")
+    print("\n| check | before | after | target |")
+    print("|---|---|---|---|")
+    for name in dict.fromkeys([*before["checks"], *after["checks"]]):
+        cells = []
+        for run in (before, after):
+            c = run["checks"].get(name)
+            cells.append(f"{c['count']}/{c['total']} ({c['rate']:.1%})" if c else "-")
+        target = (after["checks"].get(name) or before["checks"][name])["target"]
+        goal = (
+            "-"
+            if target is None
+            else f"{'<=' if target['compare'] == 'max' else '>='} {target['value']:.0%}"
+        )
+        print(f"| {name} | {cells[0]} | {cells[1]} | {goal} |")
+    changed = sorted(
+        case
+        for case in set(before["case_results"]) & set(after["case_results"])
+        if before["case_results"][case] != after["case_results"][case]
+    )
+    fixed = [c for c in changed if after["case_results"][c]]
+    broken = [c for c in changed if not after["case_results"][c]]
+    print(f"\ncases now passing: {', '.join(fixed) or 'none'}")
+    print(f"cases now failing: {', '.join(broken) or 'none'}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -861,7 +916,17 @@ def main() -> int:
     parser.add_argument(
         "--json", type=Path, help="write every figure and failure to this file, to compare runs"
     )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        nargs=2,
+        metavar=("BEFORE", "AFTER"),
+        help="print two --json files side by side (for --provider) and exit; runs nothing",
+    )
     args = parser.parse_args()
+    if args.compare:
+        provider = "offline" if args.provider == "both" else args.provider
+        return compare(*args.compare, provider)
     cases = [json.loads(line) for line in args.cases.read_text().splitlines() if line.strip()]
     cases = [c for c in cases if selected(c, args.only)]
     if not cases:
