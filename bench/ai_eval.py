@@ -817,12 +817,13 @@ def report(
     return met_all, figures
 
 
-def selected(case: dict[str, Any], only: str | None) -> bool:
-    """--only: comma-separated; a term matches part of the id, or the category or language."""
-    if not only:
-        return True
-    terms = [t.strip() for t in only.split(",") if t.strip()]
-    return any(t in case["id"] or t == case.get("category") or t == case["language"] for t in terms)
+def selected(case: dict[str, Any], terms: list[str], labels: set[str]) -> bool:
+    """--only: a term that is a category or language (labels) selects those cases exactly
+    ("hi" is not "hinglish"); any other term selects the ids that contain it."""
+    return any(
+        t in (case.get("category"), case["language"]) if t in labels else t in case["id"]
+        for t in terms
+    )
 
 
 def commit_of_repository() -> str:
@@ -928,7 +929,10 @@ def main() -> int:
         provider = "offline" if args.provider == "both" else args.provider
         return compare(*args.compare, provider)
     cases = [json.loads(line) for line in args.cases.read_text().splitlines() if line.strip()]
-    cases = [c for c in cases if selected(c, args.only)]
+    if args.only:
+        terms = [t.strip() for t in args.only.split(",") if t.strip()]
+        labels = {c.get("category") for c in cases} | {c["language"] for c in cases}
+        cases = [c for c in cases if selected(c, terms, labels - {None})]
     if not cases:
         print(f"no cases in {args.cases}" + (f" matching {args.only!r}" if args.only else ""))
         return 2
