@@ -325,7 +325,8 @@ DATE = re.compile(
     rf"|\b(?P<d2>\d{{1,2}})(?:st|nd|rd|th)?(?:\s+of|\s+de)?\s+(?P<m2>{_MONTH_NAMES})"
     rf"(?![{_LETTER}])\.?"
     rf"|(?<![{_LETTER}])(?P<m3>{_MONTH_NAMES})\.?\s+(?P<d3>\d{{1,2}})(?:st|nd|rd|th)?\b"
-    rf"|\b(?P<n>\d{{1,2}}[/.]\d{{1,2}}(?:[/.]\d{{2,4}})?)\b(?![.,]\d)",
+    rf"|\b(?P<n>\d{{1,2}}[/.]\d{{1,2}}(?:[/.]\d{{2,4}})?)\b(?![.,]\d)"
+    r"(?!\s?(?:[ap]\.?\s?m\b|baje\b|बजे|hrs?\b|h\b|de la\s))",  # "9.30 am" is a time
     re.IGNORECASE,
 )
 
@@ -427,6 +428,9 @@ PERIODS = {
 PERIOD = re.compile(
     "|".join(f"(?P<{name}>{pattern})" for name, pattern in PERIODS.items()), re.IGNORECASE
 )
+CURRENCY_AFTER_A_WORD = re.compile(
+    rf"[ \t]+[{_LETTER}]+[ \t]+(?P<c>(?:{_CODES}|{_WORDS})\b|(?:{_HI_WORDS}){_END})", re.I
+)
 # A bare number in a sentence about what something costs is an amount (currency unsaid).
 PRICE_CUES = re.compile(
     r"\b(?:price[sd]?|pricing|cost|costs|fee|fees|charge[sd]?|pay|rate|precio|precios|"
@@ -481,20 +485,29 @@ def _period(text: str, start: int, end: int) -> str | None:
     return found.lastgroup if found is not None else None
 
 
+NOUN_AFTER = re.compile(rf"[ \t]*-?[ \t]*([{_LETTER}]+)(?:[ \t]+([{_LETTER}]+))?")
+
+
+def _canonical(word: str) -> str | None:
+    """The noun NOUNS knows a word as, plurals too ("customers", "clientes", "ग्राहकों")."""
+    low = word.lower()
+    return next(
+        (NOUN_OF[w] for w in (low, low[:-1], low[:-2]) if w in NOUN_OF and len(w) > 1), None
+    )
+
+
 def _noun_after(text: str, end: int) -> str | None:
-    """The word a number counts ("500 customers" customer, "14-day" day), or None."""
-    for word in re.findall(rf"[{_LETTER}]+", text[end : end + 40])[:2]:
-        low = word.lower()
-        if low in NOT_NOUNS:
-            continue
-        if not re.match(rf"\s*-?\s*(?:\S+\s+)?{re.escape(word)}", text[end:]):
-            return None
-        # plurals: "customers", "clientes", "ग्राहकों", "सीटें"
-        noun = next(
-            (NOUN_OF[w] for w in (low, low[:-1], low[:-2]) if w in NOUN_OF and len(w) > 1), None
-        )
-        return noun or (low[:-1] if low.endswith("s") and len(low) > 3 else low)
-    return None
+    """The word a number counts ("500 customers" customer, "14-day" day, "500 happy
+    clients" customer), in the same clause within two words, or None."""
+    match = NOUN_AFTER.match(text, end)
+    if match is None:
+        return None
+    words = [w for w in match.groups() if w and w.lower() not in NOT_NOUNS]
+    if not words:
+        return None
+    known = next((noun for noun in map(_canonical, words) if noun), None)
+    low = words[0].lower()
+    return known or (low[:-1] if low.endswith("s") and len(low) > 3 else low)
 
 
 def _inside(position: int, spans: list[tuple[int, int]]) -> bool:
@@ -570,6 +583,9 @@ def figures(text: str) -> list[Figure]:
             value *= MULTIPLIERS.get(mult.lower(), 1)
         written = reader.written(*m.span())
         currency = _code(pre) or _code(post)
+        if currency is None:  # "4,999 Indian rupees", "4,999 US dollars"
+            later = CURRENCY_AFTER_A_WORD.match(t, m.end())
+            currency = _code(later.group("c")) if later else None
         if currency is None and mult and mult.lower() in INDIAN_MULTIPLIERS:
             currency = "INR"
         sentence = _sentence_at(t, m.start("num"))
@@ -592,7 +608,8 @@ def figures(text: str) -> list[Figure]:
             if value <= 10 and value == value.to_integral() and noun not in MEASURES:
                 return None  # "3 plans": a counting word
             return Figure("count", _normal(value), written, noun=noun)
-        if money.period is not None or PRICE_CUES.search(sentence):
+        year = value == value.to_integral() and 1900 <= value <= 2100 and not mult
+        if money.period is not None or (PRICE_CUES.search(sentence) and not year):
             if value <= 10 and value == value.to_integral() and not mult:
                 return None
             return money
