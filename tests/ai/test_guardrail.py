@@ -69,7 +69,7 @@ def test_the_right_number_in_the_wrong_currency_or_period_is_blocked() -> None:
 
 def test_a_number_borrowed_from_another_quantity_is_blocked() -> None:
     assert blocked("The add-on is just ₹500.") == ["₹500"]
-    assert blocked("Premium covers 500 users.") == ["500"]  # customers, not users
+    assert blocked("Premium covers 500 users.") == ["500 users"]  # customers, not users
     assert blocked("Premium covers up to 500 clients.") == []  # a synonym
 
 

@@ -412,10 +412,11 @@ NOUN_OF = {word: noun for noun, words in NOUNS.items() for word in words.split()
 MEASURES = frozenset({"minute", "hour", "day", "week", "month", "year", "seat", "user", "session"})
 NOT_NOUNS = frozenset(
     "a an the and or of to for in on at by per with is are was be it its de del la el los las y "
-    "o para por en con al se ka ki ke ko hai hain aur से का की के को है हैं और में या".split()
+    "o para por en con al se ka ki ke ko hai hain aur mein me tak par pe से का की के को है हैं और "
+    "में या तक पर".split()
 )
 PERIODS = {
-    "month": r"per month|a month|an month|/\s?mo(?:nth)?\b|monthly|every month|each month|"
+    "month": r"per month|a month|/\s?mo(?:nth)?\b|monthly|every month|each month|"
     r"al mes|por mes|/\s?mes|mensual\w*|cada mes|per mahina|har mahine|mahine ka|mahina|"
     r"प्रति माह|प्रति महीना|हर महीने|महीने|महीना|मासिक",
     "year": r"per year|a year|/\s?y(?:ea)?r\b|yearly|annually|annual|per annum|every year|"
@@ -450,7 +451,7 @@ THEIR_BUDGET = re.compile(
 @dataclass(frozen=True)
 class Figure:
     """One figure of a text. kind: money, percent, time, date, count, number (a bare number
-    that says of what), phone. value: the normalised value ("4999", "18:00", "12-5",
+    that does not say of what), phone. value: the normalised value ("4999", "18:00", "12-5",
     digits)."""
 
     kind: str
@@ -496,18 +497,23 @@ def _canonical(word: str) -> str | None:
     )
 
 
-def _noun_after(text: str, end: int) -> str | None:
+def _noun_after(text: str, end: int) -> tuple[str, int] | None:
     """The word a number counts ("500 customers" customer, "14-day" day, "500 happy
-    clients" customer), in the same clause within two words, or None."""
+    clients" customer), in the same clause within two words, and where it ends; or None."""
     match = NOUN_AFTER.match(text, end)
     if match is None:
         return None
-    words = [w for w in match.groups() if w and w.lower() not in NOT_NOUNS]
+    words = [(i, w) for i, w in enumerate(match.groups(), 1) if w and w.lower() not in NOT_NOUNS]
     if not words:
         return None
-    known = next((noun for noun in map(_canonical, words) if noun), None)
-    low = words[0].lower()
-    return known or (low[:-1] if low.endswith("s") and len(low) > 3 else low)
+    known = next(((i, n) for i, n in ((i, _canonical(w)) for i, w in words) if n), None)
+    if known is not None:
+        return known[1], match.end(known[0])
+    index, word = words[0]
+    if index != 1:
+        return None  # an unknown word counts only right after the number ("5000 mein ho")
+    low = word.lower()
+    return (low[:-1] if low.endswith("s") and len(low) > 3 else low), match.end(index)
 
 
 def _inside(position: int, spans: list[tuple[int, int]]) -> bool:
@@ -603,11 +609,16 @@ def figures(text: str) -> list[Figure]:
         )
         if currency is not None:
             return money
-        noun = _noun_after(t, m.end())
-        if noun is not None and not PERIOD.match(t[m.end() :].lstrip(" -")):
+        counts = _noun_after(t, m.end())
+        # "4,999 a month" is a price per month, "12 mahine" twelve months ("4,999 mahina" is
+        # a price again: nobody counts 4,999 months)
+        first = NOUN_AFTER.match(t, m.end())
+        counted = first is not None and _canonical(first.group(1)) is not None and value <= 100
+        if counts is not None and (counted or not PERIOD.match(t[m.end() :].lstrip(" -"))):
+            noun, noun_end = counts
             if value <= 10 and value == value.to_integral() and noun not in MEASURES:
                 return None  # "3 plans": a counting word
-            return Figure("count", _normal(value), written, noun=noun)
+            return Figure("count", _normal(value), reader.written(m.start(), noun_end), noun=noun)
         year = value == value.to_integral() and 1900 <= value <= 2100 and not mult
         if money.period is not None or (PRICE_CUES.search(sentence) and not year):
             if value <= 10 and value == value.to_integral() and not mult:
