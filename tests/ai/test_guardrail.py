@@ -99,6 +99,16 @@ def test_a_price_the_lead_proposed_is_not_confirmed() -> None:
     assert blocked("Premium costs ₹50,000 a month.", lead=lead) == ["₹50,000"]
 
 
+def test_a_count_the_lead_proposes_in_a_question_is_not_confirmed() -> None:
+    asked = ["Does Premium cover 1,000 customers?"]
+    assert blocked("Yes, Premium covers 1,000 customers.", lead=asked) == ["1,000 customers"]
+    asked = ["¿Premium incluye 20 licencias?"]
+    assert blocked("Sí, incluye 20 licencias.", lead=asked) == ["20 licencias"]
+    # a count the lead states about themselves may be repeated back
+    stated = ["We need 12 seats, when are you open?"]
+    assert blocked("12 seats is fine, and we are open until 6 pm.", lead=stated) == []
+
+
 def test_a_bumpup_may_not_confirm_the_leads_price() -> None:
     text = (
         "Hi Asha, following up on Premium for your sales team: we can do it at 999 rupees a "

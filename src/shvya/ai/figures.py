@@ -439,6 +439,13 @@ PRICE_CUES = re.compile(
     r"fees)\b|कीमत|दाम|शुल्क|फीस|कितने|कितना",
     re.IGNORECASE,
 )
+# A yes/no question, whose figure the lead proposes rather than states: "does Premium include
+# 20 seats?", "¿incluye 20 licencias?", "20 seats milti hain kya?", "is it 999, right?".
+YES_NO = re.compile(
+    r"^\W*(?:is|are|do|does|did|can|could|will|would|should|isn't|doesn't|kya|¿)\b|¿|क्या"
+    r"|\b(?:right|correct|kya|na|naa|no|verdad|cierto|sahi)\W*$",
+    re.IGNORECASE,
+)
 # The lead's own budget in a reply ("your budget of ₹50,000", "tu presupuesto de", "आपका
 # बजट"): money the lead's words may ground (docs/ai.md 6).
 THEIR_BUDGET = re.compile(
@@ -460,9 +467,10 @@ class Figure:
     currency: str | None = None
     period: str | None = None
     noun: str | None = None
-    theirs: bool = False  # in the reply: stated as the lead's budget
-    budget: bool = False  # in the lead's words: said of their budget
-    asked: bool = False  # in the lead's words: asked ("is it 999?"), a price they propose
+    is_theirs: bool = False  # in the reply: stated as the lead's budget
+    is_budget: bool = False  # in the lead's words: said of their budget
+    is_asked: bool = False  # in the lead's words: in a question ("is it 999?", "999?")
+    is_proposed: bool = False  # in the lead's words: a yes/no question ("does it cover 20 seats?")
 
 
 SENTENCE_END = re.compile(r"[!?\n।]|\.(?!\d)")
@@ -597,15 +605,17 @@ def figures(text: str) -> list[Figure]:
         sentence = _sentence_at(t, m.start("num"))
         stop = SENTENCE_END.search(t, m.end())
         asked = "¿" in sentence or (stop is not None and stop.group() == "?")
+        proposed = asked and bool(YES_NO.search(sentence))
         money = Figure(
             "money",
             _normal(value),
             written,
             currency=currency,
             period=_period(t, m.start(), m.end()),
-            theirs=bool(THEIR_BUDGET.search(sentence)),
-            budget=bool(BUDGET_CUES.search(sentence)),
-            asked=asked,
+            is_theirs=bool(THEIR_BUDGET.search(sentence)),
+            is_budget=bool(BUDGET_CUES.search(sentence)),
+            is_asked=asked,
+            is_proposed=proposed,
         )
         if currency is not None:
             return money
@@ -618,7 +628,10 @@ def figures(text: str) -> list[Figure]:
             noun, noun_end = counts
             if value <= 10 and value == value.to_integral() and noun not in MEASURES:
                 return None  # "3 plans": a counting word
-            return Figure("count", _normal(value), reader.written(m.start(), noun_end), noun=noun)
+            written = reader.written(m.start(), noun_end)
+            return replace(
+                money, kind="count", written=written, currency=None, period=None, noun=noun
+            )
         year = value == value.to_integral() and 1900 <= value <= 2100 and not mult
         if money.period is not None or (PRICE_CUES.search(sentence) and not year):
             if value <= 10 and value == value.to_integral() and not mult:
@@ -666,7 +679,7 @@ def _grounds(source: Figure, figure: Figure, *, lead: bool, currency: str | None
     if source.value != figure.value or source.kind == "phone":
         return False
     if figure.kind == "money":
-        if lead and not (figure.theirs and source.budget):
+        if lead and not (figure.is_theirs and source.is_budget):
             return False  # the lead's words ground their budget, never a price of ours
         if source.kind == "number" and lead:
             return figure.period is None
@@ -678,10 +691,12 @@ def _grounds(source: Figure, figure: Figure, *, lead: bool, currency: str | None
     if figure.kind == "percent":
         return source.kind == "percent" and not lead
     if figure.kind == "count":
+        if lead and source.is_proposed:  # "does Premium cover 20 seats?" is not a yes
+            return False
         return source.kind == "number" or (source.kind == "count" and source.noun == figure.noun)
     if figure.kind == "number":
         if lead:  # a number the lead asked about ("is it 999?") is a price they propose
-            return source.kind == "count" or (source.kind == "number" and not source.asked)
+            return source.kind == "count" or (source.kind == "number" and not source.is_asked)
         return source.kind in ("number", "count", "money")
     return source.kind == figure.kind  # date
 
@@ -698,12 +713,12 @@ def ungrounded(
     counts, phone numbers, bare numbers and money the reply gives as the lead's budget
     (docs/ai.md 6). `currency` is the company's, for reading "$" and "pesos"."""
     company = [f for text in company_sources for f in figures(text)]
-    theirs = [f for text in lead_words for f in figures(text)]
+    leads = [f for text in lead_words for f in figures(text)]
     missing = [
         figure.written
         for figure in figures(reply)
         if not any(_grounds(s, figure, lead=False, currency=currency) for s in company)
-        and not any(_grounds(s, figure, lead=True, currency=currency) for s in theirs)
+        and not any(_grounds(s, figure, lead=True, currency=currency) for s in leads)
     ]
     return list(dict.fromkeys(missing))
 
