@@ -194,8 +194,9 @@ def budget_in(text: str, *, default_currency: str) -> Amount | None:
 # A compact reader of spelled-out numbers in English, Spanish, Hindi and Hinglish: enough for
 # the way prices, discounts and counts are written in a sales chat ("five thousand rupees",
 # "twenty percent", "cinco mil", "पाँच हज़ार", "paanch hazaar", "dedh lakh", "साढ़े तीन हज़ार").
-# text2num covers English and Spanish but not Hindi, word2number English only, and neither is
-# in requirements.lock: a dependency for half the languages would not pay. Hindi has its own
+# text2num reads English, Spanish and five other European languages but neither Hindi nor
+# Hinglish, word2number and indian-word2number English only, and none is in requirements.lock:
+# a dependency for half the languages would not pay. Hindi has its own
 # word for every number up to 99; this reads 1-20, the tens, 25, 99, and the fractions dedh
 # (1.5), dhai (2.5) and saadhe (+0.5); other compounds ("सैंतीस") are not read.
 
