@@ -333,8 +333,9 @@ DATE = re.compile(
 
 
 def _date_key(match: re.Match[str]) -> str | None:
-    """A date as "month-day" (named or ISO months), or its digits when only numbers say it
-    (11/12 is read as written: whether it is November or December is not ours to guess)."""
+    """A date as "month-day" (named or ISO months, or digits only one way can read: 15/01),
+    else its digits as written (11/12: whether it is November or December is not ours to
+    guess)."""
     if match.group("y1"):
         return f"{int(match.group('m1'))}-{int(match.group('d1'))}"
     for day, month in (("d2", "m2"), ("d3", "m3")):
@@ -344,7 +345,14 @@ def _date_key(match: re.Match[str]) -> str | None:
     raw = match.group("n")
     if raw and "." in raw and len(raw.split(".")[-1]) != 2 and raw.count(".") == 1:
         return None  # "4.5" is a number, not a date
-    return raw.replace(".", "/") if raw else None
+    if not raw:
+        return None
+    first, second = (int(part) for part in re.split(r"[/.]", raw)[:2])
+    if first > 12 >= second:
+        return f"{second}-{first}"  # 15/01 can only be 15 January
+    if second > 12 >= first:
+        return f"{first}-{second}"  # 01/15 can only be 15 January too
+    return raw.replace(".", "/")
 
 
 # "7 999", "7\u202f999", "7'999": thousands written with a space or an apostrophe. Read as
@@ -361,7 +369,8 @@ TIME = re.compile(
     r"(?:(?P<before>shaam|sham|raat|dopahar|subah|शाम|रात|दोपहर|सुबह)\s+(?:ko\s+|को\s+)?)?"
     r"\b(?P<h>\d{1,2})(?:[:.](?P<m>\d{2}))?\s?"
     r"(?:(?P<half>a\.?\s?m\.?|p\.?\s?m\.?)(?![a-z])|(?P<clock>hrs?\b|h\b|baje\b|बजे)"
-    r"|(?:\s?de la\s+(?P<es>mañana|manana|tarde|noche)\b))"
+    r"|(?:\s?de la\s+(?P<es>mañana|manana|tarde|noche)\b)"
+    r"|(?:\s?(?:o'clock\s+)?in the\s+(?P<en>morning|afternoon|evening|night)\b))"
     r"|\b(?P<h2>\d{1,2}):(?P<m2>\d{2})\b",
     re.IGNORECASE,
 )
@@ -374,7 +383,9 @@ def _time_key(match: re.Match[str]) -> str | None:
     minute = int(match.group("m") or match.group("m2") or 0)
     if hour > 24 or minute > 59:
         return None
-    said = " ".join(filter(None, (match.group("half"), match.group("es"), match.group("before"))))
+    said = " ".join(
+        filter(None, (match.group(g) for g in ("half", "es", "en", "before")))  # one at most
+    )
     if said and hour <= 12:
         hour = hour % 12 + (12 if re.match(rf"(?:{PM_WORDS})", said, re.I) else 0)
         return f"{hour:02d}:{minute:02d}"
@@ -417,10 +428,11 @@ NOT_NOUNS = frozenset(
     "में या तक पर".split()
 )
 PERIODS = {
-    "month": r"per month|a month|/\s?mo(?:nth)?\b|monthly|every month|each month|"
+    "month": r"per month|a month|/\s?mo(?:nth)?\b|monthly|every month|each month|p\.\s?m\b\.?|"
     r"al mes|por mes|/\s?mes|mensual\w*|cada mes|per mahina|har mahine|mahine ka|mahina|"
     r"प्रति माह|प्रति महीना|हर महीने|महीने|महीना|मासिक",
     "year": r"per year|a year|/\s?y(?:ea)?r\b|yearly|annually|annual|per annum|every year|"
+    r"p\.\s?a\b\.?|/\s?annum|"
     r"al año|por año|/\s?año|anual\w*|cada año|saalana|salana|har saal|per saal|saal|"
     r"प्रति वर्ष|प्रति साल|सालाना|हर साल|साल|वार्षिक",
     "week": r"per week|a week|/\s?w(?:ee)?k\b|weekly|a la semana|por semana|semanal\w*|"
@@ -487,7 +499,8 @@ def _sentence_at(text: str, position: int) -> str:
 def _period(text: str, start: int, end: int) -> str | None:
     """The billing period said right after an amount ("per month", "al año", "प्रति माह"), or
     just before it ("monthly fee of"), with no other number in between."""
-    after = re.split(r"[\d.!?\n।…;(]", text[end : end + 30], maxsplit=1)[0]
+    # a sentence's full stop ends the search, a dot inside "p.a." does not
+    after = re.split(r"[\d!?\n।…;(]|\.(?!\w)", text[end : end + 30], maxsplit=1)[0]
     found = PERIOD.search(after)
     if found is None:
         before = re.split(r"[\d.!?\n।…;]", text[max(0, start - 25) : start])[-1]
