@@ -36,7 +36,8 @@ format: $(STAMP)
 # Ingest (~3.5 min), signed WhatsApp webhooks (~13 min; exits 1 when the store check fails),
 # job queue throughput / P1 latency / vacuum (~11 min on a quiet machine), kill -9 chaos
 # (~4 min), knowledge-base retrieval (~6 min), the AI salesperson's
-# evaluation over evals/cases.jsonl (~15 s; exits 1 when an offline target is missed).
+# evaluation over evals/cases.jsonl (~15 s; exits 1 when an offline target is missed), the
+# figure guardrail's adversarial set (~1 s; exits 1 below 100% blocked or above 2% falsely).
 # Needs PostgreSQL, RabbitMQ and Redis on 127.0.0.1.
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
@@ -45,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/chaos.py
 	$(BIN)/python bench/retrieval.py
 	$(BIN)/python bench/ai_eval.py
+	$(BIN)/python bench/guardrail.py
 
 # Re-pin every dependency (run after editing pyproject.toml, then commit requirements.lock).
 lock: $(STAMP)

@@ -720,9 +720,21 @@ def draft(
 EMPTY = "(an empty reply)"
 
 
-def _problems(reply: str, sources: list[str]) -> list[str]:
-    """Why a draft may not be sent: figures no source states, or no text at all."""
-    return ungrounded(reply, sources) if reply.strip() else [EMPTY]
+@dataclass(frozen=True)
+class Grounding:
+    """Where a reply's figures may come from (docs/ai.md 6): the company's sources ground any
+    figure, the lead's words only what the reply repeats as theirs, never a price of ours."""
+
+    company: list[str]
+    lead: list[str]
+    currency: str | None
+
+
+def _problems(reply: str, sources: Grounding) -> list[str]:
+    """Why a draft may not be sent: figures no source grounds, or no text at all."""
+    if not reply.strip():
+        return [EMPTY]
+    return ungrounded(reply, sources.company, sources.lead, currency=sources.currency)
 
 
 def guard(
@@ -734,9 +746,10 @@ def guard(
     hits: list[Hit],
     turns: list[Message],
 ) -> Phases[Draft]:
-    """Every price, amount, percentage, date and phone number in the draft must appear in a
-    passage, the company card or the lead's own words: otherwise the draft is written once
-    more, and then replaced by a safe answer that offers a person (GuardrailBlocked keeps the
+    """Every price, amount, percentage, time, date, count and phone number in the draft must
+    be grounded by a figure of the same kind in a passage or the company card, or (not a price
+    or an offer of ours) in the lead's own words: otherwise the draft is written once more,
+    and then replaced by a safe answer that offers a person (GuardrailBlocked keeps the
     drafts). turn.result["guardrail"] says what it did."""
     sources = _grounding(turn, hits, turns)
     bad = _problems(first.reply, sources)
@@ -782,16 +795,21 @@ def guard(
     return Draft(reply=localized(SAFE_ANSWERS, language), sources=[], answered=False)
 
 
-def _grounding(turn: Turn, hits: list[Hit], turns: list[Message]) -> list[str]:
+def _grounding(turn: Turn, hits: list[Hit], turns: list[Message]) -> Grounding:
     """Where a reply's figures may come from: the passages it was given, the company card and
-    the lead's own words."""
-    return [
-        *(f"{hit.heading}\n{hit.content}" for hit in hits),
-        *card_values(turn.company.company_card),
-        turn.company.name,
-        *(m.text for m in turns if m.direction == "in"),
-        *(m.text for m in turn.pending),
-    ]
+    name; and the lead's own words (recent turns and the unanswered messages)."""
+    return Grounding(
+        company=[
+            *(f"{hit.heading}\n{hit.content}" for hit in hits),
+            *card_values(turn.company.company_card),
+            turn.company.name,
+        ],
+        lead=[
+            *(m.text for m in turns if m.direction == "in"),
+            *(m.text for m in turn.pending),
+        ],
+        currency=turn.company.currency,
+    )
 
 
 # --- send -------------------------------------------------------------------------------------

@@ -44,9 +44,17 @@ def _refuse(reason: str, message: str) -> PermanentJobError:
 # --- bump-ups ---------------------------------------------------------------------------------
 
 
-def bumpup_problem(text: str, earlier: list[str], sources: list[str]) -> str | None:
-    """Why this bump-up may not be sent, or None. Like a reply, it may state no figure that
-    the company card or the lead's own words do not."""
+def bumpup_problem(
+    text: str,
+    earlier: list[str],
+    sources: list[str],
+    lead_words: list[str] | None = None,
+    *,
+    currency: str | None = None,
+) -> str | None:
+    """Why this bump-up may not be sent, or None. Like a reply, it may state no figure the
+    company's `sources` (its card and name) do not ground; the lead's own words ground only
+    what it repeats as theirs, never a price or an offer (docs/ai.md 6)."""
     words = word_count(text)
     low, high = BUMPUP_WORDS
     if not low <= words <= high:
@@ -54,7 +62,7 @@ def bumpup_problem(text: str, earlier: list[str], sources: list[str]) -> str | N
     for before in earlier:
         if similarity(text, before) >= NEAR_REPEAT:
             return "too close to an earlier bump-up"
-    invented = ungrounded(text, sources)
+    invented = ungrounded(text, sources, lead_words or [], currency=currency)
     if invented:
         return f"states {', '.join(invented)}, which no source does"
     return None
@@ -109,16 +117,13 @@ def bumpup(ctx: JobContext) -> Phases[dict[str, Any]]:
     ]
     language = str(lead.attributes.get("language") or _company_language(company))
     topic = _topic(session, lead)
-    sources = [
-        company.name,
-        *card_values(company.company_card),
-        *(
-            m.text
-            for m in conversations.recent_messages(
-                session, company_id=company.id, lead_id=lead.id, limit=50
-            )
-            if m.direction == "in"
-        ),
+    sources = [company.name, *card_values(company.company_card)]
+    lead_words = [
+        m.text
+        for m in conversations.recent_messages(
+            session, company_id=company.id, lead_id=lead.id, limit=50
+        )
+        if m.direction == "in"
     ]
     context: dict[str, Any] = {
         "language": language,
@@ -145,7 +150,7 @@ def bumpup(ctx: JobContext) -> Phases[dict[str, Any]]:
         except ProviderError as exc:
             raise ai.job_failure(exc) from exc
         candidate = completion.text.strip().strip('"')
-        problem = bumpup_problem(candidate, earlier, sources)
+        problem = bumpup_problem(candidate, earlier, sources, lead_words, currency=company.currency)
         if problem is None:
             text = candidate
             break
@@ -161,7 +166,10 @@ def bumpup(ctx: JobContext) -> Phases[dict[str, Any]]:
             )
             .text
         )
-        if bumpup_problem(fallback, earlier, sources) is not None:
+        if (
+            bumpup_problem(fallback, earlier, sources, lead_words, currency=company.currency)
+            is not None
+        ):
             raise _refuse(
                 "bumpup_repeats",
                 "every bump-up we can write repeats an earlier one to this lead: "
