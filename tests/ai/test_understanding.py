@@ -141,3 +141,106 @@ def test_known_bant_is_never_overwritten_by_unknown() -> None:
     assert changed == []
     assert again == bant
     assert again["budget"]["message_id"] == str(first)
+
+
+# --- issue 14: understanding that does not misfire ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "What is your refund policy?",
+        "Can I get a refund if I cancel within 7 days?",
+        "¿Cuál es su política de reembolso?",
+        "¿Puedo devolver el producto si no me gusta?",
+        "refund policy kya hai?",
+        "रिफंड पॉलिसी क्या है?",
+    ],
+)
+def test_a_question_about_a_policy_is_a_question_not_a_complaint(text: str) -> None:
+    facts = understand(text)
+    assert facts["intent"] == "question", text
+    assert (facts["handoff"], facts["handoff_reason"]) == (False, None), text
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("I want my money back, this is broken", "legal_or_complaint"),
+        ("I want a refund, the scanner stopped working", "legal_or_complaint"),
+        ("worst service", "angry"),
+        ("Quiero mi dinero, el producto llegó roto", "legal_or_complaint"),
+        ("Quiero un reembolso", "legal_or_complaint"),
+        ("mujhe paise wapas chahiye, product kharab hai", "legal_or_complaint"),
+        ("मुझे पैसे वापस चाहिए, यह खराब हो गया", "legal_or_complaint"),
+        ("Should I take this to consumer court?", "legal_or_complaint"),
+    ],
+)
+def test_a_grievance_is_still_a_complaint_that_hands_off(text: str, reason: str) -> None:
+    facts = understand(text)
+    assert facts["intent"] == "complaint", text
+    assert (facts["handoff"], facts["handoff_reason"]) == (True, reason), text
+
+
+@pytest.mark.parametrize(
+    ("text", "role"),
+    [
+        ("I'm the CTO", "cto"),
+        ("I am the founder", "founder"),
+        ("I'm the owner", "owner"),
+        ("I'm Head of Finance", "head of finance"),
+        ("main hi decide karunga", None),
+        ("main company ka CEO hoon", "ceo"),
+        ("soy el CEO", "ceo"),
+        ("yo decido", None),
+        ("मैं ही फैसला करूँगा", None),
+        ("मैं कंपनी का मालिक हूँ", "मालिक"),
+    ],
+)
+def test_a_lead_who_decides_or_holds_a_deciding_role_is_the_decision_maker(
+    text: str, role: str | None
+) -> None:
+    authority = understand(text)["authority"]
+    assert authority is not None, text
+    assert authority["decision_maker"] is True, text  # type: ignore[index]
+    assert authority["role"] == role, text  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "my boss decides",
+        "I'm the CTO but my board approves",
+        "mere papa decide karenge",
+        "tengo que consultarlo con mi socio",
+    ],
+)
+def test_a_lead_who_names_someone_else_who_decides_is_an_influencer(text: str) -> None:
+    authority = understand(text)["authority"]
+    assert authority is not None, text
+    assert authority["decision_maker"] is False, text  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("text", "words", "start", "end"),
+    [
+        ("humein agle mahine tak chahiye", "agle mahine tak", date(2026, 12, 1), date(2026, 12, 31)),
+        ("हमें अगले महीने तक चाहिए", "अगले महीने तक", date(2026, 12, 1), date(2026, 12, 31)),
+        ("we need it by next month", "by next month", date(2026, 12, 1), date(2026, 12, 31)),
+        ("lo necesito para el próximo mes", "para el próximo mes", date(2026, 12, 1), date(2026, 12, 31)),
+        ("agle mahine se pehle chahiye", "agle mahine se pehle", date(2026, 11, 26), date(2026, 11, 30)),
+        ("lo necesitamos antes del próximo mes", "antes del próximo mes", date(2026, 11, 26), date(2026, 11, 30)),
+        ("अगले हफ़्ते चाहिए", "अगले हफ्ते", date(2026, 11, 30), date(2026, 12, 6)),
+    ],
+)  # fmt: skip
+def test_a_deadline_is_a_timeline_and_not_a_need(
+    text: str, words: str, start: date, end: date
+) -> None:
+    facts = understand(text)
+    assert facts["timeline"] == words
+    assert facts["need"] is None, text  # "by next month" says when, not what
+    window = resolve_timeline(text, base=date(2026, 11, 26))
+    assert window is not None
+    assert (window.start, window.end) == (start, end)
+    # What the lead wants, said with the deadline, is still the need.
+    assert understand("mujhe agle mahine tak ek CRM chahiye")["need"] is not None
