@@ -221,26 +221,30 @@ def test_a_lead_who_names_someone_else_who_decides_is_an_influencer(text: str) -
     assert authority["decision_maker"] is False, text  # type: ignore[index]
 
 
+DECEMBER = (date(2026, 12, 1), date(2026, 12, 31))
+REST_OF_NOVEMBER = (date(2026, 11, 26), date(2026, 11, 30))
+
+
 @pytest.mark.parametrize(
-    ("text", "words", "start", "end"),
+    ("text", "words", "window"),
     [
-        ("humein agle mahine tak chahiye", "agle mahine tak", date(2026, 12, 1), date(2026, 12, 31)),
-        ("हमें अगले महीने तक चाहिए", "अगले महीने तक", date(2026, 12, 1), date(2026, 12, 31)),
-        ("we need it by next month", "by next month", date(2026, 12, 1), date(2026, 12, 31)),
-        ("lo necesito para el próximo mes", "para el próximo mes", date(2026, 12, 1), date(2026, 12, 31)),
-        ("agle mahine se pehle chahiye", "agle mahine se pehle", date(2026, 11, 26), date(2026, 11, 30)),
-        ("lo necesitamos antes del próximo mes", "antes del próximo mes", date(2026, 11, 26), date(2026, 11, 30)),
-        ("अगले हफ़्ते चाहिए", "अगले हफ्ते", date(2026, 11, 30), date(2026, 12, 6)),
+        ("humein agle mahine tak chahiye", "agle mahine tak", DECEMBER),
+        ("हमें अगले महीने तक चाहिए", "अगले महीने तक", DECEMBER),
+        ("we need it by next month", "by next month", DECEMBER),
+        ("lo necesito para el próximo mes", "para el próximo mes", DECEMBER),
+        ("agle mahine se pehle chahiye", "agle mahine se pehle", REST_OF_NOVEMBER),
+        ("lo necesitamos antes del próximo mes", "antes del próximo mes", REST_OF_NOVEMBER),
+        ("अगले हफ़्ते चाहिए", "अगले हफ्ते", (date(2026, 11, 30), date(2026, 12, 6))),
     ],
-)  # fmt: skip
+)
 def test_a_deadline_is_a_timeline_and_not_a_need(
-    text: str, words: str, start: date, end: date
+    text: str, words: str, window: tuple[date, date]
 ) -> None:
     facts = understand(text)
     assert facts["timeline"] == words
     assert facts["need"] is None, text  # "by next month" says when, not what
-    window = resolve_timeline(text, base=date(2026, 11, 26))
-    assert window is not None
-    assert (window.start, window.end) == (start, end)
+    found = resolve_timeline(text, base=date(2026, 11, 26))
+    assert found is not None
+    assert (found.start, found.end) == window
     # What the lead wants, said with the deadline, is still the need.
     assert understand("mujhe agle mahine tak ek CRM chahiye")["need"] is not None

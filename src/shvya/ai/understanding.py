@@ -190,8 +190,8 @@ GRIEVANCE = re.compile(
     r"mujhe refund chahiye|refund (?:do|karo|chahiye)|kaam nahi kar (?:raha|rahi|rahe)|"
     r"kharab (?:hai|ho gaya|ho gayi|nikla|nikli)|toot gaya|toot gayi|"
     r"shikayat (?:karni|darj|karunga|karungi))\b|"
-    r"पैसे वापस (?:करो|कीजिए|चाहिए|दो)|रिफंड (?:चाहिए|दो|करो)|काम नहीं कर|(?:ख़राब|खराब) (?:है|हो गया|हो गई|निकला)|टूट गया|"
-    r"टूट गई|शिकायत (?:दर्ज|करनी|करूँगा|करूंगा)",
+    r"पैसे वापस (?:करो|कीजिए|चाहिए|दो)|रिफंड (?:चाहिए|दो|करो)|काम नहीं कर|"
+    r"(?:ख़राब|खराब) (?:है|हो गया|हो गई|निकला)|टूट गया|टूट गई|शिकायत (?:दर्ज|करनी|करूँगा|करूंगा)",
     re.IGNORECASE,
 )
 OPT_OUT_PHRASES = re.compile(
