@@ -45,7 +45,7 @@ def engage(question: str, **context: Any) -> tuple[str, dict[str, Any]]:
 def test_it_quotes_the_real_price_from_the_knowledge_base() -> None:
     text, data = engage("How much is the premium plan?")
     assert "The premium plan costs 4,999 INR per month." in text
-    assert data == {"answered": True, "passage_ids": ["p-premium"]}
+    assert data == {"reply": text, "answered": True, "sources": ["p-premium"]}
 
 
 def test_it_says_plainly_when_it_does_not_know_and_never_invents_a_number() -> None:

@@ -16,7 +16,7 @@ made with a transaction open. Decisions come from the understanding, never from 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
@@ -34,7 +34,7 @@ from shvya.ai.providers import (
     ProviderErrorKind,
 )
 from shvya.ai.runs import Run, ask, job_lead, payload_id, send_text
-from shvya.ai.text import fit
+from shvya.ai.text import fit, markup_in
 from shvya.ai.understanding import (
     UNDERSTANDING_SCHEMA,
     Understanding,
@@ -108,6 +108,28 @@ SAFE_ANSWERS = {
     "hi": (
         "मैं आपको ऐसा कोई आँकड़ा नहीं बताना चाहता जिसकी पुष्टि न हो। हमारी टीम का एक सदस्य इसकी "
         "पुष्टि कर देगा। क्या मैं उनसे आपसे संपर्क करने को कहूँ?"
+    ),
+}
+
+
+# The answer when the model's second draft is still outside the reply schema (JSON without
+# a reply, markup, not JSON at all): the lead never sees the raw text (docs/ai.md 5.7).
+NO_DRAFT_ANSWERS = {
+    "en": (
+        "Sorry, I couldn't put a proper answer together just now. A member of our team can "
+        "help you with this. Shall I ask them to get in touch?"
+    ),
+    "es": (
+        "Perdona, ahora mismo no he podido preparar una buena respuesta. Una persona de nuestro "
+        "equipo puede ayudarte con esto. ¿Quieres que te contacte?"
+    ),
+    "hinglish": (
+        "Sorry, abhi main aapko sahi jawab nahi de paaya. Hamari team ka ek member isme aapki "
+        "help kar sakta hai. Kya main unhe aapse contact karne ko kahun?"
+    ),
+    "hi": (
+        "माफ़ कीजिए, अभी मैं आपको ठीक से जवाब नहीं दे पाया। हमारी टीम का एक सदस्य इसमें आपकी मदद कर "
+        "सकता है। क्या मैं उनसे आपसे संपर्क करने को कहूँ?"
     ),
 }
 
@@ -612,6 +634,9 @@ class Draft:
     reply: str
     sources: list[str]
     answered: bool
+    problem: str | None = None  # why the model's answer is outside the reply schema
+    raw: str = ""  # the model's answer as it came, kept for the GuardrailBlocked event
+    is_safe_answer: bool = False
 
 
 def retrieve(ctx: JobContext, turn: Turn) -> Phases[list[Hit]]:
@@ -700,20 +725,68 @@ def draft(
     ctx: JobContext, run: Run, request: CompletionRequest, *, lead: Lead, hits: list[Hit]
 ) -> Phases[Draft]:
     """The model's reply, the passages it says it used (only ones it was given), and whether
-    it could answer."""
-    completion = yield from ask(ctx, run, request, lead_id=lead.id)
-    data = completion.data or {}
+    it could answer. An answer outside the reply schema (JSON without a reply, a reply that is
+    JSON, HTML or a code fence, not JSON at all) is asked for once more, then replaced by a
+    safe answer: a lead never sees raw model output (docs/ai.md 5.7)."""
+    first = yield from _ask_draft(ctx, run, request, lead=lead, hits=hits)
+    if first.problem is None:
+        return first
+    retry = replace(
+        request,
+        messages=[
+            *request.messages,
+            ChatMessage("assistant", first.raw or "(nothing)"),
+            ChatMessage("user", prompts.SCHEMA_RETRY.format(problem=first.problem)),
+        ],
+    )
+    second = yield from _ask_draft(ctx, run, retry, lead=lead, hits=hits)
+    if second.problem is None:
+        run.notes["draft"] = "redrafted"
+        return second
+    run.notes["draft"] = "safe_answer"
+    append_lead_event(
+        ctx.session,
+        company_id=lead.company_id,
+        lead_id=lead.id,
+        type="GuardrailBlocked",
+        data={
+            "reason": "outside_schema",
+            "figures": [],
+            "problems": [first.problem, second.problem],
+            "drafts": [first.raw, second.raw],
+        },
+        actor="ai",
+        now=ctx.now,
+    )
+    language = str(request.context.get("language") or "en")
+    return Draft(localized(NO_DRAFT_ANSWERS, language), [], True, is_safe_answer=True)
+
+
+def _ask_draft(
+    ctx: JobContext, run: Run, request: CompletionRequest, *, lead: Lead, hits: list[Hit]
+) -> Phases[Draft]:
+    try:
+        completion = yield from ask(ctx, run, request, lead_id=lead.id)
+    except ProviderError as exc:
+        if exc.kind is not ProviderErrorKind.bad_response:
+            raise  # rate limits and outages: the job retries with the queue's backoff
+        # Not JSON at all: a code-fenced object, an HTML page, prose. Its call is recorded.
+        return Draft("", [], True, problem=f"not the JSON object asked for ({exc.message})")
+    data = completion.data
     known = {str(hit.passage_id) for hit in hits}
-    reply = data.get("reply") if isinstance(data.get("reply"), str) else None
-    if reply is None:
-        # Not the schema: take the text as the reply, still checked by the guardrail.
-        reply = completion.text
-    raw_sources = data.get("sources") or data.get("passage_ids") or []
+    if data is None:
+        reply: str | None = completion.text  # a provider without structured output
+    else:
+        reply = data.get("reply") if isinstance(data.get("reply"), str) else None
+    problem = "a JSON object without a reply" if reply is None else markup_in(reply)
+    raw_sources = (data or {}).get("sources") or []
     sources = [str(s).strip("[] ") for s in raw_sources if isinstance(s, str)]
     return Draft(
-        reply=reply.strip(),
+        reply=(reply or "").strip() if problem is None else "",
         sources=[s for s in dict.fromkeys(sources) if s in known],
-        answered=bool(data.get("answered", True)),
+        answered=bool((data or {}).get("answered", True)),
+        problem=problem,
+        raw=completion.text,
     )
 
 
@@ -819,7 +892,7 @@ def send(
                 ctx.session, lead=turn.lead, turns=turns, reply=content.preview(), now=ctx.now
             )
 
-    blocked = turn.result.get("guardrail") == "blocked"
+    blocked = turn.result.get("guardrail") == "blocked" or checked.is_safe_answer
     sent = yield from channels.send_message(
         ctx.session,
         company_id=turn.company.id,
@@ -843,6 +916,7 @@ def send(
         "outcome": sent.outcome.value,
         "message_id": str(sent.message_id),
         **turn.result,
+        **run.notes,
         "passages": checked.sources,
         "timings_ms": run.timings(),
     }

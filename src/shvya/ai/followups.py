@@ -18,7 +18,7 @@ from shvya.ai.memory import ai_session
 from shvya.ai.providers import AITask, ChatMessage, CompletionRequest, ProviderError
 from shvya.ai.providers.offline import OfflineProvider
 from shvya.ai.runs import Run, ask, job_lead, send_text
-from shvya.ai.text import NEAR_REPEAT, sentences, similarity, word_count
+from shvya.ai.text import NEAR_REPEAT, markup_in, sentences, similarity, word_count
 from shvya.channels import service as channels
 from shvya.channels.policies import Allow, SendKind
 from shvya.channels.schemas import OutboundContent, TemplateSend
@@ -145,7 +145,9 @@ def bumpup(ctx: JobContext) -> Phases[dict[str, Any]]:
         except ProviderError as exc:
             raise ai.job_failure(exc) from exc
         candidate = completion.text.strip().strip('"')
-        problem = bumpup_problem(candidate, earlier, sources)
+        markup = markup_in(candidate)  # a lead never sees raw JSON or markup (docs/ai.md 7)
+        problem = f"{markup}, not a message" if markup else None
+        problem = problem or bumpup_problem(candidate, earlier, sources)
         if problem is None:
             text = candidate
             break
@@ -251,6 +253,9 @@ def _topic(session: Session, lead: Lead) -> str:
 
 
 def summary_problem(text: str) -> str | None:
+    markup = markup_in(text)
+    if markup is not None:
+        return f"{markup}, not sentences"
     count = len(sentences(text))
     low, high = SUMMARY_SENTENCES
     return None if low <= count <= high else f"{count} sentences, not {low} to {high}"

@@ -51,6 +51,10 @@ there; if the figure the lead asks for is not there, say a person will confirm i
 
 EMPTY_RETRY = """Your previous answer had no reply text. Write the reply to the lead now."""
 
+SCHEMA_RETRY = """Your previous answer was not usable: {problem}. Answer again with only the \
+JSON object asked for: "reply" (the message to the lead, as plain text a person would write on \
+a phone: no JSON, no HTML, no code fences), "sources" and "answered"."""
+
 BUMPUP_SYSTEM = """You write a short follow-up ("bump-up") on WhatsApp from {company} to a lead \
 who has not replied. Write in {language}, between 30 and 40 words, friendly and specific: \
 refer to what the conversation was about ({topic}) and end with an easy question. No prices, \

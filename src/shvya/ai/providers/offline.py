@@ -379,7 +379,9 @@ class OfflineProvider:
         if follow_up:
             parts.append(follow_up)
         max_chars = int((context.get("stage") or {}).get("max_chars") or 700)
-        return {"answered": answered, "passage_ids": used}, fit(" ".join(parts), max_chars)
+        reply = fit(" ".join(parts), max_chars)
+        # The reply schema every provider answers (prompts.ENGAGE_SCHEMA).
+        return {"reply": reply, "sources": used, "answered": answered}, reply
 
     def _bumpup(self, context: dict[str, Any]) -> str:
         language = _language(context)
