@@ -50,7 +50,7 @@ from shvya.conversations import service as conversations
 from shvya.conversations.models import Message
 from shvya.crm import service as crm
 from shvya.crm.models import Channel, Lead, Pipeline, Stage
-from shvya.crm.schemas import StageAIConfig
+from shvya.crm.schemas import BANT_FIELDS, StageAIConfig
 from shvya.db.phases import Phases
 from shvya.events.service import append_lead_event
 from shvya.jobs.runner import JobContext
@@ -675,15 +675,22 @@ def engage_request(
     (with what this run learnt), the passages, the recent turns and the rolling summary."""
     company, lead, stage, config = turn.company, turn.lead, learning.stage, learning.config
     understood, limit = learning.understood, _limit(turn, learning)
-    bant, _ = _merged_bant(company, lead, understood, learning.source)
+    bant, changed = _merged_bant(company, lead, understood, learning.source)
     passages = [_passage(hit) for hit in hits]
+    known_bant = {k: v for k, v in bant.items() if isinstance(v, dict)}
     known = {
         "name": lead.name,
-        "bant": {k: v for k, v in bant.items() if isinstance(v, dict)},
-        "attributes": {k: v for k, v in lead.attributes.items() if k not in ("bant", "ai_summary")},
+        "bant": known_bant,
+        "attributes": {
+            k: v
+            for k, v in lead.attributes.items()
+            if k not in ("bant", "ai_summary", "bant_read")
+        },
     }
+    name = tenancy.lead_facing_name(company)
+    last_reply = next((m.text for m in reversed(turns) if m.direction == "out"), "")
     system = prompts.ENGAGE_SYSTEM.format(
-        company=company.name,
+        company=name or "a company whose name is not set (never name it)",
         channel=turn.channel.value,
         card=prompts.card_text(company.company_card),
         stage=stage.name,
@@ -695,6 +702,8 @@ def engage_request(
         passages=prompts.passages_text(passages),
         language=prompts.language_name(understood.language),
         max_chars=limit,
+        unknown=", ".join(f for f in BANT_FIELDS if f not in known_bant) or "nothing",
+        last_question=prompts.last_question(last_reply) or "(none)",
     )
     transcript = "\n".join(f"{'Lead' if m.direction == 'in' else 'Us'}: {m.text}" for m in turns)
     # The rolling summary of AISession: the memory of what fell out of the recent turns.
@@ -713,10 +722,12 @@ def engage_request(
             "language": understood.language,
             "intent": understood.intent,
             "lead": {"name": lead.name},
-            "company": {"name": company.name, "card": company.company_card},
+            "company": {"name": name, "card": company.company_card},
             "passages": passages,
             "stage": {**config.model_dump(mode="json"), "max_chars": limit, "name": stage.name},
             "bant": bant,
+            "learnt": {field: bant[field] for field in changed},
+            "last_reply": last_reply,
         },
     )
 

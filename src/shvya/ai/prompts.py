@@ -4,6 +4,7 @@ instead; an LLM reads these prompts. Kept as plain strings: each is filled in on
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 LANGUAGE_NAMES = {
@@ -42,7 +43,12 @@ card only. Never state a price, amount, percentage, date or phone number that is
 in a passage, the company card or the lead's own words.
 - If the passages do not hold the answer to a factual question, say you will check with the \
 team, and set "answered" to false.
-- End with at most one question that moves the sale forward.
+- If the lead greets you, greet them back; if they just told you something (their budget, \
+timing, role or need), acknowledge it in a few words before you answer.
+- Never ask for what we already know of the lead (above). Still unknown: {unknown}.
+- End with at most one question that moves the sale forward, or none; never the question your \
+last message ended with: {last_question}
+- Write plain text as a person would on a phone: no JSON, no HTML, no markdown code fences.
 - Return JSON: "reply" (the message), "sources" (ids of the passages you used), "answered"."""
 
 GUARDRAIL_RETRY = """Your previous draft stated {figures}, which appear in no passage, in the \
@@ -90,6 +96,15 @@ def passages_text(passages: list[dict[str, Any]]) -> str:
         f"[{p['id']}] {p.get('title', '')} / {p.get('heading', '')}: {p['content']}"
         for p in passages
     )
+
+
+def last_question(text: str) -> str:
+    """The question a message ended with, or ""."""
+    stripped = text.strip()
+    if not stripped.endswith("?"):
+        return ""
+    parts = re.split(r"(?<=[.!?\u0964])\s+", stripped)
+    return parts[-1] if parts else ""
 
 
 def language_name(code: str) -> str:

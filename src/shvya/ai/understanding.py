@@ -262,7 +262,7 @@ DEMO_WORDS = re.compile(
 )
 GREETING_ONLY = re.compile(
     r"^\W*(hi+|hello+|hey+|namaste|namaskar|hola|buenas|buenos d[ií]as|buenas tardes|"
-    r"buenas noches|good (morning|afternoon|evening)|yo)\W*$",
+    r"buenas noches|good (morning|afternoon|evening)|yo|नमस्ते|नमस्कार)\W*$",
     re.IGNORECASE,
 )
 # Who decides. A lead who says they decide, or names a role that decides ("I'm the CTO",

@@ -40,6 +40,9 @@ LANGUAGES = ("en", "hi", "hinglish", "es")
 PHRASES: dict[str, dict[str, str]] = {
     "en": {
         "greeting": "Hi{name}! Thanks for reaching out to {company}.",
+        "greeting_no_company": "Hi{name}! Thanks for reaching out.",
+        "hello": "Hi{name}!",
+        "noted": "Thanks{name}, noted: {facts}.",
         "lead_in": "",
         "unknown": (
             "I don't have that information, and I'd rather not guess. "
@@ -54,6 +57,9 @@ PHRASES: dict[str, dict[str, str]] = {
     },
     "hi": {
         "greeting": "नमस्ते{name}! {company} से संपर्क करने के लिए धन्यवाद।",
+        "greeting_no_company": "नमस्ते{name}! संपर्क करने के लिए धन्यवाद।",
+        "hello": "नमस्ते{name}!",
+        "noted": "धन्यवाद{name}, मैंने नोट कर लिया: {facts}।",
         "lead_in": "आपके सवाल का जवाब:",
         "unknown": (
             "मेरे पास अभी यह जानकारी नहीं है, और मैं अंदाज़ा नहीं लगाऊँगा। मैं टीम से पूछकर आपको बताता हूँ।"
@@ -64,6 +70,9 @@ PHRASES: dict[str, dict[str, str]] = {
     },
     "hinglish": {
         "greeting": "Hi{name}! {company} se contact karne ke liye thank you.",
+        "greeting_no_company": "Hi{name}! Contact karne ke liye thank you.",
+        "hello": "Hi{name}!",
+        "noted": "Thank you{name}, maine note kar liya: {facts}.",
         "lead_in": "Aapke sawal ka jawab:",
         "unknown": (
             "Yeh information abhi mere paas nahi hai, aur main guess nahi karunga. "
@@ -77,6 +86,9 @@ PHRASES: dict[str, dict[str, str]] = {
     },
     "es": {
         "greeting": "¡Hola{name}! Gracias por escribir a {company}.",
+        "greeting_no_company": "¡Hola{name}! Gracias por escribirnos.",
+        "hello": "¡Hola{name}!",
+        "noted": "Gracias{name}, tomo nota: {facts}.",
         "lead_in": "Claro, te cuento:",
         "unknown": (
             "No tengo esa información y prefiero no adivinar. "
@@ -113,6 +125,48 @@ BANT_QUESTIONS: dict[str, dict[str, str]] = {
         "timeline": "¿Para cuándo te gustaría empezar?",
     },
 }
+# What the lead just told us, said back in a few words (docs/ai.md 5.7): {text} is their words.
+NOTED: dict[str, dict[str, str]] = {
+    "en": {
+        "budget": "a budget of {text}",
+        "timeline": "timing {text}",
+        "decision_maker": "you make the decision",
+        "influencer": "someone else signs off",
+        "need": "what you need",
+    },
+    "es": {
+        "budget": "un presupuesto de {text}",
+        "timeline": "plazo {text}",
+        "decision_maker": "la decisión es tuya",
+        "influencer": "alguien más lo aprueba",
+        "need": "lo que necesitas",
+    },
+    "hinglish": {
+        "budget": "budget {text}",
+        "timeline": "timeline {text}",
+        "decision_maker": "decision aap lenge",
+        "influencer": "decision koi aur lega",
+        "need": "aapki requirement",
+    },
+    "hi": {
+        "budget": "बजट {text}",
+        "timeline": "समय {text}",
+        "decision_maker": "फ़ैसला आप लेंगे",
+        "influencer": "फ़ैसला कोई और लेगा",
+        "need": "आपकी ज़रूरत",
+    },
+}
+# A stage's configured question that asks for a BANT field we know already is not asked.
+ASKS_FOR = {
+    "budget": re.compile(r"budget|presupuesto|बजट", re.IGNORECASE),
+    "timeline": re.compile(r"\bwhen\b|cu[aá]ndo|\bkab\b|कब", re.IGNORECASE),
+    "authority": re.compile(r"decision|decide|decisi[oó]n|फ़ैसला|फैसला", re.IGNORECASE),
+}
+GREETING_START = re.compile(
+    r"^\W*(?:hi+|hello+|hey+|namaste|namaskar|hola|buenas|buenos d[ií]as|buenas tardes|"
+    r"good (?:morning|afternoon|evening)|नमस्ते|नमस्कार)(?=[\s,.!?¡¿]|$)",
+    re.IGNORECASE,
+)
 # Bump-ups: {name} is the first name (or "there"), {topic} a few words on the conversation.
 BUMPUPS: dict[str, list[str]] = {
     "en": [
@@ -296,15 +350,44 @@ def _first_name(context: dict[str, Any]) -> str:
 
 
 def next_question(context: dict[str, Any], language: str) -> str | None:
+    """The stage's question, or the first BANT question still open; never a field we know
+    (what this run learnt included), never the question our last message ended with."""
     stage = context.get("stage") or {}
+    known = context.get("bant") or {}
+    last_reply = str(context.get("last_reply") or "")
     configured = stage.get("ask_next")
     if isinstance(configured, str) and configured.strip():
-        return configured.strip()
-    known = context.get("bant") or {}
+        question = configured.strip()
+        asks_known = any(
+            known.get(field) and pattern.search(question) for field, pattern in ASKS_FOR.items()
+        )
+        if asks_known or question in last_reply:
+            return None
+        return question
     for field in ("need", "budget", "authority", "timeline"):
-        if not known.get(field):
-            return BANT_QUESTIONS[language][field]
+        question = BANT_QUESTIONS[language][field]
+        if not known.get(field) and question not in last_reply:
+            return question
     return None
+
+
+def noted(context: dict[str, Any], language: str) -> str | None:
+    """What the lead just told us (the BANT this run learnt), said back: "a budget of 5 lakh,
+    timing next month". Their own words, so no figure of ours is stated."""
+    learnt = context.get("learnt") or {}
+    phrases = NOTED[language]
+    facts: list[str] = []
+    for field in ("budget", "timeline", "authority", "need"):
+        entry = learnt.get(field)
+        if not isinstance(entry, dict):
+            continue
+        if field == "authority":
+            facts.append(phrases[str(entry.get("value") or "influencer")])
+        elif field == "need":
+            facts.append(phrases["need"])
+        elif entry.get("text"):
+            facts.append(phrases[field].format(text=str(entry["text"]).strip(" .,!?")))
+    return ", ".join(facts) if facts else None
 
 
 class OfflineProvider:
@@ -344,22 +427,30 @@ class OfflineProvider:
         phrases = PHRASES[language]
         first = _first_name(context)
         name = f" {first}" if first else ""
-        company = str((context.get("company") or {}).get("name") or "us")
+        # A company without a name of its own greets without one (docs/ai.md 5.7).
+        company = str((context.get("company") or {}).get("name") or "").strip()
         intent = str(context.get("intent") or "")
         passages = list(context.get("passages") or [])
         parts: list[str] = []
         used: list[str] = []
         answered = True
         follow_up = next_question(context, language)
+        learnt = noted(context, language)
         if intent == "not_interested":
             parts.append(phrases["goodbye"].format(name=name))
             follow_up = None
         elif GREETING_ONLY.match(question.strip()) or not content_words(question):
-            parts.append(phrases["greeting"].format(name=name, company=company))
+            greeting = phrases["greeting"] if company else phrases["greeting_no_company"]
+            parts.append(greeting.format(name=name, company=company))
             about = ((context.get("company") or {}).get("card") or {}).get("about")
             if isinstance(about, str) and about.strip():
                 parts.append(about.strip())
         else:
+            if learnt:
+                # "Hi, I'm the CTO, ...": thanked for what they told, by name.
+                parts.append(phrases["noted"].format(name=name, facts=learnt))
+            elif GREETING_START.match(question):
+                parts.append(phrases["hello"].format(name=name))
             sentences = answers_to(question, passages)
             is_question = intent in ("question", "price_inquiry", "") or "?" in question
             if sentences:
@@ -374,7 +465,7 @@ class OfflineProvider:
             elif is_question:
                 parts.append(phrases["unknown"])
                 answered = False
-            else:
+            elif not learnt:
                 parts.append(phrases["ack"].format(name=name))
         if follow_up:
             parts.append(follow_up)
