@@ -441,7 +441,8 @@ POLICIES_MD = (
     PRICING_MD
     + """
 ## Refund policy
-You can cancel within 14 days of purchase for a full refund. Refunds reach your account in 5 to 7 working days.
+You can cancel within 14 days of purchase for a full refund.
+Refunds reach your account in 5 to 7 working days.
 """
 )
 

@@ -681,11 +681,7 @@ def engage_request(
     known = {
         "name": lead.name,
         "bant": known_bant,
-        "attributes": {
-            k: v
-            for k, v in lead.attributes.items()
-            if k not in ("bant", "ai_summary", "bant_read")
-        },
+        "attributes": {k: v for k, v in lead.attributes.items() if k not in ("bant", "ai_summary")},
     }
     name = tenancy.lead_facing_name(company)
     last_reply = next((m.text for m in reversed(turns) if m.direction == "out"), "")
