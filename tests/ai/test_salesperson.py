@@ -588,3 +588,57 @@ def test_a_company_without_a_name_greets_without_one(desk: Desk) -> None:
     [reply] = desk.replies(inbound["lead_id"])
     assert reply["text"].startswith("Hi Priya! Thanks for reaching out.")
     assert "Default" not in reply["text"]
+
+
+def test_a_summary_reads_the_whole_conversation_and_names_what_was_offered_and_what_is_open(
+    desk: Desk,
+) -> None:
+    lead_id = new_lead(desk)
+    history = [
+        {"direction": "in", "text": "Hi, I'm Head of Finance at Zeta."},
+        {"direction": "out", "text": "Welcome! How can we help?"},
+        {
+            "direction": "in",
+            "text": "Our budget is about $100 a month and we want to go live by February.",
+        },
+    ]
+    for minute, item in enumerate(history):
+        item["sent_at"] = f"2026-11-20T09:0{minute}:00Z"
+    desk.client.post(
+        f"/leads/{lead_id}/history", json={"messages": history}, headers=desk.tenant.agent
+    ).raise_for_status()
+    desk.converse("What does the premium plan cost?")
+    # The first live reply already knows what the imported history said: no BANT question
+    # about it.
+    [first] = desk.replies(lead_id)[1:]
+    assert "4,999 INR" in first["text"]
+    for known in ("budget", "decision", "When are you"):
+        assert known not in first["text"], first["text"]
+    assert desk.lead(lead_id)["stage"]["name"] == "New"  # "go live by February" is no need
+    desk.converse("Do you offer drone delivery to Antarctica?")  # not in the kb: handoff
+    desk.converse("Also, we need a CRM for our finance team")  # while paused: not answered
+    job_id = desk.client.post(f"/leads/{lead_id}/summary", headers=desk.tenant.agent).json()[
+        "job_id"
+    ]
+    desk.run()
+    assert desk.job(job_id)["status"] == "completed"
+    lead = desk.lead(lead_id)
+    bant = lead["attributes"]["bant"]
+    # Understanding read the imported history and the message the paused AI never answered.
+    assert (bant["authority"]["value"], bant["authority"]["role"]) == (
+        "decision_maker",
+        "head of finance",
+    )
+    assert (bant["budget"]["amount"], bant["budget"]["currency"]) == (100, "USD")
+    assert (bant["timeline"]["from"], bant["timeline"]["to"]) == ("2027-02-01", "2027-02-28")
+    assert "CRM for our finance team" in bant["need"]["value"]
+    [learnt] = [e for e in desk.events(lead_id, "BANTUpdated") if e.data.get("read_by")]
+    assert learnt.data["fields"] == ["need"]
+    text = lead["attributes"]["ai_summary"]["text"]
+    assert 3 <= len(sentences(text)) <= 5, text
+    assert "not known" not in text
+    for fact in ("head of finance", "100 USD", "February", "CRM for our finance team"):
+        assert fact in text, (fact, text)
+    assert "The premium plan costs 4,999 INR per month" in text  # what we offered
+    assert "drone delivery to Antarctica" in text  # what is open
+    assert "A person has taken over" in text or "a person has taken over" in text

@@ -37,10 +37,14 @@ from shvya.ai.runs import Run, ask, job_lead, payload_id, send_text
 from shvya.ai.text import fit, markup_in
 from shvya.ai.understanding import (
     UNDERSTANDING_SCHEMA,
+    UNREAD_SCAN,
+    Read,
     Understanding,
     bant_known,
     merge_bant,
+    merge_read,
     parse_understanding,
+    read_unread,
     understand_by_rules,
 )
 from shvya.channels import service as channels
@@ -169,6 +173,9 @@ class Learning:
     source: Message  # the message of the burst that said the lead's words
     stage: Stage  # the stage the lead's reply is written for (after any rule's move)
     config: StageAIConfig
+    # Earlier lead messages no understanding had read (imported history, messages that came
+    # while the AI was paused), read by the rules: BANT they state counts too (docs/ai.md 5.4).
+    earlier: list[Read] = field(default_factory=list)
 
 
 def engage(ctx: JobContext) -> Phases[dict[str, Any]]:
@@ -411,7 +418,16 @@ def learn(session: Session, turn: Turn, understood: Understanding) -> Learning:
     """What the understanding changes, decided by rules: the lead's BANT and the stage its
     reply is written for. Nothing is written here (record_learning writes it)."""
     source = _source_message(understood, turn.pending)
-    bant, _ = _merged_bant(turn.company, turn.lead, understood, source)
+    company = turn.company
+    earlier = read_unread(
+        conversations.recent_messages(
+            session, company_id=company.id, lead_id=turn.lead.id, limit=UNREAD_SCAN
+        ),
+        skip={m.id for m in turn.pending},
+        default_currency=company.currency,
+        default_language=company.default_language,
+    )
+    bant, _ = _merged_bant(company, turn.lead, understood, source, earlier)
     move = _stage_rule(session, lead=turn.lead, stage=turn.stage, understood=understood, bant=bant)
     stage = move[0] if move is not None else turn.stage
     return Learning(
@@ -419,6 +435,7 @@ def learn(session: Session, turn: Turn, understood: Understanding) -> Learning:
         source=source,
         stage=stage,
         config=crm.stage_ai_config(stage) if move is not None else turn.config,
+        earlier=earlier,
     )
 
 
@@ -428,8 +445,12 @@ def record_learning(session: Session, turn: Turn, learning: Learning, now: datet
     lead, company, understood = turn.lead, turn.company, learning.understood
     if lead.attributes.get("language") != understood.language:
         lead.attributes = {**lead.attributes, "language": understood.language}
-    merged, changed = _merged_bant(company, lead, understood, learning.source)
+    merged, changed = _merged_bant(company, lead, understood, learning.source, learning.earlier)
     turn.result["bant_changed"] = changed
+    read = {item.message_id for item in learning.earlier}
+    for message in [*turn.pending, *(session.get_one(Message, i) for i in read)]:
+        # Understood: no later run or summary reads it by the rules again (docs/ai.md 4).
+        message.meta = {**message.meta, "understood": True}
     if changed:
         lead.attributes = {**lead.attributes, "bant": merged}
         crm.record_lead_change(
@@ -454,19 +475,31 @@ def record_learning(session: Session, turn: Turn, learning: Learning, now: datet
 
 
 def _merged_bant(
-    company: Company, lead: Lead, understood: Understanding, source: Message
+    company: Company,
+    lead: Lead,
+    understood: Understanding,
+    source: Message,
+    earlier: list[Read] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """BANT after this burst, each field with the message it came from; relative times are
-    resolved against that message's own received_at in the company's timezone."""
+    """BANT after this burst (and the earlier messages no understanding had read), each field
+    with the message it came from; relative times are resolved against that message's own
+    received_at in the company's timezone."""
     received = _aware(source.received_at or source.created_at)
-    return merge_bant(
+    base, changed = merge_read(
         dict(lead.attributes.get("bant") or {}),
+        earlier or [],
+        timezone=company.timezone,
+        default_currency=company.currency,
+    )
+    merged, fields = merge_bant(
+        base,
         understood,
         message_id=source.id,
         received_at=received,
         local_date=received.astimezone(ZoneInfo(company.timezone)).date(),
         default_currency=company.currency,
     )
+    return merged, [*changed, *(f for f in fields if f not in changed)]
 
 
 def _source_message(understood: Understanding, pending: list[Message]) -> Message:
@@ -675,7 +708,9 @@ def engage_request(
     (with what this run learnt), the passages, the recent turns and the rolling summary."""
     company, lead, stage, config = turn.company, turn.lead, learning.stage, learning.config
     understood, limit = learning.understood, _limit(turn, learning)
-    bant, changed = _merged_bant(company, lead, understood, learning.source)
+    bant, _ = _merged_bant(company, lead, understood, learning.source, learning.earlier)
+    # What the lead's unanswered messages told, to be said back (not what history held).
+    _, told = _merged_bant(company, lead, understood, learning.source)
     passages = [_passage(hit) for hit in hits]
     known_bant = {k: v for k, v in bant.items() if isinstance(v, dict)}
     known = {
@@ -722,7 +757,7 @@ def engage_request(
             "passages": passages,
             "stage": {**config.model_dump(mode="json"), "max_chars": limit, "name": stage.name},
             "bant": bant,
-            "learnt": {field: bant[field] for field in changed},
+            "learnt": {field: bant[field] for field in told if field in bant},
             "last_reply": last_reply,
         },
     )

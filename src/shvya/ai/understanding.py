@@ -14,15 +14,20 @@ from __future__ import annotations
 import re
 import unicodedata
 import uuid
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field, ValidationError
 
 from shvya.ai.figures import budget_in
 from shvya.ai.timeline import fold, resolve_timeline
 from shvya.crm.schemas import BANT_FIELDS, Intent
+
+if TYPE_CHECKING:
+    from shvya.conversations.models import Message
 
 Language = str  # en, hi, hinglish, es, or another ISO 639-1 code an LLM names
 
@@ -495,11 +500,13 @@ def understand_by_rules(
     )
 
 
-# Words around a "when" that say nothing of what: "humein agle mahine tak chahiye" is a
-# timeline, not a need (docs/ai.md 4).
+# Words around a "when" that say nothing of what: "humein agle mahine tak chahiye" and "we
+# want to go live by February" are timelines, not needs (docs/ai.md 4).
 NEED_FILLER = frozenset(
     """tak pehle pahle humein hamein hame hume humko hamko mujhe muje by before until till
-    latest antes hasta we us it हमें हमको मुझे तक से पहले चाहिए चाहिये है""".split()
+    latest antes hasta we us it हमें हमको मुझे तक से पहले चाहिए चाहिये है
+    go live start started starting begin launch get going empezar comenzar arrancar shuru
+    karna lena""".split()
 )
 
 
@@ -545,7 +552,8 @@ def merge_bant(
     default_currency: str,
 ) -> tuple[dict[str, Any], list[str]]:
     """The lead's BANT after this message, and the fields it changed. Unknown never
-    overwrites known; a newer known value does."""
+    overwrites known; a newer known value does, an older one (imported history read late)
+    does not."""
     origin = {"message_id": str(message_id), "at": received_at.isoformat()}
     found: dict[str, dict[str, Any]] = {}
     if understood.budget is not None:
@@ -584,9 +592,21 @@ def merge_bant(
         old = current.get(field)
         if isinstance(old, dict) and {k: old.get(k) for k in new} == new:
             continue
+        if isinstance(old, dict) and _said_after(old, received_at):
+            continue
         merged[field] = {**new, **origin}
         changed.append(field)
     return merged, changed
+
+
+def _said_after(entry: dict[str, Any], moment: datetime) -> bool:
+    try:
+        said = datetime.fromisoformat(str(entry.get("at")))
+    except ValueError:
+        return False
+    if said.tzinfo is None or moment.tzinfo is None:
+        return said.replace(tzinfo=None) > moment.replace(tzinfo=None)
+    return said > moment
 
 
 def _plain(amount: float) -> int | float:
@@ -596,3 +616,71 @@ def _plain(amount: float) -> int | float:
 
 def bant_known(bant: dict[str, Any], field: str) -> bool:
     return isinstance(bant.get(field), dict)
+
+
+# --- messages no understanding has read -------------------------------------------------------
+
+UNREAD_SCAN = 500  # how far back a run looks for lead messages nobody understood
+
+
+@dataclass(frozen=True)
+class Read:
+    """One lead message understood by the rules after the fact, with its own time."""
+
+    message_id: uuid.UUID
+    received_at: datetime  # aware
+    understood: Understanding
+
+
+def read_unread(
+    messages: list[Message],
+    *,
+    skip: set[uuid.UUID],
+    default_currency: str,
+    default_language: str,
+) -> list[Read]:
+    """The rules' reading of the lead's messages that no understanding has read yet (imported
+    history, messages that came while the AI was paused or switched off), oldest first. A
+    message an understanding read carries meta["understood"]; `skip` holds the ones the
+    caller understands itself. Writes nothing (docs/ai.md 4)."""
+    read: list[Read] = []
+    for message in messages:
+        if (
+            message.direction != "in"
+            or message.id in skip
+            or message.meta.get("understood")
+            or message.meta.get("opt_keyword")
+            or not message.text.strip()
+        ):
+            continue
+        at = message.received_at or message.created_at
+        read.append(
+            Read(
+                message_id=message.id,
+                received_at=at if at.tzinfo is not None else at.replace(tzinfo=UTC),
+                understood=understand_by_rules(
+                    message.text,
+                    default_currency=default_currency,
+                    default_language=default_language,
+                ),
+            )
+        )
+    return read
+
+
+def merge_read(
+    bant: dict[str, Any], read: list[Read], *, timezone: str, default_currency: str
+) -> tuple[dict[str, Any], list[str]]:
+    """BANT with what `read` says merged in, message by message, and the fields it changed."""
+    changed: list[str] = []
+    for item in read:
+        bant, fields = merge_bant(
+            bant,
+            item.understood,
+            message_id=item.message_id,
+            received_at=item.received_at,
+            local_date=item.received_at.astimezone(ZoneInfo(timezone)).date(),
+            default_currency=default_currency,
+        )
+        changed += [f for f in fields if f not in changed]
+    return bant, changed

@@ -504,36 +504,112 @@ class OfflineProvider:
         return text
 
     def _summary(self, context: dict[str, Any]) -> str:
-        """Three to five sentences for the sales team (in English)."""
+        """Three to five sentences for the sales team (in English): who wrote about what,
+        their BANT, what they asked and what we offered, what is agreed and what is open,
+        and where the lead stands (docs/ai.md 7)."""
         turns = [t for t in context.get("turns") or [] if isinstance(t, dict)]
         lead_lines = [str(t.get("text", "")) for t in turns if t.get("direction") == "in"]
         ours = len(turns) - len(lead_lines)
         name = str((context.get("lead") or {}).get("name") or "").strip() or "The lead"
-        company = str((context.get("company") or {}).get("name") or "us")
+        company = str((context.get("company") or {}).get("name") or "").strip() or "us"
         bant = context.get("bant") or {}
         need = (bant.get("need") or {}).get("value") if isinstance(bant.get("need"), dict) else None
+        status = str(context.get("status") or "").strip().rstrip(".")
         if not lead_lines:
             return (
                 f"{name} has not written to {company} yet. No budget, need or timeline is "
                 f"known. We have sent {ours} message(s) so far."
             )
         topic = _quote(need or lead_lines[0], 14)
-        result = [f"{name} wrote to {company} about “{topic}”."]
-        result.append(_bant_sentence(bant))
-        if len(lead_lines) > 1:
-            result.append(f"Their latest message: “{_quote(lead_lines[-1], 20)}”.")
+        result = [f"{name} wrote to {company} about “{topic}”.", _bant_sentence(bant)]
+        asked, offered, agreed, open_questions = _conversation_points(turns)
+        exchange: list[str] = []
+        if asked:
+            exchange.append("they asked " + " and ".join(f"“{_quote(q, 12)}”" for q in asked))
+        if offered:
+            exchange.append("we quoted " + " and ".join(f"“{_quote(o, 16)}”" for o in offered))
+        if exchange:
+            sentence = "; ".join(exchange)
+            result.append(sentence[0].upper() + sentence[1:] + ".")
+        where: list[str] = []
+        if agreed:
+            where.append(f"they agreed: “{_quote(agreed, 12)}”")
+        if open_questions:
+            where.append(
+                "still open: " + " and ".join(f"“{_quote(q, 12)}”" for q in open_questions)
+            )
+        if status:
+            where.append(status[0].lower() + status[1:])
+        if where:
+            sentence = "; ".join(where)
+            result.append(sentence[0].upper() + sentence[1:] + ".")
         stage = str(context.get("stage_name") or "")
-        where = f"The lead is in the {stage} stage, with" if stage else "So far there are"
-        result.append(f"{where} {len(lead_lines)} message(s) from them and {ours} from us.")
-        status = context.get("status")
-        if isinstance(status, str) and status:
-            result.append(status.rstrip(".") + ".")
+        at = f"The lead is in the {stage} stage, with" if stage else "So far there are"
+        result.append(f"{at} {len(lead_lines)} message(s) from them and {ours} from us.")
         return " ".join(result[:5])
 
 
+QUESTION = re.compile(
+    r"\?|^\s*¿|^\s*(?:what|how|when|where|which|who|why|do|does|is|are|can|could|will|kya|"
+    r"kaise|kab|kahan|kitna|kitne|qu[eé]|c[oó]mo|cu[aá]ndo|d[oó]nde|cu[aá]l|cu[aá]nto)\b|"
+    r"क्या|कैसे|कब|कितन",
+    re.IGNORECASE,
+)
+AGREED = re.compile(
+    r"\b(?:let'?s (?:do it|go ahead|proceed|book)|go ahead|sign me up|deal\b|book (?:it|me|the)|"
+    r"i'?ll take (?:it|the)|we'?ll take (?:it|the)|confirm(?:ed)?\b|sounds good|"
+    r"de acuerdo|trato hecho|adelante|lo tomo|lo quiero|confirmo|reserv(?:a|o|en)|"
+    r"theek hai,? (?:book|kar|le)|pakka|done hai|chalo (?:book|karte)|book kar do)|"
+    r"ठीक है|पक्का|बुक कर",
+    re.IGNORECASE,
+)
+# What we sent that answers nothing: a bump-up, an opt-out notice.
+NOT_AN_ANSWER = frozenset({"bumpup", "opt_out_confirmation"})
+# What we sent that answers a question without its answer.
+NO_ANSWER_GIVEN = frozenset({"handoff", "safe_answer"})
+
+
+def _conversation_points(
+    turns: list[dict[str, Any]],
+) -> tuple[list[str], list[str], str | None, list[str]]:
+    """What the lead asked (their last two questions), what we offered (our last two sentences
+    with a price), what they agreed to (their last yes) and their questions no answer of ours
+    followed, or only a handoff did."""
+    asked: list[str] = []
+    offered: list[str] = []
+    agreed: str | None = None
+    open_questions: list[str] = []
+    waiting: list[str] = []  # the lead's questions since our last answer
+    for turn in turns:
+        text = str(turn.get("text") or "").strip()
+        if not text:
+            continue
+        if turn.get("direction") == "in":
+            questions = [p for p in re.split(r"(?<=[.!?])\s+|\n+", text) if QUESTION.search(p)]
+            asked = [*[q for q in asked if q not in questions], *questions][-2:]
+            waiting += questions
+            if AGREED.search(text) and not questions:
+                agreed = text
+            continue
+        purpose = turn.get("purpose")
+        if purpose in NOT_AN_ANSWER:
+            continue
+        if purpose in NO_ANSWER_GIVEN:
+            open_questions = [*open_questions, *waiting]
+        else:
+            for sentence in re.split(r"(?<=[.!?])\s+", text):
+                if MONEY.search(sentence) and sentence not in offered:
+                    offered = [*offered, sentence][-2:]
+        waiting = []
+    open_questions = list(dict.fromkeys([*open_questions, *waiting]))[-2:]
+    return asked, offered, agreed, open_questions
+
+
 def _quote(text: str, max_words: int) -> str:
-    """Their words inside one of our sentences: no sentence ends inside, at most max_words."""
-    cleaned = re.sub(r"[.!?।…]+", ",", text).replace("“", "").replace("”", "").replace('"', "")
+    """Their words inside one of our sentences: no sentence ends inside ("1.5" stays), at
+    most max_words."""
+    cleaned = re.sub(r"[.!?।…]+(?=\s|$)", ",", text)
+    cleaned = cleaned.replace("“", "").replace("”", "").replace('"', "").lstrip("¿¡")
     cleaned = re.sub(r"\s+", " ", cleaned).strip(" ,")
     tokens = cleaned.split()
     return " ".join(tokens[:max_words]) + ("…" if len(tokens) > max_words else "")
@@ -543,7 +619,9 @@ def _bant_sentence(bant: dict[str, Any]) -> str:
     known: list[str] = []
     budget = bant.get("budget")
     if isinstance(budget, dict) and budget.get("amount") is not None:
-        known.append(f"budget {budget['amount']:,} {budget.get('currency') or ''}".strip())
+        said = _quote(str(budget.get("text") or ""), 6)
+        words = f" (“{said}”)" if said else ""
+        known.append(f"budget {budget['amount']:,} {budget.get('currency') or ''}".strip() + words)
     timeline = bant.get("timeline")
     if isinstance(timeline, dict):
         window = (
