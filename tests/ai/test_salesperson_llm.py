@@ -599,3 +599,43 @@ def test_a_model_summary_in_json_is_replaced_by_sentences(
     assert "{" not in summary and '"summary"' not in summary
     assert 3 <= len(sentences(summary)) <= 5
     assert desk.job(job_id)["result"]["rejected_draft"] == "raw JSON, not sentences"
+
+
+# --- tone (issue 14) --------------------------------------------------------------------------
+
+CITES_NOTHING = {"sources": [], "answered": True}
+
+
+def test_the_model_is_told_what_is_known_and_never_repeats_its_closing_question(
+    desk: Desk, fake_openai: FakeOpenAI
+) -> None:
+    use(desk, "engage", "openai", "gpt-4o-mini")
+    asked = "What budget do you have in mind?"
+    fake_openai.reply_json(
+        {"reply": f"The premium plan costs 4,999 INR per month. {asked}", **CITES_NOTHING}
+    )
+    inbound = desk.converse("Hi, what does the premium plan cost?", name="Priya Shah")
+    # The model misbehaves: the same closing question again, to a lead who just told it.
+    fake_openai.reply_json(
+        {"reply": f"Great, the basic plan is 999 INR a month. {asked}", **CITES_NOTHING}
+    )
+    desk.converse("Our budget is 5 lakh. And the basic plan?")
+    first, second = (m["text"] for m in desk.replies(inbound["lead_id"]))
+    assert first.endswith(asked)
+    assert second == "Great, the basic plan is 999 INR a month."
+    system = fake_openai.chat_calls[-1].messages[0]["content"]
+    assert f"never the question your last message ended with: {asked}" in system
+    assert "Still unknown: authority, need, timeline." in system  # the budget is known
+    assert "greet them back" in system
+
+
+def test_a_company_without_a_name_is_never_named_to_the_model_as_default(
+    desk: Desk, fake_openai: FakeOpenAI
+) -> None:
+    use(desk, "engage", "openai", "gpt-4o-mini")
+    desk.setup(kb="", name="Default")
+    fake_openai.reply_json({"reply": "Hello! How can I help?", **CITES_NOTHING})
+    desk.converse("hi")
+    system = fake_openai.chat_calls[-1].messages[0]["content"]
+    assert "Default" not in system
+    assert "never name it" in system

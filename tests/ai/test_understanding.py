@@ -187,9 +187,11 @@ def test_a_grievance_is_still_a_complaint_that_hands_off(text: str, reason: str)
     [
         ("I'm the CTO", "cto"),
         ("I am the founder", "founder"),
+        ("I am the co-founder", "co-founder"),
         ("I'm the owner", "owner"),
         ("I'm Head of Finance", "head of finance"),
         ("main hi decide karunga", None),
+        ("main hi decision lunga", None),
         ("main company ka CEO hoon", "ceo"),
         ("soy el CEO", "ceo"),
         ("yo decido", None),

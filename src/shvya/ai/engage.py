@@ -772,7 +772,7 @@ def draft(
     safe answer: a lead never sees raw model output (docs/ai.md 5.7)."""
     first = yield from _ask_draft(ctx, run, request, lead=lead, hits=hits)
     if first.problem is None:
-        return first
+        return _without_repeated_question(first, str(request.context.get("last_reply") or ""))
     retry = replace(
         request,
         messages=[
@@ -784,7 +784,7 @@ def draft(
     second = yield from _ask_draft(ctx, run, retry, lead=lead, hits=hits)
     if second.problem is None:
         run.notes["draft"] = "redrafted"
-        return second
+        return _without_repeated_question(second, str(request.context.get("last_reply") or ""))
     run.notes["draft"] = "safe_answer"
     append_lead_event(
         ctx.session,
@@ -802,6 +802,15 @@ def draft(
     )
     language = str(request.context.get("language") or "en")
     return Draft(localized(NO_DRAFT_ANSWERS, language), [], True, is_safe_answer=True)
+
+
+def _without_repeated_question(draft: Draft, last_reply: str) -> Draft:
+    """A reply never ends with the question our last message ended with (docs/ai.md 5.7):
+    a model that asks it again has it cut, when the reply says something else too."""
+    closing = prompts.last_question(draft.reply)
+    if not closing or closing != prompts.last_question(last_reply) or closing == draft.reply:
+        return draft
+    return replace(draft, reply=draft.reply[: -len(closing)].rstrip())
 
 
 def _ask_draft(
