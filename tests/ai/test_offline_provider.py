@@ -119,3 +119,14 @@ def test_extraction_summary_and_bumpup_tasks() -> None:
     assert bump.text.startswith("Hi Ravi")
     assert "the premium plan" in bump.text
     assert 30 <= word_count(bump.text) <= 40
+
+
+def test_a_stage_question_about_a_known_field_or_asked_last_time_is_left_out() -> None:
+    budget = {"budget": {"amount": 500000, "currency": "INR", "text": "5 lakh"}}
+    stage = {"ask_next": "What budget do you have in mind for the car?"}
+    text, _ = engage("How much is the premium plan?", stage=stage, bant=budget)
+    assert text == "The premium plan costs 4,999 INR per month. It includes 10 seats."
+    asked = "Would you like to book a test drive this week?"
+    text, _ = engage("and the hours?", stage={"ask_next": asked}, last_reply=f"Sure. {asked}")
+    assert not text.endswith(asked)
+    assert "9:30 am to 6 pm" in text
