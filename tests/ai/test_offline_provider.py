@@ -125,7 +125,8 @@ def test_a_stage_question_about_a_known_field_or_asked_last_time_is_left_out() -
     budget = {"budget": {"amount": 500000, "currency": "INR", "text": "5 lakh"}}
     stage = {"ask_next": "What budget do you have in mind for the car?"}
     text, _ = engage("How much is the premium plan?", stage=stage, bant=budget)
-    assert text == "The premium plan costs 4,999 INR per month. It includes 10 seats."
+    assert "4,999 INR" in text
+    assert "budget" not in text
     asked = "Would you like to book a test drive this week?"
     text, _ = engage("and the hours?", stage={"ask_next": asked}, last_reply=f"Sure. {asked}")
     assert not text.endswith(asked)
