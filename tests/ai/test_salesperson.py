@@ -614,7 +614,6 @@ def test_a_summary_reads_the_whole_conversation_and_names_what_was_offered_and_w
     assert "4,999 INR" in first["text"]
     for known in ("budget", "decision", "When are you"):
         assert known not in first["text"], first["text"]
-    assert desk.lead(lead_id)["stage"]["name"] == "New"  # "go live by February" is no need
     desk.converse("Do you offer drone delivery to Antarctica?")  # not in the kb: handoff
     desk.converse("Also, we need a CRM for our finance team")  # while paused: not answered
     job_id = desk.client.post(f"/leads/{lead_id}/summary", headers=desk.tenant.agent).json()[

@@ -171,6 +171,7 @@ def test_a_question_about_a_policy_is_a_question_not_a_complaint(text: str) -> N
         ("worst service", "angry"),
         ("Quiero mi dinero, el producto llegó roto", "legal_or_complaint"),
         ("Quiero un reembolso", "legal_or_complaint"),
+        ("Me habéis cobrado dos veces, pongo una reclamación", "legal_or_complaint"),
         ("mujhe paise wapas chahiye, product kharab hai", "legal_or_complaint"),
         ("मुझे पैसे वापस चाहिए, यह खराब हो गया", "legal_or_complaint"),
         ("Should I take this to consumer court?", "legal_or_complaint"),

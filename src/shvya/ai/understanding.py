@@ -172,7 +172,9 @@ ANGRY_WORDS = re.compile(
 LEGAL_WORDS = re.compile(
     r"\b(lawyer|court|sue|suing|lawsuit|legal (?:action|notice)|consumer forum|"
     r"consumer court|police|chargeback|abogado|demanda(?:r|ré)?|denuncia(?:r|ré)?|profeco|"
-    r"vakil|adalat|case (?:karunga|karungi|karenge|kar dunga))\b|वकील|अदालत|कोर्ट|पुलिस|"
+    r"vakil|adalat|case (?:karunga|karungi|karenge|kar dunga)|oficina de consumo|"
+    r"hoja de reclamaciones|formal complaint|reclamaci[oó]n formal|queja formal)\b|"
+    r"वकील|अदालत|कोर्ट|पुलिस|"
     r"उपभोक्ता फोरम",
     re.IGNORECASE,
 )
@@ -185,12 +187,16 @@ GRIEVANCE = re.compile(
     r"money back (?:now|immediately|today)|(?:is|are|was|arrived|came|it's)\s+(?:\w+ )?"
     r"(?:broken|damaged|defective|faulty)|(?:doesn'?t|does not|isn'?t|is not|stopped|not)\s+"
     r"work(?:ing)?|never (?:arrived|came|received|delivered)|charged (?:me )?twice|"
-    r"overcharged|(?:file|lodge|raise|make|register)\s+(?:a\s+)?(?:formal\s+)?complaint|"
+    r"overcharged|charged (?:us|me) (?:twice|double)|"
+    r"(?:file|lodge|raise|make|register)\s+(?:a\s+)?(?:formal\s+)?complaint|"
     r"this is a complaint|"
     r"quiero (?:mi dinero|que me devuelvan|un reembolso|el reembolso|la devoluci[oó]n)|"
-    r"devu[eé]lvanme|devu[eé]lveme|no funciona|(?:est[aá]|lleg[oó]|vino)\s+(?:\w+ )?"
+    r"devu[eé]lvanme|devu[eé]lveme|devolv\w* (?:el|mi|nuestro) dinero|"
+    r"cobrad[oa] dos veces|cobr\w+ (?:dos veces|de m[aá]s)|no funciona|"
+    r"(?:est[aá]|lleg[oó]|vino)\s+(?:\w+ )?"
     r"(?:rot[oa]|dañad[oa]|defectuos[oa])|nunca lleg[oó]|me cobraron (?:dos veces|de m[aá]s)|"
-    r"(?:poner|presentar|hacer) (?:una )?(?:queja|reclamaci[oó]n|reclamo)|"
+    r"(?:poner|pongo|pondr[eé]|presentar|presento|hacer|hago) (?:una )?"
+    r"(?:queja|reclamaci[oó]n|reclamo)|"
     r"(?:paisa|paise|paison|refund)\s+wap(?:a|i)s\s+(?:karo|kijiye|do|chahiye|chahie|karna)|"
     r"mujhe refund chahiye|refund (?:do|karo|chahiye)|kaam nahi kar (?:raha|rahi|rahe)|"
     r"kharab (?:hai|ho gaya|ho gayi|nikla|nikli)|toot gaya|toot gayi|"
@@ -500,13 +506,11 @@ def understand_by_rules(
     )
 
 
-# Words around a "when" that say nothing of what: "humein agle mahine tak chahiye" and "we
-# want to go live by February" are timelines, not needs (docs/ai.md 4).
+# Words around a "when" that say nothing of what: "humein agle mahine tak chahiye" is a
+# timeline, not a need (docs/ai.md 4).
 NEED_FILLER = frozenset(
     """tak pehle pahle humein hamein hame hume humko hamko mujhe muje by before until till
-    latest antes hasta we us it हमें हमको मुझे तक से पहले चाहिए चाहिये है
-    go live start started starting begin launch get going empezar comenzar arrancar shuru
-    karna lena""".split()
+    latest antes hasta we us it हमें हमको मुझे तक से पहले चाहिए चाहिये है""".split()
 )
 
 
