@@ -135,7 +135,7 @@ def bumpup(ctx: JobContext) -> Phases[dict[str, Any]]:
         request = CompletionRequest(
             task=AITask.bumpup,
             system=prompts.BUMPUP_SYSTEM.format(
-                company=company.name,
+                company=tenancy.lead_facing_name(company) or "the company (never name it)",
                 language=prompts.language_name(language),
                 topic=topic,
                 earlier="\n".join(f"- {e}" for e in earlier) or "(none)",
