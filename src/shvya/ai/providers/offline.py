@@ -371,6 +371,23 @@ def next_question(context: dict[str, Any], language: str) -> str | None:
     return None
 
 
+NEED_LEAD = re.compile(
+    r"^(?:need|want|require|looking for|searching for|interested in|would like|hoping to|"
+    r"necesito|necesitamos|busco|buscamos|quiero|queremos|me interesa|quisiera)\s+",
+    re.IGNORECASE,
+)
+NEED_TAIL = re.compile(r"\s+(?:chahiye|chahie|lena hai|चाहिए|चाहिये)$", re.IGNORECASE)
+
+
+def _wanted(need: str) -> str:
+    """What the lead wants in their own words, without the verb ("need a CRM for 10 reps" ->
+    "a CRM for 10 reps"), or "" when that is more than a short phrase."""
+    wanted = NEED_TAIL.sub("", NEED_LEAD.sub("", need.strip(" .,!?"))).strip()
+    if wanted.casefold().startswith(("to ", "que ")) or wanted == need.strip(" .,!?"):
+        return ""  # "want to go live": a plan, not a thing to name back
+    return wanted if 0 < len(wanted.split()) <= 8 else ""
+
+
 def noted(context: dict[str, Any], language: str) -> str | None:
     """What the lead just told us (the BANT this run learnt), said back: "a budget of 5 lakh,
     timing next month". Their own words, so no figure of ours is stated."""
@@ -384,7 +401,8 @@ def noted(context: dict[str, Any], language: str) -> str | None:
         if field == "authority":
             facts.append(phrases[str(entry.get("value") or "influencer")])
         elif field == "need":
-            facts.append(phrases["need"])
+            wanted = _wanted(str(entry.get("value") or ""))
+            facts.append(wanted or phrases["need"])
         elif entry.get("text"):
             facts.append(phrases[field].format(text=str(entry["text"]).strip(" .,!?")))
     return ", ".join(facts) if facts else None
@@ -446,11 +464,12 @@ class OfflineProvider:
             if isinstance(about, str) and about.strip():
                 parts.append(about.strip())
         else:
-            if learnt:
-                # "Hi, I'm the CTO, ...": thanked for what they told, by name.
-                parts.append(phrases["noted"].format(name=name, facts=learnt))
-            elif GREETING_START.match(question):
+            greeted = GREETING_START.match(question) is not None
+            if greeted:
                 parts.append(phrases["hello"].format(name=name))
+            if learnt:
+                # "Hi, I'm the CTO, ...": greeted, then thanked for what they told.
+                parts.append(phrases["noted"].format(name="" if greeted else name, facts=learnt))
             sentences = answers_to(question, passages)
             is_question = intent in ("question", "price_inquiry", "") or "?" in question
             if sentences:
