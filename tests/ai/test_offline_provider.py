@@ -45,7 +45,7 @@ def engage(question: str, **context: Any) -> tuple[str, dict[str, Any]]:
 def test_it_quotes_the_real_price_from_the_knowledge_base() -> None:
     text, data = engage("How much is the premium plan?")
     assert "The premium plan costs 4,999 INR per month." in text
-    assert data == {"answered": True, "passage_ids": ["p-premium"]}
+    assert data == {"reply": text, "answered": True, "sources": ["p-premium"]}
 
 
 def test_it_says_plainly_when_it_does_not_know_and_never_invents_a_number() -> None:
@@ -119,3 +119,15 @@ def test_extraction_summary_and_bumpup_tasks() -> None:
     assert bump.text.startswith("Hi Ravi")
     assert "the premium plan" in bump.text
     assert 30 <= word_count(bump.text) <= 40
+
+
+def test_a_stage_question_about_a_known_field_or_asked_last_time_is_left_out() -> None:
+    budget = {"budget": {"amount": 500000, "currency": "INR", "text": "5 lakh"}}
+    stage = {"ask_next": "What budget do you have in mind for the car?"}
+    text, _ = engage("How much is the premium plan?", stage=stage, bant=budget)
+    assert "4,999 INR" in text
+    assert "budget" not in text
+    asked = "Would you like to book a test drive this week?"
+    text, _ = engage("and the hours?", stage={"ask_next": asked}, last_reply=f"Sure. {asked}")
+    assert not text.endswith(asked)
+    assert "9:30 am to 6 pm" in text

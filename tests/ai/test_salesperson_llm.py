@@ -5,6 +5,7 @@ understanding, not from the reply's words."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from shvya.ai.engage import NO_DRAFT_ANSWERS
 from shvya.ai.text import sentences, word_count
 from shvya.config import Settings
 from shvya.crm.models import Lead
@@ -463,3 +465,177 @@ def test_the_rolling_summary_is_the_models_memory_of_the_conversation(
     desk.converse("What does the premium plan cost?")
     prompt = fake_openai.chat_calls[-1].messages[-1]["content"]
     assert f"Summary of the conversation so far: {summary}" in prompt
+
+
+# --- answers outside the reply schema (issue 14) ----------------------------------------------
+
+GOOD = {"reply": "The premium plan costs 4,999 INR per month.", "sources": [], "answered": True}
+FENCED = '```json\n{"reply": "The premium plan costs 4,999 INR per month.", "sources": []}\n```'
+HTML_PAGE = "<html><body><p>The premium plan costs 4,999 INR per month.</p></body></html>"
+
+
+def engage_usage(desk: Desk, lead_id: str) -> dict[str, Any]:
+    response = desk.client.get("/ai/usage", params={"lead_id": lead_id}, headers=desk.tenant.admin)
+    assert response.status_code == 200, response.text
+    totals: dict[str, Any] = response.json()["by_task"]["engage"]
+    return totals
+
+
+def script(fake: FakeOpenAI, answer: Any) -> None:
+    if isinstance(answer, str):
+        fake.reply(answer)  # verbatim text, whatever format was asked
+    else:
+        fake.reply_json(answer, check_schema=False)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {},
+        {"sources": []},
+        {"reply": json.dumps(GOOD), "sources": [], "answered": True},
+        FENCED,
+        {"reply": "<p>The premium plan costs <b>4,999 INR</b> per month.</p>", "sources": []},
+        HTML_PAGE,
+    ],
+    ids=["empty-object", "no-reply-field", "json-in-reply", "code-fence", "html-reply", "html"],
+)
+def test_an_answer_outside_the_schema_is_redrafted_once(
+    desk: Desk, fake_openai: FakeOpenAI, answer: Any
+) -> None:
+    use(desk, "engage", "openai", "gpt-4o-mini")
+    script(fake_openai, answer)
+    fake_openai.reply_json(GOOD)
+    inbound = desk.converse("What does the premium plan cost?")
+    [reply] = desk.replies(inbound["lead_id"])
+    assert reply["text"] == GOOD["reply"]
+    assert reply["meta"]["purpose"] == "reply"
+    assert desk.job(inbound["job_id"])["result"]["draft"] == "redrafted"
+    # The second request told the model what was wrong with the first.
+    assert "not usable" in fake_openai.chat_calls[-1].messages[-1]["content"]
+    assert engage_usage(desk, inbound["lead_id"])["calls"] == 2
+
+
+@pytest.mark.parametrize(
+    ("answers", "language", "question"),
+    [
+        (({}, {"sources": []}), "en", "What does the premium plan cost?"),
+        ((FENCED, HTML_PAGE), "es", "¿Cuánto cuesta el plan premium?"),
+        (
+            ({"reply": json.dumps(GOOD), "sources": []}, {"answer": "x"}),
+            "hinglish",
+            "bhai premium plan ka price kya hai?",
+        ),
+        (({"reply": "```\n4,999 INR\n```", "sources": []}, {}), "hi", "प्रीमियम प्लान कितने का है?"),
+    ],
+)
+def test_a_second_answer_outside_the_schema_is_replaced_by_the_safe_answer(
+    desk: Desk, fake_openai: FakeOpenAI, answers: tuple[Any, Any], language: str, question: str
+) -> None:
+    use(desk, "engage", "openai", "gpt-4o-mini")
+    for answer in answers:
+        script(fake_openai, answer)
+    inbound = desk.converse(question)
+    [reply] = desk.replies(inbound["lead_id"])
+    assert reply["meta"]["purpose"] == "safe_answer"
+    assert reply["meta"]["language"] == language
+    assert reply["text"] == NO_DRAFT_ANSWERS[language]
+    for raw in ("{", "}", "<", "```"):
+        assert raw not in reply["text"]
+    [blocked] = desk.events(inbound["lead_id"], "GuardrailBlocked")
+    assert blocked.data["reason"] == "outside_schema"
+    assert engage_usage(desk, inbound["lead_id"])["calls"] == 2
+
+
+FINE_BUMPUP = (
+    "Hi Ravi, still thinking about the CRM for your sales team? I would be glad to answer "
+    "any question or walk you through how teams like yours get started. Would a short "
+    "call this week suit you?"
+)
+
+
+@pytest.mark.parametrize(
+    "wrapped",
+    [
+        json.dumps({"message": FINE_BUMPUP.replace("Ravi", "there")}),
+        f"<p>{FINE_BUMPUP.replace('Ravi', 'there')}</p>",
+        f"```\n{FINE_BUMPUP.replace('Ravi', 'there')}\n```",
+    ],
+    ids=["json", "html", "code-fence"],
+)
+def test_a_bumpup_in_json_or_markup_is_rewritten_and_never_sent(
+    desk: Desk, fake_openai: FakeOpenAI, wrapped: str
+) -> None:
+    use(desk, "bumpup", "openai", "gpt-4o-mini")
+    inbound = desk.converse("We need a CRM for our sales team")
+    fake_openai.reply(wrapped)
+    fake_openai.reply(FINE_BUMPUP)
+    job_id = desk.client.post(
+        f"/leads/{inbound['lead_id']}/bumpup", headers=desk.tenant.agent
+    ).json()["job_id"]
+    desk.run(after_seconds=60)
+    [rejected] = desk.job(job_id)["result"]["rejected_drafts"]
+    assert "not a message" in rejected
+    bumpups = [
+        m["text"] for m in desk.replies(inbound["lead_id"]) if m["meta"]["purpose"] == "bumpup"
+    ]
+    assert bumpups == [FINE_BUMPUP]
+
+
+def test_a_model_summary_in_json_is_replaced_by_sentences(
+    desk: Desk, fake_openai: FakeOpenAI
+) -> None:
+    use(desk, "summary", "openai", "gpt-4o-mini")
+    inbound = desk.converse("We need a CRM for our sales team")
+    wrapped = json.dumps(
+        {"summary": "Ravi needs a CRM. Budget is unknown. Timeline is unknown. Ask next."}
+    )
+    fake_openai.reply(wrapped)
+    job_id = desk.client.post(
+        f"/leads/{inbound['lead_id']}/summary", headers=desk.tenant.agent
+    ).json()["job_id"]
+    desk.run()
+    summary = desk.lead(inbound["lead_id"])["attributes"]["ai_summary"]["text"]
+    assert "{" not in summary and '"summary"' not in summary
+    assert 3 <= len(sentences(summary)) <= 5
+    assert desk.job(job_id)["result"]["rejected_draft"] == "raw JSON, not sentences"
+
+
+# --- tone (issue 14) --------------------------------------------------------------------------
+
+CITES_NOTHING = {"sources": [], "answered": True}
+
+
+def test_the_model_is_told_what_is_known_and_never_repeats_its_closing_question(
+    desk: Desk, fake_openai: FakeOpenAI
+) -> None:
+    use(desk, "engage", "openai", "gpt-4o-mini")
+    asked = "What budget do you have in mind?"
+    fake_openai.reply_json(
+        {"reply": f"The premium plan costs 4,999 INR per month. {asked}", **CITES_NOTHING}
+    )
+    inbound = desk.converse("Hi, what does the premium plan cost?", name="Priya Shah")
+    # The model misbehaves: the same closing question again, to a lead who just told it.
+    fake_openai.reply_json(
+        {"reply": f"Great, the basic plan is 999 INR a month. {asked}", **CITES_NOTHING}
+    )
+    desk.converse("Our budget is 5 lakh. And the basic plan?")
+    first, second = (m["text"] for m in desk.replies(inbound["lead_id"]))
+    assert first.endswith(asked)
+    assert second == "Great, the basic plan is 999 INR a month."
+    system = fake_openai.chat_calls[-1].messages[0]["content"]
+    assert f"never the question your last message ended with: {asked}" in system
+    assert "Still unknown: authority, need, timeline." in system  # the budget is known
+    assert "greet them back" in system
+
+
+def test_a_company_without_a_name_is_never_named_to_the_model_as_default(
+    desk: Desk, fake_openai: FakeOpenAI
+) -> None:
+    use(desk, "engage", "openai", "gpt-4o-mini")
+    desk.setup(kb="", name="Default")
+    fake_openai.reply_json({"reply": "Hello! How can I help?", **CITES_NOTHING})
+    desk.converse("hi")
+    system = fake_openai.chat_calls[-1].messages[0]["content"]
+    assert "Default" not in system
+    assert "never name it" in system

@@ -16,7 +16,7 @@ made with a transaction open. Decisions come from the understanding, never from 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
@@ -34,13 +34,17 @@ from shvya.ai.providers import (
     ProviderErrorKind,
 )
 from shvya.ai.runs import Run, ask, job_lead, payload_id, send_text
-from shvya.ai.text import fit
+from shvya.ai.text import fit, markup_in
 from shvya.ai.understanding import (
     UNDERSTANDING_SCHEMA,
+    UNREAD_SCAN,
+    Read,
     Understanding,
     bant_known,
     merge_bant,
+    merge_read,
     parse_understanding,
+    read_unread,
     understand_by_rules,
 )
 from shvya.channels import service as channels
@@ -50,7 +54,7 @@ from shvya.conversations import service as conversations
 from shvya.conversations.models import Message
 from shvya.crm import service as crm
 from shvya.crm.models import Channel, Lead, Pipeline, Stage
-from shvya.crm.schemas import StageAIConfig
+from shvya.crm.schemas import BANT_FIELDS, StageAIConfig
 from shvya.db.phases import Phases
 from shvya.events.service import append_lead_event
 from shvya.jobs.runner import JobContext
@@ -112,6 +116,28 @@ SAFE_ANSWERS = {
 }
 
 
+# The answer when the model's second draft is still outside the reply schema (JSON without
+# a reply, markup, not JSON at all): the lead never sees the raw text (docs/ai.md 5.7).
+NO_DRAFT_ANSWERS = {
+    "en": (
+        "Sorry, I couldn't put a proper answer together just now. A member of our team can "
+        "help you with this. Shall I ask them to get in touch?"
+    ),
+    "es": (
+        "Perdona, ahora mismo no he podido preparar una buena respuesta. Una persona de nuestro "
+        "equipo puede ayudarte con esto. ¿Quieres que te contacte?"
+    ),
+    "hinglish": (
+        "Sorry, abhi main aapko sahi jawab nahi de paaya. Hamari team ka ek member isme aapki "
+        "help kar sakta hai. Kya main unhe aapse contact karne ko kahun?"
+    ),
+    "hi": (
+        "माफ़ कीजिए, अभी मैं आपको ठीक से जवाब नहीं दे पाया। हमारी टीम का एक सदस्य इसमें आपकी मदद कर "
+        "सकता है। क्या मैं उनसे आपसे संपर्क करने को कहूँ?"
+    ),
+}
+
+
 def localized(table: dict[str, str], language: str) -> str:
     return table.get(language, table["en"])
 
@@ -147,6 +173,9 @@ class Learning:
     source: Message  # the message of the burst that said the lead's words
     stage: Stage  # the stage the lead's reply is written for (after any rule's move)
     config: StageAIConfig
+    # Earlier lead messages no understanding had read (imported history, messages that came
+    # while the AI was paused), read by the rules: BANT they state counts too (docs/ai.md 5.4).
+    earlier: list[Read] = field(default_factory=list)
 
 
 def engage(ctx: JobContext) -> Phases[dict[str, Any]]:
@@ -389,7 +418,16 @@ def learn(session: Session, turn: Turn, understood: Understanding) -> Learning:
     """What the understanding changes, decided by rules: the lead's BANT and the stage its
     reply is written for. Nothing is written here (record_learning writes it)."""
     source = _source_message(understood, turn.pending)
-    bant, _ = _merged_bant(turn.company, turn.lead, understood, source)
+    company = turn.company
+    earlier = read_unread(
+        conversations.recent_messages(
+            session, company_id=company.id, lead_id=turn.lead.id, limit=UNREAD_SCAN
+        ),
+        skip={m.id for m in turn.pending},
+        default_currency=company.currency,
+        default_language=company.default_language,
+    )
+    bant, _ = _merged_bant(company, turn.lead, understood, source, earlier)
     move = _stage_rule(session, lead=turn.lead, stage=turn.stage, understood=understood, bant=bant)
     stage = move[0] if move is not None else turn.stage
     return Learning(
@@ -397,6 +435,7 @@ def learn(session: Session, turn: Turn, understood: Understanding) -> Learning:
         source=source,
         stage=stage,
         config=crm.stage_ai_config(stage) if move is not None else turn.config,
+        earlier=earlier,
     )
 
 
@@ -406,8 +445,12 @@ def record_learning(session: Session, turn: Turn, learning: Learning, now: datet
     lead, company, understood = turn.lead, turn.company, learning.understood
     if lead.attributes.get("language") != understood.language:
         lead.attributes = {**lead.attributes, "language": understood.language}
-    merged, changed = _merged_bant(company, lead, understood, learning.source)
+    merged, changed = _merged_bant(company, lead, understood, learning.source, learning.earlier)
     turn.result["bant_changed"] = changed
+    read = {item.message_id for item in learning.earlier}
+    for message in [*turn.pending, *(session.get_one(Message, i) for i in read)]:
+        # Understood: no later run or summary reads it by the rules again (docs/ai.md 4).
+        message.meta = {**message.meta, "understood": True}
     if changed:
         lead.attributes = {**lead.attributes, "bant": merged}
         crm.record_lead_change(
@@ -432,19 +475,31 @@ def record_learning(session: Session, turn: Turn, learning: Learning, now: datet
 
 
 def _merged_bant(
-    company: Company, lead: Lead, understood: Understanding, source: Message
+    company: Company,
+    lead: Lead,
+    understood: Understanding,
+    source: Message,
+    earlier: list[Read] | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
-    """BANT after this burst, each field with the message it came from; relative times are
-    resolved against that message's own received_at in the company's timezone."""
+    """BANT after this burst (and the earlier messages no understanding had read), each field
+    with the message it came from; relative times are resolved against that message's own
+    received_at in the company's timezone."""
     received = _aware(source.received_at or source.created_at)
-    return merge_bant(
+    base, changed = merge_read(
         dict(lead.attributes.get("bant") or {}),
+        earlier or [],
+        timezone=company.timezone,
+        default_currency=company.currency,
+    )
+    merged, fields = merge_bant(
+        base,
         understood,
         message_id=source.id,
         received_at=received,
         local_date=received.astimezone(ZoneInfo(company.timezone)).date(),
         default_currency=company.currency,
     )
+    return merged, [*changed, *(f for f in fields if f not in changed)]
 
 
 def _source_message(understood: Understanding, pending: list[Message]) -> Message:
@@ -612,6 +667,9 @@ class Draft:
     reply: str
     sources: list[str]
     answered: bool
+    problem: str | None = None  # why the model's answer is outside the reply schema
+    raw: str = ""  # the model's answer as it came, kept for the GuardrailBlocked event
+    is_safe_answer: bool = False
 
 
 def retrieve(ctx: JobContext, turn: Turn) -> Phases[list[Hit]]:
@@ -650,15 +708,20 @@ def engage_request(
     (with what this run learnt), the passages, the recent turns and the rolling summary."""
     company, lead, stage, config = turn.company, turn.lead, learning.stage, learning.config
     understood, limit = learning.understood, _limit(turn, learning)
-    bant, _ = _merged_bant(company, lead, understood, learning.source)
+    bant, _ = _merged_bant(company, lead, understood, learning.source, learning.earlier)
+    # What the lead's unanswered messages told, to be said back (not what history held).
+    _, told = _merged_bant(company, lead, understood, learning.source)
     passages = [_passage(hit) for hit in hits]
+    known_bant = {k: v for k, v in bant.items() if isinstance(v, dict)}
     known = {
         "name": lead.name,
-        "bant": {k: v for k, v in bant.items() if isinstance(v, dict)},
+        "bant": known_bant,
         "attributes": {k: v for k, v in lead.attributes.items() if k not in ("bant", "ai_summary")},
     }
+    name = tenancy.lead_facing_name(company)
+    last_reply = next((m.text for m in reversed(turns) if m.direction == "out"), "")
     system = prompts.ENGAGE_SYSTEM.format(
-        company=company.name,
+        company=name or "a company whose name is not set (never name it)",
         channel=turn.channel.value,
         card=prompts.card_text(company.company_card),
         stage=stage.name,
@@ -670,6 +733,8 @@ def engage_request(
         passages=prompts.passages_text(passages),
         language=prompts.language_name(understood.language),
         max_chars=limit,
+        unknown=", ".join(f for f in BANT_FIELDS if f not in known_bant) or "nothing",
+        last_question=prompts.last_question(last_reply) or "(none)",
     )
     transcript = "\n".join(f"{'Lead' if m.direction == 'in' else 'Us'}: {m.text}" for m in turns)
     # The rolling summary of AISession: the memory of what fell out of the recent turns.
@@ -688,10 +753,12 @@ def engage_request(
             "language": understood.language,
             "intent": understood.intent,
             "lead": {"name": lead.name},
-            "company": {"name": company.name, "card": company.company_card},
+            "company": {"name": name, "card": company.company_card},
             "passages": passages,
             "stage": {**config.model_dump(mode="json"), "max_chars": limit, "name": stage.name},
             "bant": bant,
+            "learnt": {field: bant[field] for field in told if field in bant},
+            "last_reply": last_reply,
         },
     )
 
@@ -700,20 +767,77 @@ def draft(
     ctx: JobContext, run: Run, request: CompletionRequest, *, lead: Lead, hits: list[Hit]
 ) -> Phases[Draft]:
     """The model's reply, the passages it says it used (only ones it was given), and whether
-    it could answer."""
-    completion = yield from ask(ctx, run, request, lead_id=lead.id)
-    data = completion.data or {}
+    it could answer. An answer outside the reply schema (JSON without a reply, a reply that is
+    JSON, HTML or a code fence, not JSON at all) is asked for once more, then replaced by a
+    safe answer: a lead never sees raw model output (docs/ai.md 5.7)."""
+    first = yield from _ask_draft(ctx, run, request, lead=lead, hits=hits)
+    if first.problem is None:
+        return _without_repeated_question(first, str(request.context.get("last_reply") or ""))
+    retry = replace(
+        request,
+        messages=[
+            *request.messages,
+            ChatMessage("assistant", first.raw or "(nothing)"),
+            ChatMessage("user", prompts.SCHEMA_RETRY.format(problem=first.problem)),
+        ],
+    )
+    second = yield from _ask_draft(ctx, run, retry, lead=lead, hits=hits)
+    if second.problem is None:
+        run.notes["draft"] = "redrafted"
+        return _without_repeated_question(second, str(request.context.get("last_reply") or ""))
+    run.notes["draft"] = "safe_answer"
+    append_lead_event(
+        ctx.session,
+        company_id=lead.company_id,
+        lead_id=lead.id,
+        type="GuardrailBlocked",
+        data={
+            "reason": "outside_schema",
+            "figures": [],
+            "problems": [first.problem, second.problem],
+            "drafts": [first.raw, second.raw],
+        },
+        actor="ai",
+        now=ctx.now,
+    )
+    language = str(request.context.get("language") or "en")
+    return Draft(localized(NO_DRAFT_ANSWERS, language), [], True, is_safe_answer=True)
+
+
+def _without_repeated_question(draft: Draft, last_reply: str) -> Draft:
+    """A reply never ends with the question our last message ended with (docs/ai.md 5.7):
+    a model that asks it again has it cut, when the reply says something else too."""
+    closing = prompts.last_question(draft.reply)
+    if not closing or closing != prompts.last_question(last_reply) or closing == draft.reply:
+        return draft
+    return replace(draft, reply=draft.reply[: -len(closing)].rstrip())
+
+
+def _ask_draft(
+    ctx: JobContext, run: Run, request: CompletionRequest, *, lead: Lead, hits: list[Hit]
+) -> Phases[Draft]:
+    try:
+        completion = yield from ask(ctx, run, request, lead_id=lead.id)
+    except ProviderError as exc:
+        if exc.kind is not ProviderErrorKind.bad_response:
+            raise  # rate limits and outages: the job retries with the queue's backoff
+        # Not JSON at all: a code-fenced object, an HTML page, prose. Its call is recorded.
+        return Draft("", [], True, problem=f"not the JSON object asked for ({exc.message})")
+    data = completion.data
     known = {str(hit.passage_id) for hit in hits}
-    reply = data.get("reply") if isinstance(data.get("reply"), str) else None
-    if reply is None:
-        # Not the schema: take the text as the reply, still checked by the guardrail.
-        reply = completion.text
-    raw_sources = data.get("sources") or data.get("passage_ids") or []
+    if data is None:
+        reply: str | None = completion.text  # a provider without structured output
+    else:
+        reply = data.get("reply") if isinstance(data.get("reply"), str) else None
+    problem = "a JSON object without a reply" if reply is None else markup_in(reply)
+    raw_sources = (data or {}).get("sources") or []
     sources = [str(s).strip("[] ") for s in raw_sources if isinstance(s, str)]
     return Draft(
-        reply=reply.strip(),
+        reply=(reply or "").strip() if problem is None else "",
         sources=[s for s in dict.fromkeys(sources) if s in known],
-        answered=bool(data.get("answered", True)),
+        answered=bool((data or {}).get("answered", True)),
+        problem=problem,
+        raw=completion.text,
     )
 
 
@@ -837,7 +961,7 @@ def send(
                 ctx.session, lead=turn.lead, turns=turns, reply=content.preview(), now=ctx.now
             )
 
-    blocked = turn.result.get("guardrail") == "blocked"
+    blocked = turn.result.get("guardrail") == "blocked" or checked.is_safe_answer
     sent = yield from channels.send_message(
         ctx.session,
         company_id=turn.company.id,
@@ -861,6 +985,7 @@ def send(
         "outcome": sent.outcome.value,
         "message_id": str(sent.message_id),
         **turn.result,
+        **run.notes,
         "passages": checked.sources,
         "timings_ms": run.timings(),
     }

@@ -7,6 +7,8 @@ the same lead. A summary gives the team 3 to 5 sentences on the lead.
 
 from __future__ import annotations
 
+import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -18,7 +20,8 @@ from shvya.ai.memory import ai_session
 from shvya.ai.providers import AITask, ChatMessage, CompletionRequest, ProviderError
 from shvya.ai.providers.offline import OfflineProvider
 from shvya.ai.runs import Run, ask, job_lead, send_text
-from shvya.ai.text import NEAR_REPEAT, sentences, similarity, word_count
+from shvya.ai.text import NEAR_REPEAT, markup_in, sentences, similarity, word_count
+from shvya.ai.understanding import UNREAD_SCAN, merge_read, read_unread
 from shvya.channels import service as channels
 from shvya.channels.policies import Allow, SendKind
 from shvya.channels.schemas import OutboundContent, TemplateSend
@@ -137,7 +140,7 @@ def bumpup(ctx: JobContext) -> Phases[dict[str, Any]]:
         request = CompletionRequest(
             task=AITask.bumpup,
             system=prompts.BUMPUP_SYSTEM.format(
-                company=company.name,
+                company=tenancy.lead_facing_name(company) or "the company (never name it)",
                 language=prompts.language_name(language),
                 topic=topic,
                 earlier="\n".join(f"- {e}" for e in earlier) or "(none)",
@@ -150,7 +153,11 @@ def bumpup(ctx: JobContext) -> Phases[dict[str, Any]]:
         except ProviderError as exc:
             raise ai.job_failure(exc) from exc
         candidate = completion.text.strip().strip('"')
-        problem = bumpup_problem(candidate, earlier, sources, lead_words, currency=company.currency)
+        markup = markup_in(candidate)  # a lead never sees raw JSON or markup (docs/ai.md 7)
+        problem = f"{markup}, not a message" if markup else None
+        problem = problem or bumpup_problem(
+            candidate, earlier, sources, lead_words, currency=company.currency
+        )
         if problem is None:
             text = candidate
             break
@@ -259,9 +266,63 @@ def _topic(session: Session, lead: Lead) -> str:
 
 
 def summary_problem(text: str) -> str | None:
+    markup = markup_in(text)
+    if markup is not None:
+        return f"{markup}, not sentences"
     count = len(sentences(text))
     low, high = SUMMARY_SENTENCES
     return None if low <= count <= high else f"{count} sentences, not {low} to {high}"
+
+
+SUMMARY_READS = 500  # the whole conversation, for any lead a team works by hand
+SUMMARY_TRANSCRIPT = 40  # the turns an LLM is shown; BANT covers the rest
+
+
+def understand_unread(
+    session: Session, *, company: Company, lead: Lead, now: datetime
+) -> list[str]:
+    """Understanding by rules over every lead message no understanding has read yet (imported
+    history, messages that came while the AI was paused or off), recorded as BANT
+    (BANTUpdated). Messages an ai.engage run is about to answer are left to it. Returns the
+    fields that changed (docs/ai.md 7)."""
+    waiting: set[uuid.UUID] = set()
+    if company.ai_enabled and not lead.ai_paused:
+        waiting = {
+            m.id
+            for m in conversations.unanswered_inbound(
+                session, company_id=company.id, lead_id=lead.id
+            )
+        }
+    messages = conversations.recent_messages(
+        session, company_id=company.id, lead_id=lead.id, limit=UNREAD_SCAN
+    )
+    read = read_unread(
+        messages,
+        skip=waiting,
+        default_currency=company.currency,
+        default_language=company.default_language,
+    )
+    bant, changed = merge_read(
+        dict(lead.attributes.get("bant") or {}),
+        read,
+        timezone=company.timezone,
+        default_currency=company.currency,
+    )
+    done = {item.message_id for item in read}
+    for message in messages:
+        if message.id in done:
+            message.meta = {**message.meta, "understood": True}
+    if changed:
+        lead.attributes = {**lead.attributes, "bant": bant}
+        crm.record_lead_change(
+            session,
+            lead,
+            type="BANTUpdated",
+            data={"fields": changed, "bant": {k: bant[k] for k in changed}, "read_by": "summary"},
+            actor="ai",
+            now=now,
+        )
+    return changed
 
 
 def summarise(ctx: JobContext) -> Phases[dict[str, Any]]:
@@ -269,27 +330,52 @@ def summarise(ctx: JobContext) -> Phases[dict[str, Any]]:
     session = ctx.session
     company = tenancy.get_company(session, company_id=ctx.job.company_id)
     lead = job_lead(ctx)
-    turns = conversations.recent_messages(session, company_id=company.id, lead_id=lead.id, limit=40)
+    crm.lock_lead(session, lead)  # BANT is read and written with the lead as it is now
+    learnt = understand_unread(session, company=company, lead=lead, now=ctx.now)
+    if learnt:
+        run.notes["bant_learnt"] = learnt
+    turns = conversations.recent_messages(
+        session, company_id=company.id, lead_id=lead.id, limit=SUMMARY_READS
+    )
     stage = session.get_one(Stage, lead.stage_id)
+    handoff = next(
+        (m for m in reversed(turns) if m.direction == "out" and m.meta.get("purpose") == "handoff"),
+        None,
+    )
     status = "A person has taken over the conversation; the AI is paused" if lead.ai_paused else ""
+    if lead.ai_paused and handoff is not None and handoff.meta.get("reason"):
+        reason = str(handoff.meta["reason"]).replace("_", " ")
+        status = f"A person has taken over the conversation (handoff: {reason}); the AI is paused"
+    bant = lead.attributes.get("bant") or {}
     context: dict[str, Any] = {
-        "turns": [{"direction": m.direction, "text": m.text} for m in turns],
+        "turns": [
+            {
+                "direction": m.direction,
+                "text": m.text,
+                "purpose": m.meta.get("purpose"),
+                "imported": bool(m.meta.get("imported")),
+            }
+            for m in turns
+        ],
         "lead": {"name": lead.name},
-        "company": {"name": company.name},
-        "bant": lead.attributes.get("bant") or {},
+        "company": {"name": tenancy.lead_facing_name(company)},
+        "bant": bant,
         "stage_name": stage.name,
         "status": status,
     }
     transcript = "\n".join(
-        f"{'Lead' if m.direction == 'in' else company.name}: {m.text}" for m in turns
+        f"{'Lead' if m.direction == 'in' else company.name}: {m.text}"
+        for m in turns[-SUMMARY_TRANSCRIPT:]
     )
+    known = prompts.card_text({k: v for k, v in bant.items() if isinstance(v, dict)})
     request = CompletionRequest(
         task=AITask.summary,
         system=prompts.SUMMARY_SYSTEM.format(company=company.name),
         messages=[
             ChatMessage(
                 "user",
-                f"Lead: {lead.name or 'unknown'}; stage: {stage.name}. {status}\n\n{transcript}",
+                f"Lead: {lead.name or 'unknown'}; stage: {stage.name}. {status}\n"
+                f"Known (budget, authority, need, timeline): {known}\n\n{transcript}",
             )
         ],
         context=context,

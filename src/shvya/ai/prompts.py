@@ -4,6 +4,7 @@ instead; an LLM reads these prompts. Kept as plain strings: each is filled in on
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 LANGUAGE_NAMES = {
@@ -38,18 +39,30 @@ Knowledge base passages (the only other facts you may state), each with its id:
 Rules:
 - Reply in {language}, in at most {max_chars} characters, as a message on a phone.
 - Answer every question in the lead's unanswered messages, from the passages and the company \
-card only. Never state a price, amount, percentage, date or phone number that is not written \
-in a passage, the company card or the lead's own words.
+card only. Never state a price, amount, percentage, date, time, count or phone number that is \
+not written in a passage or the company card; the lead's own words may be repeated back only \
+as theirs (their budget, dates, team size), never as a price or offer of ours.
 - If the passages do not hold the answer to a factual question, say you will check with the \
 team, and set "answered" to false.
-- End with at most one question that moves the sale forward.
+- If the lead greets you, greet them back; if they just told you something (their budget, \
+timing, role or need), acknowledge it in a few words before you answer.
+- Never ask for what we already know of the lead (above). Still unknown: {unknown}.
+- End with at most one question that moves the sale forward, or none; never the question your \
+last message ended with: {last_question}
+- Write plain text as a person would on a phone: no JSON, no HTML, no markdown code fences.
 - Return JSON: "reply" (the message), "sources" (ids of the passages you used), "answered"."""
 
-GUARDRAIL_RETRY = """Your previous draft stated {figures}, which appear in no passage, in the \
-company card or in the lead's words. Write the reply again using only figures that appear \
-there; if the figure the lead asks for is not there, say a person will confirm it."""
+GUARDRAIL_RETRY = """Your previous draft stated {figures}, which no passage or the company card \
+states in that form (the same amount, currency and period; the same kind of figure). Write the \
+reply again: prices and discounts only from a passage or the company card; the lead's words \
+only for their own budget, dates and counts, said back as theirs. If the figure the lead asks \
+for is not there, say a person will confirm it."""
 
 EMPTY_RETRY = """Your previous answer had no reply text. Write the reply to the lead now."""
+
+SCHEMA_RETRY = """Your previous answer was not usable: {problem}. Answer again with only the \
+JSON object asked for: "reply" (the message to the lead, as plain text a person would write on \
+a phone: no JSON, no HTML, no code fences), "sources" and "answered"."""
 
 BUMPUP_SYSTEM = """You write a short follow-up ("bump-up") on WhatsApp from {company} to a lead \
 who has not replied. Write in {language}, between 30 and 40 words, friendly and specific: \
@@ -86,6 +99,15 @@ def passages_text(passages: list[dict[str, Any]]) -> str:
         f"[{p['id']}] {p.get('title', '')} / {p.get('heading', '')}: {p['content']}"
         for p in passages
     )
+
+
+def last_question(text: str) -> str:
+    """The question a message ended with, or ""."""
+    stripped = text.strip()
+    if not stripped.endswith("?"):
+        return ""
+    parts = re.split(r"(?<=[.!?\u0964])\s+", stripped)
+    return parts[-1] if parts else ""
 
 
 def language_name(code: str) -> str:

@@ -7,6 +7,7 @@ The evaluation harness (bench/ai_eval.py) measures replies with these same defin
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import unicodedata
 
@@ -58,3 +59,27 @@ def fit(text: str, max_chars: int) -> str:
         return cut[:end].strip()
     words = cut[: max_chars - 1].rsplit(" ", 1)[0].rstrip(" ,;:")
     return words + "…"
+
+
+HTML_TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9-]*(?:\s[^<>]*)?/?>")
+CODE_FENCE = re.compile(r"```|~~~")
+
+
+def markup_in(text: str) -> str | None:
+    """What a lead must never see in a message: JSON, an HTML tag or a markdown code fence
+    (docs/ai.md 5.8). WhatsApp's own *bold* and _italics_ are fine."""
+    stripped = text.strip()
+    if CODE_FENCE.search(stripped):
+        return "a code fence"
+    if HTML_TAG.search(stripped):
+        return "HTML"
+    if stripped and stripped[0] in "{[" and stripped[-1] in "}]":
+        try:
+            json.loads(stripped)
+        except ValueError:
+            pass
+        else:
+            return "raw JSON"
+    if re.search(r'\{\s*"[^"]+"\s*:', stripped):
+        return "raw JSON"
+    return None

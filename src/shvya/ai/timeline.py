@@ -70,11 +70,12 @@ PATTERNS: list[tuple[re.Pattern[str], str]] = [
         (r"\b(?:next|coming|la proxima|la siguiente|agle|agla|agli)\s+"
          r"(?:week|semana|hafte|hafta)\b|\bsemana que viene\b", "next_week"),
         (r"\b(?:this|esta|is|iss)\s+(?:week|semana|hafte|hafta)\b", "this_week"),
-        (r"\b(?:next|coming|el proximo|el siguiente|agle|agla)\s+(?:month|mes|mahine|mahina)\b"
+        (r"\b(?:next|coming|d?el proximo|d?el siguiente|agle|agla)\s+"
+         r"(?:month|mes|mahine|mahina)\b"
          r"|\bmes que viene\b", "next_month"),
         (r"\b(?:this|este|is|iss)\s+(?:month|mes|mahine|mahina)\b|\bend of (?:the )?month\b",
          "this_month"),
-        (r"\b(?:next|coming|el proximo|el siguiente|agle|agla)\s+(?:year|ano|saal)\b"
+        (r"\b(?:next|coming|d?el proximo|d?el siguiente|agle|agla)\s+(?:year|ano|saal)\b"
          r"|\bano que viene\b", "next_year"),
         (r"\b(?:this|este|is|iss)\s+(?:year|ano|saal)\b", "this_year"),
         (r"\b(?:asap|as soon as possible|immediately|right away|urgently|urgent|"
@@ -84,8 +85,24 @@ PATTERNS: list[tuple[re.Pattern[str], str]] = [
          rf"{_MONTH}\b", "month"),
         (rf"\b{_MONTH}\s+(?:mein|me|tak|main|se)\b", "month"),
         (rf"\b(?:from|starting|start in|a partir de|desde)\s+{_MONTH}\b", "month"),
+        # Hindi in Devanagari, as fold() leaves it (no nukta): "अगले महीने", "अगले हफ्ते".
+        (r"(?:अगले|अगला|अगली)\s+(?:महीने|महीना|मास)", "next_month"),
+        (r"(?:अगले|अगला|अगली)\s+(?:हफ्ते|हफ्ता|सप्ताह)", "next_week"),
+        (r"(?:अगले|अगला)\s+(?:साल|वर्ष)", "next_year"),
+        (r"(?:इस)\s+(?:महीने|महीना|मास)", "this_month"),
+        (r"(?:इस)\s+(?:हफ्ते|हफ्ता|सप्ताह)", "this_week"),
+        (r"(?:जल्दी से जल्दी|जितनी जल्दी हो सके|तुरंत|अभी)", "asap"),
+        (r"(?<!\S)परसों(?!\S)", "day+2"),
+        (r"(?<!\S)आज(?!\S)", "day+0"),
     ]
 ]  # fmt: skip
+# A deadline around a timeline: "by next month", "agle mahine tak", "para el próximo mes",
+# "अगले महीने तक" are the lead's words for the same window; "before next month", "agle
+# mahine se pehle", "antes del próximo mes" end the day before it starts.
+DEADLINE_BEFORE = re.compile(r"(?:\b(?:by|until|till|no later than|para|hasta)\s+)$", re.IGNORECASE)
+DEADLINE_AFTER = re.compile(r"^(?:\s+(?:tak|tak mein|तक))(?!\w)", re.IGNORECASE)
+BEFORE_BEFORE = re.compile(r"(?:\b(?:before|antes(?: de(?:l)?)?)\s+)$", re.IGNORECASE)
+BEFORE_AFTER = re.compile(r"^(?:\s+(?:se pehle|se pahle|से पहले))(?!\w)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -95,10 +112,19 @@ class Timeline:
     end: date
 
 
+NUKTA = "\u093c"
+
+
 def fold(text: str) -> str:
     """Lower case without accents, so "próximo" and "proximo" read alike."""
     decomposed = unicodedata.normalize("NFKD", text.casefold())
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
+    # Devanagari's virama joins letters ("हफ्ते") and stays; its nukta ("हफ़्ते") goes, so a
+    # pattern written without it reads both spellings.
+    return "".join(
+        c
+        for c in decomposed
+        if c != NUKTA and (not unicodedata.combining(c) or "\u0900" <= c <= "\u097f")
+    )
 
 
 def _month_end(day: date) -> date:
@@ -138,9 +164,21 @@ def resolve_timeline(text: str, *, base: date) -> Timeline | None:
         if match is None:
             continue
         window = _window(kind, match, base)
-        if window is not None:
-            start, end = window
-            return Timeline(text=_original(text, match), start=start, end=end)
+        if window is None:
+            continue
+        start, end = window
+        left, right = match.start(), match.end()
+        head = BEFORE_BEFORE.search(folded[:left])
+        tail = BEFORE_AFTER.match(folded[right:])
+        if (head or tail) and start > base:
+            start, end = base, start - timedelta(days=1)
+        head = head or DEADLINE_BEFORE.search(folded[:left])
+        tail = tail or DEADLINE_AFTER.match(folded[right:])
+        if head is not None:
+            left = head.start()
+        elif tail is not None:
+            right += tail.end()
+        return Timeline(text=_original(text, folded, left, right), start=start, end=end)
     return None
 
 
@@ -182,8 +220,8 @@ def _window(kind: str, match: re.Match[str], base: date) -> tuple[date, date] | 
     return None
 
 
-def _original(text: str, match: re.Match[str]) -> str:
+def _original(text: str, folded: str, start: int, end: int) -> str:
     """The lead's own words for the match (folding keeps positions for Latin text)."""
     if len(fold(text)) == len(text):
-        return text[match.start() : match.end()]
-    return match.group(0)
+        return text[start:end]
+    return folded[start:end]

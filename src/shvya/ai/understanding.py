@@ -14,15 +14,20 @@ from __future__ import annotations
 import re
 import unicodedata
 import uuid
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field, ValidationError
 
 from shvya.ai.figures import budget_in
-from shvya.ai.timeline import resolve_timeline
+from shvya.ai.timeline import fold, resolve_timeline
 from shvya.crm.schemas import BANT_FIELDS, Intent
+
+if TYPE_CHECKING:
+    from shvya.conversations.models import Message
 
 Language = str  # en, hi, hinglish, es, or another ISO 639-1 code an LLM names
 
@@ -160,13 +165,44 @@ ANGRY_WORDS = re.compile(
     r"\b(angry|furious|terrible|worst|useless|pathetic|scam|fraud|cheated|disgusting|"
     r"ridiculous|unacceptable|horrible|awful|bakwas|bekar|ghatiya|dhokha|"
     r"p[eé]simo|estafa|fraude|verg[uü]enza|harto|harta|enojado|enojada|furioso|furiosa|"
-    r"indignante|in[uú]til|timo)\b",
+    r"indignante|in[uú]til|timo)\b|बकवास|घटिया|धोखा|बेकार|गुस्सा",
     re.IGNORECASE,
 )
+# A legal threat hands off whatever the sentence's form ("should I go to consumer court?").
 LEGAL_WORDS = re.compile(
-    r"\b(lawyer|legal|court|sue|lawsuit|consumer forum|consumer court|police|complaint|"
-    r"refund|chargeback|abogado|demanda|denuncia|reclamo|reclamaci[oó]n|queja|reembolso|"
-    r"devoluci[oó]n|profeco|paisa wapas|paise wapas)\b",
+    r"\b(lawyer|court|sue|suing|lawsuit|legal (?:action|notice)|consumer forum|"
+    r"consumer court|police|chargeback|abogado|demanda(?:r|ré)?|denuncia(?:r|ré)?|profeco|"
+    r"vakil|adalat|case (?:karunga|karungi|karenge|kar dunga)|oficina de consumo|"
+    r"hoja de reclamaciones|formal complaint|reclamaci[oó]n formal|queja formal)\b|"
+    r"वकील|अदालत|कोर्ट|पुलिस|"
+    r"उपभोक्ता फोरम",
+    re.IGNORECASE,
+)
+# A complaint needs a grievance: the lead demands their money back, or something of ours is
+# broken, late or wrongly charged. "What is your refund policy?" or "¿puedo devolverlo?"
+# names a policy and is a question (docs/ai.md 4).
+GRIEVANCE = re.compile(
+    r"\b(?:(?:want|need|demand|give me|return)\s+(?:my|our)\s+(?:money|payment)(?: back)?|"
+    r"(?:i|we)\s+(?:want|need|demand)\s+(?:a|my|our|the|an immediate)\s+refund|refund me|"
+    r"money back (?:now|immediately|today)|(?:is|are|was|arrived|came|it's)\s+(?:\w+ )?"
+    r"(?:broken|damaged|defective|faulty)|(?:doesn'?t|does not|isn'?t|is not|stopped|not)\s+"
+    r"work(?:ing)?|never (?:arrived|came|received|delivered)|charged (?:me )?twice|"
+    r"overcharged|charged (?:us|me) (?:twice|double)|"
+    r"(?:file|lodge|raise|make|register)\s+(?:a\s+)?(?:formal\s+)?complaint|"
+    r"this is a complaint|"
+    r"quiero (?:mi dinero|que me devuelvan|un reembolso|el reembolso|la devoluci[oó]n)|"
+    r"devu[eé]lvanme|devu[eé]lveme|devolv\w* (?:el|mi|nuestro) dinero|"
+    r"cobrad[oa] dos veces|cobr\w+ (?:dos veces|de m[aá]s)|no funciona|"
+    r"(?:est[aá]|lleg[oó]|vino)\s+(?:\w+ )?"
+    r"(?:rot[oa]|dañad[oa]|defectuos[oa])|nunca lleg[oó]|me cobraron (?:dos veces|de m[aá]s)|"
+    r"(?:poner|pongo|pondr[eé]|presentar|presento|hacer|hago) (?:una )?"
+    r"(?:queja|reclamaci[oó]n|reclamo)|"
+    r"(?:paisa|paise|paison|refund)\s+wap(?:a|i)s\s+(?:karo|kijiye|do|chahiye|chahie|karna)|"
+    r"mujhe refund chahiye|refund (?:do|karo|chahiye)|kaam nahi kar (?:raha|rahi|rahe)|"
+    r"kharab (?:hai|ho gaya|ho gayi|nikla|nikli)|toot gaya|toot gayi|"
+    r"shikayat (?:karni|darj|karunga|karungi))\b|"
+    r"पैसे वापस (?:करो|कीजिए|चाहिए|दो)|रिफंड (?:चाहिए|दो|करो)|काम नहीं कर|"
+    r"(?:ख़राब|खराब) (?:है|हो गया|हो गई|निकला)|टूट गया|टूट गई|शिकायत (?:दर्ज|करनी|करूँगा|करूंगा)",
     re.IGNORECASE,
 )
 OPT_OUT_PHRASES = re.compile(
@@ -237,18 +273,41 @@ DEMO_WORDS = re.compile(
 )
 GREETING_ONLY = re.compile(
     r"^\W*(hi+|hello+|hey+|namaste|namaskar|hola|buenas|buenos d[ií]as|buenas tardes|"
-    r"buenas noches|good (morning|afternoon|evening)|yo)\W*$",
+    r"buenas noches|good (morning|afternoon|evening)|yo|नमस्ते|नमस्कार)\W*$",
     re.IGNORECASE,
 )
+# Who decides. A lead who says they decide, or names a role that decides ("I'm the CTO",
+# "soy el CEO", "main company ka malik hoon"), is the decision maker; one who names someone
+# else who approves is an influencer, even with a senior title ("I'm the CTO but the board
+# signs off").
+SENIOR_ROLES = (
+    r"owner|co-?owner|founder|co-?founder|ceo|cto|cfo|coo|cmo|cio|md|managing director|"
+    r"president|director|proprietor|principal|partner|decision[- ]maker|boss|"
+    r"head of (?:the )?\w+|vp(?: of \w+)?|vice president(?: of \w+)?|chairman|chairperson"
+)
+SENIOR_ROLES_ES = (
+    r"due[nñ][oa]|director[a]?(?: general)?|gerente(?: general)?|jef[ea]|fundador[a]?|"
+    r"cofundador[a]?|propietari[oa]|socio|socia|presidente|presidenta|ceo|cto|cfo|coo|"
+    r"responsable de \w+"
+)
 AUTHORITY_SELF = re.compile(
-    r"\b(i decide|i'?ll decide|i will decide|my decision|i am the (owner|founder|ceo|director|"
-    r"decision maker|boss)|i'?m the (owner|founder|ceo|director|decision maker|boss)|i own|"
+    r"\b(i decide|i'?ll decide|i will decide|my decision|"
+    rf"i am (?:the |an? )?(?:{SENIOR_ROLES})|i'?m (?:the |an? )?(?:{SENIOR_ROLES})|i own|"
+    rf"as (?:the )?(?:{SENIOR_ROLES}),? i\b|"
     r"main decide|decision (main|mera|mai)|main hi decide|mera (hi )?decision|"
-    r"main (owner|malik) hoon|yo decido|decido yo|soy (el|la) (due[nñ][oa]|director[a]?|"
-    r"gerente|jef[ea]|fundador[a]?|propietari[oa])|la decisi[oó]n es m[ií]a|"
+    r"main (?:hi )?(?:faisla|decide|decision) (?:karunga|karungi|lunga|lungi|loonga|loongi)|"
+    r"faisla (?:main|mera)|mera (?:hi )?faisla|"
+    r"yo decido|decido yo|"
+    rf"soy (?:el |la |un |una )?(?:{SENIOR_ROLES_ES})|la decisi[oó]n es m[ií]a|"
     r"it'?s my call|(?:it'?s |it is )?my call|i sign off|sign off on (?:this|it) myself|"
     r"i'?m paying(?: for it)? myself|i make the (?:call|decision)|i'?m the one who decides|"
-    r"main (?:hi )?(?:\w+ ){0,3}(?:owner|malik|maalik) hoon|yo (?:lo )?pago|lo pago yo)\b",
+    rf"main (?:hi )?(?:\w+ ){{0,3}}(?:owner|malik|maalik|{SENIOR_ROLES}) hoon|"
+    r"yo (?:lo )?pago|lo pago yo)\b|"
+    r"मैं ही (?:फ़ैसला|फैसला|निर्णय|डिसाइड) (?:करूँगा|करूंगा|करूँगी|करूंगी|लूँगा|लूंगा|लूँगी|लूंगी)|"
+    r"(?:फ़ैसला|फैसला|निर्णय) मैं (?:ही )?(?:करूँगा|करूंगा|करूँगी|करूंगी|लूँगा|लूंगा|लूँगी|लूंगी)|"
+    r"(?:फ़ैसला|फैसला|निर्णय) मेरा (?:ही )?है|"
+    r"मैं (?:\S+ ){0,3}(?:मालिक|संस्थापक|सीईओ|डायरेक्टर|निदेशक|प्रमुख) हूँ|"
+    r"मैं (?:\S+ ){0,3}(?:मालिक|संस्थापक|सीईओ|डायरेक्टर|निदेशक|प्रमुख) हूं",
     re.IGNORECASE,
 )
 AUTHORITY_OTHER = re.compile(
@@ -258,16 +317,20 @@ AUTHORITY_OTHER = re.compile(
     r"(decide|decision|puch|poochh)|(papa|boss|manager) (decide|se puch)|"
     r"(mi|mis) (jef[ea]|socio|socia|esposa|esposo|marido|mujer|padre|gerente|director[a]?)|"
     r"tengo que (consultar|preguntar|hablar)|"
-    r"\b(?:our|my) (?:\w+ ){0,2}(?:manager|boss|director|head|owner|ceo|cfo|partner|wife|"
-    r"husband|parents?) (?:signs? off|decides|approves|will decide|has to approve)|"
+    r"\b(?:our|my|the) (?:\w+ ){0,2}(?:manager|boss|director|head|owner|ceo|cfo|partner|wife|"
+    r"husband|parents?|board|investors|management|procurement|cofounder|co-founder) "
+    r"(?:signs? off|decides|approves|will decide|has to approve|have to approve|"
+    r"needs? to approve)|"
     r"tiene que aprobar|tienen que aprobar|lo aprueba|(?:\w+ ){0,2}decide karenge)",
     re.IGNORECASE,
 )
 ROLE = re.compile(
-    r"\b(vp of \w+|vp|coordinator|owner|founder|co-?founder|ceo|cto|cfo|director|manager|"
+    r"\b(vp of \w+|vp|coordinator|owner|founder|co-?founder|ceo|cto|cfo|coo|cmo|cio|"
+    r"managing director|director[a]?|manager|president|proprietor|"
     r"head of \w+|partner|"
     r"due[nñ][oa]|gerente|jef[ea]|fundador[a]?|propietari[oa]|malik|boss|papa|dad|father|"
-    r"wife|husband|esposa|esposo|marido|socio|socia)\b",
+    r"wife|husband|esposa|esposo|marido|socio|socia|presidente|presidenta)\b|"
+    r"मालिक|संस्थापक|सीईओ|डायरेक्टर|निदेशक|प्रमुख",
     re.IGNORECASE,
 )
 NEED_VERBS = (
@@ -281,7 +344,7 @@ NEED_VERB = re.compile(rf"\b(?:{NEED_VERBS}|lo|la|it|this|that)\b", re.IGNORECAS
 # Hindi puts what is wanted before the verb: "ghar khud ke rehne ke liye chahiye".
 NEED_BEFORE_VERB = re.compile(
     r"[^.?!\n,]{3,60}?\s+(?:chahiye|chahie|lena hai|karna hai|lagwana hai|banwana hai|"
-    r"karwana hai|join karna hai)",
+    r"karwana hai|join karna hai|चाहिए|चाहिये|लेना है|करना है)",
     re.IGNORECASE,
 )
 QUESTION_START = re.compile(
@@ -370,13 +433,18 @@ def understand_by_rules(
     )
     budget = budget_in(stripped, default_currency=default_currency)
     authority = None
-    if AUTHORITY_SELF.search(stripped) or AUTHORITY_OTHER.search(stripped):
-        self_match = AUTHORITY_SELF.search(stripped)
-        match = self_match or AUTHORITY_OTHER.search(stripped)
+    self_match, other_match = AUTHORITY_SELF.search(stripped), AUTHORITY_OTHER.search(stripped)
+    if self_match or other_match:
+        # "I'm the CTO, but my board approves": a title is not the decision when the lead
+        # names who makes it; "I decide" is.
+        decides = self_match is not None and (
+            other_match is None or not ROLE.fullmatch(_role_words(self_match.group(0)))
+        )
+        match = self_match if decides else (other_match or self_match)
         assert match is not None
         role = ROLE.search(match.group(0)) or ROLE.search(stripped)
         authority = AuthorityOut(
-            decision_maker=self_match is not None,
+            decision_maker=decides,
             role=role.group(0).lower() if role else None,
             text=match.group(0),
         )
@@ -393,7 +461,7 @@ def understand_by_rules(
     handoff_reason: Literal["asked_for_person", "angry", "legal_or_complaint"] | None = None
     if asks_for_person(stripped):
         handoff_reason = "asked_for_person"
-    elif LEGAL_WORDS.search(stripped):
+    elif LEGAL_WORDS.search(stripped) or GRIEVANCE.search(stripped):
         handoff_reason = "legal_or_complaint"
     elif ANGRY_WORDS.search(stripped):
         handoff_reason = "angry"
@@ -438,15 +506,32 @@ def understand_by_rules(
     )
 
 
+# Words around a "when" that say nothing of what: "humein agle mahine tak chahiye" is a
+# timeline, not a need (docs/ai.md 4).
+NEED_FILLER = frozenset(
+    """tak pehle pahle humein hamein hame hume humko hamko mujhe muje by before until till
+    latest antes hasta we us it हमें हमको मुझे तक से पहले चाहिए चाहिये है""".split()
+)
+
+
+def _role_words(text: str) -> str:
+    """ "I'm the CTO" -> "CTO": what is left of a self-description once "I am the" goes."""
+    return re.sub(
+        r"^(?:i'?m|i am|as|soy|main)\s+(?:the |an? |el |la |un |una )?", "", text, flags=re.I
+    ).strip()
+
+
 def _need(text: str) -> str | None:
     cleaned = text.strip(" ,;:")[:300]
     # "I need it next month" / "lo necesito el próximo mes" say when, not what.
     if len(cleaned.split()) < 2 or re.fullmatch(r"\w+\s+(it|this|that|one|lo|eso)\b.*", cleaned):
         return None
     when = resolve_timeline(cleaned, base=date(2000, 1, 1))
-    rest = cleaned.replace(when.text, " ") if when is not None else cleaned
+    rest = fold(cleaned).replace(fold(when.text), " ") if when is not None else cleaned
     rest = NEED_VERB.sub(" ", rest)
-    if not [w for w in words(rest) if w not in STOPWORDS]:
+    # Split on spaces, not \w: Devanagari's vowel signs are not word characters.
+    tokens = re.findall(r"[^\s,.;:!?\u0964]+", unicodedata.normalize("NFKC", rest).casefold())
+    if not [w for w in tokens if w not in STOPWORDS and w not in NEED_FILLER]:
         return None
     return cleaned
 
@@ -471,7 +556,8 @@ def merge_bant(
     default_currency: str,
 ) -> tuple[dict[str, Any], list[str]]:
     """The lead's BANT after this message, and the fields it changed. Unknown never
-    overwrites known; a newer known value does."""
+    overwrites known; a newer known value does, an older one (imported history read late)
+    does not."""
     origin = {"message_id": str(message_id), "at": received_at.isoformat()}
     found: dict[str, dict[str, Any]] = {}
     if understood.budget is not None:
@@ -510,9 +596,21 @@ def merge_bant(
         old = current.get(field)
         if isinstance(old, dict) and {k: old.get(k) for k in new} == new:
             continue
+        if isinstance(old, dict) and _said_after(old, received_at):
+            continue
         merged[field] = {**new, **origin}
         changed.append(field)
     return merged, changed
+
+
+def _said_after(entry: dict[str, Any], moment: datetime) -> bool:
+    try:
+        said = datetime.fromisoformat(str(entry.get("at")))
+    except ValueError:
+        return False
+    if said.tzinfo is None or moment.tzinfo is None:
+        return said.replace(tzinfo=None) > moment.replace(tzinfo=None)
+    return said > moment
 
 
 def _plain(amount: float) -> int | float:
@@ -522,3 +620,71 @@ def _plain(amount: float) -> int | float:
 
 def bant_known(bant: dict[str, Any], field: str) -> bool:
     return isinstance(bant.get(field), dict)
+
+
+# --- messages no understanding has read -------------------------------------------------------
+
+UNREAD_SCAN = 500  # how far back a run looks for lead messages nobody understood
+
+
+@dataclass(frozen=True)
+class Read:
+    """One lead message understood by the rules after the fact, with its own time."""
+
+    message_id: uuid.UUID
+    received_at: datetime  # aware
+    understood: Understanding
+
+
+def read_unread(
+    messages: list[Message],
+    *,
+    skip: set[uuid.UUID],
+    default_currency: str,
+    default_language: str,
+) -> list[Read]:
+    """The rules' reading of the lead's messages that no understanding has read yet (imported
+    history, messages that came while the AI was paused or switched off), oldest first. A
+    message an understanding read carries meta["understood"]; `skip` holds the ones the
+    caller understands itself. Writes nothing (docs/ai.md 4)."""
+    read: list[Read] = []
+    for message in messages:
+        if (
+            message.direction != "in"
+            or message.id in skip
+            or message.meta.get("understood")
+            or message.meta.get("opt_keyword")
+            or not message.text.strip()
+        ):
+            continue
+        at = message.received_at or message.created_at
+        read.append(
+            Read(
+                message_id=message.id,
+                received_at=at if at.tzinfo is not None else at.replace(tzinfo=UTC),
+                understood=understand_by_rules(
+                    message.text,
+                    default_currency=default_currency,
+                    default_language=default_language,
+                ),
+            )
+        )
+    return read
+
+
+def merge_read(
+    bant: dict[str, Any], read: list[Read], *, timezone: str, default_currency: str
+) -> tuple[dict[str, Any], list[str]]:
+    """BANT with what `read` says merged in, message by message, and the fields it changed."""
+    changed: list[str] = []
+    for item in read:
+        bant, fields = merge_bant(
+            bant,
+            item.understood,
+            message_id=item.message_id,
+            received_at=item.received_at,
+            local_date=item.received_at.astimezone(ZoneInfo(timezone)).date(),
+            default_currency=default_currency,
+        )
+        changed += [f for f in fields if f not in changed]
+    return bant, changed

@@ -469,6 +469,13 @@ DEFAULT_SUMMARY_EVERY = 5
 _CLEARABLE = frozenset({"phone_region", "handoff_message"})
 
 
+def lead_facing_name(company: Company) -> str:
+    """The company's name as a lead may read it: "" for the installation's unnamed first
+    company ("Default" is our placeholder, never a name to greet a lead with)."""
+    name = company.name.strip()
+    return "" if name == DEFAULT_COMPANY_NAME else name
+
+
 def summary_every(company: Company) -> int:
     value = company.settings.get("summary_every", DEFAULT_SUMMARY_EVERY)
     return value if isinstance(value, int) and value > 0 else DEFAULT_SUMMARY_EVERY

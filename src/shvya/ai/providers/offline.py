@@ -40,6 +40,9 @@ LANGUAGES = ("en", "hi", "hinglish", "es")
 PHRASES: dict[str, dict[str, str]] = {
     "en": {
         "greeting": "Hi{name}! Thanks for reaching out to {company}.",
+        "greeting_no_company": "Hi{name}! Thanks for reaching out.",
+        "hello": "Hi{name}!",
+        "noted": "Thanks{name}, noted: {facts}.",
         "lead_in": "",
         "unknown": (
             "I don't have that information, and I'd rather not guess. "
@@ -54,6 +57,9 @@ PHRASES: dict[str, dict[str, str]] = {
     },
     "hi": {
         "greeting": "नमस्ते{name}! {company} से संपर्क करने के लिए धन्यवाद।",
+        "greeting_no_company": "नमस्ते{name}! संपर्क करने के लिए धन्यवाद।",
+        "hello": "नमस्ते{name}!",
+        "noted": "धन्यवाद{name}, मैंने नोट कर लिया: {facts}।",
         "lead_in": "आपके सवाल का जवाब:",
         "unknown": (
             "मेरे पास अभी यह जानकारी नहीं है, और मैं अंदाज़ा नहीं लगाऊँगा। मैं टीम से पूछकर आपको बताता हूँ।"
@@ -64,6 +70,9 @@ PHRASES: dict[str, dict[str, str]] = {
     },
     "hinglish": {
         "greeting": "Hi{name}! {company} se contact karne ke liye thank you.",
+        "greeting_no_company": "Hi{name}! Contact karne ke liye thank you.",
+        "hello": "Hi{name}!",
+        "noted": "Thank you{name}, maine note kar liya: {facts}.",
         "lead_in": "Aapke sawal ka jawab:",
         "unknown": (
             "Yeh information abhi mere paas nahi hai, aur main guess nahi karunga. "
@@ -77,6 +86,9 @@ PHRASES: dict[str, dict[str, str]] = {
     },
     "es": {
         "greeting": "¡Hola{name}! Gracias por escribir a {company}.",
+        "greeting_no_company": "¡Hola{name}! Gracias por escribirnos.",
+        "hello": "¡Hola{name}!",
+        "noted": "Gracias{name}, tomo nota: {facts}.",
         "lead_in": "Claro, te cuento:",
         "unknown": (
             "No tengo esa información y prefiero no adivinar. "
@@ -113,6 +125,48 @@ BANT_QUESTIONS: dict[str, dict[str, str]] = {
         "timeline": "¿Para cuándo te gustaría empezar?",
     },
 }
+# What the lead just told us, said back in a few words (docs/ai.md 5.7): {text} is their words.
+NOTED: dict[str, dict[str, str]] = {
+    "en": {
+        "budget": "a budget of {text}",
+        "timeline": "timing {text}",
+        "decision_maker": "you make the decision",
+        "influencer": "someone else signs off",
+        "need": "what you need",
+    },
+    "es": {
+        "budget": "un presupuesto de {text}",
+        "timeline": "plazo {text}",
+        "decision_maker": "la decisión es tuya",
+        "influencer": "alguien más lo aprueba",
+        "need": "lo que necesitas",
+    },
+    "hinglish": {
+        "budget": "budget {text}",
+        "timeline": "timeline {text}",
+        "decision_maker": "decision aap lenge",
+        "influencer": "decision koi aur lega",
+        "need": "aapki requirement",
+    },
+    "hi": {
+        "budget": "बजट {text}",
+        "timeline": "समय {text}",
+        "decision_maker": "फ़ैसला आप लेंगे",
+        "influencer": "फ़ैसला कोई और लेगा",
+        "need": "आपकी ज़रूरत",
+    },
+}
+# A stage's configured question that asks for a BANT field we know already is not asked.
+ASKS_FOR = {
+    "budget": re.compile(r"budget|presupuesto|बजट", re.IGNORECASE),
+    "timeline": re.compile(r"\bwhen\b|cu[aá]ndo|\bkab\b|कब", re.IGNORECASE),
+    "authority": re.compile(r"decision|decide|decisi[oó]n|फ़ैसला|फैसला", re.IGNORECASE),
+}
+GREETING_START = re.compile(
+    r"^\W*(?:hi+|hello+|hey+|namaste|namaskar|hola|buenas|buenos d[ií]as|buenas tardes|"
+    r"good (?:morning|afternoon|evening)|नमस्ते|नमस्कार)(?=[\s,.!?¡¿]|$)",
+    re.IGNORECASE,
+)
 # Bump-ups: {name} is the first name (or "there"), {topic} a few words on the conversation.
 BUMPUPS: dict[str, list[str]] = {
     "en": [
@@ -296,15 +350,62 @@ def _first_name(context: dict[str, Any]) -> str:
 
 
 def next_question(context: dict[str, Any], language: str) -> str | None:
+    """The stage's question, or the first BANT question still open; never a field we know
+    (what this run learnt included), never the question our last message ended with."""
     stage = context.get("stage") or {}
+    known = context.get("bant") or {}
+    last_reply = str(context.get("last_reply") or "")
     configured = stage.get("ask_next")
     if isinstance(configured, str) and configured.strip():
-        return configured.strip()
-    known = context.get("bant") or {}
+        question = configured.strip()
+        asks_known = any(
+            known.get(field) and pattern.search(question) for field, pattern in ASKS_FOR.items()
+        )
+        if asks_known or question in last_reply:
+            return None
+        return question
     for field in ("need", "budget", "authority", "timeline"):
-        if not known.get(field):
-            return BANT_QUESTIONS[language][field]
+        question = BANT_QUESTIONS[language][field]
+        if not known.get(field) and question not in last_reply:
+            return question
     return None
+
+
+NEED_LEAD = re.compile(
+    r"^(?:need|want|require|looking for|searching for|interested in|would like|hoping to|"
+    r"necesito|necesitamos|busco|buscamos|quiero|queremos|me interesa|quisiera)\s+",
+    re.IGNORECASE,
+)
+NEED_TAIL = re.compile(r"\s+(?:chahiye|chahie|lena hai|चाहिए|चाहिये)$", re.IGNORECASE)
+
+
+def _wanted(need: str) -> str:
+    """What the lead wants in their own words, without the verb ("need a CRM for 10 reps" ->
+    "a CRM for 10 reps"), or "" when that is more than a short phrase."""
+    wanted = NEED_TAIL.sub("", NEED_LEAD.sub("", need.strip(" .,!?"))).strip()
+    if wanted.casefold().startswith(("to ", "que ")) or wanted == need.strip(" .,!?"):
+        return ""  # "want to go live": a plan, not a thing to name back
+    return wanted if 0 < len(wanted.split()) <= 8 else ""
+
+
+def noted(context: dict[str, Any], language: str) -> str | None:
+    """What the lead just told us (the BANT this run learnt), said back: "a budget of 5 lakh,
+    timing next month". Their own words, so no figure of ours is stated."""
+    learnt = context.get("learnt") or {}
+    phrases = NOTED[language]
+    facts: list[str] = []
+    for field in ("budget", "timeline", "authority", "need"):
+        entry = learnt.get(field)
+        if not isinstance(entry, dict):
+            continue
+        if field == "authority":
+            facts.append(phrases[str(entry.get("value") or "influencer")])
+        elif field == "need":
+            wanted = _wanted(str(entry.get("value") or ""))
+            facts.append(wanted or phrases["need"])
+        elif entry.get("text"):
+            facts.append(phrases[field].format(text=str(entry["text"]).strip(" .,!?")))
+    return ", ".join(facts) if facts else None
 
 
 class OfflineProvider:
@@ -344,22 +445,31 @@ class OfflineProvider:
         phrases = PHRASES[language]
         first = _first_name(context)
         name = f" {first}" if first else ""
-        company = str((context.get("company") or {}).get("name") or "us")
+        # A company without a name of its own greets without one (docs/ai.md 5.7).
+        company = str((context.get("company") or {}).get("name") or "").strip()
         intent = str(context.get("intent") or "")
         passages = list(context.get("passages") or [])
         parts: list[str] = []
         used: list[str] = []
         answered = True
         follow_up = next_question(context, language)
+        learnt = noted(context, language)
         if intent == "not_interested":
             parts.append(phrases["goodbye"].format(name=name))
             follow_up = None
         elif GREETING_ONLY.match(question.strip()) or not content_words(question):
-            parts.append(phrases["greeting"].format(name=name, company=company))
+            greeting = phrases["greeting"] if company else phrases["greeting_no_company"]
+            parts.append(greeting.format(name=name, company=company))
             about = ((context.get("company") or {}).get("card") or {}).get("about")
             if isinstance(about, str) and about.strip():
                 parts.append(about.strip())
         else:
+            greeted = GREETING_START.match(question) is not None
+            if greeted:
+                parts.append(phrases["hello"].format(name=name))
+            if learnt:
+                # "Hi, I'm the CTO, ...": greeted, then thanked for what they told.
+                parts.append(phrases["noted"].format(name="" if greeted else name, facts=learnt))
             sentences = answers_to(question, passages)
             is_question = intent in ("question", "price_inquiry", "") or "?" in question
             if sentences:
@@ -374,12 +484,14 @@ class OfflineProvider:
             elif is_question:
                 parts.append(phrases["unknown"])
                 answered = False
-            else:
+            elif not learnt:
                 parts.append(phrases["ack"].format(name=name))
         if follow_up:
             parts.append(follow_up)
         max_chars = int((context.get("stage") or {}).get("max_chars") or 700)
-        return {"answered": answered, "passage_ids": used}, fit(" ".join(parts), max_chars)
+        reply = fit(" ".join(parts), max_chars)
+        # The reply schema every provider answers (prompts.ENGAGE_SCHEMA).
+        return {"reply": reply, "sources": used, "answered": answered}, reply
 
     def _bumpup(self, context: dict[str, Any]) -> str:
         language = _language(context)
@@ -411,36 +523,112 @@ class OfflineProvider:
         return text
 
     def _summary(self, context: dict[str, Any]) -> str:
-        """Three to five sentences for the sales team (in English)."""
+        """Three to five sentences for the sales team (in English): who wrote about what,
+        their BANT, what they asked and what we offered, what is agreed and what is open,
+        and where the lead stands (docs/ai.md 7)."""
         turns = [t for t in context.get("turns") or [] if isinstance(t, dict)]
         lead_lines = [str(t.get("text", "")) for t in turns if t.get("direction") == "in"]
         ours = len(turns) - len(lead_lines)
         name = str((context.get("lead") or {}).get("name") or "").strip() or "The lead"
-        company = str((context.get("company") or {}).get("name") or "us")
+        company = str((context.get("company") or {}).get("name") or "").strip() or "us"
         bant = context.get("bant") or {}
         need = (bant.get("need") or {}).get("value") if isinstance(bant.get("need"), dict) else None
+        status = str(context.get("status") or "").strip().rstrip(".")
         if not lead_lines:
             return (
                 f"{name} has not written to {company} yet. No budget, need or timeline is "
                 f"known. We have sent {ours} message(s) so far."
             )
         topic = _quote(need or lead_lines[0], 14)
-        result = [f"{name} wrote to {company} about “{topic}”."]
-        result.append(_bant_sentence(bant))
-        if len(lead_lines) > 1:
-            result.append(f"Their latest message: “{_quote(lead_lines[-1], 20)}”.")
+        result = [f"{name} wrote to {company} about “{topic}”.", _bant_sentence(bant)]
+        asked, offered, agreed, open_questions = _conversation_points(turns)
+        exchange: list[str] = []
+        if asked:
+            exchange.append("they asked " + " and ".join(f"“{_quote(q, 12)}”" for q in asked))
+        if offered:
+            exchange.append("we quoted " + " and ".join(f"“{_quote(o, 16)}”" for o in offered))
+        if exchange:
+            sentence = "; ".join(exchange)
+            result.append(sentence[0].upper() + sentence[1:] + ".")
+        where: list[str] = []
+        if agreed:
+            where.append(f"they agreed: “{_quote(agreed, 12)}”")
+        if open_questions:
+            where.append(
+                "still open: " + " and ".join(f"“{_quote(q, 12)}”" for q in open_questions)
+            )
+        if status:
+            where.append(status[0].lower() + status[1:])
+        if where:
+            sentence = "; ".join(where)
+            result.append(sentence[0].upper() + sentence[1:] + ".")
         stage = str(context.get("stage_name") or "")
-        where = f"The lead is in the {stage} stage, with" if stage else "So far there are"
-        result.append(f"{where} {len(lead_lines)} message(s) from them and {ours} from us.")
-        status = context.get("status")
-        if isinstance(status, str) and status:
-            result.append(status.rstrip(".") + ".")
+        at = f"The lead is in the {stage} stage, with" if stage else "So far there are"
+        result.append(f"{at} {len(lead_lines)} message(s) from them and {ours} from us.")
         return " ".join(result[:5])
 
 
+QUESTION = re.compile(
+    r"\?|^\s*¿|^\s*(?:what|how|when|where|which|who|why|do|does|is|are|can|could|will|kya|"
+    r"kaise|kab|kahan|kitna|kitne|qu[eé]|c[oó]mo|cu[aá]ndo|d[oó]nde|cu[aá]l|cu[aá]nto)\b|"
+    r"क्या|कैसे|कब|कितन",
+    re.IGNORECASE,
+)
+AGREED = re.compile(
+    r"\b(?:let'?s (?:do it|go ahead|proceed|book)|go ahead|sign me up|deal\b|book (?:it|me|the)|"
+    r"i'?ll take (?:it|the)|we'?ll take (?:it|the)|confirm(?:ed)?\b|sounds good|"
+    r"de acuerdo|trato hecho|adelante|lo tomo|lo quiero|confirmo|reserv(?:a|o|en)|"
+    r"theek hai,? (?:book|kar|le)|pakka|done hai|chalo (?:book|karte)|book kar do)|"
+    r"ठीक है|पक्का|बुक कर",
+    re.IGNORECASE,
+)
+# What we sent that answers nothing: a bump-up, an opt-out notice.
+NOT_AN_ANSWER = frozenset({"bumpup", "opt_out_confirmation"})
+# What we sent that answers a question without its answer.
+NO_ANSWER_GIVEN = frozenset({"handoff", "safe_answer"})
+
+
+def _conversation_points(
+    turns: list[dict[str, Any]],
+) -> tuple[list[str], list[str], str | None, list[str]]:
+    """What the lead asked (their last two questions), what we offered (our last two sentences
+    with a price), what they agreed to (their last yes) and their questions no answer of ours
+    followed, or only a handoff did."""
+    asked: list[str] = []
+    offered: list[str] = []
+    agreed: str | None = None
+    open_questions: list[str] = []
+    waiting: list[str] = []  # the lead's questions since our last answer
+    for turn in turns:
+        text = str(turn.get("text") or "").strip()
+        if not text:
+            continue
+        if turn.get("direction") == "in":
+            questions = [p for p in re.split(r"(?<=[.!?])\s+|\n+", text) if QUESTION.search(p)]
+            asked = [*[q for q in asked if q not in questions], *questions][-2:]
+            waiting += questions
+            if AGREED.search(text) and not questions:
+                agreed = text
+            continue
+        purpose = turn.get("purpose")
+        if purpose in NOT_AN_ANSWER:
+            continue
+        if purpose in NO_ANSWER_GIVEN:
+            open_questions = [*open_questions, *waiting]
+        else:
+            for sentence in re.split(r"(?<=[.!?])\s+", text):
+                if MONEY.search(sentence) and sentence not in offered:
+                    offered = [*offered, sentence][-2:]
+        waiting = []
+    open_questions = list(dict.fromkeys([*open_questions, *waiting]))[-2:]
+    return asked, offered, agreed, open_questions
+
+
 def _quote(text: str, max_words: int) -> str:
-    """Their words inside one of our sentences: no sentence ends inside, at most max_words."""
-    cleaned = re.sub(r"[.!?।…]+", ",", text).replace("“", "").replace("”", "").replace('"', "")
+    """Their words inside one of our sentences: no sentence ends inside ("1.5" stays), at
+    most max_words."""
+    cleaned = re.sub(r"[.!?।…]+(?=\s|$)", ",", text)
+    cleaned = cleaned.replace("“", "").replace("”", "").replace('"', "").lstrip("¿¡")
     cleaned = re.sub(r"\s+", " ", cleaned).strip(" ,")
     tokens = cleaned.split()
     return " ".join(tokens[:max_words]) + ("…" if len(tokens) > max_words else "")
@@ -450,7 +638,9 @@ def _bant_sentence(bant: dict[str, Any]) -> str:
     known: list[str] = []
     budget = bant.get("budget")
     if isinstance(budget, dict) and budget.get("amount") is not None:
-        known.append(f"budget {budget['amount']:,} {budget.get('currency') or ''}".strip())
+        said = _quote(str(budget.get("text") or ""), 6)
+        words = f" (“{said}”)" if said else ""
+        known.append(f"budget {budget['amount']:,} {budget.get('currency') or ''}".strip() + words)
     timeline = bant.get("timeline")
     if isinstance(timeline, dict):
         window = (
