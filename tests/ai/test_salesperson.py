@@ -533,12 +533,12 @@ def test_a_greeting_is_returned_before_the_answer(desk: Desk, text: str, opening
     [
         (
             "Hi, our budget is 50,000 INR",
-            "Hi Priya! Thanks, noted: a budget of 50,000 INR.",
+            "Hi Priya! Thanks, noted: your budget of 50,000 INR.",
             "budget",
         ),
         (
             "Hola, tenemos un presupuesto de 50 mil pesos",
-            "¡Hola Priya! Gracias, tomo nota: un presupuesto de 50 mil pesos.",
+            "¡Hola Priya! Gracias, tomo nota: tu presupuesto de 50 mil pesos.",
             "presupuesto",
         ),
         (
@@ -574,7 +574,7 @@ def test_no_reply_ends_with_the_same_question_as_the_one_before(desk: Desk) -> N
         assert not before or before != after, closings
     replies = [m["text"] for m in desk.replies(lead_id)]
     assert replies[3].startswith("Thanks, noted: a CRM for our sales team.")  # their words
-    assert replies[4].startswith("Thanks, noted: a budget of 5 lakh.")
+    assert replies[4].startswith("Thanks, noted: your budget of 5 lakh.")
     # What the lead told is never asked again.
     assert "What are you hoping to solve or buy?" not in closings[3:]
     assert "What budget do you have in mind?" not in closings[4:]

@@ -126,30 +126,32 @@ BANT_QUESTIONS: dict[str, dict[str, str]] = {
     },
 }
 # What the lead just told us, said back in a few words (docs/ai.md 5.7): {text} is their words.
+# A budget is said back as theirs ("your budget of"), the only way the figure guardrail lets
+# the lead's words ground money (docs/ai.md 6).
 NOTED: dict[str, dict[str, str]] = {
     "en": {
-        "budget": "a budget of {text}",
+        "budget": "your budget of {text}",
         "timeline": "timing {text}",
         "decision_maker": "you make the decision",
         "influencer": "someone else signs off",
         "need": "what you need",
     },
     "es": {
-        "budget": "un presupuesto de {text}",
+        "budget": "tu presupuesto de {text}",
         "timeline": "plazo {text}",
         "decision_maker": "la decisión es tuya",
         "influencer": "alguien más lo aprueba",
         "need": "lo que necesitas",
     },
     "hinglish": {
-        "budget": "budget {text}",
+        "budget": "aapka budget {text}",
         "timeline": "timeline {text}",
         "decision_maker": "decision aap lenge",
         "influencer": "decision koi aur lega",
         "need": "aapki requirement",
     },
     "hi": {
-        "budget": "बजट {text}",
+        "budget": "आपका बजट {text}",
         "timeline": "समय {text}",
         "decision_maker": "फ़ैसला आप लेंगे",
         "influencer": "फ़ैसला कोई और लेगा",
