@@ -18,7 +18,9 @@ from pydantic import (
     model_validator,
 )
 
-from shvya.schemas import SafeStr, StrictInput
+from shvya.conversations.schemas import MAX_TEXT_CHARS, MessageText
+from shvya.crm.models import Channel
+from shvya.schemas import NOT_BLANK, SafeStr, StrictInput
 
 
 class MediaKind(StrEnum):
@@ -169,6 +171,62 @@ class SendResultOut(BaseModel):
 
 
 # --- API shapes ---------------------------------------------------------------------------
+
+
+class PersonMessageIn(StrictInput):
+    """A person's message to a lead: exactly one of text, template or media."""
+
+    channel: Channel | None = Field(
+        default=None,
+        description="Where it goes; default: the channel the lead last wrote on",
+    )
+    text: MessageText | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_TEXT_CHARS,
+        pattern=NOT_BLANK,
+        description=f"Free-form text, at most {MAX_TEXT_CHARS} characters (WhatsApp's limit); "
+        "on WhatsApp only inside the 24-hour window",
+    )
+    template: TemplateSend | None = Field(
+        default=None,
+        description="An approved template (see GET /templates) and its parameters: what "
+        "WhatsApp allows outside the 24-hour window",
+    )
+    media: Media | None = Field(
+        default=None,
+        description="An image, document, audio or video by its http(s) `link`, with an "
+        "optional caption (not on audio) and filename (documents)",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PersonMessageIn:
+        given = [f for f in ("text", "template", "media") if getattr(self, f) is not None]
+        if len(given) != 1:
+            shown = ", ".join(given) if given else "none"
+            raise ValueError(f"give exactly one of text, template or media (got {shown})")
+        return self
+
+    def content(self) -> OutboundContent:
+        return OutboundContent(text=self.text, template=self.template, media=self.media)
+
+
+class VerdictOut(BaseModel):
+    decision: Literal["send_now", "wait"] = Field(
+        description="send_now: the job sends it now; wait: the router defers it until `until`"
+    )
+    until: datetime | None = None
+    reason: str | None = Field(default=None, description="Why it waits (pacing, throughput)")
+    detail: str
+
+
+class PersonMessageOut(BaseModel):
+    message_id: uuid.UUID = Field(description="The message the lead will get")
+    job_id: uuid.UUID = Field(description="The agent.reply job that sends it")
+    lead_id: uuid.UUID
+    channel: str
+    status: str = Field(description="queued: see it in GET /leads/{id}/messages")
+    verdict: VerdictOut
 
 
 # Meta's numeric ids (phone_number_id, WABA id).

@@ -7,20 +7,42 @@ from zoneinfo import available_timezones
 
 import phonenumbers
 import pycountry
-from pydantic import AfterValidator, BaseModel, Field, StrictBool
+from pydantic import AfterValidator, BaseModel, EmailStr, Field, StrictBool, model_validator
 
-from shvya.schemas import NOT_A_BOOL, RowOut, SafeStr, StrictInput, leave_out_or_set, one_of
+from shvya.schemas import (
+    NOT_A_BOOL,
+    NOT_BLANK,
+    RowOut,
+    SafeStr,
+    StrictInput,
+    leave_out_or_set,
+    one_of,
+)
 from shvya.tenancy.models import Role
 
 
 class ApiKeyCreateIn(StrictInput):
     name: SafeStr = Field(default="", max_length=200)
-    role: Role
+    role: Role | None = Field(
+        default=None, description="Required for a key without a user; a user's key has theirs"
+    )
+    user_id: uuid.UUID | None = Field(
+        default=None,
+        description="The person the key belongs to (POST /users): it then acts as "
+        "`user:<id>`, the actor of its messages and events",
+    )
+
+    @model_validator(mode="after")
+    def _role_or_user(self) -> ApiKeyCreateIn:
+        if self.role is None and self.user_id is None:
+            raise ValueError("give a role, or the user_id of the person the key belongs to")
+        return self
 
 
 class ApiKeyOut(RowOut):
     name: str
     role: str
+    user_id: uuid.UUID | None = Field(description="The person the key belongs to, if any")
     prefix: str = Field(description="The key's public part: it starts every key of this row.")
     created_at: datetime
     last_used_at: datetime | None
@@ -29,6 +51,20 @@ class ApiKeyOut(RowOut):
 
 class ApiKeyCreatedOut(ApiKeyOut):
     key: str = Field(description="The key itself. Shown only in this response; store it now.")
+
+
+class UserCreateIn(StrictInput):
+    email: EmailStr = Field(max_length=320)
+    name: SafeStr = Field(min_length=1, max_length=200, pattern=NOT_BLANK)
+    role: Role
+
+
+class UserOut(RowOut):
+    email: str
+    name: str
+    role: str
+    is_active: bool
+    created_at: datetime
 
 
 class MeOut(BaseModel):
