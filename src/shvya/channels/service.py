@@ -135,7 +135,10 @@ def _adapter_for(
             session, company_id=company_id, channel=channel.value
         )
         if account is None:
-            raise ChannelNotConnected("no WhatsApp Cloud number is connected to this company")
+            raise ChannelNotConnected(
+                "no WhatsApp Cloud number is connected to this company: an admin connects "
+                "one with POST /channels/whatsapp"
+            )
         return whatsapp_adapter(account, settings), account
     raise ChannelNotConnected(f"sending on {channel.value} is not available yet")
 
@@ -330,7 +333,6 @@ _INPUT_REFUSALS = frozenset({"template_not_sendable"})
 _DETAIL_ADVICE = {
     "template_not_sendable": "sync the templates (POST /templates/sync) or send an approved "
     "one with its parameters",
-    "channel_not_connected": "connect the number first (POST /channels/whatsapp)",
     "no_contact": "choose a channel the lead has a contact on (`channel`)",
 }
 

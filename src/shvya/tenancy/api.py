@@ -31,6 +31,7 @@ def get_me(key: CurrentKey) -> MeOut:
         timezone=key.company.timezone,
         key_id=key.key_id,
         role=key.role.value,
+        user_id=key.user_id,
     )
 
 

@@ -73,6 +73,9 @@ class MeOut(BaseModel):
     timezone: str
     key_id: uuid.UUID
     role: str
+    user_id: uuid.UUID | None = Field(
+        default=None, description="The person the key belongs to; what it does is theirs"
+    )
 
 
 # --- the company's own settings ---------------------------------------------------------------
