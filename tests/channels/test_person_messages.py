@@ -351,6 +351,11 @@ def test_a_reply_too_soon_after_the_last_waits_for_the_pacing_and_says_until_whe
         "Hi! One moment.",
         "Here is what I found.",
     ]
+    # The pacing counts from when the waiting message went, not from when it was asked for.
+    went_at = clock.now()
+    clock.advance(seconds=1)
+    third = reply(client, lead_id, acme.agent, text="Anything else?").json()["verdict"]
+    assert third["until"] == (went_at + timedelta(seconds=15)).isoformat().replace("+00:00", "Z")
 
 
 def test_an_opted_out_lead_is_refused_and_nothing_is_written(
