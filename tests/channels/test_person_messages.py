@@ -286,6 +286,31 @@ def test_a_template_not_approved_or_with_wrong_parameters_is_a_422_and_nothing_i
     assert counts(session_factory) == before
 
 
+def test_a_marketing_template_to_a_lead_who_stopped_marketing_is_refused(
+    whatsapp: FakeMetaGraph,
+    client: TestClient,
+    acme: Tenant,
+    make_worker: Callable[..., EmbeddedWorker],
+    session_factory: sessionmaker[Session],
+    clock: FakeClock,
+) -> None:
+    whatsapp.add_template("new_offer", "en_US", "MARKETING", body_params=0)
+    sync_templates(client, acme, make_worker)
+    whatsapp.deliver_inbound(WA_ID, "price?", wamid="wamid.IN1")
+    assert whatsapp.deliver_user_preference(WA_ID, "stop").status_code == 200
+    lead_id = only_lead_id(session_factory)
+    before = counts(session_factory)
+
+    answer = reply(client, lead_id, acme.agent, template={"name": "new_offer", "language": "en_US"})
+
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["error"] == "no_marketing_consent"
+    assert "only free-form text or a template that is not MARKETING" in answer.json()["detail"]
+    assert counts(session_factory) == before
+    # A service reply inside the window still goes.
+    assert reply(client, lead_id, acme.agent, text="Happy to help.").status_code == 202
+
+
 def test_media_by_link_reaches_whatsapp_with_its_caption(
     whatsapp: FakeMetaGraph,
     client: TestClient,

@@ -324,8 +324,9 @@ _WHAT_TO_DO = {
     "suppressed": "the lead opted out of messages on this channel: nothing can be sent to "
     "them until they opt in again (they write START, or an admin lifts the suppression with "
     "DELETE /suppressions/{id})",
-    "no_marketing_consent": "the lead stopped marketing messages on WhatsApp: send a UTILITY "
-    "template, or free-form text while their 24-hour window is open",
+    "no_marketing_consent": "the lead stopped marketing messages on WhatsApp: until they "
+    "resume, only free-form text or a template that is not MARKETING may go, and only inside "
+    "their 24-hour window",
 }
 # Refusals of what the body asked for (an unknown or unapproved template, wrong parameters):
 # 422; the rest are the lead's or the channel's state: 409.
