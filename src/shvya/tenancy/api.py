@@ -23,7 +23,7 @@ from shvya.tenancy.schemas import (
 router = APIRouter(tags=["tenancy"], responses=error_responses(*AUTH_ERRORS))
 
 
-@router.get("/me", summary="The calling key: its company and role")
+@router.get("/me", summary="The calling key: its company, role and person (user_id)")
 def get_me(key: CurrentKey) -> MeOut:
     return MeOut(
         company_id=key.company.id,
