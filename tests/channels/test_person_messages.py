@@ -4,6 +4,9 @@ after the person whose key sent it, and the AI kept quiet for that lead afterwar
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -19,6 +22,8 @@ from shvya.db.base import Base
 from shvya.events.models import Event
 from shvya.jobs.engines.embedded import EmbeddedWorker
 from shvya.jobs.models import Job
+from shvya.jobs.service import reap_expired_leases
+from tests.channels.test_sending import REPO
 from tests.fakes.meta_graph import FakeMetaGraph
 from tests.support import FakeClock, Tenant, post_inbound
 
@@ -435,17 +440,54 @@ def test_a_job_run_again_never_sends_twice(
     assert len(whatsapp.sent_messages) == 1
     assert message_row(session_factory, answer["message_id"]).status == "sent"
 
-    # A run that died after its row was committed as `sending`: the provider may have it.
-    with session_factory() as session:
-        session.execute(
-            update(Message)
-            .where(Message.id == uuid.UUID(answer["message_id"]))
-            .values(status="sending")
-        )
+
+def test_a_crash_after_meta_accepted_a_persons_message_never_sends_it_again(
+    whatsapp: FakeMetaGraph,
+    client: TestClient,
+    acme: Tenant,
+    database_url: str,
+    make_worker: Callable[..., EmbeddedWorker],
+    session_factory: sessionmaker[Session],
+    clock: FakeClock,
+) -> None:
+    whatsapp.deliver_inbound(WA_ID, "hello?", wamid="wamid.IN1")
+    lead_id = only_lead_id(session_factory)
+    answer = reply(client, lead_id, acme.agent, text="Hello from Acme.").json()
+    with session_factory() as session:  # the lead's own ai.engage job is not this test's
+        session.execute(update(Job).where(Job.type == "ai.engage").values(status="completed"))
         session.commit()
-    run_job_again()
+    # A real worker process dies (os._exit, like kill -9) right after Meta answered 200 and
+    # before anything of it was committed (docs/reliability.md F2).
+    crashed = subprocess.run(
+        [sys.executable, "-m", "tests.channels.send_once"],
+        cwd=REPO,
+        env={
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "META_GRAPH_BASE_URL": whatsapp.base_url,
+            "SHVYA_CRASH_AT": "channels.after_provider_accepted",
+            "SHVYA_TEST_NOW": clock.now().isoformat(),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert crashed.returncode == 137, crashed.stderr
     assert len(whatsapp.sent_messages) == 1
+    assert message_row(session_factory, answer["message_id"]).status == "sending"
+
+    clock.advance(minutes=5)  # the lease runs out; another worker takes the job up again
+    with session_factory() as session:
+        reap_expired_leases(session, now=clock.now())
+        session.commit()
+    clock.advance(minutes=1)
+    make_worker().run_until_idle()
+
+    assert len(whatsapp.sent_messages) == 1  # never a second message to the lead
     assert message_row(session_factory, answer["message_id"]).status == "unknown"
+    [unknown] = events_of(session_factory, "OutboundMessageUnknown")
+    assert unknown.data["message_id"] == answer["message_id"]
 
 
 def test_a_refusal_at_send_time_fails_the_job_and_the_message_with_the_reason(
