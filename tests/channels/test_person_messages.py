@@ -553,6 +553,7 @@ def test_bad_bodies_are_a_422_naming_the_field(
             "",
             "got text, media",
         ),
+        ({"text": None}, "", "text cannot be null"),
         ({"text": "x" * 4097}, "text", "4096"),
         ({"text": "   "}, "text", ""),
         ({"media": {"kind": "image", "link": "ftp://acme.example/a.png"}}, "media.link", "URL"),

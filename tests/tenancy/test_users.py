@@ -82,6 +82,11 @@ def test_users_and_their_keys_refuse_what_does_not_fit(
     neither = client.post("/api-keys", json={"name": "x"}, headers=acme.admin)
     assert neither.status_code == 422
     assert "give a role, or the user_id" in neither.json()["detail"]
+    null_role = client.post(
+        "/api-keys", json={"user_id": user["id"], "role": None}, headers=acme.admin
+    )
+    assert null_role.status_code == 422
+    assert "role cannot be null" in null_role.json()["detail"]
     foreign = client.post("/api-keys", json={"user_id": user["id"]}, headers=globex.admin)
     assert foreign.status_code == 404
     assert foreign.json()["error"] == "user_not_found"

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    ConfigDict,
     Field,
     HttpUrl,
     StrictBool,
@@ -20,7 +21,7 @@ from pydantic import (
 
 from shvya.conversations.schemas import MAX_TEXT_CHARS, MessageText
 from shvya.crm.models import Channel
-from shvya.schemas import NOT_BLANK, SafeStr, StrictInput
+from shvya.schemas import NOT_BLANK, SafeStr, StrictInput, leave_out_or_set
 
 
 class MediaKind(StrEnum):
@@ -173,8 +174,16 @@ class SendResultOut(BaseModel):
 # --- API shapes ---------------------------------------------------------------------------
 
 
+_MESSAGE_FIELDS = ("text", "template", "media")
+
+
 class PersonMessageIn(StrictInput):
     """A person's message to a lead: exactly one of text, template or media."""
+
+    # The schema says what the validator checks: exactly one of them, never null.
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": [field]} for field in _MESSAGE_FIELDS]}
+    )
 
     channel: Channel | None = Field(
         default=None,
@@ -187,25 +196,32 @@ class PersonMessageIn(StrictInput):
         pattern=NOT_BLANK,
         description=f"Free-form text, at most {MAX_TEXT_CHARS} characters (WhatsApp's limit); "
         "on WhatsApp only inside the 24-hour window",
+        json_schema_extra=leave_out_or_set,
     )
     template: TemplateSend | None = Field(
         default=None,
         description="An approved template (see GET /templates) and its parameters: what "
         "WhatsApp allows outside the 24-hour window",
+        json_schema_extra=leave_out_or_set,
     )
     media: Media | None = Field(
         default=None,
         description="An image, document, audio or video by its http(s) `link`, with an "
         "optional caption (not on audio) and filename (documents)",
+        json_schema_extra=leave_out_or_set,
     )
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> PersonMessageIn:
-        given = [f for f in ("text", "template", "media") if getattr(self, f) is not None]
-        if len(given) != 1:
-            shown = ", ".join(given) if given else "none"
-            raise ValueError(f"give exactly one of text, template or media (got {shown})")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _exactly_one(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            given = [f for f in _MESSAGE_FIELDS if f in data]
+            if len(given) != 1:
+                shown = ", ".join(given) if given else "none"
+                raise ValueError(f"give exactly one of text, template or media (got {shown})")
+            if data[given[0]] is None:
+                raise ValueError(f"{given[0]} cannot be null")
+        return data
 
     def content(self) -> OutboundContent:
         return OutboundContent(text=self.text, template=self.template, media=self.media)

@@ -7,7 +7,15 @@ from zoneinfo import available_timezones
 
 import phonenumbers
 import pycountry
-from pydantic import AfterValidator, BaseModel, EmailStr, Field, StrictBool, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StrictBool,
+    model_validator,
+)
 
 from shvya.schemas import (
     NOT_A_BOOL,
@@ -22,21 +30,34 @@ from shvya.tenancy.models import Role
 
 
 class ApiKeyCreateIn(StrictInput):
+    # The schema says what the validator checks: a role, a user, or both (never null).
+    model_config = ConfigDict(
+        json_schema_extra={"anyOf": [{"required": ["role"]}, {"required": ["user_id"]}]}
+    )
+
     name: SafeStr = Field(default="", max_length=200)
     role: Role | None = Field(
-        default=None, description="Required for a key without a user; a user's key has theirs"
+        default=None,
+        description="Required for a key without a user; a user's key has theirs",
+        json_schema_extra=leave_out_or_set,
     )
     user_id: uuid.UUID | None = Field(
         default=None,
         description="The person the key belongs to (POST /users): it then acts as "
         "`user:<id>`, the actor of its messages and events",
+        json_schema_extra=leave_out_or_set,
     )
 
-    @model_validator(mode="after")
-    def _role_or_user(self) -> ApiKeyCreateIn:
-        if self.role is None and self.user_id is None:
-            raise ValueError("give a role, or the user_id of the person the key belongs to")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _role_or_user(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for field in ("role", "user_id"):
+                if field in data and data[field] is None:
+                    raise ValueError(f"{field} cannot be null: leave it out")
+            if "role" not in data and "user_id" not in data:
+                raise ValueError("give a role, or the user_id of the person the key belongs to")
+        return data
 
 
 class ApiKeyOut(RowOut):
