@@ -45,6 +45,9 @@ def test_every_command_has_help() -> None:
         ["apikey", "create"],
         ["apikey", "list"],
         ["apikey", "revoke"],
+        ["user"],
+        ["user", "add"],
+        ["user", "list"],
         ["worker"],
         ["queue"],
         ["queue", "stats"],
@@ -392,6 +395,69 @@ def test_serve_logs_no_verify_token(tmp_path: Path) -> None:
 
 
 OPERATOR_KEY_PATTERN = re.compile(r"^shvyaop_[0-9a-f]{12}_[0-9a-f]{48}$")
+
+
+def test_a_person_added_by_the_command_gets_a_key_that_acts_as_them(database_url: str) -> None:
+    assert shvya("migrate", database_url=database_url).returncode == 0
+    assert shvya("company", "create", "Acme", database_url=database_url).returncode == 0
+
+    def add(*args: str) -> subprocess.CompletedProcess[str]:
+        return shvya("user", "add", "--company", "acme", *args, database_url=database_url)
+
+    added = add("--email", "Priya@Acme.example", "--name", "Priya Shah", "--role", "agent")
+    assert added.returncode == 0, added.stderr
+    assert "added agent priya@acme.example (Priya Shah)" in added.stdout
+    user_id = added.stdout.strip().rsplit(" ", 1)[-1]
+    again = add("--email", "priya@acme.example", "--name", "Priya", "--role", "admin")
+    assert again.returncode == 1
+    assert "already has a user with e-mail priya@acme.example" in again.stderr
+    bad = add("--email", "priya", "--name", "Priya", "--role", "agent")
+    assert bad.returncode == 1
+    assert "--email:" in bad.stderr and "Traceback" not in bad.stderr
+
+    made = shvya(
+        "apikey",
+        "create",
+        "--company",
+        "acme",
+        "--user",
+        "PRIYA@acme.example",
+        database_url=database_url,
+    )
+    assert made.returncode == 0, made.stderr
+    assert "created agent key" in made.stderr and "of PRIYA@acme.example" in made.stderr
+    raw_key = made.stdout.strip().splitlines()[-1]
+    other_role = shvya(
+        "apikey",
+        "create",
+        "--company",
+        "acme",
+        "--user",
+        "priya@acme.example",
+        "--role",
+        "admin",
+        database_url=database_url,
+    )
+    assert other_role.returncode == 1
+    assert "a user's key has the user's role (agent)" in other_role.stderr
+    nobody = shvya(
+        "apikey",
+        "create",
+        "--company",
+        "acme",
+        "--user",
+        "nobody@acme.example",
+        database_url=database_url,
+    )
+    assert nobody.returncode == 1
+    assert "not found" in nobody.stderr
+    listed = shvya("user", "list", "--company", "acme", database_url=database_url)
+    assert listed.stdout.split() == [user_id, "agent", "priya@acme.example", "Priya", "Shah"]
+
+    app = create_app(Settings(database_url=database_url))
+    with TestClient(app) as client:
+        me = client.get("/me", headers={"Authorization": f"Bearer {raw_key}"})
+        assert (me.json()["user_id"], me.json()["role"]) == (user_id, "agent")
 
 
 def test_only_the_command_makes_operator_keys(database_url: str) -> None:

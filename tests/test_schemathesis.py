@@ -70,8 +70,11 @@ def seeded(app: FastAPI, acme: Tenant, globex: Tenant) -> None:
 #   number or email address, and a knowledge-base upload a readable .md/.txt/.html/.pdf
 #   file; a stage rule must name stages of its own pipeline; imported history must not be
 #   dated in the future (and needs a channel when the lead has no contact); a WhatsApp
-#   number is connected only when Meta confirms its id, WABA and token: no schema can
-#   decide these, so 422 is an expected answer to schema-valid data there, and only there.
+#   number is connected only when Meta confirms its id, WABA and token; a person's template
+#   message names a template the company's catalog must hold, approved, with as many
+#   parameters as it takes; a user's e-mail address must be deliverable (a domain with a
+#   dot): no schema can decide these, so 422 is an expected answer to schema-valid data
+#   there, and only there.
 SCHEMATHESIS_CONFIG = """
 [generation]
 allow-x00 = false
@@ -81,7 +84,7 @@ with-security-parameters = false
 include-name = [
     "POST /inbound-message", "POST /leads", "POST /suppressions", "POST /kb/documents",
     "PUT /pipelines/{pipeline_id}/stage-rules", "POST /leads/{lead_id}/history",
-    "POST /channels/whatsapp",
+    "POST /channels/whatsapp", "POST /leads/{lead_id}/messages", "POST /users",
 ]
 checks.positive_data_acceptance.expected-statuses = [
     "2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"

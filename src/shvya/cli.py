@@ -30,6 +30,7 @@ from shvya.jobs import service as jobs
 from shvya.schemas import PageRequest
 from shvya.tenancy import service as tenancy
 from shvya.tenancy.models import Role
+from shvya.tenancy.schemas import UserCreateIn
 
 app = typer.Typer(
     help="SHVYA: AI sales engagement over WhatsApp, answered from your knowledge base.",
@@ -38,6 +39,9 @@ app = typer.Typer(
 )
 company_app = typer.Typer(help="Manage companies (tenants).", no_args_is_help=True)
 apikey_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+user_app = typer.Typer(
+    help="The people of a company: agents, supervisors, admins.", no_args_is_help=True
+)
 queue_app = typer.Typer(help="Look at the job queue.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead-lettered jobs: list and replay.", no_args_is_help=True)
 templates_app = typer.Typer(help="WhatsApp message templates.", no_args_is_help=True)
@@ -45,6 +49,7 @@ kb_app = typer.Typer(help="The knowledge base the AI answers from.", no_args_is_
 leads_app = typer.Typer(help="The company's leads and their conversations.", no_args_is_help=True)
 app.add_typer(company_app, name="company")
 app.add_typer(apikey_app, name="apikey")
+app.add_typer(user_app, name="user")
 app.add_typer(queue_app, name="queue")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(templates_app, name="templates")
@@ -311,13 +316,23 @@ def apikey_create(
     role: Annotated[Role | None, typer.Option(help="What the company's key may do.")] = None,
     operator: OperatorFlag = False,
     name: Annotated[str, typer.Option(help="A label to recognise the key by.")] = "",
+    user: Annotated[
+        str | None,
+        typer.Option(
+            help="The e-mail of the person the key belongs to (`shvya user add`): it has their "
+            "role and acts as user:<id>."
+        ),
+    ] = None,
 ) -> None:
-    """Create an API key: a company's (--company and --role) or the installation's operator
-    key (--operator). The key is printed alone on the last line, and only this once."""
+    """Create an API key: a company's (--company and --role, or --user) or the installation's
+    operator key (--operator). The key is printed alone on the last line, and only this
+    once."""
     settings = _settings()
     if operator:
-        if company is not None or role is not None:
-            fail("an operator key belongs to no company and has no role: drop --company/--role")
+        if company is not None or role is not None or user is not None:
+            fail(
+                "an operator key belongs to no company, user or role: drop --company/--role/--user"
+            )
 
         def make_operator_key(session: Session) -> tuple[str, str]:
             key, raw_key = tenancy.create_operator_key(session, name=name, now=SystemClock().now())
@@ -327,28 +342,80 @@ def apikey_create(
         typer.echo(f"created operator key {prefix}; store it now:", err=True)
         typer.echo(raw_key)
         return
-    if company is None or role is None:
-        fail("a company's key needs --company and --role (or --operator for the operator's key)")
+    if company is None or (role is None and user is None):
+        fail(
+            "a company's key needs --company and --role or --user "
+            "(or --operator for the operator's key)"
+        )
     company_ref: str = company
-    key_role: Role = role
 
-    def work(session: Session) -> tuple[str, str]:
+    def work(session: Session) -> tuple[str, str, str]:
         owner = tenancy.get_company_by_ref(session, ref=company_ref)
+        person = (
+            None if user is None else tenancy.get_user(session, company_id=owner.id, email=user)
+        )
         key, raw_key = tenancy.create_api_key(
             session,
             company_id=owner.id,
-            role=key_role,
+            role=role,
             name=name,
             actor="cli",
             now=SystemClock().now(),
+            user=person,
         )
-        return key.prefix, raw_key
+        return key.prefix, raw_key, key.role
 
-    prefix, raw_key = _run(settings, work)
+    prefix, raw_key, key_role = _run(settings, work)
+    whose = f" of {user}" if user is not None else ""
     typer.echo(
-        f"created {key_role.value} key {prefix} for {company_ref!r}; store it now:", err=True
+        f"created {key_role} key {prefix}{whose} for {company_ref!r}; store it now:", err=True
     )
     typer.echo(raw_key)
+
+
+@user_app.command("add")
+def user_add(
+    company: Annotated[str, typer.Option(help=f"The company: {COMPANY_REF}.")],
+    email: Annotated[str, typer.Option(help="Their e-mail address, unique in the company.")],
+    name: Annotated[str, typer.Option(help="Their name, as colleagues know them.")],
+    role: Annotated[Role, typer.Option(help="What they may do.")],
+) -> None:
+    """Add a person to a company; give them a key with `shvya apikey create --user EMAIL`."""
+    try:
+        data = UserCreateIn(email=email, name=name, role=role)
+    except ValidationError as exc:
+        fail("; ".join(f"--{e['loc'][0]}: {e['msg']}" for e in exc.errors()))
+
+    def work(session: Session) -> str:
+        owner = tenancy.get_company_by_ref(session, ref=company)
+        person = tenancy.create_user(
+            session,
+            company_id=owner.id,
+            email=data.email,
+            name=data.name,
+            role=data.role,
+            actor="cli",
+            now=SystemClock().now(),
+        )
+        return f"added {person.role} {person.email} ({person.name}) to {company!r}: id {person.id}"
+
+    typer.echo(_run(_settings(), work))
+
+
+@user_app.command("list")
+def user_list(
+    company: Annotated[str, typer.Option(help=f"The company: {COMPANY_REF}.")],
+) -> None:
+    """List a company's people: id, role, e-mail and name."""
+
+    def work(session: Session) -> list[str]:
+        owner = tenancy.get_company_by_ref(session, ref=company)
+        return [
+            f"{u.id}  {u.role:<10}  {u.email}  {u.name}"
+            for u in tenancy.list_users(session, company_id=owner.id)
+        ]
+
+    _echo_lines(_settings(), work)
 
 
 def _key_state(revoked_at: datetime | None) -> str:

@@ -16,6 +16,7 @@ from shvya.knowledge import tasks as knowledge_tasks
 def default_handlers() -> dict[str, Handler]:
     handlers: dict[str, Handler] = {
         JobType.ai_engage.value: ai_tasks.engage,
+        JobType.agent_reply.value: channel_tasks.send_person_message,
         JobType.channel_notice.value: channel_tasks.send_notice,
         JobType.followup_bumpup.value: ai_tasks.bumpup,
         JobType.ai_summary.value: ai_tasks.summarise,

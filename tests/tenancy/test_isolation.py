@@ -60,12 +60,15 @@ PATH_IDS: dict[str, Callable[[Victim], str]] = {
 FOUND_BUT_NOT_OK: dict[tuple[str, str], Callable[[Any], bool]] = {
     # B's message is text: found, but it has no media to fetch.
     ("GET", "/messages/{message_id}/media"): lambda r: r.json()["error"] != "message_not_found",
+    # B's lead is found; B has no WhatsApp number connected to send on.
+    ("POST", "/leads/{lead_id}/messages"): lambda r: r.json()["error"] == "channel_not_connected",
 }
 
 # (METHOD, path) -> a minimal body that the route accepts, so validation cannot answer first
 # and hide what authorization would do. The positive control below proves each is valid.
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PATCH", "/leads/{lead_id}"): {"name": "x"},
+    ("POST", "/leads/{lead_id}/messages"): {"text": "A person's answer"},
     ("POST", "/leads/{lead_id}/history"): {
         "messages": [{"direction": "in", "text": "hi", "sent_at": "2026-11-20T09:00:00Z"}]
     },

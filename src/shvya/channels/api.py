@@ -6,7 +6,14 @@ from fastapi import APIRouter, Response
 
 from shvya.channels import service
 from shvya.channels.adapters import ChannelSendError
-from shvya.channels.schemas import ChannelAccountOut, WhatsAppAccountIn
+from shvya.channels.policies import Defer
+from shvya.channels.schemas import (
+    ChannelAccountOut,
+    PersonMessageIn,
+    PersonMessageOut,
+    VerdictOut,
+    WhatsAppAccountIn,
+)
 from shvya.conversations import service as conversations
 from shvya.crm import service as crm
 from shvya.crm.models import Channel, SuppressionReason
@@ -216,3 +223,53 @@ def delete_suppression(
         lead_id=contact.lead_id if contact else None,
     )
     return out
+
+
+@router.post(
+    "/leads/{lead_id}/messages",
+    status_code=202,
+    summary="Send a person's message to a lead (agent, supervisor, admin): text, an approved "
+    "template, or media by link. The router is asked first: 202 with the message, its "
+    "agent.reply job and the verdict (send now, or wait until a time and why); a refusal "
+    "(outside WhatsApp's 24-hour window, opted out, no marketing consent, template not "
+    "approved, channel not connected) is a 409 or 422 that says what to do, and nothing is "
+    "written. The AI stays paused for the lead until POST /leads/{id}/ai/resume",
+    responses=error_responses(404, 409),
+)
+def post_person_message(
+    lead_id: uuid.UUID,
+    body: PersonMessageIn,
+    session: DbSession,
+    key: CurrentKey,
+    clock: ClockDep,
+    settings: SettingsDep,
+) -> PersonMessageOut:
+    # Every role may write to a lead (docs/architecture.md rule 5 scopes it to the company).
+    queued = service.queue_person_message(
+        session,
+        company_id=key.company.id,
+        lead_id=lead_id,
+        channel=body.channel,
+        content=body.content(),
+        actor=key.actor,
+        settings=settings,
+        now=clock.now(),
+    )
+    verdict = queued.verdict
+    if isinstance(verdict, Defer):
+        out = VerdictOut(
+            decision="wait",
+            until=verdict.until,
+            reason=verdict.reason,
+            detail=f"will wait until {verdict.until.isoformat()}: {verdict.reason}",
+        )
+    else:
+        out = VerdictOut(decision="send_now", detail="sends now")
+    return PersonMessageOut(
+        message_id=queued.message.id,
+        job_id=queued.job_id,
+        lead_id=lead_id,
+        channel=queued.message.channel,
+        status=queued.message.status,
+        verdict=out,
+    )

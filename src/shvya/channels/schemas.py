@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    ConfigDict,
     Field,
     HttpUrl,
     StrictBool,
@@ -18,7 +19,9 @@ from pydantic import (
     model_validator,
 )
 
-from shvya.schemas import SafeStr, StrictInput
+from shvya.conversations.schemas import MAX_TEXT_CHARS, MessageText
+from shvya.crm.models import Channel
+from shvya.schemas import NOT_BLANK, SafeStr, StrictInput, leave_out_or_set
 
 
 class MediaKind(StrEnum):
@@ -169,6 +172,77 @@ class SendResultOut(BaseModel):
 
 
 # --- API shapes ---------------------------------------------------------------------------
+
+
+_MESSAGE_FIELDS = ("text", "template", "media")
+
+
+class PersonMessageIn(StrictInput):
+    """A person's message to a lead: exactly one of text, template or media."""
+
+    # The schema says what the validator checks: exactly one of them, never null.
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": [field]} for field in _MESSAGE_FIELDS]}
+    )
+
+    channel: Channel | None = Field(
+        default=None,
+        description="Where it goes; default: the channel the lead last wrote on",
+    )
+    text: MessageText | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_TEXT_CHARS,
+        pattern=NOT_BLANK,
+        description=f"Free-form text, at most {MAX_TEXT_CHARS} characters (WhatsApp's limit); "
+        "on WhatsApp only inside the 24-hour window",
+        json_schema_extra=leave_out_or_set,
+    )
+    template: TemplateSend | None = Field(
+        default=None,
+        description="An approved template (see GET /templates) and its parameters: what "
+        "WhatsApp allows outside the 24-hour window",
+        json_schema_extra=leave_out_or_set,
+    )
+    media: Media | None = Field(
+        default=None,
+        description="An image, document, audio or video by its http(s) `link`, with an "
+        "optional caption (not on audio) and filename (documents)",
+        json_schema_extra=leave_out_or_set,
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _exactly_one(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            given = [f for f in _MESSAGE_FIELDS if f in data]
+            if len(given) != 1:
+                shown = ", ".join(given) if given else "none"
+                raise ValueError(f"give exactly one of text, template or media (got {shown})")
+            if data[given[0]] is None:
+                raise ValueError(f"{given[0]} cannot be null")
+        return data
+
+    def content(self) -> OutboundContent:
+        return OutboundContent(text=self.text, template=self.template, media=self.media)
+
+
+class VerdictOut(BaseModel):
+    decision: Literal["send_now", "wait"] = Field(
+        description="send_now: the job sends it now; wait: the router defers it until `until`"
+    )
+    until: datetime | None = None
+    reason: str | None = Field(default=None, description="Why it waits (pacing, throughput)")
+    detail: str
+
+
+class PersonMessageOut(BaseModel):
+    message_id: uuid.UUID = Field(description="The message the lead will get")
+    job_id: uuid.UUID = Field(description="The agent.reply job that sends it")
+    lead_id: uuid.UUID
+    channel: str
+    status: str = Field(description="queued: see it in GET /leads/{id}/messages")
+    verdict: VerdictOut
 
 
 # Meta's numeric ids (phone_number_id, WABA id).

@@ -24,9 +24,11 @@ from sqlalchemy.orm import Session
 
 from shvya.channels.adapters import ChannelAdapter, ChannelSendError, FailureKind, SendResult
 from shvya.channels.policies import (
+    Allow,
     ChannelPolicy,
     Defer,
     Refuse,
+    Send,
     SendFacts,
     SendKind,
     Verdict,
@@ -44,16 +46,17 @@ from shvya.channels.whatsapp_cloud import (
 )
 from shvya.config import Settings
 from shvya.conversations import service as conversations
-from shvya.conversations.models import MessageStatus
+from shvya.conversations.models import Message, MessageStatus
 from shvya.crm import service as crm
 from shvya.crm.models import Channel, LeadContact, Suppression, SuppressionReason
 from shvya.crypto import decrypt_secret, encrypt_secret
+from shvya.db.base import new_id
 from shvya.db.phases import Call, Phases
 from shvya.db.session import database_unavailable
 from shvya.errors import Conflict, InvalidInput, ShvyaError
 from shvya.events.service import append_company_event, append_lead_event
 from shvya.faults import crash_point
-from shvya.jobs.service import DeferJob, PermanentJobError, RetryJob
+from shvya.jobs.service import DeferJob, JobType, PermanentJobError, RetryJob, enqueue_job
 from shvya.templates import service as templates
 from shvya.tenancy import service as tenancy
 from shvya.tenancy.models import ChannelAccount, Company
@@ -132,7 +135,10 @@ def _adapter_for(
             session, company_id=company_id, channel=channel.value
         )
         if account is None:
-            raise ChannelNotConnected("no WhatsApp Cloud number is connected to this company")
+            raise ChannelNotConnected(
+                "no WhatsApp Cloud number is connected to this company: an admin connects "
+                "one with POST /channels/whatsapp"
+            )
         return whatsapp_adapter(account, settings), account
     raise ChannelNotConnected(f"sending on {channel.value} is not available yet")
 
@@ -215,18 +221,31 @@ def preflight(
     kind: SendKind,
     settings: Settings,
     now: datetime,
+    content: OutboundContent | None = None,
 ) -> Verdict:
     """The router's verdict on a send of this kind to this lead now (send, defer until, or
     refuse with a reason), before its content exists: a handler asks this before any model
-    call, so a send that must wait or may not happen costs nothing. Writes nothing."""
+    call, so a send that must wait or may not happen costs nothing. Writes nothing.
+
+    Given the content (a person's message, written already), the verdict is the one the send
+    would give it now: `decide()` and the template catalog's checks, as in `_send`."""
     route = _route(
         session, company_id=company_id, lead_id=lead_id, channel=channel, settings=settings
     )
     if isinstance(route, Refuse):
         return route
-    return verdict(
-        route.policy, _facts(session, route, lead_id=lead_id, channel=channel, now=now), kind
+    facts = _facts(session, route, lead_id=lead_id, channel=channel, now=now)
+    if content is None:
+        return verdict(route.policy, facts, kind)
+    decision = decide(route.policy, facts, content, kind)
+    if not isinstance(decision, Send):
+        return decision
+    checked = _check_template(
+        session, company_id=company_id, channel=channel, facts=facts, content=decision.content
     )
+    if isinstance(checked, Refuse):
+        return checked
+    return Allow(decision.content.template if decision.content is not content else None)
 
 
 def refuse_preflight(
@@ -293,6 +312,212 @@ def send_message(
         meta=meta,
         with_send=with_send,
     )
+
+
+# --- a person's message ----------------------------------------------------------------------
+
+# What to do about each refusal, said to the person whose message it refused.
+_WHAT_TO_DO = {
+    "outside_24h_window": "outside WhatsApp's 24-hour window (the lead last wrote more than "
+    "24 hours ago, or never on this channel): send an approved template instead "
+    "(`template` with its name, language and body_params)",
+    "suppressed": "the lead opted out of messages on this channel: nothing can be sent to "
+    "them until they opt in again (they write START, or an admin lifts the suppression with "
+    "DELETE /suppressions/{id})",
+    "no_marketing_consent": "the lead stopped marketing messages on WhatsApp: until they "
+    "resume, only free-form text or a template that is not MARKETING may go, and only inside "
+    "their 24-hour window",
+}
+# Refusals of what the body asked for (an unknown or unapproved template, wrong parameters):
+# 422; the rest are the lead's or the channel's state: 409.
+_INPUT_REFUSALS = frozenset({"template_not_sendable"})
+_DETAIL_ADVICE = {
+    "template_not_sendable": "sync the templates (POST /templates/sync) or send an approved "
+    "one with its parameters",
+    "no_contact": "choose a channel the lead has a contact on (`channel`)",
+}
+
+
+class SendRefusedNow(ShvyaError):
+    """The router refused a person's message when it was asked for: nothing was written."""
+
+    def __init__(self, refusal: Refuse) -> None:
+        advice = _WHAT_TO_DO.get(refusal.reason)
+        if advice is None:
+            extra = _DETAIL_ADVICE.get(refusal.reason)
+            advice = f"{refusal.detail}: {extra}" if extra else refusal.detail
+        super().__init__(advice)
+        self.code = refusal.reason
+        self.status = 422 if refusal.reason in _INPUT_REFUSALS else 409
+
+
+@dataclass(frozen=True)
+class QueuedMessage:
+    message: Message
+    job_id: uuid.UUID
+    verdict: Allow | Defer
+
+
+def person_message_channel(
+    session: Session, *, company_id: uuid.UUID, lead_id: uuid.UUID
+) -> Channel | None:
+    """Where a person's message goes when they name no channel: the channel the lead last
+    wrote on, else their first contact's."""
+    contacts = crm.lead_contacts(session, company_id=company_id, lead_id=lead_id)
+    if not contacts:
+        return None
+    written = sorted(
+        (c for c in contacts if c.last_inbound_at is not None),
+        key=lambda c: (c.last_inbound_at, c.created_at),
+    )
+    return Channel((written[-1] if written else contacts[0]).channel)
+
+
+def queue_person_message(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    lead_id: uuid.UUID,
+    channel: Channel | None,
+    content: OutboundContent,
+    actor: str,
+    settings: Settings,
+    now: datetime,
+) -> QueuedMessage:
+    """A message a person (an agent, a supervisor) writes to a lead: the router is asked
+    first with the content (`preflight`), and a refusal raises SendRefusedNow with nothing
+    written. Otherwise the message is written `queued` (the conversation shows it at once),
+    its send is a job through the same router and send-once protocol as the AI's
+    (`send_queued_message`), and the AI stays paused for the lead until someone resumes it.
+    """
+    lead = crm.get_lead(session, company_id=company_id, lead_id=lead_id)
+    if channel is None:
+        channel = person_message_channel(session, company_id=company_id, lead_id=lead_id)
+        if channel is None:
+            raise SendRefusedNow(Refuse("no_contact", "the lead has no contact"))
+    kind = kind_of(content)
+    answer = preflight(
+        session,
+        company_id=company_id,
+        lead_id=lead_id,
+        channel=channel,
+        kind=kind,
+        settings=settings,
+        now=now,
+        content=content,
+    )
+    if isinstance(answer, Refuse):
+        raise SendRefusedNow(answer)
+    contact = crm.lead_contact(
+        session, company_id=company_id, lead_id=lead_id, channel=channel.value
+    )
+    assert contact is not None  # the router refuses a lead without one (no_contact)
+    account = (
+        tenancy.company_channel_account(session, company_id=company_id, channel=channel.value)
+        if channel is Channel.wa_cloud
+        else None
+    )
+    message_id = new_id()
+    send_key = f"{JobType.agent_reply.value}:{message_id}"
+    message = conversations.create_outbound_message(
+        session,
+        company_id=company_id,
+        lead_id=lead_id,
+        contact_id=contact.id,
+        channel=channel.value,
+        channel_account_id=account.id if account is not None else None,
+        text=content.preview(),
+        send_key=send_key,
+        template_id=None,
+        meta={
+            "purpose": "agent_reply",
+            "actor": actor,
+            "kind": content.kind,
+            "content": content.model_dump(mode="json", exclude_defaults=True),
+        },
+        now=now,
+        status=MessageStatus.queued,
+        message_id=message_id,
+    )
+    job_id, _ = enqueue_job(
+        session,
+        JobType.agent_reply.value,
+        {"message_id": str(message.id)},
+        company_id=company_id,
+        lead_id=lead_id,
+        idempotency_key=send_key,
+        now=now,
+        # A deferral (pacing) is known already: the worker need not claim it only to wait.
+        run_at=answer.until if isinstance(answer, Defer) else now,
+    )
+    _event(
+        session,
+        company_id,
+        lead_id,
+        "OutboundMessageQueued",
+        message.id,
+        now,
+        {
+            "channel": channel.value,
+            "kind": content.kind,
+            "job_id": str(job_id),
+            **(
+                {"deferred_until": answer.until.isoformat(), "defer_reason": answer.reason}
+                if isinstance(answer, Defer)
+                else {}
+            ),
+        },
+        actor,
+    )
+    # The person has taken the conversation: the AI keeps quiet until someone resumes it.
+    crm.set_ai_paused(session, lead=lead, paused=True, reason="agent_replied", actor=actor, now=now)
+    return QueuedMessage(message=message, job_id=job_id, verdict=answer)
+
+
+def send_queued_message(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    message_id: uuid.UUID,
+    settings: Settings,
+    now: Callable[[], datetime],
+) -> Phases[SendResultOut]:
+    """Send a message written `queued` (queue_person_message), once: its send key is its
+    own, so a crash or a rerun finds the row (`sending` becomes `unknown`, `sent` is not sent
+    again). The router asks again and that answer counts: a deferral reschedules the job, a
+    refusal fails it with a SendRefused event and the message `failed` with the reason."""
+    message = conversations.get_message(session, company_id=company_id, message_id=message_id)
+    actor = str(message.meta.get("actor") or "system")
+    content = OutboundContent.model_validate(message.meta["content"])
+    try:
+        result: SendResultOut = yield from _send(
+            session,
+            company_id=company_id,
+            lead_id=message.lead_id,
+            channel=Channel(message.channel),
+            content=content,
+            kind=kind_of(content),
+            send_key=str(message.send_key),
+            settings=settings,
+            now=now,
+            actor=actor,
+            meta={k: v for k, v in message.meta.items() if k not in ("content", "kind")},
+            with_send=None,
+        )
+    except PermanentJobError as exc:
+        session.refresh(message, ["status"])  # the send may have moved it on (failed)
+        if message.status == MessageStatus.queued.value:
+            # Refused before it was handed to the provider: the conversation says so.
+            conversations.set_outbound_status(
+                session,
+                message_id=message.id,
+                status=MessageStatus.failed,
+                now=now(),
+                error=str(exc),
+                meta_update={"retryable": False, "failure_code": exc.reason},
+            )
+        raise
+    return result
 
 
 def send_opt_out_confirmation(
@@ -371,13 +596,15 @@ def _send(
             return SendResultOut(outcome=SendOutcome.unknown, message_id=existing.id)
         if status is MessageStatus.unknown:
             return SendResultOut(outcome=SendOutcome.unknown, message_id=existing.id)
-        if status is not MessageStatus.failed:
+        if status is MessageStatus.queued:
+            pass  # written when it was asked for (queue_message), never handed to a provider
+        elif status is not MessageStatus.failed:
             return SendResultOut(
                 outcome=SendOutcome.already_sent,
                 message_id=existing.id,
                 external_id=existing.external_id,
             )
-        if not existing.meta.get("retryable"):
+        elif not existing.meta.get("retryable"):
             raise PermanentJobError(
                 f"this message already failed: {existing.error}", reason="already_failed"
             )
@@ -387,7 +614,7 @@ def _send(
         session, company_id=company_id, lead_id=lead_id, channel=channel, settings=settings
     )
     if isinstance(route, Refuse):
-        _refuse(session, company_id, lead_id, route, moment, with_send)
+        _refuse(session, company_id, lead_id, route, moment, with_send, actor)
     facts = _facts(session, route, lead_id=lead_id, channel=channel, now=moment)
     decision = decide(route.policy, facts, content, kind)
     if isinstance(decision, Defer):
@@ -395,46 +622,14 @@ def _send(
         # usage) stand, what depends on the send waits for the rerun.
         raise DeferJob(decision.until, decision.reason, keep_work=True)
     if isinstance(decision, Refuse):
-        _refuse(session, company_id, lead_id, decision, moment, with_send)
+        _refuse(session, company_id, lead_id, decision, moment, with_send, actor)
     content = decision.content
-    template_id = None
-    if content.template is not None:
-        template = templates.find_template(
-            session,
-            company_id=company_id,
-            channel=channel.value,
-            name=content.template.name,
-            language=content.template.language,
-        )
-        try:
-            positions = templates.check_sendable(
-                template,
-                name=content.template.name,
-                language=content.template.language,
-                body_params=len(content.template.body_params),
-                url_params=len(content.template.button_url_params),
-                has_header_media=content.template.header_media is not None,
-                has_header_text=content.template.header_text is not None,
-            )
-        except templates.TemplateNotSendable as exc:
-            _refuse(
-                session,
-                company_id,
-                lead_id,
-                Refuse("template_not_sendable", exc.message),
-                moment,
-                with_send,
-            )
-        if template is not None:  # it is: check_sendable refuses an unknown template
-            refusal = template_verdict(facts, category=template.category)
-            if refusal is not None:
-                _refuse(session, company_id, lead_id, refusal, moment, with_send)
-            template_id = template.id
-        content = content.model_copy(
-            update={
-                "template": content.template.model_copy(update={"url_button_indexes": positions})
-            }
-        )
+    checked = _check_template(
+        session, company_id=company_id, channel=channel, facts=facts, content=content
+    )
+    if isinstance(checked, Refuse):
+        _refuse(session, company_id, lead_id, checked, moment, with_send, actor)
+    content, template_id = checked
 
     if with_send is not None:
         with_send()
@@ -462,7 +657,8 @@ def _send(
         )
         message_id = message.id
     else:
-        # A retry of a send that failed retryably: the row now says what goes this time.
+        # A queued message, or a retry of a send that failed retryably: the row now says
+        # what goes this time.
         message_id = existing.id
         conversations.resend_outbound_message(
             session,
@@ -516,10 +712,53 @@ def _send(
             "external_id": result.external_id,
             "actor": actor,
         },
+        actor,
     )
     return SendResultOut(
         outcome=SendOutcome.sent, message_id=message_id, external_id=result.external_id
     )
+
+
+def _check_template(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    channel: Channel,
+    facts: SendFacts,
+    content: OutboundContent,
+) -> tuple[OutboundContent, uuid.UUID | None] | Refuse:
+    """A template send checked against the company's catalog (approved, its parameters) and
+    its category's consent rule; the content with its URL buttons' positions, and the
+    template's id. Anything else passes as it is."""
+    if content.template is None:
+        return content, None
+    template = templates.find_template(
+        session,
+        company_id=company_id,
+        channel=channel.value,
+        name=content.template.name,
+        language=content.template.language,
+    )
+    try:
+        positions = templates.check_sendable(
+            template,
+            name=content.template.name,
+            language=content.template.language,
+            body_params=len(content.template.body_params),
+            url_params=len(content.template.button_url_params),
+            has_header_media=content.template.header_media is not None,
+            has_header_text=content.template.header_text is not None,
+        )
+    except templates.TemplateNotSendable as exc:
+        return Refuse("template_not_sendable", exc.message)
+    assert template is not None  # check_sendable refuses an unknown template
+    refusal = template_verdict(facts, category=template.category)
+    if refusal is not None:
+        return refusal
+    sent = content.model_copy(
+        update={"template": content.template.model_copy(update={"url_button_indexes": positions})}
+    )
+    return sent, template.id
 
 
 def settle_interrupted_send(
@@ -548,6 +787,7 @@ def _event(
     message_id: uuid.UUID | None,
     now: datetime,
     data: dict[str, Any],
+    actor: str = "system",
 ) -> None:
     append_lead_event(
         session,
@@ -555,6 +795,7 @@ def _event(
         lead_id=lead_id,
         type=type_,
         data={**({"message_id": str(message_id)} if message_id else {}), **data},
+        actor=actor,
         now=now,
     )
 
@@ -566,6 +807,7 @@ def _refuse(
     refusal: Refuse,
     now: datetime,
     with_send: WithSend | None,
+    actor: str = "system",
 ) -> NoReturn:
     """The send may not happen: a SendRefused event says why, kept (with what belongs with
     the send) although the job fails."""
@@ -579,6 +821,7 @@ def _refuse(
         None,
         now,
         {"reason": refusal.reason, "detail": refusal.detail},
+        actor,
     )
     raise PermanentJobError(
         f"{refusal.reason}: {refusal.detail}", reason=refusal.reason, keep_work=True

@@ -1,4 +1,5 @@
-"""Job handlers of the channels: system notices to leads, and template upkeep with Meta."""
+"""Job handlers of the channels: a person's messages and system notices to leads, and
+template upkeep with Meta."""
 
 from __future__ import annotations
 
@@ -35,6 +36,25 @@ def send_notice(ctx: JobContext) -> Phases[dict[str, Any]]:
         lead_id=lead_id,
         channel=channel,
         suppression_id=suppression_id,
+        settings=ctx.settings,
+        now=ctx.clock.now,
+    )
+    return result.model_dump(mode="json", exclude_none=True)
+
+
+def send_person_message(ctx: JobContext) -> Phases[dict[str, Any]]:
+    """agent.reply: a person's message to a lead, written `queued` when it was asked for
+    (POST /leads/{id}/messages), sent once however often the job runs."""
+    try:
+        message_id = uuid.UUID(str(ctx.job.payload["message_id"]))
+    except (KeyError, ValueError):
+        raise PermanentJobError(
+            f"the job's payload is not a message's: {ctx.job.payload!r}", reason="bad_payload"
+        ) from None
+    result = yield from service.send_queued_message(
+        ctx.session,
+        company_id=ctx.job.company_id,
+        message_id=message_id,
         settings=ctx.settings,
         now=ctx.clock.now,
     )

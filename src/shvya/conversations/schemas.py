@@ -76,9 +76,10 @@ class MessageOut(RowOut):
     error: str | None
     meta: dict[str, Any] = Field(
         description="For outbound messages: `purpose` (reply, safe_answer, handoff, bumpup, "
-        "opt_out_confirmation) and, for AI replies, `passages` (the ids of the knowledge-base "
-        "passages the reply used, see GET /kb/search), `answers` (the inbound message ids it "
-        "answers), `intent` and `language`"
+        "opt_out_confirmation, agent_reply), for a person's message its `actor` (`user:<id>`, "
+        "or `api_key:<id>` for a key of no user) and, for AI replies, `passages` (the ids of "
+        "the knowledge-base passages the reply used, see GET /kb/search), `answers` (the "
+        "inbound message ids it answers), `intent` and `language`"
     )
     created_at: datetime
     received_at: datetime | None

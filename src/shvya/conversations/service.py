@@ -282,14 +282,16 @@ def find_outbound_by_send_key(
 def last_outbound_at(
     session: Session, *, company_id: uuid.UUID, lead_id: uuid.UUID, channel: str
 ) -> datetime | None:
-    """Our last message to this lead on this channel that may have reached them."""
+    """Our last message to this lead on this channel that may have reached them: not a
+    failed one, nor one still queued (a person's message waiting for its send job); when it
+    was sent, or written if it was never marked sent."""
     last: datetime | None = session.scalar(
-        select(func.max(Message.created_at)).where(
+        select(func.max(func.coalesce(Message.sent_at, Message.created_at))).where(
             Message.company_id == company_id,
             Message.lead_id == lead_id,
             Message.channel == channel,
             Message.direction == Direction.outbound.value,
-            Message.status != MessageStatus.failed.value,
+            Message.status.not_in((MessageStatus.failed.value, MessageStatus.queued.value)),
         )
     )
     return last
@@ -304,6 +306,7 @@ def outbound_count_since(
         Message.channel_account_id == channel_account_id,
         Message.direction == Direction.outbound.value,
         Message.created_at >= since,
+        Message.status != MessageStatus.queued.value,
     )
 
 
@@ -392,8 +395,13 @@ def create_outbound_message(
     template_id: uuid.UUID | None,
     meta: dict[str, Any],
     now: datetime,
+    status: MessageStatus = MessageStatus.sending,
+    message_id: uuid.UUID | None = None,
 ) -> Message:
+    """An outbound row: `sending` when the send is under way (made durable before the
+    provider call), `queued` when it is written ahead of its send job (a person's message)."""
     message = Message(
+        **({"id": message_id} if message_id is not None else {}),
         company_id=company_id,
         lead_id=lead_id,
         contact_id=contact_id,
@@ -402,7 +410,7 @@ def create_outbound_message(
         direction=Direction.outbound.value,
         text=text,
         template_id=template_id,
-        status=MessageStatus.sending.value,
+        status=status.value,
         send_key=send_key,
         meta=meta,
         created_at=now,

@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 class JobType(StrEnum):
     ai_engage = "ai.engage"
+    agent_reply = "agent.reply"
     channel_notice = "channel.notice"
     followup_bumpup = "followup.bumpup"
     ai_summary = "ai.summary"
@@ -77,6 +78,9 @@ class Lane(StrEnum):
 # Fixed (docs/architecture.md, "The job queue"): a caller chooses a type, not a priority.
 PRIORITIES: dict[JobType, int] = {
     JobType.ai_engage: 100,
+    # A person's reply answers a live lead as an AI reply does: neither jumps the other, and
+    # among equal priorities the earliest due goes first (README.md, "Job priorities").
+    JobType.agent_reply: 100,
     JobType.channel_notice: 98,
     JobType.followup_bumpup: 95,
     JobType.ai_summary: 90,

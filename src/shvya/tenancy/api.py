@@ -16,12 +16,14 @@ from shvya.tenancy.schemas import (
     CompanyOut,
     CompanyPatchIn,
     MeOut,
+    UserCreateIn,
+    UserOut,
 )
 
 router = APIRouter(tags=["tenancy"], responses=error_responses(*AUTH_ERRORS))
 
 
-@router.get("/me", summary="The calling key: its company and role")
+@router.get("/me", summary="The calling key: its company, role and person (user_id)")
 def get_me(key: CurrentKey) -> MeOut:
     return MeOut(
         company_id=key.company.id,
@@ -29,6 +31,7 @@ def get_me(key: CurrentKey) -> MeOut:
         timezone=key.company.timezone,
         key_id=key.key_id,
         role=key.role.value,
+        user_id=key.user_id,
     )
 
 
@@ -43,12 +46,18 @@ def list_api_keys(session: DbSession, key: AdminKey) -> list[ApiKeyOut]:
 @router.post(
     "/api-keys",
     status_code=201,
-    summary="Create an API key (admin); the key is shown only in this response",
-    responses=error_responses(403),
+    summary="Create an API key (admin); the key is shown only in this response. With "
+    "user_id it is that person's key: it has their role and acts as `user:<id>`",
+    responses=error_responses(403, 404),
 )
 def create_api_key(
     body: ApiKeyCreateIn, session: DbSession, key: AdminKey, clock: ClockDep
 ) -> ApiKeyCreatedOut:
+    user = (
+        None
+        if body.user_id is None
+        else service.get_user(session, company_id=key.company.id, user_id=body.user_id)
+    )
     row, raw_key = service.create_api_key(
         session,
         company_id=key.company.id,
@@ -56,6 +65,7 @@ def create_api_key(
         name=body.name,
         actor=key.actor,
         now=clock.now(),
+        user=user,
     )
     return ApiKeyCreatedOut(**ApiKeyOut.model_validate(row).model_dump(), key=raw_key)
 
@@ -72,6 +82,33 @@ def revoke_api_key(
     row = service.find_api_key(session, company_id=key.company.id, ref=str(key_id))
     service.revoke_api_key(session, key=row, actor=key.actor, now=clock.now())
     return ApiKeyOut.model_validate(row)
+
+
+@router.get("/users", summary="The company's users (admin)", responses=error_responses(403))
+def list_users(session: DbSession, key: AdminKey) -> list[UserOut]:
+    return [
+        UserOut.model_validate(u) for u in service.list_users(session, company_id=key.company.id)
+    ]
+
+
+@router.post(
+    "/users",
+    status_code=201,
+    summary="Add a person to the company (admin): an agent, a supervisor or an admin, one per "
+    "e-mail address. Give them a key with POST /api-keys and their user_id",
+    responses=error_responses(403, 409),
+)
+def create_user(body: UserCreateIn, session: DbSession, key: AdminKey, clock: ClockDep) -> UserOut:
+    user = service.create_user(
+        session,
+        company_id=key.company.id,
+        email=body.email,
+        name=body.name,
+        role=body.role,
+        actor=key.actor,
+        now=clock.now(),
+    )
+    return UserOut.model_validate(user)
 
 
 @router.get("/company", summary="The company's settings: card, currency, language, AI switch")

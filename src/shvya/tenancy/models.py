@@ -80,6 +80,9 @@ class ApiKey(IdMixin, Base):
     )
     name: Mapped[str] = mapped_column(String(200), default="")
     role: Mapped[str] = mapped_column(String(16))
+    # The person the key belongs to, if any: the key then acts as `user:<id>` (the actor of
+    # what it writes). A key without one is named by itself, `api_key:<id>`.
+    user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     # The non-secret part of the key, used to find the row without scanning hashes.
     prefix: Mapped[str] = mapped_column(String(32), unique=True)
     key_hash: Mapped[str] = mapped_column(String(64))

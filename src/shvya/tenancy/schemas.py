@@ -7,20 +7,63 @@ from zoneinfo import available_timezones
 
 import phonenumbers
 import pycountry
-from pydantic import AfterValidator, BaseModel, Field, StrictBool
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StrictBool,
+    model_validator,
+)
 
-from shvya.schemas import NOT_A_BOOL, RowOut, SafeStr, StrictInput, leave_out_or_set, one_of
+from shvya.schemas import (
+    NOT_A_BOOL,
+    NOT_BLANK,
+    RowOut,
+    SafeStr,
+    StrictInput,
+    leave_out_or_set,
+    one_of,
+)
 from shvya.tenancy.models import Role
 
 
 class ApiKeyCreateIn(StrictInput):
+    # The schema says what the validator checks: a role, a user, or both (never null).
+    model_config = ConfigDict(
+        json_schema_extra={"anyOf": [{"required": ["role"]}, {"required": ["user_id"]}]}
+    )
+
     name: SafeStr = Field(default="", max_length=200)
-    role: Role
+    role: Role | None = Field(
+        default=None,
+        description="Required for a key without a user; a user's key has theirs",
+        json_schema_extra=leave_out_or_set,
+    )
+    user_id: uuid.UUID | None = Field(
+        default=None,
+        description="The person the key belongs to (POST /users): it then acts as "
+        "`user:<id>`, the actor of its messages and events",
+        json_schema_extra=leave_out_or_set,
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _role_or_user(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for field in ("role", "user_id"):
+                if field in data and data[field] is None:
+                    raise ValueError(f"{field} cannot be null: leave it out")
+            if "role" not in data and "user_id" not in data:
+                raise ValueError("give a role, or the user_id of the person the key belongs to")
+        return data
 
 
 class ApiKeyOut(RowOut):
     name: str
     role: str
+    user_id: uuid.UUID | None = Field(description="The person the key belongs to, if any")
     prefix: str = Field(description="The key's public part: it starts every key of this row.")
     created_at: datetime
     last_used_at: datetime | None
@@ -31,12 +74,29 @@ class ApiKeyCreatedOut(ApiKeyOut):
     key: str = Field(description="The key itself. Shown only in this response; store it now.")
 
 
+class UserCreateIn(StrictInput):
+    email: EmailStr = Field(max_length=320)
+    name: SafeStr = Field(min_length=1, max_length=200, pattern=NOT_BLANK)
+    role: Role
+
+
+class UserOut(RowOut):
+    email: str
+    name: str
+    role: str
+    is_active: bool
+    created_at: datetime
+
+
 class MeOut(BaseModel):
     company_id: uuid.UUID
     company_name: str
     timezone: str
     key_id: uuid.UUID
     role: str
+    user_id: uuid.UUID | None = Field(
+        default=None, description="The person the key belongs to; what it does is theirs"
+    )
 
 
 # --- the company's own settings ---------------------------------------------------------------

@@ -26,6 +26,7 @@ from shvya.tenancy.models import (
     Company,
     OperatorKey,
     Role,
+    User,
     WhatsAppBusinessAccount,
 )
 from shvya.tenancy.schemas import CompanyOut, CompanyPatchIn
@@ -62,14 +63,27 @@ class CompanyRef:
     settings: dict[str, Any]
 
 
+class UserNotFound(NotFound):
+    code = "user_not_found"
+
+
+class UserExists(Conflict):
+    code = "user_exists"
+
+
 @dataclass(frozen=True)
 class AuthenticatedKey:
     key_id: uuid.UUID
     role: Role
     company: CompanyRef
+    # The person the key belongs to (`shvya apikey create --user`, POST /api-keys user_id).
+    user_id: uuid.UUID | None = None
 
     @property
     def actor(self) -> str:
+        """Who did it, in events and messages: the key's person, else the key itself."""
+        if self.user_id is not None:
+            return f"user:{self.user_id}"
         return f"api_key:{self.key_id}"
 
 
@@ -223,16 +237,93 @@ def _hash_key(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
+def create_user(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    email: str,
+    name: str,
+    role: Role,
+    actor: str,
+    now: datetime,
+) -> User:
+    """A person of the company (an agent, a supervisor, an admin), one per e-mail address
+    (lower-cased): a second with the same address is a 409, decided by the unique index."""
+    email = email.strip().lower()
+    user_id = insert_or_ignore(
+        session,
+        table_of(User),
+        {
+            "company_id": company_id,
+            "email": email,
+            "name": name,
+            "role": role.value,
+            "is_active": True,
+            "created_at": now,
+        },
+        conflict_on=("company_id", "email"),
+    )
+    if user_id is None:
+        raise UserExists(f"the company already has a user with e-mail {email}")
+    append_event(
+        session,
+        company_id=company_id,
+        entity_type="user",
+        entity_id=user_id,
+        type="UserCreated",
+        data={"email": email, "role": role.value},
+        actor=actor,
+        now=now,
+    )
+    return session.get_one(User, user_id)
+
+
+def list_users(session: Session, *, company_id: uuid.UUID) -> Sequence[User]:
+    return session.scalars(
+        select(User).where(User.company_id == company_id).order_by(User.created_at, User.email)
+    ).all()
+
+
+def get_user(
+    session: Session, *, company_id: uuid.UUID, user_id: uuid.UUID | None = None, email: str = ""
+) -> User:
+    """A user of this company by id or e-mail; another company's is not found (404)."""
+    statement = select(User).where(User.company_id == company_id)
+    if user_id is not None:
+        statement = statement.where(User.id == user_id)
+    else:
+        statement = statement.where(User.email == email.strip().lower())
+    user = session.scalars(statement).first()
+    if user is None:
+        raise UserNotFound(f"user {user_id or email!r} not found")
+    return user
+
+
 def create_api_key(
     session: Session,
     *,
     company_id: uuid.UUID,
-    role: Role,
+    role: Role | None,
     name: str = "",
     actor: str = "system",
     now: datetime,
+    user: User | None = None,
 ) -> tuple[ApiKey, str]:
-    """Returns the row and the key itself, which is never stored and cannot be shown again."""
+    """Returns the row and the key itself, which is never stored and cannot be shown again.
+
+    A user's key has the user's role (`role` None means that role): what it does is theirs,
+    and its events name them (`user:<id>`)."""
+    if user is not None:
+        if user.company_id != company_id:
+            raise UserNotFound(f"user {user.id} not found")
+        if role is not None and role.value != user.role:
+            raise InvalidInput(
+                f"role: a user's key has the user's role ({user.role}); leave role out",
+                extra={"field": "role"},
+            )
+        role = Role(user.role)
+    if role is None:
+        raise InvalidInput("role: a key without a user needs a role", extra={"field": "role"})
     prefix = f"{KEY_PREFIX}_{secrets.token_hex(6)}"
     raw_key = f"{prefix}_{secrets.token_hex(24)}"
     key = ApiKey(
@@ -242,6 +333,7 @@ def create_api_key(
         prefix=prefix,
         key_hash=_hash_key(raw_key),
         created_at=now,
+        user_id=user.id if user is not None else None,
     )
     session.add(key)
     session.flush()
@@ -251,7 +343,12 @@ def create_api_key(
         entity_type="api_key",
         entity_id=key.id,
         type="ApiKeyCreated",
-        data={"prefix": prefix, "role": role.value, "name": name},
+        data={
+            "prefix": prefix,
+            "role": role.value,
+            "name": name,
+            **({"user_id": str(user.id)} if user is not None else {}),
+        },
         actor=actor,
         now=now,
     )
@@ -286,6 +383,7 @@ _FIND_KEY = (
     select(
         _keys.c.id,
         _keys.c.role,
+        _keys.c.user_id,
         _keys.c.key_hash,
         _keys.c.revoked_at,
         _keys.c.last_used_at,
@@ -325,7 +423,9 @@ def authenticate_api_key(
         connection.execute(
             _TOUCH_KEY, {"key_id": row.id, "now": now, "stale": now - LAST_USED_RESOLUTION}
         )
-    return AuthenticatedKey(key_id=row.id, role=Role(row.role), company=_company_ref(row))
+    return AuthenticatedKey(
+        key_id=row.id, role=Role(row.role), company=_company_ref(row), user_id=row.user_id
+    )
 
 
 # --- the installation's operator ---------------------------------------------------------------
