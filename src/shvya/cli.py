@@ -863,7 +863,7 @@ def leads_show(
             f"lead      {lead.id}",
             f"name      {lead.name or '(no name)'}",
             f"stage     {lead.stage.name}",
-            f"AI        {'paused' if lead.ai_paused else 'on'}",
+            f"AI        {'paused' if lead.ai_paused else 'on'}{_pause(lead)}",
             f"created   {lead.created_at.isoformat()}",
             f"last in   {lead.last_inbound_at.isoformat() if lead.last_inbound_at else '-'}",
         ]
