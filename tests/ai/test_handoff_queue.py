@@ -133,6 +133,27 @@ def test_resume_when_the_last_message_is_ours_queues_nothing(desk: Desk) -> None
     assert [m["meta"]["purpose"] for m in desk.replies(lead_id)] == ["handoff", "reply"]
 
 
+def test_resume_leaves_out_imported_history_and_opt_in_keywords(desk: Desk) -> None:
+    lead_id = hand_off(desk, "+919800000051")
+    desk.clock.advance(minutes=1)
+    imported = desk.client.post(
+        f"/leads/{lead_id}/history",
+        json={
+            "messages": [
+                {"direction": "in", "text": "price of premium?", "sent_at": "2026-11-26T10:00:30Z"}
+            ]
+        },
+        headers=desk.tenant.agent,
+    )
+    assert imported.status_code in (200, 201), imported.text
+    desk.converse("START", phone="+919800000051")
+    resumed = desk.client.post(f"/leads/{lead_id}/ai/resume", headers=desk.tenant.agent).json()
+    assert (resumed["pending_messages"], resumed["job_id"]) == (0, None)
+    asked = desk.converse("what does the premium plan cost?", phone="+919800000051")
+    [*_, reply] = desk.replies(lead_id)
+    assert reply["meta"]["answers"] == [asked["message_id"]]
+
+
 def test_resume_of_another_companys_lead_is_404_and_queues_nothing(desk: Desk) -> None:
     from tests.support import make_tenant
 
