@@ -161,6 +161,7 @@ def resume_ai(
     one job, and once the reply is sent nothing is pending: nothing is answered twice
     (docs/ai.md 5.5)."""
     lead = crm.get_lead(session, company_id=company_id, lead_id=lead_id)
+    crm.lock_lead(session, lead)  # two resumes at once: one AIResumed
     crm.set_ai_paused(session, lead=lead, paused=False, reason="resumed", actor=actor, now=now)
     pending = unanswered_inbound(session, company_id=company_id, lead_id=lead_id)
     if not pending:
