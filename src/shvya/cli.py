@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar, get_args
+from typing import Annotated, Any, Literal, NoReturn, TypeVar, get_args
 
 import typer
 from pydantic import ValidationError
@@ -806,6 +806,12 @@ def leads_list(
             "--search", "-q", metavar="TEXT", help="Search names, phone numbers and emails."
         ),
     ] = None,
+    assigned_to: Annotated[
+        str | None,
+        typer.Option(
+            metavar="USER_ID", help="Only leads assigned to this user, or `none`: to no one."
+        ),
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=500, help="Leads per page.")] = 20,
     page: Annotated[int, typer.Option(min=1, help="Which page, from 1.")] = 1,
 ) -> None:
@@ -813,12 +819,21 @@ def leads_list(
     from shvya.crm import service as crm
 
     settings = _settings()
+    assignee: uuid.UUID | Literal["none"] | None = None
+    if assigned_to == "none":
+        assignee = "none"
+    elif assigned_to is not None:
+        try:
+            assignee = uuid.UUID(assigned_to)
+        except ValueError:
+            fail("--assigned-to: a user id, or none for unassigned leads", code=2)
     filters = LeadFilter(
         stage=stage,
         needs_person=True if needs_person else None,
         ai_paused=ai_paused,
         channel=channel,
         search=search or None,
+        assigned_to=assignee,
     )
 
     def work(session: Session) -> list[str]:

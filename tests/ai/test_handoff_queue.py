@@ -171,18 +171,29 @@ def test_the_cli_lists_the_leads_needing_a_person(desk: Desk, database_url: str)
     unknown = hand_off(desk, "+919800000041", "Do you offer drone delivery to Antarctica?")
     desk.clock.advance(minutes=5)
     asked = hand_off(desk, "+919800000042")
-    desk.converse("what does the basic plan cost?", phone="+919800000043")
-    result = subprocess.run(
-        [sys.executable, "-m", "shvya", "leads", "list", "--needs-person"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "DATABASE_URL": database_url},
-        check=False,
-    )
+    answered = desk.converse("what does the basic plan cost?", phone="+919800000043")
+
+    def shvya(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "shvya", "leads", "list", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "DATABASE_URL": database_url},
+            check=False,
+        )
+
+    result = shvya("--needs-person")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert [line.split()[0] for line in lines[:2]] == [unknown, asked]
     assert lines[0].endswith("[needs a person: handoff: unknown_answer since 2026-11-26 10:00]")
     assert lines[1].endswith("[needs a person: handoff: asked_for_person since 2026-11-26 10:05]")
     assert lines[2] == "leads 1-2 of 2"
+    others = shvya(
+        "--ai-on", "--channel", "sandbox", "--search", "9800000043", "--assigned-to", "none"
+    )
+    assert others.returncode == 0, others.stderr
+    [line, total] = others.stdout.splitlines()
+    assert line.startswith(answered["lead_id"]) and "[" not in line
+    assert total == "leads 1-1 of 1"
