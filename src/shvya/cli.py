@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn, TypeVar, get_args
 
 import typer
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
@@ -22,7 +22,7 @@ from shvya import __version__, onboarding, redact
 from shvya.clock import SystemClock
 from shvya.config import JobEngineName, Settings, load_settings
 from shvya.crm.models import Channel
-from shvya.crm.schemas import ContactOut, LeadFilter, LeadOut
+from shvya.crm.schemas import AssigneeRef, ContactOut, LeadFilter, LeadOut
 from shvya.db.engine import make_engine, make_session_factory
 from shvya.db.migrate import current_revision, head_revision, upgrade_database
 from shvya.db.phases import commit_between_phases, run_phases
@@ -820,13 +820,11 @@ def leads_list(
 
     settings = _settings()
     assignee: uuid.UUID | Literal["none"] | None = None
-    if assigned_to == "none":
-        assignee = "none"
-    elif assigned_to is not None:
+    if assigned_to is not None:
         try:
-            assignee = uuid.UUID(assigned_to)
-        except ValueError:
-            fail("--assigned-to: a user id, or none for unassigned leads", code=2)
+            assignee = TypeAdapter(AssigneeRef).validate_python(assigned_to)
+        except ValidationError as exc:
+            fail(f"--assigned-to: {exc.errors()[0]['msg']}", code=2)
     filters = LeadFilter(
         stage=stage,
         needs_person=True if needs_person else None,

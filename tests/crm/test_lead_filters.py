@@ -94,14 +94,17 @@ def test_a_bad_filter_value_is_refused_naming_the_filter(
     theirs = make_user(session_factory, globex, "g@globex.test")
     their_stage = client.get("/pipelines", headers=globex.agent).json()[0]["stages"][0]["id"]
     cases = {
+        # Like any id the company does not have, another company's stage or user is a 404.
         "stage": (["Dancing", their_stage], 404),
-        "assigned_to": (["not-a-user", theirs, str(uuid.uuid4())], 422),
+        "assigned_to": ([theirs, str(uuid.uuid4())], 404),
+        "assigned_to ": (["not-a-user", "me"], 422),
         "channel": (["pigeon"], 422),
         "ai_paused": (["maybe"], 422),
         "needs_person": (["perhaps"], 422),
         "q": ([""], 422),
     }
-    for field, (values, status) in cases.items():
+    for key, (values, status) in cases.items():
+        field = key.strip()
         for value in values:
             response = client.get("/leads", params={field: value}, headers=acme.agent)
             assert response.status_code == status, (field, value, response.text)
@@ -109,6 +112,7 @@ def test_a_bad_filter_value_is_refused_naming_the_filter(
             named = body.get("field") or [e["field"] for e in body.get("errors", [])]
             assert field in named, (field, value, body)
             assert body["detail"].startswith(field) or body["error"] == "stage_not_found"
+            assert theirs not in response.text or field == "assigned_to"
 
 
 def test_assigning_a_lead_to_a_user_of_the_company(
@@ -127,11 +131,17 @@ def test_assigning_a_lead_to_a_user_of_the_company(
     again = client.patch(f"/leads/{lead}", json={"assigned_to": priya}, headers=acme.agent)
     assert again.status_code == 200
 
-    # Another company's user is no user of Acme's: refused, and nothing changes.
+    # Another company's user is no user of Acme's: not found, and nothing changes.
     refused = client.patch(f"/leads/{lead}", json={"assigned_to": other}, headers=acme.agent)
-    assert refused.status_code == 422, refused.text
-    assert refused.json()["field"] == "assigned_to"
+    assert refused.status_code == 404, refused.text
+    assert (refused.json()["error"], refused.json()["field"]) == ("user_not_found", "assigned_to")
     assert other in refused.json()["detail"]
+    assert (
+        client.patch(
+            f"/leads/{lead}", json={"assigned_to": "priya"}, headers=acme.agent
+        ).status_code
+        == 422
+    )
     assert client.get(f"/leads/{lead}", headers=acme.agent).json()["assigned_to"] == priya
     # ... nor can Globex assign Acme's lead (it does not exist for Globex).
     assert (

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
@@ -10,6 +10,7 @@ from shvya.crm import service
 from shvya.crm.models import Channel
 from shvya.crm.schemas import (
     AIPauseIn,
+    AssigneeRef,
     LeadCreateIn,
     LeadFilter,
     LeadOut,
@@ -22,7 +23,6 @@ from shvya.crm.schemas import (
 )
 from shvya.db.session import DbSession
 from shvya.deps import ClockDep, Paging
-from shvya.errors import InvalidInput
 from shvya.events import service as events
 from shvya.events.schemas import EventPage
 from shvya.jobs.service import JobType, enqueue_job
@@ -55,19 +55,6 @@ def create_lead(
         now=clock.now(),
     )
     return service.present_lead(session, lead)
-
-
-def _assignee(value: str | None) -> uuid.UUID | Literal["none"] | None:
-    if value is None:
-        return None
-    if value == "none":
-        return "none"
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise InvalidInput(
-            "assigned_to: a user id, or none for unassigned leads", extra={"field": "assigned_to"}
-        ) from None
 
 
 @router.get(
@@ -110,11 +97,8 @@ def list_leads(
         ),
     ] = None,
     assigned_to: Annotated[
-        SafeStr | None,
-        Query(
-            max_length=36,
-            description="A user id of the company, or `none` for leads assigned to no one",
-        ),
+        AssigneeRef | None,
+        Query(description="A user id of the company, or `none` for leads assigned to no one"),
     ] = None,
 ) -> LeadPage:
     filters = LeadFilter(
@@ -123,7 +107,7 @@ def list_leads(
         ai_paused=ai_paused,
         channel=channel,
         search=q,
-        assigned_to=_assignee(assigned_to),
+        assigned_to=assigned_to,
     )
     leads, total = service.list_leads(
         session, company_id=key.company.id, filters=filters, page=page
@@ -144,6 +128,8 @@ def get_lead(lead_id: uuid.UUID, session: DbSession, key: CurrentKey) -> LeadOut
 @router.patch(
     "/leads/{lead_id}",
     summary="Change a lead's stage, name, priority, attributes or assignee",
+    description="`assigned_to`: a user of the company (another id is a 404 user_not_found "
+    "naming the field); null unassigns. Each change of assignee is a LeadAssigned event.",
     responses=error_responses(404),
 )
 def patch_lead(

@@ -5,7 +5,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from shvya.crm.models import Channel
 from shvya.schemas import (
@@ -223,6 +231,29 @@ class LeadOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     last_inbound_at: datetime | None
+
+
+def _assignee(value: object) -> uuid.UUID | Literal["none"]:
+    if value == "none":
+        return "none"
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise PydanticCustomError(
+            "user_id_or_none", "a user id, or none for leads assigned to no one"
+        ) from None
+
+
+# `GET /leads?assigned_to=`: one clear error for a bad value, not one per member of the union.
+AssigneeRef = Annotated[
+    uuid.UUID | Literal["none"],
+    PlainValidator(_assignee),
+    WithJsonSchema(
+        {"anyOf": [{"type": "string", "format": "uuid"}, {"type": "string", "enum": ["none"]}]}
+    ),
+]
 
 
 @dataclass(frozen=True)

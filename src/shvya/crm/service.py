@@ -943,15 +943,20 @@ def set_ai_paused(
     return True
 
 
+class UserNotFound(NotFound):
+    code = "user_not_found"
+
+
 def company_user(
     session: Session, *, company_id: uuid.UUID, user_id: uuid.UUID, field: str
 ) -> User:
-    """A user of the company, or a 422 naming `field` (another company's user is not one)."""
+    """A user of the company, or a 404 naming `field`, like any id the company does not have
+    (another company's user too)."""
     user = session.scalars(
         select(User).where(User.id == user_id, User.company_id == company_id)
     ).first()
     if user is None:
-        raise InvalidInput(
+        raise UserNotFound(
             f"{field}: {user_id} is not a user of this company", extra={"field": field}
         )
     return user
@@ -1013,8 +1018,8 @@ def list_leads(
     page: PageRequest,
 ) -> tuple[Sequence[Lead], int]:
     """The company's leads that pass every filter: newest first, or with needs_person=true the
-    longest-waiting first (by when the AI was paused). A stage the company does not have is a
-    404 (stage_not_found), a user it does not have a 422, each naming the filter."""
+    longest-waiting first (by when the AI was paused). A stage or a user the company does not
+    have is a 404 (stage_not_found, user_not_found) naming the filter."""
     where: list[Any] = [Lead.company_id == company_id]
     if filters.stage is not None:
         try:
