@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -22,6 +23,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shvya import __version__
+from shvya.ai.api import leads_router as ai_leads_router
 from shvya.ai.api import router as ai_router
 from shvya.channels.api import router as channels_router
 from shvya.channels.webhooks import router as webhooks_router
@@ -30,6 +32,7 @@ from shvya.config import Environment, JobEngineName, Settings, load_settings
 from shvya.conversations.api import router as conversations_router
 from shvya.crm.api import router as crm_router
 from shvya.db.engine import make_pooled_engine, make_session_factory
+from shvya.deps import declared_query_params, unknown_query_params
 from shvya.errors import ShvyaError
 from shvya.jobs.api import router as jobs_router
 from shvya.jobs.engines import JobEngine
@@ -39,6 +42,7 @@ from shvya.knowledge.embeddings import embedding_backend
 from shvya.ratelimit import SlidingWindowLimiter
 from shvya.templates.api import router as templates_router
 from shvya.tenancy.api import router as tenancy_router
+from shvya.tenancy.auth import get_caller
 from shvya.web.sandbox import router as sandbox_router
 
 logger = logging.getLogger(__name__)
@@ -218,6 +222,41 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
 
+# Read only when a request has a parameter its route does not take (not a route dependency,
+# so the OpenAPI document is what the routes declare).
+_bearer = HTTPBearer(auto_error=False)
+
+
+def _authenticate_alone(request: Request, credentials: HTTPAuthorizationCredentials | None) -> None:
+    with request.app.state.session_factory() as session:
+        get_caller(request, session, credentials)
+
+
+async def reject_unknown_query_params(request: Request) -> None:
+    """A query parameter the route does not take is a 422 naming it (`GET /leads?ai_pasued=
+    true` must not list every lead). The caller's key is checked first, so a caller without
+    one gets the 401 the route would give and learns nothing about its parameters. Async, and
+    the key read only on that path: the API's routes pay no thread-pool hop for it."""
+    unknown = unknown_query_params(request)
+    if not unknown:
+        return
+    await run_in_threadpool(_authenticate_alone, request, await _bearer(request))
+    route = request.scope["route"]
+    takes = ", ".join(sorted(declared_query_params(route))) or "no query parameter"
+    raise RequestValidationError(
+        [
+            {
+                "type": "extra_forbidden",
+                "loc": ("query", name),
+                "msg": f"not a parameter of {route.path}; it takes {takes}",
+            }
+            for name in unknown
+        ]
+    )
+
+
+KNOWN_QUERY_PARAMS = Depends(reject_unknown_query_params)
+
 DOCS_ASSETS = "/static/docs"
 
 
@@ -366,15 +405,19 @@ def create_app(
     app.mount("/static", StaticFiles(packages=[("shvya.web", "static")]), name="static")
     if docs:
         _mount_api_docs(app)
-    app.include_router(conversations_router)
-    app.include_router(channels_router)
+    # The API refuses query parameters its routes do not take; the providers' webhooks and the
+    # sandbox page, whose callers we do not write, do not.
+    api = [KNOWN_QUERY_PARAMS]
+    app.include_router(conversations_router, dependencies=api)
+    app.include_router(channels_router, dependencies=api)
     app.include_router(webhooks_router)
-    app.include_router(templates_router)
-    app.include_router(crm_router)
-    app.include_router(jobs_router)
-    app.include_router(knowledge_router)
-    app.include_router(ai_router)
-    app.include_router(tenancy_router)
+    app.include_router(templates_router, dependencies=api)
+    app.include_router(crm_router, dependencies=api)
+    app.include_router(ai_leads_router, dependencies=api)
+    app.include_router(jobs_router, dependencies=api)
+    app.include_router(knowledge_router, dependencies=api)
+    app.include_router(ai_router, dependencies=api)
+    app.include_router(tenancy_router, dependencies=api)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,

@@ -9,10 +9,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar, get_args
+from typing import Annotated, Any, Literal, NoReturn, TypeVar, get_args
 
 import typer
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
@@ -21,7 +21,8 @@ from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 from shvya import __version__, onboarding, redact
 from shvya.clock import SystemClock
 from shvya.config import JobEngineName, Settings, load_settings
-from shvya.crm.schemas import ContactOut
+from shvya.crm.models import Channel
+from shvya.crm.schemas import AssigneeRef, ContactOut, LeadFilter, LeadOut
 from shvya.db.engine import make_engine, make_session_factory
 from shvya.db.migrate import current_revision, head_revision, upgrade_database
 from shvya.db.phases import commit_between_phases, run_phases
@@ -835,28 +836,78 @@ def _contacts(contacts: list[ContactOut]) -> str:
     return ", ".join(f"{c.channel}:{c.value}" for c in contacts) or "no contact"
 
 
+def _pause(lead: LeadOut) -> str:
+    if not lead.ai_paused:
+        return ""
+    since = f" since {lead.ai_paused_since:%Y-%m-%d %H:%M}" if lead.ai_paused_since else ""
+    label = "needs a person" if lead.needs_person else "AI paused"
+    return f"  [{label}: {lead.ai_paused_reason or 'no reason'}{since}]"
+
+
 @leads_app.command("list")
 def leads_list(
     company: OneCompany = None,
     stage: Annotated[
         str | None, typer.Option(metavar="STAGE", help="Only leads in this stage (name or id).")
     ] = None,
+    needs_person: Annotated[
+        bool,
+        typer.Option(
+            "--needs-person",
+            help="Only leads the AI handed to a person who has not answered yet, "
+            "the longest-waiting first, with the reason and since when.",
+        ),
+    ] = False,
+    ai_paused: Annotated[
+        bool | None,
+        typer.Option(
+            "--ai-paused/--ai-on", help="Only leads whose AI is paused (for any reason), or on."
+        ),
+    ] = None,
+    channel: Annotated[
+        Channel | None, typer.Option(help="Only leads with a contact on this channel.")
+    ] = None,
+    search: Annotated[
+        str | None,
+        typer.Option(
+            "--search", "-q", metavar="TEXT", help="Search names, phone numbers and emails."
+        ),
+    ] = None,
+    assigned_to: Annotated[
+        str | None,
+        typer.Option(
+            metavar="USER_ID", help="Only leads assigned to this user, or `none`: to no one."
+        ),
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=500, help="Leads per page.")] = 20,
     page: Annotated[int, typer.Option(min=1, help="Which page, from 1.")] = 1,
 ) -> None:
-    """The company's leads, newest first, a page at a time."""
+    """The company's leads, newest first (--needs-person: oldest first), a page at a time."""
     from shvya.crm import service as crm
 
     settings = _settings()
+    assignee: uuid.UUID | Literal["none"] | None = None
+    if assigned_to is not None:
+        try:
+            assignee = TypeAdapter(AssigneeRef).validate_python(assigned_to)
+        except ValidationError as exc:
+            fail(f"--assigned-to: {exc.errors()[0]['msg']}", code=2)
+    filters = LeadFilter(
+        stage=stage,
+        needs_person=True if needs_person else None,
+        ai_paused=ai_paused,
+        channel=channel,
+        search=search or None,
+        assigned_to=assignee,
+    )
 
     def work(session: Session) -> list[str]:
         owner = tenancy.get_company_or_default(session, ref=company)
         request = PageRequest(limit=limit, offset=(page - 1) * limit)
-        rows, total = crm.list_leads(session, company_id=owner.id, stage_ref=stage, page=request)
+        rows, total = crm.list_leads(session, company_id=owner.id, filters=filters, page=request)
         lines = [
             f"{lead.id}  {lead.stage.name:<10} {lead.created_at:%Y-%m-%d %H:%M}  "
-            f"{lead.name or '(no name)'}  {_contacts(lead.contacts)}"
-            + ("  [AI paused]" if lead.ai_paused else "")
+            f"{lead.name or '(no name)'}  {_contacts(lead.contacts)}" + _pause(lead)
             for lead in crm.present_leads(session, rows)
         ]
         if not rows:
@@ -892,7 +943,7 @@ def leads_show(
             f"lead      {lead.id}",
             f"name      {lead.name or '(no name)'}",
             f"stage     {lead.stage.name}",
-            f"AI        {'paused' if lead.ai_paused else 'on'}",
+            f"AI        {'paused' if lead.ai_paused else 'on'}{_pause(lead)}",
             f"created   {lead.created_at.isoformat()}",
             f"last in   {lead.last_inbound_at.isoformat() if lead.last_inbound_at else '-'}",
         ]

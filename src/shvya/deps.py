@@ -6,6 +6,8 @@ import ipaddress
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 
 from shvya.clock import Clock
 from shvya.config import IPNetwork, Settings
@@ -77,3 +79,27 @@ async def get_page_request(
 ClockDep = Annotated[Clock, Depends(get_clock)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 Paging = Annotated[PageRequest, Depends(get_page_request)]
+
+
+def declared_query_params(route: APIRoute) -> frozenset[str]:
+    """The query parameters a route takes: its own and its dependencies' (`limit` and `offset`
+    of Paging), by the name a client writes (an alias such as `hub.mode`). A walk of a few
+    objects, made only for a request with a query string: not worth a cache."""
+    names: set[str] = set()
+    pending: list[Dependant] = [route.dependant]
+    while pending:
+        dependant = pending.pop()
+        names.update(field.alias for field in dependant.query_params)
+        pending.extend(dependant.dependencies)
+    return frozenset(names)
+
+
+def unknown_query_params(request: Request) -> list[str]:
+    """The request's query parameters its route does not take, in the order given: a typo
+    (`?ai_pasued=true`) or a filter the route lacks would otherwise be ignored in silence and
+    answer as if no filter had been asked for."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or not request.query_params:
+        return []
+    declared = declared_query_params(route)
+    return [name for name in dict.fromkeys(request.query_params.keys()) if name not in declared]

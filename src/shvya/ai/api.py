@@ -12,7 +12,9 @@ from shvya.ai.schemas import (
     AIModelOut,
     UsageOut,
 )
+from shvya.conversations import service as conversations
 from shvya.crm import service as crm
+from shvya.crm.schemas import ResumeOut
 from shvya.db.session import DbSession
 from shvya.deps import ClockDep
 from shvya.schemas import (
@@ -24,6 +26,29 @@ from shvya.schemas import (
 from shvya.tenancy.auth import AdminKey, CurrentKey
 
 router = APIRouter(tags=["knowledge base and AI"], responses=error_responses(*AUTH_ERRORS))
+# A lead's route that needs the conversations domain, which crm (a lower layer) cannot import.
+leads_router = APIRouter(tags=["leads"], responses=error_responses(*AUTH_ERRORS))
+
+
+@leads_router.post(
+    "/leads/{lead_id}/ai/resume",
+    summary="Let the AI answer this lead again, starting with what no one has answered yet",
+    description="The lead's messages since the last answer (by the AI or a person; imported "
+    "history and opt-in/out keywords left out) get one AI reply, by the ai.engage job named in "
+    "`job_id`. Resuming again queues nothing more, and a lead whose last message is ours gets "
+    "no job (docs/ai.md 5.5).",
+    responses=error_responses(404),
+)
+def resume_ai(
+    lead_id: uuid.UUID, session: DbSession, key: CurrentKey, clock: ClockDep
+) -> ResumeOut:
+    resumed = conversations.resume_ai(
+        session, company_id=key.company.id, lead_id=lead_id, actor=key.actor, now=clock.now()
+    )
+    lead = crm.present_lead(
+        session, crm.get_lead(session, company_id=key.company.id, lead_id=lead_id)
+    )
+    return ResumeOut(**lead.model_dump(), pending_messages=resumed.pending, job_id=resumed.job_id)
 
 
 @router.get(

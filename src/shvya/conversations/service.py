@@ -29,6 +29,7 @@ from shvya.db.queries import count_rows, get_for_company, page_of
 from shvya.db.statements import insert_or_ignore
 from shvya.errors import InvalidInput, NotFound
 from shvya.events.service import append_lead_event
+from shvya.jobs.service import JobType, enqueue_job
 from shvya.schemas import PageRequest
 
 # Delivery statuses only move forward; `failed` is final (docs/whatsapp.md 1.6).
@@ -137,6 +138,45 @@ def newest_answerable_inbound(
         .limit(20)
     ).all()
     return next((row.id for row in rows if _answerable(row.meta)), None)
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """What resuming the AI for a lead queued: the messages one AI reply answers, its job."""
+
+    pending: int
+    job_id: uuid.UUID | None
+
+
+def resume_ai(
+    session: Session, *, company_id: uuid.UUID, lead_id: uuid.UUID, actor: str, now: datetime
+) -> Resumed:
+    """Let the AI answer the lead again, starting with what no one has answered yet.
+
+    The lead's messages since our last answer (`unanswered_inbound`: not imported history, not
+    opt-in/out keywords) get one `ai.engage` run, keyed on the newest of them: ai.engage
+    answers all pending messages as one turn, and a burst's job for an older message would end
+    as "coalesced". The key differs from the inbound path's (whose job for that message
+    already ended as "ai_paused") and is the same on every resume, so resuming twice queues
+    one job, and once the reply is sent nothing is pending: nothing is answered twice
+    (docs/ai.md 5.5)."""
+    lead = crm.get_lead(session, company_id=company_id, lead_id=lead_id)
+    crm.lock_lead(session, lead)  # two resumes at once: one AIResumed
+    crm.set_ai_paused(session, lead=lead, paused=False, reason="resumed", actor=actor, now=now)
+    pending = unanswered_inbound(session, company_id=company_id, lead_id=lead_id)
+    if not pending:
+        return Resumed(pending=0, job_id=None)
+    newest = pending[-1]
+    job_id, _ = enqueue_job(
+        session,
+        JobType.ai_engage,
+        {"lead_id": str(lead_id), "message_id": str(newest.id)},
+        company_id=company_id,
+        lead_id=lead_id,
+        idempotency_key=f"ai.engage:resume:{newest.id}",
+        now=now,
+    )
+    return Resumed(pending=len(pending), job_id=job_id)
 
 
 def recent_messages(

@@ -7,9 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from shvya.crm import service
+from shvya.crm.models import Channel
 from shvya.crm.schemas import (
     AIPauseIn,
+    AssigneeRef,
     LeadCreateIn,
+    LeadFilter,
     LeadOut,
     LeadPage,
     LeadPatchIn,
@@ -54,15 +57,60 @@ def create_lead(
     return service.present_lead(session, lead)
 
 
-@router.get("/leads", summary="List leads, newest first", responses=error_responses(404))
+@router.get(
+    "/leads",
+    summary="List leads, newest first; filter by stage, channel, a search, assignee or AI state",
+    description="Every filter given narrows the list. `needs_person=true` lists the leads the "
+    "AI handed to a person who has not answered yet, the longest-waiting first, with "
+    "`ai_paused_reason` and `ai_paused_since` (docs/ai.md 5.5). A query parameter this "
+    "endpoint does not take is a 422 naming it.",
+    responses=error_responses(404),
+)
 def list_leads(
     session: DbSession,
     key: CurrentKey,
     page: Paging,
-    stage: Annotated[SafeStr | None, Query(max_length=100, description="Stage id or name")] = None,
+    stage: Annotated[
+        SafeStr | None,
+        Query(max_length=100, description="Stage id, or name in the default pipeline"),
+    ] = None,
+    needs_person: Annotated[
+        bool | None,
+        Query(
+            description="true: the AI handed the lead to a person and no person has answered "
+            "yet, oldest first; false: every other lead"
+        ),
+    ] = None,
+    ai_paused: Annotated[
+        bool | None, Query(description="true: the AI is paused for the lead (for any reason)")
+    ] = None,
+    channel: Annotated[
+        Channel | None, Query(description="The lead has a contact on this channel")
+    ] = None,
+    q: Annotated[
+        SafeStr | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="Search the name, phone numbers and email addresses (any case; a phone "
+            "number matches by its digits)",
+        ),
+    ] = None,
+    assigned_to: Annotated[
+        AssigneeRef | None,
+        Query(description="A user id of the company, or `none` for leads assigned to no one"),
+    ] = None,
 ) -> LeadPage:
+    filters = LeadFilter(
+        stage=stage,
+        needs_person=needs_person,
+        ai_paused=ai_paused,
+        channel=channel,
+        search=q,
+        assigned_to=assigned_to,
+    )
     leads, total = service.list_leads(
-        session, company_id=key.company.id, stage_ref=stage, page=page
+        session, company_id=key.company.id, filters=filters, page=page
     )
     return LeadPage.of(service.present_leads(session, leads), total, page)
 
@@ -79,7 +127,9 @@ def get_lead(lead_id: uuid.UUID, session: DbSession, key: CurrentKey) -> LeadOut
 
 @router.patch(
     "/leads/{lead_id}",
-    summary="Change a lead's stage, name, priority or attributes",
+    summary="Change a lead's stage, name, priority, attributes or assignee",
+    description="`assigned_to`: a user of the company (another id is a 404 user_not_found "
+    "naming the field); null unassigns. Each change of assignee is a LeadAssigned event.",
     responses=error_responses(404),
 )
 def patch_lead(
@@ -112,19 +162,6 @@ def pause_ai(
     reason = (body.reason if body else None) or "taken over by a person"
     service.set_ai_paused(
         session, lead=lead, paused=True, reason=reason, actor=key.actor, now=clock.now()
-    )
-    return service.present_lead(session, lead)
-
-
-@router.post(
-    "/leads/{lead_id}/ai/resume",
-    summary="Let the AI answer this lead again (its next message gets an AI reply)",
-    responses=error_responses(404),
-)
-def resume_ai(lead_id: uuid.UUID, session: DbSession, key: CurrentKey, clock: ClockDep) -> LeadOut:
-    lead = service.get_lead(session, company_id=key.company.id, lead_id=lead_id)
-    service.set_ai_paused(
-        session, lead=lead, paused=False, reason="resumed", actor=key.actor, now=clock.now()
     )
     return service.present_lead(session, lead)
 

@@ -67,6 +67,8 @@ class Lead(IdMixin, Base):
     __table_args__ = (
         Index(None, "company_id", "created_at"),
         Index(None, "company_id", "stage_id"),
+        # GET /leads?assigned_to=...; also what deleting a user scans to unassign its leads.
+        Index(None, "company_id", "assigned_user_id"),
     )
 
     company_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
@@ -76,10 +78,28 @@ class Lead(IdMixin, Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     priority: Mapped[int] = mapped_column(default=0)
     ai_paused: Mapped[bool] = mapped_column(default=False)
+    # Why the AI is paused and since when (set_ai_paused); None while it answers. A handoff's
+    # reason ("handoff: unknown_answer") means the lead needs a person (docs/ai.md 5.5).
+    ai_paused_reason: Mapped[str | None] = mapped_column(String(200))
+    ai_paused_at: Mapped[datetime | None] = mapped_column()
+    assigned_user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL")
+    )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_inbound_at: Mapped[datetime | None] = mapped_column()
     last_outbound_at: Mapped[datetime | None] = mapped_column()
+
+
+# GET /leads?needs_person=true and ?ai_paused=true, oldest pause first: only paused leads are
+# in it, so it stays as small as the queue of conversations waiting for a person.
+Index(
+    "ix_leads_paused",
+    Lead.company_id,
+    Lead.ai_paused_at,
+    sqlite_where=Lead.ai_paused,
+    postgresql_where=Lead.ai_paused,
+)
 
 
 class LeadContact(IdMixin, Base):

@@ -1,10 +1,19 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from shvya.crm.models import Channel
 from shvya.schemas import (
@@ -53,6 +62,10 @@ class LeadPatchIn(StrictInput):
         default=None,
         description="Merged into the lead's attributes; a key set to null is removed.",
         json_schema_extra=leave_out_or_set,
+    )
+    assigned_to: uuid.UUID | None = Field(
+        default=None,
+        description="The id of a user of the company the lead is assigned to; null unassigns.",
     )
 
     @model_validator(mode="before")
@@ -205,14 +218,71 @@ class LeadOut(BaseModel):
     attributes: dict[str, Any]
     priority: int
     ai_paused: bool
+    ai_paused_reason: str | None = Field(
+        description="Why the AI is paused (a handoff's is `handoff: <reason>`); null when not"
+    )
+    ai_paused_since: datetime | None = Field(description="When the AI was paused")
+    needs_person: bool = Field(
+        description="The AI handed the conversation to a person and no person has answered "
+        "or taken it over yet (docs/ai.md 5.5)"
+    )
+    assigned_to: uuid.UUID | None = Field(description="The user the lead is assigned to")
     contacts: list[ContactOut]
     created_at: datetime
     updated_at: datetime
     last_inbound_at: datetime | None
 
 
+def _assignee(value: object) -> uuid.UUID | Literal["none"]:
+    if value == "none":
+        return "none"
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise PydanticCustomError(
+            "user_id_or_none", "a user id, or none for leads assigned to no one"
+        ) from None
+
+
+# `GET /leads?assigned_to=`: one clear error for a bad value, not one per member of the union.
+AssigneeRef = Annotated[
+    uuid.UUID | Literal["none"],
+    PlainValidator(_assignee),
+    WithJsonSchema(
+        {"anyOf": [{"type": "string", "format": "uuid"}, {"type": "string", "enum": ["none"]}]}
+    ),
+]
+
+
+@dataclass(frozen=True)
+class LeadFilter:
+    """GET /leads and `shvya leads list`: every field set narrows the list (docs/ai.md 5.5 says
+    what needs_person means)."""
+
+    stage: str | None = None  # a stage's id, or its name in the default pipeline
+    needs_person: bool | None = None
+    ai_paused: bool | None = None
+    channel: Channel | None = None  # the lead has a contact on it
+    search: str | None = None  # in the name and the contacts (phone, email), any case
+    assigned_to: uuid.UUID | Literal["none"] | None = None
+
+
 class LeadPage(Page):
     items: list[LeadOut]
+
+
+class ResumeOut(LeadOut):
+    """The lead, and what the AI answers now that it is resumed."""
+
+    pending_messages: int = Field(
+        description="How many of the lead's messages no one has answered yet: one AI reply, "
+        "by the job below, answers them all"
+    )
+    job_id: uuid.UUID | None = Field(
+        description="The ai.engage job that answers them (GET /jobs/{id}); null: nothing to answer"
+    )
 
 
 class SuppressionIn(StrictInput):

@@ -13,6 +13,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import (
     CompoundSelect,
     Uuid,
+    and_,
     bindparam,
     case,
     exists,
@@ -38,8 +39,10 @@ from shvya.crm.models import (
 )
 from shvya.crm.schemas import (
     DEFAULT_STAGE_RULES,
+    HANDOFF_REASONS,
     ContactOut,
     LeadCreateIn,
+    LeadFilter,
     LeadOut,
     LeadPatchIn,
     PipelineOut,
@@ -54,6 +57,7 @@ from shvya.db.statements import insert_or_ignore
 from shvya.errors import Conflict, InvalidInput, NotFound
 from shvya.events.service import append_event, append_lead_event
 from shvya.schemas import PageRequest
+from shvya.tenancy.models import User
 
 EMAIL_CHANNELS = frozenset({Channel.email})
 SANDBOX_VISITOR = re.compile(r"visitor-[0-9a-f]{16,64}")
@@ -859,6 +863,8 @@ def update_lead(
         if merged != lead.attributes:
             changes["attributes"] = {"set": patch.attributes}
             lead.attributes = merged
+    if "assigned_to" in sent:
+        assign_lead(session, lead=lead, user_id=patch.assigned_to, actor=actor, now=now)
     if changes:
         append_lead_event(
             session,
@@ -881,6 +887,20 @@ def lock_lead(session: Session, lead: Lead) -> None:
     session.refresh(lead, with_for_update=True)
 
 
+# The reasons the AI's handoff pauses a lead with (ai.engage hand_off writes "handoff: <reason>";
+# the bare reason is accepted too). A lead paused for one of them needs a person (docs/ai.md 5.5).
+NEEDS_PERSON_REASONS = tuple(
+    sorted({*HANDOFF_REASONS, *(f"handoff: {reason}" for reason in HANDOFF_REASONS)})
+)
+MAX_PAUSE_REASON_CHARS = 200  # leads.ai_paused_reason
+
+
+def needs_person(lead: Lead) -> bool:
+    """The AI handed the conversation to a person and no person has answered or taken it since
+    (a person's reply or pause replaces the handoff's reason)."""
+    return lead.ai_paused and lead.ai_paused_reason in NEEDS_PERSON_REASONS
+
+
 def set_ai_paused(
     session: Session,
     *,
@@ -890,10 +910,28 @@ def set_ai_paused(
     actor: str,
     now: datetime,
 ) -> bool:
-    """Pause or resume the AI for one lead (AIPaused / AIResumed). False: no change."""
+    """Pause or resume the AI for one lead (AIPaused / AIResumed), keeping why and since when.
+    False: the AI was paused (or answering) already. A pause of a paused lead for another
+    reason replaces the reason and keeps the time (AIPauseReasonChanged): a person who replies
+    to a handed-off lead ("agent_replied") or takes it over answers its need for a person."""
+    reason = reason[:MAX_PAUSE_REASON_CHARS]
+    if paused and lead.ai_paused:
+        if reason != lead.ai_paused_reason:
+            record_lead_change(
+                session,
+                lead,
+                type="AIPauseReasonChanged",
+                data={"from": lead.ai_paused_reason, "to": reason},
+                actor=actor,
+                now=now,
+            )
+            lead.ai_paused_reason = reason
+        return False
     if lead.ai_paused == paused:
         return False
     lead.ai_paused = paused
+    lead.ai_paused_reason = reason if paused else None
+    lead.ai_paused_at = now if paused else None
     record_lead_change(
         session,
         lead,
@@ -905,21 +943,131 @@ def set_ai_paused(
     return True
 
 
+class UserNotFound(NotFound):
+    code = "user_not_found"
+
+
+def company_user(
+    session: Session, *, company_id: uuid.UUID, user_id: uuid.UUID, field: str
+) -> User:
+    """A user of the company, or a 404 naming `field`, like any id the company does not have
+    (another company's user too)."""
+    user = session.scalars(
+        select(User).where(User.id == user_id, User.company_id == company_id)
+    ).first()
+    if user is None:
+        raise UserNotFound(
+            f"{field}: {user_id} is not a user of this company", extra={"field": field}
+        )
+    return user
+
+
+def assign_lead(
+    session: Session, *, lead: Lead, user_id: uuid.UUID | None, actor: str, now: datetime
+) -> bool:
+    """Assign the lead to a user of its company, or unassign it (None), with a LeadAssigned
+    event. False: it was assigned so already."""
+    if user_id is not None:
+        company_user(session, company_id=lead.company_id, user_id=user_id, field="assigned_to")
+    if user_id == lead.assigned_user_id:
+        return False
+    previous = lead.assigned_user_id
+    lead.assigned_user_id = user_id
+    record_lead_change(
+        session,
+        lead,
+        type="LeadAssigned",
+        data={
+            "from": str(previous) if previous else None,
+            "to": str(user_id) if user_id else None,
+        },
+        actor=actor,
+        now=now,
+    )
+    return True
+
+
+# A search that looks like a phone number is matched by its digits ("+1 (415) 555-0100").
+_PHONE_LIKE = re.compile(r"[\d\s()+.\-]+")
+
+
+def _search(company_id: uuid.UUID, text: str) -> Any:
+    """The lead's name or one of its contacts (E.164 phone, lower-case email) contains `text`,
+    in any case, on both databases (ILIKE on PostgreSQL, lower() LIKE on SQLite, which folds
+    ASCII letters only); LIKE's wildcards in `text` are matched literally."""
+    text = text.strip()
+    contact = [LeadContact.value.icontains(text, autoescape=True)]
+    digits = re.sub(r"\D", "", text)
+    if _PHONE_LIKE.fullmatch(text) and len(digits) >= 3 and digits != text:
+        contact.append(LeadContact.value.contains(digits, autoescape=True))
+    return or_(
+        Lead.name.icontains(text, autoescape=True),
+        exists().where(
+            LeadContact.company_id == company_id,
+            LeadContact.lead_id == Lead.id,
+            or_(*contact),
+        ),
+    )
+
+
 def list_leads(
     session: Session,
     *,
     company_id: uuid.UUID,
-    stage_ref: str | None,
+    filters: LeadFilter,
     page: PageRequest,
 ) -> tuple[Sequence[Lead], int]:
-    """Newest first."""
-    where = [Lead.company_id == company_id]
-    if stage_ref is not None:
-        stage = resolve_stage(session, company_id=company_id, ref=stage_ref, pipeline_id=None)
+    """The company's leads that pass every filter: newest first, or with needs_person=true the
+    longest-waiting first (by when the AI was paused). A stage or a user the company does not
+    have is a 404 (stage_not_found, user_not_found) naming the filter."""
+    where: list[Any] = [Lead.company_id == company_id]
+    if filters.stage is not None:
+        try:
+            stage = resolve_stage(
+                session, company_id=company_id, ref=filters.stage, pipeline_id=None
+            )
+        except StageNotFound as exc:
+            # 404 like any id the company does not have (another company's stage too).
+            exc.extra["field"] = "stage"
+            raise
         where.append(Lead.stage_id == stage.id)
-    return page_of(
-        session, Lead, *where, order_by=(Lead.created_at.desc(), Lead.id.desc()), page=page
+    if filters.needs_person is True:
+        where.append(
+            and_(Lead.ai_paused.is_(True), Lead.ai_paused_reason.in_(NEEDS_PERSON_REASONS))
+        )
+    elif filters.needs_person is False:
+        where.append(
+            or_(
+                Lead.ai_paused.is_(False),
+                Lead.ai_paused_reason.is_(None),
+                Lead.ai_paused_reason.not_in(NEEDS_PERSON_REASONS),
+            )
+        )
+    if filters.ai_paused is not None:
+        where.append(Lead.ai_paused.is_(filters.ai_paused))
+    if filters.channel is not None:
+        where.append(
+            exists().where(
+                LeadContact.company_id == company_id,
+                LeadContact.lead_id == Lead.id,
+                LeadContact.channel == filters.channel.value,
+            )
+        )
+    if filters.search:
+        where.append(_search(company_id, filters.search))
+    if filters.assigned_to == "none":
+        where.append(Lead.assigned_user_id.is_(None))
+    elif filters.assigned_to is not None:
+        company_user(
+            session, company_id=company_id, user_id=filters.assigned_to, field="assigned_to"
+        )
+        where.append(Lead.assigned_user_id == filters.assigned_to)
+    order_by = (
+        (Lead.ai_paused_at.asc(), Lead.id.asc())
+        if filters.needs_person
+        else (Lead.created_at.desc(), Lead.id.desc())
     )
+    return page_of(session, Lead, *where, order_by=order_by, page=page)
 
 
 def present_leads(session: Session, leads: Sequence[Lead]) -> list[LeadOut]:
@@ -949,6 +1097,10 @@ def present_leads(session: Session, leads: Sequence[Lead]) -> list[LeadOut]:
             attributes=lead.attributes,
             priority=lead.priority,
             ai_paused=lead.ai_paused,
+            ai_paused_reason=lead.ai_paused_reason if lead.ai_paused else None,
+            ai_paused_since=lead.ai_paused_at if lead.ai_paused else None,
+            needs_person=needs_person(lead),
+            assigned_to=lead.assigned_user_id,
             contacts=contacts.get(lead.id, []),
             created_at=lead.created_at,
             updated_at=lead.updated_at,
