@@ -8,8 +8,8 @@ Existing installations: a paused lead takes the reason and time of its latest AI
 (a handoff wrote "handoff: <reason>" there), so leads handed off before this revision show up
 as needing a person. A paused lead without such an event keeps both NULL.
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-05 12:30:00
 """
 
@@ -20,8 +20,8 @@ from alembic import op
 
 import shvya.db.base
 
-revision: str = "0011"
-down_revision: str | None = "0010"
+revision: str = "0012"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,4 +1,4 @@
-"""Migration 0011: a lead paused before it keeps why and since when, from its latest AIPaused
+"""Migration 0012: a lead paused before it keeps why and since when, from its latest AIPaused
 event, so a lead the AI handed off before the upgrade is listed as needing a person."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ START = datetime(2026, 1, 1)  # naive UTC: what SQLite stores
 
 def test_paused_leads_take_the_reason_and_time_of_their_latest_pause(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'before.db'}"
-    command.upgrade(alembic_config(url), "0010")
+    command.upgrade(alembic_config(url), "0011")
     engine = make_engine(url)
     tables = {
         name: sa.Table(name, sa.MetaData(), autoload_with=engine)
