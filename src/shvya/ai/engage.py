@@ -188,10 +188,13 @@ def engage(ctx: JobContext) -> Phases[dict[str, Any]]:
             template = OutboundContent(template=verdict.template)
             return (yield from send(ctx, run, turn, learning, template, Draft("", [], True)))
         turns = memory.recent_turns(ctx.session, lead=turn.lead)
-        hits = yield from retrieve(ctx, turn)
+        hits = yield from retrieve(ctx, run, turn)
         request = engage_request(ctx.session, turn, learning, hits, turns)
         first = yield from draft(ctx, run, request, lead=turn.lead, hits=hits)
-        unknown = not first.answered and understood.intent in ("question", "price_inquiry")
+        # A demo or trial request the knowledge base cannot answer ("is there a free trial?")
+        # is as unanswered as any question: a person follows up.
+        asked = ("question", "price_inquiry", "demo_request")
+        unknown = not first.answered and understood.intent in asked
         if unknown and "unknown_answer" in learning.config.handoff_on:
             return (yield from hand_off(ctx, run, turn, learning, "unknown_answer"))
         checked = yield from guard(ctx, run, turn, request, first, hits, turns)
@@ -614,20 +617,58 @@ class Draft:
     answered: bool
 
 
-def retrieve(ctx: JobContext, turn: Turn) -> Phases[list[Hit]]:
+def retrieve(ctx: JobContext, run: Run, turn: Turn) -> Phases[list[Hit]]:
     """The company's passages that best answer the messages (the query's embedding is a
-    call)."""
+    call). A lead writing in another language than the knowledge base's has the question
+    rewritten into that language first when the company's `rewrite` model is an LLM (one
+    call), and both wordings are searched; the sales lexicon reads it in every case
+    (docs/ai.md 5.6)."""
+    session, company = ctx.session, turn.company
+    kb_language = knowledge.knowledge_language(session, company_id=company.id)
+    language = str(turn.result.get("language") or company.default_language)
+    rewritten = None
+    if kb_language is not None and language != kb_language:
+        chosen = ai.model_settings(session, company_id=company.id, task=AITask.rewrite)
+        if chosen.provider != ai.DEFAULT_PROVIDER:
+            rewritten = yield from rewrite_query(ctx, run, turn, kb_language)
+            turn.result["query_rewritten_to"] = kb_language
     hits: list[Hit] = yield from knowledge.search_knowledge(
-        ctx.session,
-        company_id=turn.company.id,
+        session,
+        company_id=company.id,
         query=turn.text,
         k=PASSAGES,
         backend=embedding_backend(ctx.settings),
         now=ctx.now,
         lead_id=turn.lead.id,
         job_id=ctx.job.id,
+        rewritten=rewritten,
+        language=kb_language,
     )
     return hits
+
+
+def rewrite_query(ctx: JobContext, run: Run, turn: Turn, language: str) -> Phases[str | None]:
+    """The lead's messages as a search query in the knowledge base's language (the `rewrite`
+    call, recorded in ai_usage like every call); None when the answer cannot be used, and
+    the lexicon's reading is searched alone."""
+    request = CompletionRequest(
+        task=AITask.rewrite,
+        system=prompts.REWRITE_SYSTEM.format(
+            language=prompts.language_name(language), company=turn.company.name
+        ),
+        messages=[ChatMessage("user", turn.text)],
+        context={"question": turn.text, "language": language},
+    )
+    try:
+        completion = yield from ask(ctx, run, request, lead_id=turn.lead.id)
+    except ProviderError as exc:
+        if exc.kind is not ProviderErrorKind.bad_response:
+            raise  # rate limits and outages: the job retries with the queue's backoff
+        return None
+    return completion.text.strip()[:MAX_REWRITE_CHARS] or None
+
+
+MAX_REWRITE_CHARS = 1000
 
 
 def _passage(hit: Hit) -> dict[str, Any]:

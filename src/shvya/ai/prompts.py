@@ -41,9 +41,16 @@ Rules:
 card only. Never state a price, amount, percentage, date or phone number that is not written \
 in a passage, the company card or the lead's own words.
 - If the passages do not hold the answer to a factual question, say you will check with the \
-team, and set "answered" to false.
+team, and set "answered" to false. A passage that is near the question but does not answer \
+it (it shares a word, but says nothing about what was asked) does not count.
 - End with at most one question that moves the sale forward.
 - Return JSON: "reply" (the message), "sources" (ids of the passages you used), "answered"."""
+
+# docs/ai.md 5.6: one short call, only when the lead writes in another language than the
+# knowledge base; the original and the rewritten question are both searched.
+REWRITE_SYSTEM = """Rewrite the sales lead's message as a search query in {language}, to \
+search {company}'s knowledge base: translate it, keep product and plan names, numbers and \
+currencies exactly as written, and add nothing the lead did not ask. Return only the query."""
 
 GUARDRAIL_RETRY = """Your previous draft stated {figures}, which appear in no passage, in the \
 company card or in the lead's words. Write the reply again using only figures that appear \
