@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from shvya.ai import memory, prompts
 from shvya.ai import service as ai
 from shvya.ai.figures import card_values, ungrounded
+from shvya.ai.lexicon import TOPICS, concepts_in
 from shvya.ai.providers import (
     AITask,
     ChatMessage,
@@ -191,10 +192,7 @@ def engage(ctx: JobContext) -> Phases[dict[str, Any]]:
         hits = yield from retrieve(ctx, run, turn)
         request = engage_request(ctx.session, turn, learning, hits, turns)
         first = yield from draft(ctx, run, request, lead=turn.lead, hits=hits)
-        # A demo or trial request the knowledge base cannot answer ("is there a free trial?")
-        # is as unanswered as any question: a person follows up.
-        asked = ("question", "price_inquiry", "demo_request")
-        unknown = not first.answered and understood.intent in asked
+        unknown = not first.answered and asks_something(understood, turn.text)
         if unknown and "unknown_answer" in learning.config.handoff_on:
             return (yield from hand_off(ctx, run, turn, learning, "unknown_answer"))
         checked = yield from guard(ctx, run, turn, request, first, hits, turns)
@@ -608,6 +606,16 @@ def still_wanted(ctx: JobContext, run: Run, turn: Turn) -> dict[str, Any] | None
 
 
 # --- retrieve, draft, guard -------------------------------------------------------------------
+
+
+def asks_something(understood: Understanding, text: str) -> bool:
+    """Whether the messages ask for something the knowledge base should answer: a question,
+    a price inquiry, or a request naming a topic of the sales lexicon ("is there a free
+    trial?", "can I get a demo?"), which a person must follow up when it cannot; a wish to
+    visit ("can I stop by tomorrow?") is not (docs/ai.md 5.5)."""
+    if understood.intent in ("question", "price_inquiry"):
+        return True
+    return understood.intent == "demo_request" and bool(set(concepts_in(text)) & TOPICS)
 
 
 @dataclass(frozen=True)

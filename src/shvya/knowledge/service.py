@@ -465,7 +465,11 @@ def search_knowledge(
     """
     if language is None:
         language = knowledge_language(session, company_id=company_id) or "en"
-    wordings = {"lexicon": expand(query, language)}
+    # The question with the words the lexicon adds; none when it adds none, as searching the
+    # same words twice would only weigh full text over the dense ranking.
+    own = set(retrieval.query_terms(query))
+    added = [word for word in expand(query, language).split() if word not in own]
+    wordings = {"lexicon": f"{query} {' '.join(added)}" if added else ""}
     if rewritten and rewritten.strip() and rewritten.strip() != query.strip():
         wordings["rewritten"] = rewritten.strip()
     items = [

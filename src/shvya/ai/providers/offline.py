@@ -232,6 +232,10 @@ def _sentences(text: str) -> list[str]:
 
 PRICE_CONCEPTS = content_words(" ".join(PRICE_WORDS))
 TIME_CONCEPTS = content_words(" ".join(TIME_WORDS))
+# "How much is Premium?": a price question in words that are stop words on their own.
+ASKS_PRICE = re.compile(
+    r"\bhow much\b|\bcu[aá]nto\b|\bkitne ka\b|\bkitne mein\b|कितने का|कितने में", re.IGNORECASE
+)
 # "What do I get?", "kya kya milega", "qué trae": a question for what something includes,
 # said in words that are stop words on their own.
 ASKS_INCLUDED = re.compile(
@@ -256,14 +260,19 @@ def best_sentences(question: str, passages: list[dict[str, Any]]) -> list[str]:
     """The knowledge-base sentences that answer the question, verbatim, best first.
 
     A sentence answers only when it is about what the question is about (docs/ai.md 8,
-    "Answerability"): it shares the question's subject, and it names every topic of the
-    sales lexicon the question names, so "Annual billing gives two months free" (a "free"
-    but no trial) is no answer to "Is there a free trial?".
+    "Answerability"): it shares the question's subject (what it asks about beyond "how
+    much", "when" or "what's included"), and it names every topic of the sales lexicon the
+    question names, so "Annual billing gives two months free" (a "free" but no trial) is no
+    answer to "Is there a free trial?".
     """
     wanted = content_words(question)
     if not wanted:
         return []
-    asks_price = bool(wanted & PRICE_CONCEPTS) or bool(MONEY.search(question))
+    asks_price = (
+        bool(wanted & PRICE_CONCEPTS)
+        or bool(MONEY.search(question))
+        or bool(ASKS_PRICE.search(question))
+    )
     asks_time = bool(wanted & TIME_CONCEPTS)
     asks_included = "include" in wanted or bool(ASKS_INCLUDED.search(question))
     # What the question is about, beyond "how much", "when" and "what's in it": a sentence
@@ -287,6 +296,11 @@ def best_sentences(question: str, passages: list[dict[str, Any]]) -> list[str]:
             if not overlap or (subject and not subject & found) or not topics <= found:
                 continue
             score = overlap / weight
+            # A sentence about another topic too answers less squarely ("how can I pay?":
+            # the payment methods, before the refund rule that mentions a payment).
+            score -= 0.1 * len((own & TOPICS) - topics)
+            if topics and topics <= own:
+                score += 0.1  # it names the topic itself, not only under a heading that does
             if asks_included and _lists_features(sentence, own):
                 score += 0.6  # what Premium includes is its features, not only its price
             elif asks_price and MONEY.search(sentence):
@@ -327,6 +341,14 @@ def item_sentences(item: str, passages: list[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(sentence for _, _, sentence in scored))[:2]
 
 
+# A question that starts after a comma ("We need a CRM for 8 people, what does Premium
+# cost?") is a question of its own; what comes before it is context, not its subject.
+ASKING = (
+    r"(?:what|how|when|where|which|who|do|does|is|are|can|qu[eé]|c[oó]mo|cu[aá]nto|kya|"
+    r"kitna)\b"
+)
+
+
 def answers_to(text: str, passages: list[dict[str, Any]]) -> list[str]:
     """Knowledge-base sentences for each question in a lead's message(s): a burst, or one
     message with a remark and a question, is answered question by question (at most 3). A
@@ -338,7 +360,8 @@ def answers_to(text: str, passages: list[dict[str, Any]]) -> list[str]:
         if all(per_item):
             return list(dict.fromkeys(s for sentences in per_item for s in sentences))[:4]
         return []
-    parts = [p for p in re.split(r"(?<=[.!?।])\s+|\n+", text) if content_words(p)]
+    parts = [p for p in re.split(r"(?<=[.!?।])\s+|\n+|,\s*(?=" + ASKING + ")", text) if p]
+    parts = [p for p in parts if content_words(p)]
     asked = [p for p in parts if "?" in p] or parts
     chosen: list[str] = []
     for part in [*asked, text] if len(asked) > 1 else [text, *asked]:
