@@ -171,3 +171,25 @@ def test_a_price_question_in_another_language_quotes_the_english_price_verbatim(
     assert reply["meta"]["language"] == language
     # Framed in the lead's language around the quoted English sentence.
     assert detect_language(reply["text"].replace(PREMIUM_PRICE, "")) == language
+
+
+def test_a_spanish_plan_name_finds_the_english_plan(desk: Desk) -> None:
+    reply, _ = ask(desk, "¿Cuánto cuesta el plan básico?")
+    assert reply["meta"]["purpose"] == "reply", reply["text"]
+    assert BASIC_PRICE in reply["text"]
+    assert reply["text"].startswith("Claro, te cuento:")
+
+
+def test_a_wish_to_visit_is_answered_not_handed_off(desk: Desk) -> None:
+    """A demo or visit request hands off only when it names a topic the knowledge base lacks
+    (a trial, a demo): "can I stop by?" gets an answer and the AI stays on."""
+    reply, inbound = ask(desk, "Can I stop by tomorrow morning to have a look around?")
+    assert reply["meta"]["purpose"] == "reply"
+    assert desk.lead(inbound["lead_id"])["ai_paused"] is False
+
+
+def test_a_demo_request_the_kb_says_nothing_about_goes_to_a_person(desk: Desk) -> None:
+    reply, inbound = ask(desk, "Can I get a demo of the Premium plan?")
+    assert reply["meta"]["purpose"] == "handoff"
+    [handoff] = desk.events(inbound["lead_id"], "HandoffRequested")
+    assert handoff.data["reason"] == "unknown_answer"
