@@ -194,13 +194,6 @@ HINDI_STOPWORDS = frozenset(
 _TOKEN = re.compile(r"[\w\u0900-\u0963\u0966-\u097f₹$€£]+")  # Devanagari letters and signs
 
 
-# The words of a choice between things, which name none of them ("which one is better?").
-CHOICE_WORDS = frozenset(
-    "one ones option options choose pick should take recommend suggest best good kaunsa "
-    "kaunsi konsa konsi kaun cual cuál elegir recomiendas recomienda कौन कौनसा कौनसी".split()
-)
-
-
 def is_stopword(word: str) -> bool:
     return word in STOPWORDS or word in HINDI_STOPWORDS
 
@@ -258,6 +251,11 @@ def expand(text: str, language: str) -> str:
     )
 
 
+# The words of a choice between things, which name none of them ("which one is better?").
+CHOICE_WORDS = frozenset(
+    "one ones option options choose pick should take recommend suggest best good kaunsa "
+    "kaunsi konsa konsi kaun cual cuál elegir recomiendas recomienda कौन कौनसा कौनसी".split()
+)
 COMPARE = re.compile(
     r"\b(?:difference|differences|different|differ|compare|compared|comparison|vs|versus|"
     r"better|diferencia|diferencias|comparar|comparación|comparacion|mejor|farak|fark|farq|"

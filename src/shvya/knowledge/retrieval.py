@@ -27,9 +27,7 @@ import numpy as np
 from sqlalchemy import Connection, Engine, Integer, case, cast, extract, func, select, text
 from sqlalchemy.orm import Session
 
-from shvya.ai.lexicon import (
-    tokens,
-)
+from shvya.ai.lexicon import tokens
 from shvya.ai.understanding import STOPWORDS
 from shvya.knowledge.embeddings import EmbeddingBackend, Vectors, from_bytes
 from shvya.knowledge.models import AIKBDoc, AIKBPassage

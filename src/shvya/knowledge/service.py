@@ -472,10 +472,8 @@ def search_knowledge(
     wordings = {"lexicon": f"{query} {' '.join(added)}" if added else ""}
     if rewritten and rewritten.strip() and rewritten.strip() != query.strip():
         wordings["rewritten"] = rewritten.strip()
-    items = [
-        " ".join(_item_words(item, language))
-        for item in compared_items(f"{query}\n{rewritten or ''}")
-    ]
+    compared = compared_items(query) or compared_items(wordings.get("rewritten", ""))
+    items = [" ".join(_item_words(item, language)) for item in compared]
     embedding, others = None, {}
     if backend is not None and query.strip():
         texts = [query, *([wordings["rewritten"]] if "rewritten" in wordings else [])]

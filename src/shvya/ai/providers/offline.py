@@ -14,7 +14,6 @@ import time
 from typing import Any
 
 from shvya.ai.lexicon import (
-    CONCEPT_OF,
     TOPICS,
     compared_items,
     concept_of,
@@ -198,18 +197,11 @@ def _stem(word: str) -> str:
     return word
 
 
-_fold = fold
-
-# A few words a lead uses for what a knowledge base names otherwise are one concept of the
-# sales lexicon (ai/lexicon.py, docs/ai.md 8): "cost", "precio", "daam" and "कीमत" are all
-# "price", in a question and in a knowledge-base sentence alike.
-SYNONYMS = CONCEPT_OF
-
-
 def content_words(text: str) -> set[str]:
     """What a text is about: its words less stop words, stemmed, each word the sales lexicon
-    knows read as its concept (whatever the language), so a Hindi question and an English
-    sentence meet."""
+    knows read as its concept (ai/lexicon.py, docs/ai.md 8), whatever the language: "cost",
+    "precio", "daam" and "कीमत" are all "price", in a question and in a knowledge-base
+    sentence alike."""
     text = re.sub(r"(\d)([^\W\d_])", r"\1 \2", text)  # "3kW" is "3 kW"
     found: set[str] = set()
     for word in tokens(text):
@@ -217,7 +209,7 @@ def content_words(text: str) -> set[str]:
         if concept is None:
             if is_stopword(word) or (len(word) < 2 and not word.isdigit()):
                 continue
-            stem = _stem(_fold(word))
+            stem = _stem(fold(word))
             concept = concept_of(stem) or stem
         found.add(concept)
     return found
@@ -416,7 +408,8 @@ class OfflineProvider:
             data, text = None, self._bumpup(request.context)
         elif request.task is AITask.rewrite:  # the lexicon's reading, in the asked language
             context = request.context
-            text = expand(str(context.get("question", "")), str(context.get("language")))
+            language = str(context.get("language") or "en")
+            text = expand(str(context.get("question", "")), language)
             data = None
         else:
             data, text = self._engage(request.context)
