@@ -89,3 +89,13 @@ def test_the_lexicon_never_reaches_another_companys_passages(
 ) -> None:
     add(client, acme, PLANS_MD)
     assert headings(client, globex, "प्रीमियम प्लान की कीमत क्या है?") == []
+
+
+def test_currency_signs_and_query_syntax_beside_lexicon_words_are_just_words(
+    client: TestClient, acme: Tenant
+) -> None:
+    add(client, acme, PLANS_MD)
+    for q in ("₹500 $20 € प्रीमियम*", 'precio" OR 1=1 --', "कीमत & | ! ( ) :*", "$$$"):
+        response = client.get("/kb/search", params={"q": q}, headers=acme.agent)
+        assert response.status_code == 200, (q, response.text)
+    assert headings(client, acme, "₹ कीमत प्रीमियम?")[0] == "Premium plan"

@@ -191,17 +191,20 @@ HINDI_STOPWORDS = frozenset(
     "होगा होगी होता होती सकते सकता सकती चाहिए बताइए बताओ बताएं".split()
 )
 
-_TOKEN = re.compile(r"[\w\u0900-\u0963\u0966-\u097f₹$€£]+")  # Devanagari letters and signs
+_WORD = r"\w\u0900-\u0963\u0966-\u097f"  # with Devanagari's vowel signs, less its dandas
+_TOKEN = re.compile(rf"[{_WORD}₹$€£]+")
+_PLAIN_TOKEN = re.compile(rf"[{_WORD}]+")
 
 
 def is_stopword(word: str) -> bool:
     return word in STOPWORDS or word in HINDI_STOPWORDS
 
 
-def tokens(text: str) -> list[str]:
+def tokens(text: str, *, symbols: bool = True) -> list[str]:
     """The words of a text, casefolded; a Devanagari word stays whole (its vowel signs are
-    not word characters to `\\w`)."""
-    return _TOKEN.findall(unicodedata.normalize("NFKC", text).casefold())
+    not word characters to `\\w`). With `symbols`, a currency sign stays with its amount."""
+    pattern = _TOKEN if symbols else _PLAIN_TOKEN
+    return pattern.findall(unicodedata.normalize("NFKC", text).casefold())
 
 
 def fold(word: str) -> str:

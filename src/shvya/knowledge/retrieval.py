@@ -55,7 +55,7 @@ class Hit:
 
 def _words(query: str) -> list[str]:
     seen: list[str] = []
-    for term in tokens(query):
+    for term in tokens(query, symbols=False):  # words only: nothing of a query's syntax
         if term not in seen:
             seen.append(term)
     return seen
