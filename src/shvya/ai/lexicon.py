@@ -266,7 +266,8 @@ COMPARE = re.compile(
     re.IGNORECASE,
 )
 _CONNECTORS = re.compile(
-    r"\b(?:and|or|vs|versus|between|y|o|entre|aur|ya|with)\b|[,/&]|(?:\s|^)(?:और|या)(?:\s|$)",
+    r"\b(?:and|or|vs|versus|between|than|y|o|entre|que|aur|ya|se|with)\b|[,/&]|"
+    r"(?:\s|^)(?:और|या|से)(?:\s|$)",
     re.IGNORECASE,
 )
 
