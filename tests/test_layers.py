@@ -29,6 +29,7 @@ LAYERS: list[set[str]] = [
         "ai.timeline",
         "ai.figures",
         "ai.understanding",
+        "ai.lexicon",
         "ai.prompts",
         "ai.providers",
         "ai.usage",

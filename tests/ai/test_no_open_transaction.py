@@ -148,10 +148,19 @@ def test_no_model_or_embeddings_call_is_made_with_a_transaction_open(
     assert asked.status_code == 202, asked.text
     desk.run()
     assert desk.job(asked.json()["job_id"])["status"] == "completed"
+    # A question in Hindi over the English knowledge base: rewritten into English first (the
+    # rewrite task takes the extract task's model).
+    fake_openai.reply_json(understanding(intent="price_inquiry", language="hi"))
+    fake_openai.reply("What does the premium plan cost?")
+    fake_openai.reply_json(
+        {"reply": "प्रीमियम प्लान 4,999 INR प्रति माह है।", "sources": [], "answered": True}
+    )
+    hindi = desk.converse("प्रीमियम प्लान की कीमत क्या है?", phone="+919800000077")
+    assert desk.job(hindi["job_id"])["result"]["query_rewritten_to"] == "en"
 
     paths = [path for path, _ in watch.seen]
-    assert paths.count("/v1/embeddings") >= 4  # two documents, the search, the reply's query
-    assert paths.count("/v1/chat/completions") == 3
+    assert paths.count("/v1/embeddings") >= 5  # two documents, the search, the replies' queries
+    assert paths.count("/v1/chat/completions") == 6
     held = [(path, found) for path, found in watch.seen if found]
     assert held == []
 

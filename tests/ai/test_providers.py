@@ -183,7 +183,7 @@ def test_openai_embeddings_feed_the_knowledge_base(
         assert added.status_code == 201, added.text
         found = client.get("/kb/search", params={"q": "premium price"}, headers=acme.agent).json()
     assert "openai:text-embedding-3-small" in found["retrieval"]
-    assert found["passages"][0]["matched_by"].keys() == {"full_text", "dense"}
+    assert found["passages"][0]["matched_by"].keys() == {"full_text", "full_text:lexicon", "dense"}
     assert fake_openai.embedding_calls
 
 
@@ -320,7 +320,7 @@ def test_every_call_records_tokens_cost_and_latency_per_lead_and_company(
     with TestClient(create_app(ai_settings, engine=engine, clock=clock)) as client:
         assert [m["provider"] for m in client.get("/ai/models", headers=acme.agent).json()] == [
             "offline"
-        ] * 4
+        ] * 5
         assert (
             client.put(
                 "/ai/models/engage", json={"provider": "openai"}, headers=acme.agent

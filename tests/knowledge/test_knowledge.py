@@ -63,7 +63,7 @@ def test_a_document_is_split_found_and_its_price_quoted_verbatim(
     assert top["content"].startswith("The premium plan costs 4,999 INR per month")
     assert top["heading"] == "Acme Motors > Premium plan"
     assert top["title"] == "Pricing"
-    assert set(top["matched_by"]) == {"full_text", "dense"}
+    assert set(top["matched_by"]) == {"full_text", "full_text:lexicon", "dense"}
     assert search(client, acme, "when is the showroom open")["passages"][0]["heading"].endswith(
         "Showroom"
     )
@@ -214,7 +214,7 @@ def test_without_an_embedding_model_retrieval_is_full_text_and_says_so(
         add_json(client, acme, "Pricing", PRICING_MD)
         found = search(client, acme, "premium plan cost")
         assert found["retrieval"].startswith("full-text only")
-        assert set(found["passages"][0]["matched_by"]) == {"full_text"}
+        assert set(found["passages"][0]["matched_by"]) == {"full_text", "full_text:lexicon"}
         assert client.get("/health").json()["retrieval"].startswith("full-text only")
 
 
@@ -295,12 +295,12 @@ def test_dense_search_sees_what_another_process_adds_replaces_and_deletes(
         add("# Warranty\nEvery car has a 3 year warranty.")
         top = search(client, acme, "warranty")["passages"][0]
         assert top["content"] == "Every car has a 3 year warranty."
-        assert set(top["matched_by"]) == {"full_text", "dense"}
+        assert set(top["matched_by"]) == {"full_text", "full_text:lexicon", "dense"}
         # replaced: as many passages as before, at a later time
         add("# Warranty\nEvery car has a 5 year warranty.")
         top = search(client, acme, "warranty")["passages"][0]
         assert top["content"] == "Every car has a 5 year warranty."
-        assert set(top["matched_by"]) == {"full_text", "dense"}
+        assert set(top["matched_by"]) == {"full_text", "full_text:lexicon", "dense"}
         with other_sessions() as session:
             document_id = session.scalars(
                 select(AIKBPassage.doc_id).where(AIKBPassage.content.contains("5 year"))

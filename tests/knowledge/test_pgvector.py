@@ -90,7 +90,11 @@ def test_hybrid_search_uses_pgvector_and_stays_within_the_company(
             found["retrieval"] == "hybrid (postgresql tsvector + pgvector hnsw, wordllama-l2-256)"
         )
         assert found["passages"][0]["content"].startswith("The premium plan costs 4,999 INR")
-        assert set(found["passages"][0]["matched_by"]) == {"full_text", "dense"}
+        assert set(found["passages"][0]["matched_by"]) == {
+            "full_text",
+            "full_text:lexicon",
+            "dense",
+        }
         assert all("Globex" not in p["content"] for p in found["passages"])
         # a question with no word in common is still answered by meaning (dense only)
         dense_only = search(client, acme, "opening hours")

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from shvya.ai import memory, prompts
 from shvya.ai import service as ai
 from shvya.ai.figures import card_values, ungrounded
+from shvya.ai.lexicon import TOPICS, concepts_in
 from shvya.ai.providers import (
     AITask,
     ChatMessage,
@@ -217,10 +218,10 @@ def engage(ctx: JobContext) -> Phases[dict[str, Any]]:
             template = OutboundContent(template=verdict.template)
             return (yield from send(ctx, run, turn, learning, template, Draft("", [], True)))
         turns = memory.recent_turns(ctx.session, lead=turn.lead)
-        hits = yield from retrieve(ctx, turn)
+        hits = yield from retrieve(ctx, run, turn)
         request = engage_request(ctx.session, turn, learning, hits, turns)
         first = yield from draft(ctx, run, request, lead=turn.lead, hits=hits)
-        unknown = not first.answered and understood.intent in ("question", "price_inquiry")
+        unknown = not first.answered and asks_something(understood, turn.text)
         if unknown and "unknown_answer" in learning.config.handoff_on:
             return (yield from hand_off(ctx, run, turn, learning, "unknown_answer"))
         checked = yield from guard(ctx, run, turn, request, first, hits, turns)
@@ -662,6 +663,16 @@ def still_wanted(ctx: JobContext, run: Run, turn: Turn) -> dict[str, Any] | None
 # --- retrieve, draft, guard -------------------------------------------------------------------
 
 
+def asks_something(understood: Understanding, text: str) -> bool:
+    """Whether the messages ask for something the knowledge base should answer: a question,
+    a price inquiry, or a request naming a topic of the sales lexicon ("is there a free
+    trial?", "can I get a demo?"), which a person must follow up when it cannot; a wish to
+    visit ("can I stop by tomorrow?") is not (docs/ai.md 5.5)."""
+    if understood.intent in ("question", "price_inquiry"):
+        return True
+    return understood.intent == "demo_request" and bool(set(concepts_in(text)) & TOPICS)
+
+
 @dataclass(frozen=True)
 class Draft:
     reply: str
@@ -672,20 +683,59 @@ class Draft:
     is_safe_answer: bool = False
 
 
-def retrieve(ctx: JobContext, turn: Turn) -> Phases[list[Hit]]:
+def retrieve(ctx: JobContext, run: Run, turn: Turn) -> Phases[list[Hit]]:
     """The company's passages that best answer the messages (the query's embedding is a
-    call)."""
+    call). A lead writing in another language than the knowledge base's has the question
+    rewritten into that language first when the company's `rewrite` model is an LLM (one
+    call), and both wordings are searched; the sales lexicon reads it in every case
+    (docs/ai.md 5.6)."""
+    session, company = ctx.session, turn.company
+    kb_language = knowledge.knowledge_language(session, company_id=company.id)
+    language = str(turn.result.get("language") or company.default_language)
+    rewritten = None
+    if kb_language is not None and language != kb_language:
+        chosen = ai.model_settings(session, company_id=company.id, task=AITask.rewrite)
+        if chosen.provider != ai.DEFAULT_PROVIDER:
+            rewritten = yield from rewrite_query(ctx, run, turn, kb_language)
+            turn.result["query_rewritten_to"] = kb_language
     hits: list[Hit] = yield from knowledge.search_knowledge(
-        ctx.session,
-        company_id=turn.company.id,
+        session,
+        company_id=company.id,
         query=turn.text,
         k=PASSAGES,
         backend=embedding_backend(ctx.settings),
         now=ctx.now,
         lead_id=turn.lead.id,
         job_id=ctx.job.id,
+        rewritten=rewritten,
+        language=kb_language,
     )
     return hits
+
+
+def rewrite_query(ctx: JobContext, run: Run, turn: Turn, language: str) -> Phases[str | None]:
+    """The lead's messages as a search query in the knowledge base's language (the `rewrite`
+    call, recorded in ai_usage like every call); None when the answer cannot be used, and
+    the lexicon's reading is searched alone."""
+    request = CompletionRequest(
+        task=AITask.rewrite,
+        system=prompts.REWRITE_SYSTEM.format(
+            language=prompts.language_name(language),
+            company=tenancy.lead_facing_name(turn.company) or "the company",
+        ),
+        messages=[ChatMessage("user", turn.text)],
+        context={"question": turn.text, "language": language},
+    )
+    try:
+        completion = yield from ask(ctx, run, request, lead_id=turn.lead.id)
+    except ProviderError as exc:
+        if exc.kind is not ProviderErrorKind.bad_response:
+            raise  # rate limits and outages: the job retries with the queue's backoff
+        return None
+    return completion.text.strip()[:MAX_REWRITE_CHARS] or None
+
+
+MAX_REWRITE_CHARS = 1000
 
 
 def _passage(hit: Hit) -> dict[str, Any]:

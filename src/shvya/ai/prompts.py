@@ -43,7 +43,8 @@ card only. Never state a price, amount, percentage, date, time, count or phone n
 not written in a passage or the company card; the lead's own words may be repeated back only \
 as theirs (their budget, dates, team size), never as a price or offer of ours.
 - If the passages do not hold the answer to a factual question, say you will check with the \
-team, and set "answered" to false.
+team, and set "answered" to false. A passage that is near the question but does not answer \
+it (it shares a word, but says nothing about what was asked) does not count.
 - If the lead greets you, greet them back; if they just told you something (their budget, \
 timing, role or need), acknowledge it in a few words before you answer.
 - Never ask for what we already know of the lead (above). Still unknown: {unknown}.
@@ -51,6 +52,12 @@ timing, role or need), acknowledge it in a few words before you answer.
 last message ended with: {last_question}
 - Write plain text as a person would on a phone: no JSON, no HTML, no markdown code fences.
 - Return JSON: "reply" (the message), "sources" (ids of the passages you used), "answered"."""
+
+# docs/ai.md 5.6: one short call, only when the lead writes in another language than the
+# knowledge base; the original and the rewritten question are both searched.
+REWRITE_SYSTEM = """Rewrite the sales lead's message as a search query in {language}, to \
+search {company}'s knowledge base: translate it, keep product and plan names, numbers and \
+currencies exactly as written, and add nothing the lead did not ask. Return only the query."""
 
 GUARDRAIL_RETRY = """Your previous draft stated {figures}, which no passage or the company card \
 states in that form (the same amount, currency and period; the same kind of figure). Write the \

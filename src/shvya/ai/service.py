@@ -35,14 +35,32 @@ logger = logging.getLogger(__name__)
 
 
 DEFAULT_PROVIDER = "offline"
+# A task nobody configured takes the choice of the task it defaults to (docs/ai.md 2): the
+# query rewrite is a short call like understanding, so it runs on the same (cheap) model.
+DEFAULTS_TO = {AITask.rewrite: AITask.extract}
 
 
 def model_settings(session: Session, *, company_id: uuid.UUID, task: AITask) -> AIModel:
-    """The company's choice for a task, or the offline default (not stored)."""
+    """The company's choice for a task, or that of the task it defaults to, or the offline
+    default (neither stored)."""
     configured = session.scalars(
         select(AIModel).where(AIModel.company_id == company_id, AIModel.task == task.value)
     ).first()
-    return configured or AIModel(
+    if configured is not None:
+        return configured
+    if task in DEFAULTS_TO:
+        base = model_settings(session, company_id=company_id, task=DEFAULTS_TO[task])
+        return AIModel(
+            company_id=company_id,
+            task=task.value,
+            provider=base.provider,
+            model=base.model,
+            temperature=base.temperature,
+            max_tokens=base.max_tokens,
+            price_per_1k_input=base.price_per_1k_input,
+            price_per_1k_output=base.price_per_1k_output,
+        )
+    return AIModel(
         company_id=company_id,
         task=task.value,
         provider=DEFAULT_PROVIDER,

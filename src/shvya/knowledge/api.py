@@ -177,7 +177,17 @@ def delete_document(
     return KBDocumentOut.model_validate(document)
 
 
-@router.get("/kb/search", summary="The passages that best match a question (hybrid retrieval)")
+@router.get(
+    "/kb/search",
+    summary="The passages that best match a question (hybrid retrieval)",
+    description=(
+        "Full text and dense vectors, fused. The question is also read through the sales "
+        "lexicon (price, plan, trial, refund, hours, ... in English, Spanish, Hindi and "
+        "Hinglish), so a question in another language than the knowledge base's finds its "
+        'passages; a comparison ("Basic vs Premium") has each item\'s best passage among '
+        "those returned. `matched_by` names each ranking that found a passage."
+    ),
+)
 def search(
     session: DbSession,
     key: CurrentKey,

@@ -9,11 +9,14 @@ over the company's stored vectors (kept in memory per company, reloaded when its
 change).
 Each retriever ranks up to CANDIDATES passages; RRF adds 1/(60 + rank) across them, so a
 passage both find comes first without calibrating their scores against each other.
+A question may be searched in several wordings (docs/ai.md 5.6 and 8): as written, as the
+sales lexicon reads it in the knowledge base's language, as a model rewrote it; each wording
+is one more ranking in the fusion. A comparison's items are searched one by one, and each
+item's best passage is kept among the results, so "Basic or Premium?" sees both plans.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 import uuid
 from collections.abc import Sequence
@@ -24,6 +27,7 @@ import numpy as np
 from sqlalchemy import Connection, Engine, Integer, case, cast, extract, func, select, text
 from sqlalchemy.orm import Session
 
+from shvya.ai.lexicon import tokens
 from shvya.ai.understanding import STOPWORDS
 from shvya.knowledge.embeddings import EmbeddingBackend, Vectors, from_bytes
 from shvya.knowledge.models import AIKBDoc, AIKBPassage
@@ -51,7 +55,7 @@ class Hit:
 
 def _words(query: str) -> list[str]:
     seen: list[str] = []
-    for term in re.findall(r"\w+", query.casefold()):
+    for term in tokens(query, symbols=False):  # words only: nothing of a query's syntax
         if term not in seen:
             seen.append(term)
     return seen
@@ -322,6 +326,19 @@ def fuse(rankings: dict[str, Sequence[uuid.UUID]]) -> list[tuple[uuid.UUID, floa
     return [(pid, scores[pid], ranks[pid]) for pid in ordered]
 
 
+def _with_kept(
+    fused: list[tuple[uuid.UUID, float, dict[str, int]]], kept: list[uuid.UUID], k: int
+) -> list[tuple[uuid.UUID, float, dict[str, int]]]:
+    """The best k of `fused`, with every passage of `kept` among them, in fused order."""
+    chosen = [entry for entry in fused if entry[0] in kept]
+    for entry in fused:
+        if len(chosen) >= k:
+            break
+        if entry not in chosen:
+            chosen.append(entry)
+    return sorted(chosen, key=fused.index)
+
+
 def search(
     session: Session,
     *,
@@ -329,15 +346,31 @@ def search(
     query: str,
     k: int,
     embedding: QueryEmbedding | None,
+    wordings: dict[str, str] | None = None,
+    wording_embeddings: dict[str, QueryEmbedding] | None = None,
+    items: Sequence[str] = (),
 ) -> list[Hit]:
     """Full text fused with the dense ranking of `embedding` (embed_query(); None: full text
-    alone)."""
+    alone), and with those of the question's other `wordings` (name -> text, e.g.
+    "rewritten", "lexicon"). Each of `items` (what a comparison compares) is searched alone,
+    and its best passage is kept among the k."""
     rankings: dict[str, Sequence[uuid.UUID]] = {
         "full_text": full_text(session, company_id=company_id, query=query)
     }
     if embedding is not None and query.strip():
         rankings["dense"] = dense(session, company_id=company_id, embedding=embedding)
-    fused = fuse(rankings)[:k]
+    for name, wording in (wordings or {}).items():
+        if wording.strip():
+            rankings[f"full_text:{name}"] = full_text(session, company_id=company_id, query=wording)
+    for name, other in (wording_embeddings or {}).items():
+        rankings[f"dense:{name}"] = dense(session, company_id=company_id, embedding=other)
+    kept: list[uuid.UUID] = []
+    for item in items:
+        found = full_text(session, company_id=company_id, query=item, limit=1)
+        if found and found[0] not in kept:
+            kept.append(found[0])
+            rankings[f"item:{item}"] = found
+    fused = _with_kept(fuse(rankings), kept[:k], k)
     if not fused:
         return []
     # By primary key alone, the company checked here: with the company in the WHERE clause

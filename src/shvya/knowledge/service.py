@@ -12,7 +12,14 @@ from typing import Any
 from sqlalchemy import bindparam, delete, select, text
 from sqlalchemy.orm import Session
 
+from shvya.ai.lexicon import (
+    CONCEPTS,
+    compared_items,
+    expand,
+    in_language,
+)
 from shvya.ai.providers import ProviderError
+from shvya.ai.understanding import detect_language
 from shvya.ai.usage import AIUsage
 from shvya.config import Settings
 from shvya.db.base import new_id
@@ -422,6 +429,21 @@ def ingest_pending(
     return {"document_id": str(current.id), "passages": count}
 
 
+LANGUAGE_SAMPLE = 8  # passages read to tell the knowledge base's language
+
+
+def knowledge_language(session: Session, *, company_id: uuid.UUID) -> str | None:
+    """The language the company's knowledge base is written in, read from a few of its
+    passages (en, es, hi or hinglish); None when it has none."""
+    sample = session.scalars(
+        select(AIKBPassage.content)
+        .where(AIKBPassage.company_id == company_id)
+        .order_by(AIKBPassage.doc_id, AIKBPassage.position)
+        .limit(LANGUAGE_SAMPLE)
+    ).all()
+    return detect_language(" ".join(sample)) if sample else None
+
+
 def search_knowledge(
     session: Session,
     *,
@@ -432,14 +454,33 @@ def search_knowledge(
     now: datetime,
     lead_id: uuid.UUID | None = None,
     job_id: uuid.UUID | None = None,
+    rewritten: str | None = None,
+    language: str | None = None,
 ) -> Phases[list[retrieval.Hit]]:
-    """The passages that best answer `query`; the query's embedding is a call (embed)."""
-    embedding = None
+    """The passages that best answer `query`; the query's embedding is a call (embed).
+
+    The question is also searched as the sales lexicon reads it in the knowledge base's
+    `language` (read from the passages when not given) and, when a model rewrote it into that
+    language, as `rewritten`; a comparison's items are searched one by one (docs/ai.md 5.6).
+    """
+    if language is None:
+        language = knowledge_language(session, company_id=company_id) or "en"
+    # The question with the words the lexicon adds; none when it adds none, as searching the
+    # same words twice would only weigh full text over the dense ranking.
+    own = set(retrieval.query_terms(query))
+    added = [word for word in expand(query, language).split() if word not in own]
+    wordings = {"lexicon": f"{query} {' '.join(added)}" if added else ""}
+    if rewritten and rewritten.strip() and rewritten.strip() != query.strip():
+        wordings["rewritten"] = rewritten.strip()
+    compared = compared_items(query) or compared_items(wordings.get("rewritten", ""))
+    items = [" ".join(_item_words(item, language)) for item in compared]
+    embedding, others = None, {}
     if backend is not None and query.strip():
+        texts = [query, *([wordings["rewritten"]] if "rewritten" in wordings else [])]
         vectors = yield from embed(
             session,
             backend,
-            [query],
+            texts,
             company_id=company_id,
             task=SEARCH_TASK,
             now=now,
@@ -447,4 +488,25 @@ def search_knowledge(
             job_id=job_id,
         )
         embedding = retrieval.QueryEmbedding(model=backend.name, vector=vectors[0])
-    return retrieval.search(session, company_id=company_id, query=query, k=k, embedding=embedding)
+        if len(texts) > 1:
+            others["rewritten"] = retrieval.QueryEmbedding(model=backend.name, vector=vectors[1])
+    return retrieval.search(
+        session,
+        company_id=company_id,
+        query=query,
+        k=k,
+        embedding=embedding,
+        wordings=wordings,
+        wording_embeddings=others,
+        items=items,
+    )
+
+
+def _item_words(item: str, language: str) -> list[str]:
+    """A compared item's words for full text: a lexicon concept in the knowledge base's
+    language, any other word as it is."""
+    return [
+        word
+        for part in item.split()
+        for word in (in_language(part, language) if part in CONCEPTS else [part])
+    ]

@@ -13,6 +13,9 @@ class AITask(StrEnum):
     bumpup = "bumpup"
     summary = "summary"
     extract = "extract"
+    # A lead's question rewritten into the knowledge base's language before retrieval
+    # (docs/ai.md 5.6); unconfigured, it takes the extract task's model (ai.service).
+    rewrite = "rewrite"
 
 
 @dataclass(frozen=True)

@@ -11,15 +11,22 @@ from __future__ import annotations
 
 import re
 import time
-import unicodedata
 from typing import Any
 
+from shvya.ai.lexicon import (
+    TOPICS,
+    compared_items,
+    concept_of,
+    expand,
+    fold,
+    is_stopword,
+    tokens,
+)
 from shvya.ai.providers import AITask, Completion, CompletionRequest
 from shvya.ai.text import NEAR_REPEAT, fit, similarity, word_count
 from shvya.ai.understanding import (
     GREETING_ONLY,
     PRICE_WORDS,
-    STOPWORDS,
     detect_language,
     understand_by_rules,
     words,
@@ -246,30 +253,22 @@ def _stem(word: str) -> str:
     return word
 
 
-def _fold(word: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", word)
-    return "".join(c for c in decomposed if not unicodedata.combining(c))
-
-
-# A few words a lead uses for what a knowledge base names otherwise, mapped to one stem.
-SYNONYMS = {
-    "mandar": "envio", "manden": "envio", "mandan": "envio", "enviar": "envio",
-    "envian": "envio", "envia": "envio", "envio": "envio",
-    "ship": "deliver", "shipping": "deliver", "shipped": "deliver", "delivery": "deliver",
-    "deliveri": "deliver", "deliver": "deliver", "courier": "deliver",
-    "cost": "price", "pric": "price", "price": "price", "fee": "price", "charge": "price",
-    "precio": "price", "costo": "price", "coste": "price", "cuesta": "price",
-    "tarifa": "price", "daam": "price", "kharcha": "price", "kharch": "price",
-    "timing": "hour", "hour": "hour", "horario": "hour", "open": "hour",
-}  # fmt: skip
-
-
 def content_words(text: str) -> set[str]:
+    """What a text is about: its words less stop words, stemmed, each word the sales lexicon
+    knows read as its concept (ai/lexicon.py, docs/ai.md 8), whatever the language: "cost",
+    "precio", "daam" and "कीमत" are all "price", in a question and in a knowledge-base
+    sentence alike."""
     text = re.sub(r"(\d)([^\W\d_])", r"\1 \2", text)  # "3kW" is "3 kW"
-    stems = (
-        _stem(_fold(w)) for w in words(text) if w not in STOPWORDS and (len(w) > 1 or w.isdigit())
-    )
-    return {SYNONYMS.get(stem, stem) for stem in stems}
+    found: set[str] = set()
+    for word in tokens(text):
+        concept = concept_of(word)
+        if concept is None:
+            if is_stopword(word) or (len(word) < 2 and not word.isdigit()):
+                continue
+            stem = _stem(fold(word))
+            concept = concept_of(stem) or stem
+        found.add(concept)
+    return found
 
 
 def _sentences(text: str) -> list[str]:
@@ -279,36 +278,80 @@ def _sentences(text: str) -> list[str]:
     return [p.strip(" -*#") for p in parts if len(p.strip(" -*#")) > 2]
 
 
+PRICE_CONCEPTS = content_words(" ".join(PRICE_WORDS))
+TIME_CONCEPTS = content_words(" ".join(TIME_WORDS))
+# "How much is Premium?": a price question in words that are stop words on their own.
+ASKS_PRICE = re.compile(
+    r"\bhow much\b|\bcu[aá]nto\b|\bkitne ka\b|\bkitne mein\b|कितने का|कितने में", re.IGNORECASE
+)
+# "What do I get?", "kya kya milega", "qué trae": a question for what something includes,
+# said in words that are stop words on their own.
+ASKS_INCLUDED = re.compile(
+    r"\b(?:what (?:do|will|would) (?:i|we|you) get|what(?:'s| is) (?:in|included)|"
+    r"kya kya|qu[eé] (?:trae|tiene|viene))\b|क्या क्या",
+    re.IGNORECASE,
+)
+
+
+def _lists_features(sentence: str, found: set[str]) -> bool:
+    """A sentence that says what something includes: it says so, or it is a list."""
+    return "include" in found or sentence.count(",") >= 2
+
+
+def _passage_words(passage: dict[str, Any]) -> set[str]:
+    return content_words(str(passage.get("heading", ""))) | content_words(
+        str(passage.get("title", ""))
+    )
+
+
 def best_sentences(question: str, passages: list[dict[str, Any]]) -> list[str]:
-    """The knowledge-base sentences that answer the question, verbatim, best first."""
+    """The knowledge-base sentences that answer the question, verbatim, best first.
+
+    A sentence answers only when it is about what the question is about (docs/ai.md 8,
+    "Answerability"): it shares the question's subject (what it asks about beyond "how
+    much", "when" or "what's included"), and it names every topic of the sales lexicon the
+    question names, so "Annual billing gives two months free" (a "free" but no trial) is no
+    answer to "Is there a free trial?".
+    """
     wanted = content_words(question)
     if not wanted:
         return []
-    price_stems = {_stem(_fold(w)) for w in PRICE_WORDS}
-    time_stems = {_stem(_fold(w)) for w in TIME_WORDS}
-    asks_price = bool(wanted & price_stems) or bool(MONEY.search(question))
-    asks_time = bool(wanted & time_stems)
-    # What the question is about, beyond "how much" and "when": a sentence that shares none
-    # of it answers another question (the premium plan's price is not the shipping cost).
-    subject = wanted - price_stems - time_stems
+    asks_price = (
+        bool(wanted & PRICE_CONCEPTS)
+        or bool(MONEY.search(question))
+        or bool(ASKS_PRICE.search(question))
+    )
+    asks_time = bool(wanted & TIME_CONCEPTS)
+    asks_included = "include" in wanted or bool(ASKS_INCLUDED.search(question))
+    # What the question is about, beyond "how much", "when" and "what's in it": a sentence
+    # that shares none of it answers another question (the premium plan's price is not the
+    # shipping cost).
+    subject = wanted - PRICE_CONCEPTS - TIME_CONCEPTS - {"include"}
+    topics = wanted & TOPICS
     # Words of the question the knowledge base never uses ("tienen", "kahan", a typo) count
     # half: they cannot be matched, but a question mostly about them is not answered here.
     vocabulary: set[str] = set()
     for passage in passages:
-        for part in ("title", "heading", "content"):
-            vocabulary |= content_words(str(passage.get(part, "")))
+        vocabulary |= _passage_words(passage) | content_words(str(passage.get("content", "")))
     weight = len(wanted & vocabulary) + 0.5 * len(wanted - vocabulary)
     scored: list[tuple[float, int, str]] = []
     for rank, passage in enumerate(passages):
-        heading_words = content_words(str(passage.get("heading", "")))
-        title_words = content_words(str(passage.get("title", "")))
+        around = _passage_words(passage)
         for order, sentence in enumerate(_sentences(str(passage.get("content", "")))):
-            found = content_words(sentence) | heading_words | title_words
+            own = content_words(sentence)
+            found = own | around
             overlap = len(wanted & found)
-            if not overlap or (subject and not subject & found):
+            if not overlap or (subject and not subject & found) or not topics <= found:
                 continue
             score = overlap / weight
-            if asks_price and MONEY.search(sentence):
+            # A sentence about another topic too answers less squarely ("how can I pay?":
+            # the payment methods, before the refund rule that mentions a payment).
+            score -= 0.1 * len((own & TOPICS) - topics)
+            if topics and topics <= own:
+                score += 0.1  # it names the topic itself, not only under a heading that does
+            if asks_included and _lists_features(sentence, own):
+                score += 0.6  # what Premium includes is its features, not only its price
+            elif asks_price and MONEY.search(sentence):
                 score += 0.6
             if asks_time and re.search(r"\d{1,2}(:\d{2})?\s?(am|pm)|\d{1,2}:\d{2}", sentence, re.I):
                 score += 0.4
@@ -326,10 +369,47 @@ def best_sentences(question: str, passages: list[dict[str, Any]]) -> list[str]:
     return chosen
 
 
+def item_sentences(item: str, passages: list[dict[str, Any]]) -> list[str]:
+    """The sentences about one item of a comparison ("basic"): its price and what it
+    includes first, at most two."""
+    named = content_words(item)
+    scored: list[tuple[float, int, str]] = []
+    for rank, passage in enumerate(passages):
+        around = _passage_words(passage)
+        for order, sentence in enumerate(_sentences(str(passage.get("content", "")))):
+            own = content_words(sentence)
+            if not named <= own | around:
+                continue
+            score = (
+                1.0 + (0.5 if MONEY.search(sentence) else 0) + 0.5 * _lists_features(sentence, own)
+            )
+            score -= 0.02 * rank + 0.001 * order
+            scored.append((score, -len(scored), sentence))
+    scored.sort(reverse=True)
+    return list(dict.fromkeys(sentence for _, _, sentence in scored))[:2]
+
+
+# A question that starts after a comma ("We need a CRM for 8 people, what does Premium
+# cost?") is a question of its own; what comes before it is context, not its subject.
+ASKING = (
+    r"(?:what|how|when|where|which|who|do|does|is|are|can|qu[eé]|c[oó]mo|cu[aá]nto|kya|"
+    r"kitna)\b"
+)
+
+
 def answers_to(text: str, passages: list[dict[str, Any]]) -> list[str]:
     """Knowledge-base sentences for each question in a lead's message(s): a burst, or one
-    message with a remark and a question, is answered question by question (at most 3)."""
-    parts = [p for p in re.split(r"(?<=[.!?])\s+|\n+", text) if content_words(p)]
+    message with a remark and a question, is answered question by question (at most 3). A
+    comparison ("Basic or Premium?") is answered item by item, or not at all when the
+    knowledge base has nothing on one of them."""
+    items = compared_items(text)
+    if items:
+        per_item = [item_sentences(item, passages) for item in items[:3]]
+        if all(per_item):
+            return list(dict.fromkeys(s for sentences in per_item for s in sentences))[:4]
+        return []
+    parts = [p for p in re.split(r"(?<=[.!?।])\s+|\n+|,\s*(?=" + ASKING + ")", text) if p]
+    parts = [p for p in parts if content_words(p)]
     asked = [p for p in parts if "?" in p] or parts
     chosen: list[str] = []
     for part in [*asked, text] if len(asked) > 1 else [text, *asked]:
@@ -429,6 +509,11 @@ class OfflineProvider:
             data, text = None, self._summary(request.context)
         elif request.task is AITask.bumpup:
             data, text = None, self._bumpup(request.context)
+        elif request.task is AITask.rewrite:  # the lexicon's reading, in the asked language
+            context = request.context
+            language = str(context.get("language") or "en")
+            text = expand(str(context.get("question", "")), language)
+            data = None
         else:
             data, text = self._engage(request.context)
         prompt = request.system + " ".join(m.content for m in request.messages)
