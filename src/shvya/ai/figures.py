@@ -440,7 +440,9 @@ PERIODS = {
     "day": r"per day|a day|/\s?day\b|daily|al día|por día|diario|rozana|har din|प्रति दिन|रोजाना",
 }
 PERIOD = re.compile(
-    "|".join(f"(?P<{name}>{pattern})" for name, pattern in PERIODS.items()), re.IGNORECASE
+    # not inside a compound: "half-yearly" is no year
+    "(?<!-)(?:" + "|".join(f"(?P<{name}>{pattern})" for name, pattern in PERIODS.items()) + ")",
+    re.IGNORECASE,
 )
 CURRENCY_AFTER_A_WORD = re.compile(
     rf"[ \t]+[{_LETTER}]+[ \t]+(?P<c>(?:{_CODES}|{_WORDS})\b|(?:{_HI_WORDS}){_END})", re.I
@@ -486,7 +488,8 @@ class Figure:
     is_proposed: bool = False  # in the lead's words: a yes/no question ("does it cover 20 seats?")
 
 
-SENTENCE_END = re.compile(r"[!?\n।]|\.(?!\d)")
+# A table cell ends a sentence too: a quoted row is as separate from the next as its line was.
+SENTENCE_END = re.compile(r"[!?\n।|]|\.(?!\d)")
 
 
 def _sentence_at(text: str, position: int) -> str:
@@ -500,7 +503,9 @@ def _period(text: str, start: int, end: int) -> str | None:
     """The billing period said right after an amount ("per month", "al año", "प्रति माह"), or
     just before it ("monthly fee of"), with no other number in between."""
     # a sentence's full stop ends the search, a dot inside "p.a." does not
-    after = re.split(r"[\d!?\n।…;(]|\.(?!\w)", text[end : end + 30], maxsplit=1)[0]
+    after = re.split(r"[\d!?\n।…;(|]|\.(?!\w)", text[end : end + 30], maxsplit=1)[0]
+    if ":" in after:
+        after = ""  # a label ("Half-yearly: ₹11,999") belongs to the amount after it
     found = PERIOD.search(after)
     if found is None:
         before = re.split(r"[\d.!?\n।…;]", text[max(0, start - 25) : start])[-1]
