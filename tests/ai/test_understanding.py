@@ -155,6 +155,11 @@ def test_known_bant_is_never_overwritten_by_unknown() -> None:
         "¿Puedo devolver el producto si no me gusta?",
         "refund policy kya hai?",
         "रिफंड पॉलिसी क्या है?",
+        # A grievance the lead only imagines, after an "if", is still a question.
+        "Ok. Can I cancel anytime, and what's your refund policy if it doesn't work for us?",
+        "si no funciona, ¿me devuelven el dinero?",
+        "agar kaam nahi kar raha to refund milega?",
+        "अगर काम नहीं कर रहा तो क्या रिफंड मिलेगा?",
     ],
 )
 def test_a_question_about_a_policy_is_a_question_not_a_complaint(text: str) -> None:
@@ -173,6 +178,7 @@ def test_a_question_about_a_policy_is_a_question_not_a_complaint(text: str) -> N
         ("Quiero un reembolso", "legal_or_complaint"),
         ("Me habéis cobrado dos veces, pongo una reclamación", "legal_or_complaint"),
         ("mujhe paise wapas chahiye, product kharab hai", "legal_or_complaint"),
+        ("The app is not working. If you can't fix it I want a refund", "legal_or_complaint"),
         ("मुझे पैसे वापस चाहिए, यह खराब हो गया", "legal_or_complaint"),
         ("Should I take this to consumer court?", "legal_or_complaint"),
     ],
@@ -198,6 +204,9 @@ def test_a_grievance_is_still_a_complaint_that_hands_off(text: str, reason: str)
         ("yo decido", None),
         ("मैं ही फैसला करूँगा", None),
         ("मैं कंपनी का मालिक हूँ", "मालिक"),
+        ("Hi, main ek export company ka finance head hoon", "finance head"),
+        ("I am the sales head here", "sales head"),
+        ("मैं एक एक्सपोर्ट कंपनी का फाइनेंस हेड हूँ", "फाइनेंस हेड"),
     ],
 )
 def test_a_lead_who_decides_or_holds_a_deciding_role_is_the_decision_maker(
@@ -238,6 +247,8 @@ REST_OF_NOVEMBER = (date(2026, 11, 26), date(2026, 11, 30))
         ("agle mahine se pehle chahiye", "agle mahine se pehle", REST_OF_NOVEMBER),
         ("lo necesitamos antes del próximo mes", "antes del próximo mes", REST_OF_NOVEMBER),
         ("अगले हफ़्ते चाहिए", "अगले हफ्ते", (date(2026, 11, 30), date(2026, 12, 6))),
+        ("फरवरी तक चाहिए", "फरवरी तक", (date(2027, 2, 1), date(2027, 2, 28))),
+        ("मार्च में चाहिए", "मार्च में", (date(2027, 3, 1), date(2027, 3, 31))),
     ],
 )
 def test_a_deadline_is_a_timeline_and_not_a_need(

@@ -43,6 +43,13 @@ MONTHS = {
     "october": 10, "oct": 10, "octubre": 10, "november": 11, "nov": 11, "noviembre": 11,
     "december": 12, "dec": 12, "diciembre": 12,
 }  # fmt: skip
+# The month names in Devanagari, as fold() leaves them (no nukta): "फरवरी तक", "मार्च में".
+MONTHS_HI = {
+    "जनवरी": 1, "फरवरी": 2, "मार्च": 3, "अप्रैल": 4, "अप्रेल": 4, "मई": 5, "जून": 6,
+    "जुलाई": 7, "अगस्त": 8, "सितंबर": 9, "सितम्बर": 9, "अक्टूबर": 10, "अक्तूबर": 10,
+    "नवंबर": 11, "नवम्बर": 11, "दिसंबर": 12, "दिसम्बर": 12,
+}  # fmt: skip
+MONTHS.update(MONTHS_HI)
 WEEKDAYS = {
     "monday": 0, "tuesday": 1, "wednesday": 2, "thursday": 3, "friday": 4, "saturday": 5,
     "sunday": 6, "lunes": 0, "martes": 1, "miercoles": 2, "jueves": 3, "viernes": 4,
@@ -94,6 +101,7 @@ PATTERNS: list[tuple[re.Pattern[str], str]] = [
         (r"(?:जल्दी से जल्दी|जितनी जल्दी हो सके|तुरंत|अभी)", "asap"),
         (r"(?<!\S)परसों(?!\S)", "day+2"),
         (r"(?<!\S)आज(?!\S)", "day+0"),
+        (r"(?<!\S)(?P<month>" + "|".join(MONTHS_HI) + r")\s+(?:में|तक|से)(?!\S)", "month"),
     ]
 ]  # fmt: skip
 # A deadline around a timeline: "by next month", "agle mahine tak", "para el próximo mes",

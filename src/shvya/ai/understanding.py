@@ -205,6 +205,22 @@ GRIEVANCE = re.compile(
     r"(?:ख़राब|खराब) (?:है|हो गया|हो गई|निकला)|टूट गया|टूट गई|शिकायत (?:दर्ज|करनी|करूँगा|करूंगा)",
     re.IGNORECASE,
 )
+# A grievance the lead only imagines ("what's your refund policy if it doesn't work for us?",
+# "agar kaam nahi kiya to?") is a question about a policy, not a complaint (docs/ai.md 4).
+HYPOTHETICAL = re.compile(
+    r"\b(?:if|in case|what if|suppose|si|en caso de que|agar|yadi)\b[^.!?\n।]*$|"
+    r"(?:अगर|यदि)[^.!?\n।]*$",
+    re.IGNORECASE,
+)
+
+
+def has_grievance(text: str) -> bool:
+    """A grievance the lead states, not one said after an "if" in the same sentence."""
+    return any(
+        HYPOTHETICAL.search(text[: match.start()]) is None for match in GRIEVANCE.finditer(text)
+    )
+
+
 OPT_OUT_PHRASES = re.compile(
     r"\b(?:stop|quit) (?:messaging|texting|contacting|sending|writing|calling|spamming)\b|"
     r"\b(?:don'?t|do not|never) (?:message|text|contact|write to|call|bother|whatsapp|"
@@ -280,10 +296,13 @@ GREETING_ONLY = re.compile(
 # "soy el CEO", "main company ka malik hoon"), is the decision maker; one who names someone
 # else who approves is an influencer, even with a senior title ("I'm the CTO but the board
 # signs off").
+# "finance head", "sales head": a department's head, said the Indian way round.
+HEAD_ROLES = r"(?:finance|sales|marketing|operations|purchase|purchasing|it|tech|business) head"
 SENIOR_ROLES = (
     r"owner|co-?owner|founder|co-?founder|ceo|cto|cfo|coo|cmo|cio|md|managing director|"
     r"president|director|proprietor|principal|partner|decision[- ]maker|boss|"
-    r"head of (?:the )?\w+|vp(?: of \w+)?|vice president(?: of \w+)?|chairman|chairperson"
+    r"head of (?:the )?\w+|vp(?: of \w+)?|vice president(?: of \w+)?|chairman|chairperson|"
+    rf"{HEAD_ROLES}"
 )
 SENIOR_ROLES_ES = (
     r"due[nñ][oa]|director[a]?(?: general)?|gerente(?: general)?|jef[ea]|fundador[a]?|"
@@ -301,13 +320,13 @@ AUTHORITY_SELF = re.compile(
     rf"soy (?:el |la |un |una )?(?:{SENIOR_ROLES_ES})|la decisi[oó]n es m[ií]a|"
     r"it'?s my call|(?:it'?s |it is )?my call|i sign off|sign off on (?:this|it) myself|"
     r"i'?m paying(?: for it)? myself|i make the (?:call|decision)|i'?m the one who decides|"
-    rf"main (?:hi )?(?:\w+ ){{0,3}}(?:owner|malik|maalik|{SENIOR_ROLES}) hoon|"
+    rf"main (?:hi )?(?:\w+ ){{0,5}}(?:owner|malik|maalik|{SENIOR_ROLES}) (?:hoon|hu|hun)|"
     r"yo (?:lo )?pago|lo pago yo)\b|"
     r"मैं ही (?:फ़ैसला|फैसला|निर्णय|डिसाइड) (?:करूँगा|करूंगा|करूँगी|करूंगी|लूँगा|लूंगा|लूँगी|लूंगी)|"
     r"(?:फ़ैसला|फैसला|निर्णय) मैं (?:ही )?(?:करूँगा|करूंगा|करूँगी|करूंगी|लूँगा|लूंगा|लूँगी|लूंगी)|"
     r"(?:फ़ैसला|फैसला|निर्णय) मेरा (?:ही )?है|"
-    r"मैं (?:\S+ ){0,3}(?:मालिक|संस्थापक|सीईओ|डायरेक्टर|निदेशक|प्रमुख) हूँ|"
-    r"मैं (?:\S+ ){0,3}(?:मालिक|संस्थापक|सीईओ|डायरेक्टर|निदेशक|प्रमुख) हूं",
+    r"मैं (?:\S+ ){0,5}(?:मालिक|संस्थापक|सीईओ|डायरेक्टर|निदेशक|प्रमुख|(?:\S+ )?हेड) हूँ|"
+    r"मैं (?:\S+ ){0,5}(?:मालिक|संस्थापक|सीईओ|डायरेक्टर|निदेशक|प्रमुख|(?:\S+ )?हेड) हूं",
     re.IGNORECASE,
 )
 AUTHORITY_OTHER = re.compile(
@@ -328,9 +347,10 @@ ROLE = re.compile(
     r"\b(vp of \w+|vp|coordinator|owner|founder|co-?founder|ceo|cto|cfo|coo|cmo|cio|"
     r"managing director|director[a]?|manager|president|proprietor|"
     r"head of \w+|partner|"
+    rf"{HEAD_ROLES}|"
     r"due[nñ][oa]|gerente|jef[ea]|fundador[a]?|propietari[oa]|malik|boss|papa|dad|father|"
     r"wife|husband|esposa|esposo|marido|socio|socia|presidente|presidenta)\b|"
-    r"मालिक|संस्थापक|सीईओ|डायरेक्टर|निदेशक|प्रमुख",
+    r"मालिक|संस्थापक|सीईओ|डायरेक्टर|निदेशक|प्रमुख|\S+ हेड",
     re.IGNORECASE,
 )
 NEED_VERBS = (
@@ -461,7 +481,7 @@ def understand_by_rules(
     handoff_reason: Literal["asked_for_person", "angry", "legal_or_complaint"] | None = None
     if asks_for_person(stripped):
         handoff_reason = "asked_for_person"
-    elif LEGAL_WORDS.search(stripped) or GRIEVANCE.search(stripped):
+    elif LEGAL_WORDS.search(stripped) or has_grievance(stripped):
         handoff_reason = "legal_or_complaint"
     elif ANGRY_WORDS.search(stripped):
         handoff_reason = "angry"
