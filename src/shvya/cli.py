@@ -889,9 +889,12 @@ def leads_list(
     assignee: uuid.UUID | Literal["none"] | None = None
     if assigned_to is not None:
         try:
-            assignee = TypeAdapter(AssigneeRef).validate_python(assigned_to)
+            parsed = TypeAdapter(AssigneeRef).validate_python(assigned_to)
         except ValidationError as exc:
             fail(f"--assigned-to: {exc.errors()[0]['msg']}", code=2)
+        if parsed == "me":
+            fail("--assigned-to: the terminal is no one's key; give a user id or none", code=2)
+        assignee = parsed
     filters = LeadFilter(
         stage=stage,
         needs_person=True if needs_person else None,

@@ -166,6 +166,27 @@ def test_assigning_a_lead_to_a_user_of_the_company(
     assert client.get(f"/leads/{lead}", headers=acme.agent).json()["assigned_to"] is None
 
 
+def test_assigned_to_me_lists_the_leads_of_the_person_the_key_belongs_to(
+    client: TestClient, acme: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    priya = make_user(session_factory, acme, "priya@acme.test")
+    made = client.post("/api-keys", json={"user_id": priya}, headers=acme.admin)
+    assert made.status_code == 201, made.text
+    hers = {"Authorization": f"Bearer {made.json()['key']}"}
+    lead = create_lead(client, acme, "Ravi", ("wa_cloud", "+14155550101"))
+    create_lead(client, acme, "Ana", ("email", "ana@example.com"))
+    client.patch(f"/leads/{lead}", json={"assigned_to": priya}, headers=acme.agent)
+
+    mine = client.get("/leads", params={"assigned_to": "me"}, headers=hers)
+    assert mine.status_code == 200, mine.text
+    assert [item["name"] for item in mine.json()["items"]] == ["Ravi"]
+    # A key that belongs to no one has no "me": a 422 that says what to do instead.
+    nobody = client.get("/leads", params={"assigned_to": "me"}, headers=acme.agent)
+    assert nobody.status_code == 422
+    assert nobody.json()["field"] == "assigned_to"
+    assert "--user" in nobody.json()["detail"]
+
+
 def test_a_query_parameter_the_route_does_not_take_is_a_422_naming_it(
     client: TestClient, acme: Tenant
 ) -> None:

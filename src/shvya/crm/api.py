@@ -23,6 +23,7 @@ from shvya.crm.schemas import (
 )
 from shvya.db.session import DbSession
 from shvya.deps import ClockDep, Paging
+from shvya.errors import InvalidInput
 from shvya.events import service as events
 from shvya.events.schemas import EventPage
 from shvya.jobs.service import JobType, enqueue_job
@@ -98,9 +99,20 @@ def list_leads(
     ] = None,
     assigned_to: Annotated[
         AssigneeRef | None,
-        Query(description="A user id of the company, or `none` for leads assigned to no one"),
+        Query(
+            description="A user id of the company, `me` for the person the calling key "
+            "belongs to, or `none` for leads assigned to no one"
+        ),
     ] = None,
 ) -> LeadPage:
+    if assigned_to == "me":
+        if key.user_id is None:
+            raise InvalidInput(
+                "assigned_to=me needs a key that belongs to a person (shvya apikey create "
+                "--user EMAIL, or POST /api-keys with user_id); pass a user id instead",
+                extra={"field": "assigned_to"},
+            )
+        assigned_to = key.user_id
     filters = LeadFilter(
         stage=stage,
         needs_person=needs_person,

@@ -233,25 +233,31 @@ class LeadOut(BaseModel):
     last_inbound_at: datetime | None
 
 
-def _assignee(value: object) -> uuid.UUID | Literal["none"]:
-    if value == "none":
-        return "none"
+def _assignee(value: object) -> uuid.UUID | Literal["none", "me"]:
+    if value in ("none", "me"):
+        return "me" if value == "me" else "none"
     if isinstance(value, uuid.UUID):
         return value
     try:
         return uuid.UUID(str(value))
     except ValueError:
         raise PydanticCustomError(
-            "user_id_or_none", "a user id, or none for leads assigned to no one"
+            "user_id_or_none",
+            "a user id, me for the key's own person, or none for leads assigned to no one",
         ) from None
 
 
 # `GET /leads?assigned_to=`: one clear error for a bad value, not one per member of the union.
 AssigneeRef = Annotated[
-    uuid.UUID | Literal["none"],
+    uuid.UUID | Literal["none", "me"],
     PlainValidator(_assignee),
     WithJsonSchema(
-        {"anyOf": [{"type": "string", "format": "uuid"}, {"type": "string", "enum": ["none"]}]}
+        {
+            "anyOf": [
+                {"type": "string", "format": "uuid"},
+                {"type": "string", "enum": ["none", "me"]},
+            ]
+        }
     ),
 ]
 
