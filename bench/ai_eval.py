@@ -367,9 +367,13 @@ class Runner:
                 ]
             }
             self.call("POST", f"/leads/{lead_id}/history", key, 201, json=body)
+        # As the guardrail reads them (docs/ai.md 6): the company's sources ground any figure,
+        # the lead's words only what the reply says back as theirs.
         sources = [d["content"] for d in case["kb"]]
         sources += [str(v) for v in case["company"].get("company_card", {}).values()]
-        sources += [company_name(case)] + [h["text"] for h in history if h["direction"] == "in"]
+        sources += [company_name(case)]
+        lead_words = [h["text"] for h in history if h["direction"] == "in"]
+        currency = case["company"]["currency"]
         earlier_bumpups = [h["text"] for h in history if h.get("kind") == "bumpup"]
         handed_off = opted_out = False
         closings: list[str] = []  # the last sentence of each answer, for varied_closing
@@ -378,7 +382,7 @@ class Runner:
             for index, turn in group:
                 moment = parse_time(turn["received_at"])
                 self.clock.set(moment)
-                sources.append(turn["text"])
+                lead_words.append(turn["text"])
                 started = time.perf_counter()
                 self.call(
                     "POST",
@@ -404,7 +408,9 @@ class Runner:
                 expect = turn.get("expect") or {}
                 if not expect:
                     continue
-                self.check_turn(case, turn, expect, new, events, lead_now, sources, handed_off)
+                self.check_turn(
+                    case, turn, expect, new, events, lead_now, sources + lead_words, handed_off
+                )
             handed_off = handed_off or any(e.type == "HandoffRequested" for e in events)
             opted_out = opted_out or any(e.type == "OptedOut" for e in events)
             sales = [
@@ -418,7 +424,7 @@ class Runner:
                 if message["direction"] == "out":
                     self.check_no_default(case, message["text"])
                 if message["direction"] == "out" and message["meta"].get("purpose") != "handoff":
-                    bad = ungrounded(message["text"], sources)
+                    bad = ungrounded(message["text"], sources, lead_words, currency=currency)
                     self.score.count(
                         "invented numbers (replies with any)",
                         bool(bad),
@@ -453,7 +459,7 @@ class Runner:
                 cid,
                 f"{words} words, similarity {closest:.2f}: {text!r}",
             )
-            bad = ungrounded(text, sources)
+            bad = ungrounded(text, sources, lead_words, currency=currency)
             self.score.count(
                 "invented numbers (replies with any)", bool(bad), cid, f"{bad} in bump-up"
             )
