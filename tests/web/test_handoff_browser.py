@@ -6,21 +6,16 @@ lead; resume answers the message still pending, once (docs/ai.md 5.5)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import pytest
-from fastapi import FastAPI
-from sqlalchemy import Engine
 
 from shvya.ai.engage import HANDOFF_MESSAGES
-from shvya.app import create_app
-from shvya.config import Settings
-from shvya.handlers import default_handlers
-from shvya.jobs.engines.embedded import EmbeddedWorker
 from tests.ai.support import PRICING_MD
 from tests.support import FakeClock, Tenant
+
+# The real handlers (ai.engage with the offline provider, agent.reply), wired as `shvya serve`.
+from tests.web.test_sandbox_ai_browser import app, worker  # noqa: F401
 from tests.web.test_sandbox_browser import REPLY_TIMEOUT_MS, chromium  # noqa: F401
 
 if TYPE_CHECKING:
@@ -29,19 +24,6 @@ if TYPE_CHECKING:
 UNANSWERABLE = "Is there a free trial?"  # the pricing knowledge base says nothing of one
 PERSON = "Hi, Asha from the sales team here: yes, we can set up a 7-day trial for you."
 FOLLOW_UP = "Great, and how much is the premium plan?"
-
-
-@pytest.fixture
-def worker(engine: Engine, settings: Settings, clock: FakeClock) -> Iterator[EmbeddedWorker]:
-    # SHVYA's own handlers: the real ai.engage with the offline provider, the real agent.reply.
-    worker = EmbeddedWorker(engine, handlers=default_handlers(), clock=clock, settings=settings)
-    yield worker
-    worker.stop(grace_seconds=5)
-
-
-@pytest.fixture
-def app(settings: Settings, engine: Engine, clock: FakeClock, worker: EmbeddedWorker) -> FastAPI:
-    return create_app(settings, engine=engine, clock=clock, job_engine=worker)
 
 
 def _wait_for_job(api: httpx.Client, job_id: str, headers: dict[str, str]) -> dict[str, Any]:
