@@ -36,6 +36,10 @@ def test_a_question_is_expanded_into_the_knowledge_bases_language() -> None:
         ("basic aur premium mein kya farak hai?", ["basic", "premium"]),
         ("बेसिक और प्रीमियम में क्या अंतर है?", ["basic", "premium"]),
         ("Is Alpha better than Beta or Gamma?", ["alpha", "beta", "gamma"]),
+        # The kind of product said once for both is no item of its own.
+        ("Basic aur Premium course mein kya difference hai?", ["basic", "premium"]),
+        ("What is the difference between the Basic and Premium courses?", ["basic", "premium"]),
+        ("बेसिक और प्रीमियम कोर्स में क्या अंतर है?", ["basic", "premium"]),
         ("premium ya basic, kaunsa better hai?", ["premium", "basic"]),
         ("What does the Premium plan cost?", []),
         ("Do you have a different payment method?", []),

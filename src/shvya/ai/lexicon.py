@@ -50,10 +50,10 @@ CONCEPTS: Lexicon = {
     # What a sale is about. Retrieval adds these; the plan names also carry a Devanagari
     # spelling of the usual English tier names.
     "plan": {
-        "en": "plan plans package packages subscription tier",
-        "es": "plan planes paquete paquetes suscripción",
-        "hinglish": "plan plans package",
-        "hi": "प्लान योजना पैकेज",
+        "en": "plan plans package packages subscription tier course courses",
+        "es": "plan planes paquete paquetes suscripción curso cursos",
+        "hinglish": "plan plans package course",
+        "hi": "प्लान योजना पैकेज कोर्स",
     },
     "premium": {"en": "premium", "es": "premium", "hinglish": "premium", "hi": "प्रीमियम"},
     "basic": {"en": "basic", "es": "básico básica basico", "hinglish": "basic", "hi": "बेसिक"},
