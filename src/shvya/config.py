@@ -109,6 +109,22 @@ class Settings(BaseSettings):
     # Sandbox messages per client address per minute (each can start an AI reply).
     sandbox_messages_per_minute: int = Field(default=30, ge=1)
 
+    # --- links and email (docs/email.md) ---
+    # The base of every link SHVYA puts in a message (unsubscribe, media): the address leads'
+    # mail programs and phones reach this installation at.
+    public_url: str = Field(default="http://127.0.0.1:8000", pattern=r"^https?://[^\s/]+.*$")
+    # The default company's mailbox, connected at `shvya serve` when SMTP_HOST and
+    # SMTP_FROM_EMAIL are set (other companies connect theirs with POST /channels/email).
+    smtp_host: str | None = _env_var("SMTP_HOST")
+    smtp_port: int | None = _env_var("SMTP_PORT", default=None, ge=1, le=65535)
+    smtp_user: str | None = _env_var("SMTP_USER")
+    smtp_pass: SecretStr | None = _env_var("SMTP_PASS")
+    smtp_from_email: str | None = _env_var("SMTP_FROM_EMAIL")
+    # starttls (port 587 by default), tls (implicit TLS, port 465) or none (port 25).
+    smtp_security: Literal["starttls", "tls", "none"] = _env_var(
+        "SMTP_SECURITY", default="starttls"
+    )
+
     # --- AI providers and the knowledge base ---
     openai_api_key: SecretStr | None = _env_var("OPENAI_API_KEY")
     openai_base_url: str | None = _env_var("OPENAI_BASE_URL")

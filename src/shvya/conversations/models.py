@@ -39,6 +39,9 @@ class Message(IdMixin, Base):
         Index(None, "lead_id", "created_at"),
         Index(None, "channel_account_id", "direction", "created_at"),
         Index(None, "company_id", "created_at"),
+        # An email reply names the message it answers by its Message-ID (In-Reply-To,
+        # References): threading finds the lead by it.
+        Index(None, "company_id", "email_message_id"),
     )
 
     company_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
@@ -60,6 +63,9 @@ class Message(IdMixin, Base):
     # (docs/reliability.md P1; one too long for the unique index is stored as its hash).
     external_id: Mapped[str | None] = mapped_column(Text)
     send_key: Mapped[str | None] = mapped_column(String(255))
+    # Email only: the RFC 5322 Message-ID header, without angle brackets (SHVYA's own for what
+    # it sends, the sender's for what it receives).
+    email_message_id: Mapped[str | None] = mapped_column(String(998))
     error: Mapped[str | None] = mapped_column(Text)
     # Media, buttons, passages used by the AI: whatever the channel or the AI attaches.
     meta: Mapped[dict[str, Any]] = mapped_column(default=dict)

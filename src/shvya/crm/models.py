@@ -89,6 +89,9 @@ class Lead(IdMixin, Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_inbound_at: Mapped[datetime | None] = mapped_column()
     last_outbound_at: Mapped[datetime | None] = mapped_column()
+    # The lead's IANA time zone when known (they said it, a form gave it): quiet hours run in
+    # it before the phone number's country or the company's zone (docs/architecture.md).
+    timezone: Mapped[str | None] = mapped_column(String(64))
 
 
 # GET /leads?needs_person=true and ?ai_paused=true, oldest pause first: only paused leads are
