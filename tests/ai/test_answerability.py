@@ -29,6 +29,9 @@ We accept UPI, cards and bank transfer.
 
 ## Office hours
 Our office is open 9:30 am to 6 pm, Monday to Saturday.
+
+## Security
+Data is hosted in Frankfurt, Germany, and encrypted at rest.
 """
 BASIC_PRICE = "The Basic plan costs 999 INR per month."
 BASIC_FEATURES = "Basic includes 2 seats, email support and the contact manager."
@@ -94,6 +97,23 @@ def test_a_whats_included_question_gets_the_features(desk: Desk, question: str) 
     assert reply["meta"]["purpose"] == "reply", reply["text"]
     assert PREMIUM_FEATURES in reply["text"]
     assert "cancel any time" not in reply["text"]  # a Premium sentence, but no feature
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Where do you store our data?",
+        "¿Y dónde guardan los datos?",
+        "data kahan store hota hai?",
+        "हमारा डेटा किस सर्वर पर है?",
+    ],
+)
+def test_where_the_data_is_kept_is_answered_in_every_language(desk: Desk, question: str) -> None:
+    """ "datos", "guardan", "डेटा" and "सर्वर" are the lexicon's `data` concept: the question
+    finds the English hosting sentence instead of handing off (eval es-saas-09)."""
+    reply, _ = ask(desk, question)
+    assert reply["meta"]["purpose"] == "reply", reply["text"]
+    assert "Data is hosted in Frankfurt" in reply["text"]
 
 
 # --- near is not an answer --------------------------------------------------------------------

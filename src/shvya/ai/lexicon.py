@@ -169,6 +169,12 @@ CONCEPTS: Lexicon = {
         "hinglish": "installation install setup",
         "hi": "इंस्टॉलेशन इंस्टालेशन",
     },
+    "data": {
+        "en": "data hosted hosting stored storage server servers",
+        "es": "datos guardan guardados almacenan almacenados alojados servidor servidores",
+        "hinglish": "data server store",
+        "hi": "डेटा डाटा सर्वर",
+    },
 }
 
 # Concepts that are what a question is about: a sentence answers a question naming one only
@@ -176,7 +182,7 @@ CONCEPTS: Lexicon = {
 # free trial?", but says nothing about a trial). docs/ai.md 8, "Answerability".
 TOPICS = frozenset(
     "trial refund holiday delivery discount contract support demo payment emi cancel "
-    "warranty installation".split()
+    "warranty installation data".split()
 )
 # Concepts that say what kind of answer is wanted, or qualify it, rather than what about:
 # never the items of a comparison.
