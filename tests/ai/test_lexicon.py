@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from shvya.ai.lexicon import compared_items, concepts_in, expand, tokens
+from shvya.ai.lexicon import compared_items, concepts_in, expand, follow_up_question, tokens
 
 
 def test_a_devanagari_word_is_one_token_and_spellings_with_nukta_meet() -> None:
@@ -47,3 +47,24 @@ def test_a_question_is_expanded_into_the_knowledge_bases_language() -> None:
 )
 def test_the_items_of_a_comparison(question: str, items: list[str]) -> None:
     assert compared_items(question) == items
+
+
+@pytest.mark.parametrize(
+    ("text", "previous", "read_as"),
+    [
+        ("और प्रीमियम?", "बेसिक प्लान कितने का है?", "प्रीमियम प्लान कितने का है?"),
+        ("And Premium?", "How much is Basic?", "premium how much is?"),
+        ("¿Y el Premium?", "¿Cuánto cuesta el plan Basic?", "premium cuánto cuesta el plan?"),
+        ("aur premium?", "basic kitne ka hai?", "premium kitne ka hai?"),
+        ("And the Jetta?", "How much is the Versa?", "jetta how much is the?"),
+        # Not elliptical: it asks something of its own.
+        ("And what is your refund policy?", "How much is Basic?", None),
+        # Nothing before it to continue.
+        ("And Premium?", "Hello", None),
+        ("Premium?", "How much is Basic?", None),
+    ],
+)
+def test_a_follow_up_is_read_as_the_question_it_continues(
+    text: str, previous: str, read_as: str | None
+) -> None:
+    assert follow_up_question(text, previous) == read_as

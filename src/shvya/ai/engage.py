@@ -770,6 +770,11 @@ def engage_request(
     }
     name = tenancy.lead_facing_name(company)
     last_reply = next((m.text for m in reversed(turns) if m.direction == "out"), "")
+    # The lead's message before this burst: what "and Premium?" continues (docs/ai.md 5.5).
+    pending = {m.id for m in turn.pending}
+    previous_question = next(
+        (m.text for m in reversed(turns) if m.direction == "in" and m.id not in pending), ""
+    )
     system = prompts.ENGAGE_SYSTEM.format(
         company=name or "a company whose name is not set (never name it)",
         channel=turn.channel.value,
@@ -809,6 +814,7 @@ def engage_request(
             "bant": bant,
             "learnt": {field: bant[field] for field in told if field in bant},
             "last_reply": last_reply,
+            "previous_question": previous_question,
         },
     )
 

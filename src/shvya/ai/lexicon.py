@@ -297,3 +297,49 @@ def compared_items(text: str) -> list[str]:
         if item and item not in items:
             items.append(item)
     return items if len(items) >= 2 else []
+
+
+# "And Premium?", "¿Y el Premium?", "aur premium?", "और प्रीमियम?": a follow-up that names a
+# new item and borrows its question from the lead's message before (docs/ai.md 8).
+_FOLLOW_UP = re.compile(
+    r"^\s*¿?\s*(?:and|what about|how about|y|aur|or|और)(?:\s+|$)(?P<rest>.*)$",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def _items(text: str) -> list[str]:
+    """The words of a text that name what it is about rather than what it asks: the lexicon's
+    items (plan tiers: basic, premium...) and, outside the lexicon, a name written with a
+    capital inside the sentence ("the Versa")."""
+    found = []
+    for index, match in enumerate(_PLAIN_TOKEN.finditer(text)):
+        original = match.group()
+        word = original.casefold()
+        concept = concept_of(word)
+        if is_stopword(word) or len(word) < 2 or concept in GENERIC or concept in TOPICS:
+            continue
+        if concept is not None or (index > 0 and original[:1].isupper()):
+            found.append(word)
+    return found
+
+
+def follow_up_question(text: str, previous: str) -> str | None:
+    """An elliptical follow-up read as the question it continues: "और प्रीमियम?" after
+    "बेसिक प्लान कितने का है?" is "प्रीमियम प्लान कितने का है?". None when the text is not
+    such a follow-up (it asks something of its own, or names no new item) or the message
+    before names no item to replace."""
+    match = _FOLLOW_UP.match(text.strip())
+    if match is None:
+        return None
+    rest = match.group("rest").strip(" ?¿!.।")
+    # Everything the follow-up says beyond small words must be an item or a lexicon concept
+    # ("and delivery?"): "and what is your refund policy?" asks something of its own.
+    said = [w for w in tokens(rest, symbols=False) if not is_stopword(w) and len(w) >= 2]
+    new = [w for w in said if concept_of(w) is not None or w in _items("x " + rest)]
+    if not said or len(said) > 3 or len(new) != len(said):
+        return None
+    old = set(_items(previous))
+    if not old:
+        return None
+    kept = [w for w in tokens(previous, symbols=False) if w not in old]
+    return " ".join([*new, *kept]) + "?"

@@ -19,6 +19,7 @@ from shvya.ai.lexicon import (
     concept_of,
     expand,
     fold,
+    follow_up_question,
     is_stopword,
     tokens,
 )
@@ -558,6 +559,10 @@ class OfflineProvider:
                 # "Hi, I'm the CTO, ...": greeted, then thanked for what they told.
                 parts.append(phrases["noted"].format(name="" if greeted else name, facts=learnt))
             sentences = answers_to(question, passages)
+            previous = str(context.get("previous_question") or "")
+            follow = None if sentences else follow_up_question(question, previous)
+            if follow:
+                sentences = answers_to(follow, passages)
             is_question = intent in ("question", "price_inquiry", "") or "?" in question
             if sentences:
                 if phrases["lead_in"]:
