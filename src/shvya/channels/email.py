@@ -11,6 +11,7 @@ them stays valid. A transport only delivers those bytes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html as html_lib
 import secrets
 import threading
@@ -104,7 +105,7 @@ def _html_from_text(text: str) -> str:
     body = "\n".join(
         "<p>" + html_lib.escape(p).replace("\n", "<br>\n") + "</p>" for p in paragraphs
     )
-    return f'<!doctype html>\n<html><body>\n{body}\n</body></html>\n'
+    return f"<!doctype html>\n<html><body>\n{body}\n</body></html>\n"
 
 
 def _html_with_link(html: str, url: str) -> str:
@@ -159,7 +160,9 @@ def compose_email(
         headers.append(("References", " ".join(_angle(r) for r in chain)))
 
     text_part = _text_with_link(text, unsubscribe_url)
-    html_part = _html_with_link(html if html is not None else _html_from_text(text), unsubscribe_url)
+    html_part = _html_with_link(
+        html if html is not None else _html_from_text(text), unsubscribe_url
+    )
     message = EmailMessage(policy=EMAIL_POLICY)
     message["From"] = formataddr((from_name, from_address)) if from_name else from_address
     message["To"] = to
@@ -256,7 +259,7 @@ class SmtpTransport:
             hostname=self.host,
             port=self.port,
             use_tls=self.security == "tls",
-            start_tls=True if self.security == "starttls" else False,
+            start_tls=self.security == "starttls",
             validate_certs=self.validate_certs,
             timeout=self.timeout,
         )
@@ -277,7 +280,7 @@ class SmtpTransport:
         except aiosmtplib.SMTPResponseException as exc:
             smtp.close()
             raise _classify(exc.code, "connecting", exc.message) from None
-        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             smtp.close()
             raise ChannelSendError(
                 FailureKind.retry,
@@ -312,7 +315,7 @@ class SmtpTransport:
                 except aiosmtplib.SMTPResponseException as exc:
                     self._drop()
                     raise _classify(exc.code, "MAIL FROM refused", exc.message) from None
-                except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+                except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                     self._drop()
                     raise ChannelSendError(
                         FailureKind.retry, "smtp_error", f"MAIL FROM: {exc}"
@@ -323,7 +326,7 @@ class SmtpTransport:
             except aiosmtplib.SMTPResponseException as exc:
                 self._drop()
                 raise _classify(exc.code, f"recipient {email.to} refused", exc.message) from None
-            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                 self._drop()
                 raise ChannelSendError(FailureKind.retry, "smtp_error", f"RCPT TO: {exc}") from None
             try:
@@ -332,7 +335,7 @@ class SmtpTransport:
                 # The server answered: it did not take the message.
                 self._drop()
                 raise _classify(exc.code, "message refused", exc.message) from None
-            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                 # The bytes may have reached it and no answer came: never resend (docs/email.md 4).
                 self._drop()
                 raise ChannelSendError(
@@ -347,15 +350,13 @@ class SmtpTransport:
         try:
             await smtp.noop()
             await smtp.quit()
-        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
             smtp.close()
 
     async def _close(self) -> None:
         if self._smtp is not None and self._smtp.is_connected:
-            try:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
                 await self._smtp.quit()
-            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
-                pass
         self._drop()
 
     # --- from the workers ---------------------------------------------------------------
@@ -391,7 +392,9 @@ def _queue_id(reply: str) -> str | None:
 TransportFactory = Callable[[dict[str, Any], str | None, Settings], EmailTransport]
 
 
-def smtp_transport(config: dict[str, Any], secret: str | None, settings: Settings) -> EmailTransport:
+def smtp_transport(
+    config: dict[str, Any], secret: str | None, settings: Settings
+) -> EmailTransport:
     """An SmtpTransport from an account's config: host, port, security, username."""
     return SmtpTransport(
         host=str(config["host"]),

@@ -1302,7 +1302,8 @@ def email_account_config(data: EmailAccountIn) -> tuple[str, dict[str, Any], str
     if data.provider not in EMAIL_TRANSPORTS:
         raise _bad_email_field(
             "provider",
-            f"unknown email provider {data.provider!r}: one of {', '.join(sorted(EMAIL_TRANSPORTS))}",
+            f"unknown email provider {data.provider!r}: one of "
+            + ", ".join(sorted(EMAIL_TRANSPORTS)),
         )
     try:
         from_email = crm.normalise_email(data.from_email)

@@ -39,7 +39,7 @@ def _page(title: str, body: str) -> str:
     return (
         '<!doctype html><html><head><meta charset="utf-8"><meta name="viewport" '
         'content="width=device-width,initial-scale=1"><meta name="robots" content="noindex">'
-        f"<title>{html.escape(title)}</title></head><body style=\"font-family:sans-serif;"
+        f'<title>{html.escape(title)}</title></head><body style="font-family:sans-serif;'
         f'max-width:32em;margin:3em auto;padding:0 1em">{body}</body></html>'
     )
 
