@@ -164,6 +164,15 @@ def email_transport(account: ChannelAccount, settings: Settings) -> EmailTranspo
         return transport
 
 
+def close_email_transports() -> None:
+    """Close every cached email transport (its SMTP connection and event loop thread)."""
+    with _ADAPTERS_LOCK:
+        transports = list(_EMAIL_TRANSPORTS.values())
+        _EMAIL_TRANSPORTS.clear()
+    for transport in transports:
+        transport.close()
+
+
 def email_adapter(account: ChannelAccount, settings: Settings) -> EmailAdapter:
     """The router's email adapter for the company's account (docs/email.md 1)."""
     config = account.config or {}
