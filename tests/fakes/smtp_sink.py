@@ -34,7 +34,7 @@ class Received:
 class _Handler:
     sink: SmtpSink
 
-    async def handle_RCPT(
+    async def handle_RCPT(  # noqa: N802 (aiosmtpd calls it by this name)
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
     ) -> str:
         refusal = self.sink.refuse_rcpt.get(address.lower())
@@ -43,7 +43,9 @@ class _Handler:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+    async def handle_DATA(  # noqa: N802 (aiosmtpd calls it by this name)
+        self, server: SMTP, session: Session, envelope: Envelope
+    ) -> str:
         for address in envelope.rcpt_tos:
             refusal = self.sink.refuse_data.get(address.lower())
             if refusal:

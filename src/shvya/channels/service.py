@@ -285,8 +285,10 @@ def _facts(
         last_outbound_at=conversations.last_outbound_at(
             session, company_id=company_id, lead_id=lead_id, channel=channel.value
         ),
+        # The per-second cap is a WhatsApp number's throughput (docs/whatsapp.md 1.9); an email
+        # provider's own rate is the transport's to meet (docs/email.md 3).
         sent_last_second=0
-        if route.account is None
+        if route.account is None or channel is Channel.email
         else conversations.outbound_count_since(
             session, channel_account_id=route.account.id, since=now - timedelta(seconds=1)
         ),
