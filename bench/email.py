@@ -30,15 +30,15 @@ import sys
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 
-import argparse
-import asyncio
-import tempfile
-import time
-from collections import Counter
-from datetime import UTC, datetime
-from pathlib import Path
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections import Counter  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-import aiosmtplib
+import aiosmtplib  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(_HERE))
 
@@ -205,13 +205,19 @@ def main() -> int:
     shvya_rate = sent / shvya_seconds if shvya_seconds else 0.0
     bare_rate = bare_count / bare_seconds if bare_seconds else 0.0
     ratio = shvya_rate / bare_rate if bare_rate else 0.0
-    print(f"bare aiosmtplib loop: {bare_count} in {bare_seconds:.2f}s = {bare_rate:,.0f} msg/s, "
-          f"{bare_connections} connection(s)")
-    print(f"SHVYA send jobs:      {sent} in {shvya_seconds:.2f}s = {shvya_rate:,.0f} msg/s, "
-          f"{connections} connection(s), {suppressed} refused as suppressed")
+    print(
+        f"bare aiosmtplib loop: {bare_count} in {bare_seconds:.2f}s = {bare_rate:,.0f} msg/s, "
+        f"{bare_connections} connection(s)"
+    )
+    print(
+        f"SHVYA send jobs:      {sent} in {shvya_seconds:.2f}s = {shvya_rate:,.0f} msg/s, "
+        f"{connections} connection(s), {suppressed} refused as suppressed"
+    )
     print(f"ratio: {ratio:.0%} of bare (target >= 50%)")
-    print(f"duplicates (Message-ID seen twice): {duplicates}; to suppressed addresses: "
-          f"{to_suppressed}")
+    print(
+        f"duplicates (Message-ID seen twice): {duplicates}; to suppressed addresses: "
+        f"{to_suppressed}"
+    )
     ok = duplicates == 0 and to_suppressed == 0 and sent == args.emails - suppressed
     if not ok:
         print("FAILED: an invariant broke (duplicates, suppressed reached, or missing emails)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html as html_lib
+import quopri
 import secrets
 import threading
 import uuid
@@ -20,7 +21,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.message import EmailMessage
+from email.header import Header
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, formataddr
 from typing import Any, TypeVar
@@ -34,8 +35,9 @@ from shvya.channels.email_message import EmailTransport, OutgoingEmail
 from shvya.channels.schemas import OutboundContent
 from shvya.config import Settings
 
-# CRLF line ends and no header longer than SMTP's 998 characters is ever refolded: what is
-# signed is what is sent (docs/email.md 1.3).
+# CRLF line ends and no header ever refolded (SMTP allows 998 characters a line): what is
+# signed is what is sent (docs/email.md 1.3). The composer writes the bytes itself, each header
+# on one line; this policy is for anyone re-serialising a parsed message.
 EMAIL_POLICY = SMTP_POLICY.clone(max_line_length=998)
 
 UNSUBSCRIBE_SALT = "shvya.unsubscribe.v1"
@@ -120,6 +122,25 @@ def _html_with_link(html: str, url: str) -> str:
     return f"{html[:at]}{link}\n{html[at:]}"
 
 
+def _one_line(value: str) -> str:
+    """A header value on one line: no CR or LF can start a header of its own."""
+    return " ".join(value.split()) if ("\r" in value or "\n" in value) else value
+
+
+def _encoded_word(value: str) -> str:
+    """ASCII as it is; anything else as RFC 2047 encoded words, on one line."""
+    value = _one_line(value)
+    if value.isascii():
+        return value
+    return str(Header(value, "utf-8", maxlinelen=100_000).encode(linesep=" "))
+
+
+def _quoted_printable(text: str) -> str:
+    """A body as quoted-printable with CRLF line ends, lines under SMTP's limit."""
+    body = quopri.encodestring(text.replace("\r\n", "\n").encode("utf-8")).decode("ascii")
+    return body.replace("\n", "\r\n").rstrip("\r\n")
+
+
 def _angle(message_id: str) -> str:
     return f"<{message_id.strip().strip('<>')}>"
 
@@ -163,18 +184,31 @@ def compose_email(
     html_part = _html_with_link(
         html if html is not None else _html_from_text(text), unsubscribe_url
     )
-    message = EmailMessage(policy=EMAIL_POLICY)
-    message["From"] = formataddr((from_name, from_address)) if from_name else from_address
-    message["To"] = to
-    message["Subject"] = subject
-    message["Date"] = format_datetime(date or datetime.now(UTC))
-    message["Message-ID"] = _angle(message_id)
-    for name, value in headers:
-        message[name] = value
-    message["MIME-Version"] = "1.0"
-    message.set_content(text_part, subtype="plain", cte="quoted-printable")
-    message.add_alternative(html_part, subtype="html", cte="quoted-printable")
-    raw = message.as_bytes(policy=EMAIL_POLICY)
+    boundary = f"=_shvya_{secrets.token_hex(12)}"
+    lines = [
+        f"From: {formataddr((_one_line(from_name), from_address)) if from_name else from_address}",
+        f"To: {to}",
+        f"Subject: {_encoded_word(subject)}",
+        f"Date: {format_datetime(date or datetime.now(UTC))}",
+        f"Message-ID: {_angle(message_id)}",
+        *(f"{name}: {_one_line(value)}" for name, value in headers),
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/alternative; boundary="{boundary}"',
+        "",
+        f"--{boundary}",
+        'Content-Type: text/plain; charset="utf-8"',
+        "Content-Transfer-Encoding: quoted-printable",
+        "",
+        _quoted_printable(text_part),
+        f"--{boundary}",
+        'Content-Type: text/html; charset="utf-8"',
+        "Content-Transfer-Encoding: quoted-printable",
+        "",
+        _quoted_printable(html_part),
+        f"--{boundary}--",
+        "",
+    ]
+    raw = "\r\n".join(lines).encode("ascii")
     if sign is not None:
         raw = sign(raw) + raw
     return OutgoingEmail(
