@@ -402,3 +402,24 @@ def test_headers_are_never_refolded() -> None:
     assert b"In-Reply-To: <abc@example.org>\r\n" in email.raw
     assert b"References: <first@example.org> <abc@example.org>\r\n" in email.raw
     assert EMAIL_POLICY.max_line_length == 998
+
+
+def test_subject_and_html_on_another_channel_are_refused(
+    client: TestClient, acme: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    response = client.post(
+        "/leads",
+        json={"name": "Ravi", "contacts": [{"channel": "sandbox", "value": "+14155550199"}]},
+        headers=acme.admin,
+    )
+    assert response.status_code == 201, response.text
+    lead_id = response.json()["id"]
+    refused = client.post(
+        f"/leads/{lead_id}/messages",
+        json={"channel": "sandbox", "subject": "Hi", "text": "hello"},
+        headers=acme.admin,
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"] == "email_fields_on_other_channel"
+    with session_factory() as session:
+        assert session.scalars(select(Message)).all() == []

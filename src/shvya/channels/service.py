@@ -191,6 +191,11 @@ def email_adapter(account: ChannelAccount, settings: Settings) -> EmailAdapter:
 def _email_refusal(channel: Channel, content: OutboundContent) -> Refuse | None:
     """An email needs a subject and a text part: refused before anything is written."""
     if channel is not Channel.email:
+        if content.subject is not None or content.html is not None:
+            return Refuse(
+                "email_fields_on_other_channel",
+                f"subject and html are for email, not {channel.value}",
+            )
         return None
     refusal = content_refusal(content)
     return None if refusal is None else Refuse(*refusal)
@@ -416,13 +421,22 @@ _WHAT_TO_DO = {
 }
 # Refusals of what the body asked for (an unknown or unapproved template, wrong parameters):
 # 422; the rest are the lead's or the channel's state: 409.
-_INPUT_REFUSALS = frozenset({"template_not_sendable", "subject_required", "email_text_required"})
+_INPUT_REFUSALS = frozenset(
+    {
+        "template_not_sendable",
+        "subject_required",
+        "email_text_required",
+        "email_fields_on_other_channel",
+    }
+)
 _DETAIL_ADVICE = {
     "template_not_sendable": "sync the templates (POST /templates/sync) or send an approved "
     "one with its parameters",
     "no_contact": "choose a channel the lead has a contact on (`channel`)",
     "subject_required": "give `subject` (and `text`, optionally `html`) for an email",
     "email_text_required": "send an email as `text` with a `subject` (optionally `html`)",
+    "email_fields_on_other_channel": "leave out `subject` and `html`, or send with "
+    '"channel": "email"',
 }
 
 
