@@ -102,7 +102,7 @@ def unsubscribe(session: Session, *, target: UnsubscribeTarget, now: datetime) -
     response_class=Response,
     responses={
         200: {"content": {"text/html": {"schema": {"type": "string"}}}, "description": "A page"},
-        **error_responses(404),
+        **error_responses(404, 422),
     },
 )
 def unsubscribe_page(token: Token, session: DbSession, settings: SettingsDep) -> HTMLResponse:
@@ -125,7 +125,7 @@ def unsubscribe_page(token: Token, session: DbSession, settings: SettingsDep) ->
     response_class=Response,
     responses={
         200: {"content": {"text/html": {"schema": {"type": "string"}}}, "description": "A page"},
-        **error_responses(404),
+        **error_responses(404, 422),
     },
 )
 def unsubscribe_now(
