@@ -70,7 +70,8 @@ def seeded(app: FastAPI, acme: Tenant, globex: Tenant) -> None:
 #   number or email address, and a knowledge-base upload a readable .md/.txt/.html/.pdf
 #   file; a stage rule must name stages of its own pipeline; imported history must not be
 #   dated in the future (and needs a channel when the lead has no contact); a WhatsApp
-#   number is connected only when Meta confirms its id, WABA and token; a person's template
+#   number is connected only when Meta confirms its id, WABA and token (an email account
+#   only when its server accepts the connection and login); a person's template
 #   message names a template the company's catalog must hold, approved, with as many
 #   parameters as it takes; a user's e-mail address must be deliverable (a domain with a
 #   dot); `GET /leads?assigned_to=me` needs a key that belongs to a person: no schema can
@@ -86,6 +87,7 @@ include-name = [
     "POST /inbound-message", "POST /leads", "POST /suppressions", "POST /kb/documents",
     "PUT /pipelines/{pipeline_id}/stage-rules", "POST /leads/{lead_id}/history",
     "POST /channels/whatsapp", "POST /leads/{lead_id}/messages", "POST /users", "GET /leads",
+    "POST /channels/email",
 ]
 checks.positive_data_acceptance.expected-statuses = [
     "2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"

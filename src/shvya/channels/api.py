@@ -9,6 +9,7 @@ from shvya.channels.adapters import ChannelSendError
 from shvya.channels.policies import Defer
 from shvya.channels.schemas import (
     ChannelAccountOut,
+    EmailAccountIn,
     PersonMessageIn,
     PersonMessageOut,
     VerdictOut,
@@ -100,6 +101,40 @@ def connect_whatsapp(
     # (docs/architecture.md rule 1; docs/whatsapp.md 1.14).
     account = run_phases(
         service.connect_whatsapp(
+            session,
+            company_id=key.company.id,
+            data=body,
+            settings=settings,
+            actor=key.actor,
+            now=clock.now(),
+        ),
+        session=session,
+        end_prepare=commit_between_phases(session),
+    )
+    return _account_out(account, settings.secret_key.get_secret_value())
+
+
+@router.post(
+    "/channels/email",
+    status_code=201,
+    summary=(
+        "Connect the company's email account (admin): provider (smtp), from_email, from_name "
+        "and the provider's fields (SMTP host, port, security, username, password). The "
+        "connection and login are checked first unless verify is false; a 422 names the wrong "
+        "field. The secret is stored encrypted; connecting again replaces the account"
+    ),
+    responses=error_responses(403, 409),
+)
+def connect_email(
+    body: EmailAccountIn,
+    session: DbSession,
+    key: AdminKey,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> ChannelAccountOut:
+    # The server is asked before anything is written, with no transaction open meanwhile.
+    account = run_phases(
+        service.connect_email(
             session,
             company_id=key.company.id,
             data=body,

@@ -124,6 +124,12 @@ class OutboundContent(StrictInput):
     # Outside WhatsApp's 24-hour window, may the router swap this for the company's
     # re-engagement template? (AI replies and bump-ups: yes.)
     reengage_with_template: StrictBool = False
+    # Email only (docs/email.md 1): the subject (required for an email send), an HTML part
+    # beside the text, and the Message-IDs (without angle brackets) it answers.
+    subject: SafeStr | None = Field(default=None, min_length=1, max_length=998)
+    html: SafeStr | None = Field(default=None, min_length=1, max_length=500_000)
+    email_in_reply_to: SafeStr | None = Field(default=None, max_length=998)
+    email_references: list[SafeStr] | None = Field(default=None, max_length=100)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> OutboundContent:
@@ -210,6 +216,22 @@ class PersonMessageIn(StrictInput):
         "optional caption (not on audio) and filename (documents)",
         json_schema_extra=leave_out_or_set,
     )
+    subject: SafeStr | None = Field(
+        default=None,
+        min_length=1,
+        max_length=998,
+        pattern=NOT_BLANK,
+        description="The email's subject: required when `channel` is email",
+        json_schema_extra=leave_out_or_set,
+    )
+    html: SafeStr | None = Field(
+        default=None,
+        min_length=1,
+        max_length=500_000,
+        description="Email only: an HTML part sent beside `text` (the plain-text part); "
+        "without it SHVYA derives a minimal HTML part from the text",
+        json_schema_extra=leave_out_or_set,
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -224,7 +246,13 @@ class PersonMessageIn(StrictInput):
         return data
 
     def content(self) -> OutboundContent:
-        return OutboundContent(text=self.text, template=self.template, media=self.media)
+        return OutboundContent(
+            text=self.text,
+            template=self.template,
+            media=self.media,
+            subject=self.subject,
+            html=self.html,
+        )
 
 
 class VerdictOut(BaseModel):
@@ -286,6 +314,35 @@ class WhatsAppAccountIn(StrictInput):
     )
     display_phone_number: SafeStr | None = Field(default=None, max_length=32)
     name: SafeStr = Field(default="", max_length=200)
+
+
+class EmailAccountIn(StrictInput):
+    """An email sending account (docs/email.md 5): the from address and name, the provider,
+    and the provider's fields (for SMTP: host, port, security, username, password)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    provider: SafeStr = Field(default="smtp", max_length=32, description="smtp (ses, sendgrid)")
+    from_email: SafeStr = Field(min_length=3, max_length=320)
+    from_name: SafeStr | None = Field(default=None, max_length=200)
+    name: SafeStr = Field(default="", max_length=200)
+    host: SafeStr | None = Field(default=None, max_length=255, description="SMTP server")
+    port: int | None = Field(default=None, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: SafeStr | None = Field(default=None, max_length=320)
+    password: SafeStr | None = Field(
+        default=None,
+        max_length=4096,
+        description="The SMTP password (or the provider's secret): stored encrypted, never shown",
+    )
+    unsubscribe_mailto: SafeStr | None = Field(
+        default=None,
+        max_length=320,
+        description="Where List-Unsubscribe's mailto goes (default: the from address)",
+    )
+    verify: StrictBool = Field(
+        default=True, description="Check the connection and credentials before storing"
+    )
 
 
 class ChannelAccountOut(BaseModel):
