@@ -111,8 +111,9 @@ class FakeSes:
                 return _error("MissingAuthenticationToken", 403, "Missing Authentication Token")
             if match.group(1) not in self.access_keys:
                 return _error(
-                    "UnrecognizedClientException", 403, "The security token included in the "
-                    "request is invalid."
+                    "UnrecognizedClientException",
+                    403,
+                    "The security token included in the request is invalid.",
                 )
             if self._faults:
                 fault = self._faults.popleft()
