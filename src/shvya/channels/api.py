@@ -16,7 +16,7 @@ from shvya.channels.schemas import (
 )
 from shvya.conversations import service as conversations
 from shvya.crm import service as crm
-from shvya.crm.models import Channel, SuppressionReason
+from shvya.crm.models import Channel, SuppressionReason, SuppressionSource
 from shvya.crm.schemas import SuppressionIn, SuppressionOut
 from shvya.crypto import SecretUnreadable, decrypt_secret, mask_secret
 from shvya.db.phases import commit_between_phases, run_phases
@@ -191,7 +191,7 @@ def add_suppression(
         channel=channel.value,
         address=address,
         reason=SuppressionReason(body.reason),
-        source="api",
+        source=SuppressionSource.manual,
         actor=key.actor,
         now=clock.now(),
         lead_id=contact.lead_id if contact else None,

@@ -36,6 +36,7 @@ from shvya.crm.models import (
     Stage,
     Suppression,
     SuppressionReason,
+    SuppressionSource,
 )
 from shvya.crm.schemas import (
     DEFAULT_STAGE_RULES,
@@ -1167,7 +1168,8 @@ def add_suppression(
             "channel": channel,
             "address": address,
             "reason": reason.value,
-            "source": source,
+            # Only SuppressionSource values are written (a typo fails here, not in the CSV).
+            "source": SuppressionSource(source).value,
             "created_at": now,
         },
         conflict_on=("company_id", "channel", "address"),
