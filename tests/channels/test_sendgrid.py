@@ -165,3 +165,17 @@ def test_an_account_without_a_key_is_an_auth_problem() -> None:
     with pytest.raises(ChannelSendError) as failed:
         sendgrid_transport(CONFIG, None, Settings(database_url="sqlite://"))
     assert failed.value.kind is FailureKind.auth
+
+
+def test_no_answer_after_the_request_went_out_is_unknown_never_resent(
+    fake_sendgrid: FakeSendGrid,
+) -> None:
+    fake_sendgrid.delay_seconds = 1.5
+    settings = Settings(
+        database_url="sqlite://", sendgrid_base_url=fake_sendgrid.url, email_timeout_seconds=0.5
+    )
+    with pytest.raises(ChannelSendError) as failed:
+        sendgrid_transport(CONFIG, KEY, settings).send_email(outgoing_email())
+    assert failed.value.kind is FailureKind.unknown
+    assert len(fake_sendgrid.accepted) == 1
+    assert len(fake_sendgrid.requests) == 1
