@@ -163,6 +163,13 @@ class Settings(BaseSettings):
     # has since gone empty (the broker lost it).
     relay_republish_after_seconds: float = Field(default=30.0, ge=1.0)
 
+    # --- Issue 15, part B: Amazon SES and SendGrid transports (docs/email-providers.md) ---
+    # Where boto3's SESv2 client sends (tests point it at a local fake); None: AWS itself.
+    ses_endpoint_url: str | None = None
+    # Connect and read timeout of every email provider call (SES, SendGrid).
+    email_timeout_seconds: float = Field(default=30.0, gt=0.0, le=300.0)
+    sendgrid_base_url: str = "https://api.sendgrid.com"
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: object) -> object:

@@ -317,7 +317,8 @@ def test_an_opt_out_in_words_suppresses_the_lead_and_gets_no_sales_reply(desk: D
     inbound = desk.converse("please stop messaging me")
     lead_id = inbound["lead_id"]
     [opted] = desk.events(lead_id, "OptedOut")
-    assert opted.data["source"] == "ai"
+    # The lead asked in words: a keyword opt-out, told apart by the AI as the actor.
+    assert (opted.data["source"], opted.actor) == ("keyword", "ai")
     desk.run()  # the confirmation notice
     purposes = [m["meta"]["purpose"] for m in desk.replies(lead_id)]
     assert purposes == ["opt_out_confirmation"]

@@ -54,7 +54,7 @@ from shvya.channels.schemas import OutboundContent
 from shvya.conversations import service as conversations
 from shvya.conversations.models import Message
 from shvya.crm import service as crm
-from shvya.crm.models import Channel, Lead, Pipeline, Stage
+from shvya.crm.models import Channel, Lead, Pipeline, Stage, SuppressionSource
 from shvya.crm.schemas import BANT_FIELDS, StageAIConfig
 from shvya.db.phases import Phases
 from shvya.events.service import append_lead_event
@@ -574,7 +574,7 @@ def opt_out(ctx: JobContext, run: Run, turn: Turn, learning: Learning) -> dict[s
         channel=turn.channel,
         address=contact.value,
         message_id=turn.latest.id,
-        source="ai",
+        source=SuppressionSource.keyword,
         actor="ai",
         now=ctx.now,
     )

@@ -1,8 +1,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from datetime import UTC
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session, sessionmaker
 
 from shvya.channels import service
 from shvya.channels.adapters import ChannelSendError
@@ -17,7 +22,8 @@ from shvya.channels.schemas import (
 )
 from shvya.conversations import service as conversations
 from shvya.crm import service as crm
-from shvya.crm.models import Channel, SuppressionReason
+from shvya.crm.export import SUPPRESSION_CSV_HEADER, csv_line
+from shvya.crm.models import Channel, SuppressionReason, SuppressionSource
 from shvya.crm.schemas import SuppressionIn, SuppressionOut
 from shvya.crypto import SecretUnreadable, decrypt_secret, mask_secret
 from shvya.db.phases import commit_between_phases, run_phases
@@ -191,14 +197,75 @@ def get_message_media(
     )
 
 
+SourceFilter = Annotated[
+    SuppressionSource | None,
+    Query(description="Only suppressions from this source (docs/email-providers.md section 3)"),
+]
+ChannelFilter = Annotated[Channel | None, Query(description="Only suppressions on this channel")]
+
+
 @router.get(
     "/suppressions",
-    summary="Addresses nothing is sent to (admin)",
+    summary="Addresses nothing is sent to (admin); filter by source and channel",
     responses=error_responses(403),
 )
-def list_suppressions(session: DbSession, key: AdminKey, page: Paging) -> SuppressionPage:
-    rows, total = crm.list_suppressions(session, company_id=key.company.id, page=page)
+def list_suppressions(
+    session: DbSession,
+    key: AdminKey,
+    page: Paging,
+    source: SourceFilter = None,
+    channel: ChannelFilter = None,
+) -> SuppressionPage:
+    rows, total = crm.list_suppressions(
+        session, company_id=key.company.id, page=page, source=source, channel=channel
+    )
     return SuppressionPage.of(rows, total, page)
+
+
+@router.get(
+    "/suppressions.csv",
+    summary="Export the suppressions as CSV (admin), streamed; same filters as the list",
+    response_class=StreamingResponse,
+    responses={
+        **error_responses(403),
+        200: {
+            "content": {"text/csv": {}},
+            "description": "address,channel,reason,source,"
+            "created_at, a header row then one row per suppression, newest first",
+        },
+    },
+)
+def export_suppressions(
+    request: Request,
+    key: AdminKey,
+    source: SourceFilter = None,
+    channel: ChannelFilter = None,
+) -> StreamingResponse:
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    company_id = key.company.id
+
+    def lines() -> Iterator[str]:
+        # Its own session: the request's is closed before a streamed body is sent.
+        with factory() as session:
+            yield csv_line(SUPPRESSION_CSV_HEADER)
+            for row in crm.iter_suppressions(
+                session, company_id=company_id, source=source, channel=channel
+            ):
+                yield csv_line(
+                    (
+                        row.address,
+                        row.channel,
+                        row.reason,
+                        row.source,
+                        row.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                    )
+                )
+
+    return StreamingResponse(
+        lines(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="suppressions.csv"'},
+    )
 
 
 @router.post(
@@ -226,7 +293,7 @@ def add_suppression(
         channel=channel.value,
         address=address,
         reason=SuppressionReason(body.reason),
-        source="api",
+        source=SuppressionSource.manual,
         actor=key.actor,
         now=clock.now(),
         lead_id=contact.lead_id if contact else None,

@@ -56,7 +56,13 @@ from shvya.config import Settings
 from shvya.conversations import service as conversations
 from shvya.conversations.models import Message, MessageStatus
 from shvya.crm import service as crm
-from shvya.crm.models import Channel, LeadContact, Suppression, SuppressionReason
+from shvya.crm.models import (
+    Channel,
+    LeadContact,
+    Suppression,
+    SuppressionReason,
+    SuppressionSource,
+)
 from shvya.crypto import decrypt_secret, encrypt_secret
 from shvya.db.base import new_id
 from shvya.db.phases import Call, Phases
@@ -1025,7 +1031,7 @@ def _record_failure(
             channel=channel.value,
             address=address,
             reason=SuppressionReason.marketing_opt_out,
-            source="provider",
+            source=SuppressionSource.provider,
             actor="system",
             now=now,
             lead_id=lead_id,
@@ -1626,7 +1632,7 @@ def process_whatsapp_webhook(
                         channel=Channel.wa_cloud.value,
                         address=contact.value,
                         reason=SuppressionReason.marketing_opt_out,
-                        source="provider",
+                        source=SuppressionSource.provider,
                         actor="whatsapp",
                         now=now,
                         lead_id=changed.lead_id,

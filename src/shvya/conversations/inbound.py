@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from shvya.conversations.models import Direction, Message, MessageStatus
 from shvya.conversations.schemas import MAX_TEXT_CHARS, InboundMessageIn, ReceiveResultOut
 from shvya.crm import service as crm
-from shvya.crm.models import Channel, SuppressionReason
+from shvya.crm.models import Channel, SuppressionReason, SuppressionSource
 from shvya.crm.schemas import StageAIConfig
 from shvya.db.base import new_id, table_of
 from shvya.db.statements import insert_or_ignore
@@ -644,7 +644,7 @@ def _apply_opt_keyword(
             channel=channel,
             address=address,
             message_id=message_id,
-            source="keyword",
+            source=SuppressionSource.keyword,
             actor=actor,
             now=now,
         )

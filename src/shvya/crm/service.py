@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -36,6 +36,7 @@ from shvya.crm.models import (
     Stage,
     Suppression,
     SuppressionReason,
+    SuppressionSource,
 )
 from shvya.crm.schemas import (
     DEFAULT_STAGE_RULES,
@@ -1167,7 +1168,8 @@ def add_suppression(
             "channel": channel,
             "address": address,
             "reason": reason.value,
-            "source": source,
+            # Only SuppressionSource values are written (a typo fails here, not in the CSV).
+            "source": SuppressionSource(source).value,
             "created_at": now,
         },
         conflict_on=("company_id", "channel", "address"),
@@ -1216,16 +1218,51 @@ def get_suppression(
     )
 
 
+def _suppression_filters(
+    company_id: uuid.UUID, source: SuppressionSource | None, channel: Channel | None
+) -> list[Any]:
+    where: list[Any] = [Suppression.company_id == company_id]
+    if source is not None:
+        where.append(Suppression.source == source.value)
+    if channel is not None:
+        where.append(Suppression.channel == channel.value)
+    return where
+
+
 def list_suppressions(
-    session: Session, *, company_id: uuid.UUID, page: PageRequest
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    page: PageRequest,
+    source: SuppressionSource | None = None,
+    channel: Channel | None = None,
 ) -> tuple[Sequence[Suppression], int]:
     return page_of(
         session,
         Suppression,
-        Suppression.company_id == company_id,
+        *_suppression_filters(company_id, source, channel),
         order_by=(Suppression.created_at.desc(), Suppression.id),
         page=page,
     )
+
+
+def iter_suppressions(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    source: SuppressionSource | None = None,
+    channel: Channel | None = None,
+    batch: int = 500,
+) -> Iterator[Suppression]:
+    """Every suppression of the company that matches, newest first, read `batch` rows at a
+    time (a server-side cursor on PostgreSQL) so an export never holds the list in memory."""
+    statement = (
+        select(Suppression)
+        .where(*_suppression_filters(company_id, source, channel))
+        .order_by(Suppression.created_at.desc(), Suppression.id)
+        .execution_options(yield_per=batch)
+    )
+    yield from session.scalars(statement)
 
 
 def set_marketing_consent(
