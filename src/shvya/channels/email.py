@@ -33,6 +33,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from shvya.channels.adapters import ChannelSendError, FailureKind, SendResult
 from shvya.channels.email_message import EmailTransport, OutgoingEmail
 from shvya.channels.schemas import OutboundContent
+from shvya.channels.sendgrid import sendgrid_transport
 from shvya.config import Settings
 
 # CRLF line ends and no header ever refolded (SMTP allows 998 characters a line): what is
@@ -439,7 +440,21 @@ def smtp_transport(
     )
 
 
-EMAIL_TRANSPORTS: dict[str, TransportFactory] = {"smtp": smtp_transport}
+def _ses_transport(
+    config: dict[str, Any], secret: str | None, settings: Settings
+) -> EmailTransport:
+    """Amazon SES (channels/ses.py), imported when an account uses it: boto3 takes a
+    noticeable part of a second to import, which every worker and CLI start would pay."""
+    from shvya.channels.ses import ses_transport
+
+    return ses_transport(config, secret, settings)
+
+
+EMAIL_TRANSPORTS: dict[str, TransportFactory] = {
+    "smtp": smtp_transport,
+    "ses": _ses_transport,
+    "sendgrid": sendgrid_transport,
+}
 
 
 # --- the adapter ------------------------------------------------------------------------------

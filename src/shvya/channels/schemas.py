@@ -322,7 +322,9 @@ class EmailAccountIn(StrictInput):
 
     model_config = ConfigDict(extra="allow")
 
-    provider: SafeStr = Field(default="smtp", max_length=32, description="smtp (ses, sendgrid)")
+    provider: SafeStr = Field(
+        default="smtp", max_length=32, description="smtp, ses (Amazon SES v2) or sendgrid"
+    )
     from_email: SafeStr = Field(min_length=3, max_length=320)
     from_name: SafeStr | None = Field(default=None, max_length=200)
     name: SafeStr = Field(default="", max_length=200)
@@ -339,6 +341,17 @@ class EmailAccountIn(StrictInput):
         default=None,
         max_length=320,
         description="Where List-Unsubscribe's mailto goes (default: the from address)",
+    )
+    region: SafeStr | None = Field(default=None, max_length=32, description="ses: AWS region")
+    access_key_id: SafeStr | None = Field(default=None, max_length=128, description="ses")
+    secret_access_key: SafeStr | None = Field(
+        default=None, max_length=256, description="ses: stored encrypted, never shown"
+    )
+    configuration_set: SafeStr | None = Field(
+        default=None, max_length=64, description="ses: the configuration set to send with"
+    )
+    api_key: SafeStr | None = Field(
+        default=None, max_length=256, description="sendgrid: stored encrypted, never shown"
     )
     verify: StrictBool = Field(
         default=True, description="Check the connection and credentials before storing"

@@ -1355,9 +1355,34 @@ def email_account_config(data: EmailAccountIn) -> tuple[str, dict[str, Any], str
             config["username"] = data.username
         if data.username and not data.password:
             raise _bad_email_field("password", "password: a username needs its password")
+    extra = dict(data.model_extra or {})
+    for field in ("region", "access_key_id", "configuration_set", *_EMAIL_SECRET_FIELDS.values()):
+        if getattr(data, field) is not None:
+            extra[field] = getattr(data, field)
+    secret = data.password
+    # Each provider's secret under its own name (docs/email-providers.md): stored encrypted,
+    # never in the config that GET /channels/accounts shows.
+    for provider, field in _EMAIL_SECRET_FIELDS.items():
+        given = extra.pop(field, None)
+        if given is None:
+            continue
+        if data.provider != provider or not isinstance(given, str) or not given:
+            raise _bad_email_field(field, f"{field}: only for provider {provider}, as a string")
+        secret = given
+    if data.provider == "ses":
+        for field in ("region", "access_key_id"):
+            if not isinstance(extra.get(field), str) or not extra[field]:
+                raise _bad_email_field(field, f"{field}: required for Amazon SES")
+        if not secret:
+            raise _bad_email_field("secret_access_key", "secret_access_key: required for SES")
+    if data.provider == "sendgrid" and not secret:
+        raise _bad_email_field("api_key", "api_key: the SendGrid API key is required")
     # Other providers' fields (and the webhook settings of docs/email.md 5) go in as given.
-    config.update({k: v for k, v in (data.model_extra or {}).items() if k not in config})
-    return from_email, config, data.password
+    config.update({k: v for k, v in extra.items() if k not in config})
+    return from_email, config, secret
+
+
+_EMAIL_SECRET_FIELDS = {"ses": "secret_access_key", "sendgrid": "api_key"}
 
 
 def verify_email_account(
