@@ -1,16 +1,18 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, Response
 
-from shvya.channels import service
+from shvya.channels import quiet_hours, service
 from shvya.channels.adapters import ChannelSendError
 from shvya.channels.policies import Defer
 from shvya.channels.schemas import (
     ChannelAccountOut,
     PersonMessageIn,
     PersonMessageOut,
+    QuietHoursOut,
     VerdictOut,
     WhatsAppAccountIn,
 )
@@ -22,7 +24,8 @@ from shvya.crypto import SecretUnreadable, decrypt_secret, mask_secret
 from shvya.db.phases import commit_between_phases, run_phases
 from shvya.db.session import DbSession
 from shvya.deps import ClockDep, Paging, SettingsDep
-from shvya.errors import NotFound, ShvyaError
+from shvya.errors import InvalidInput, NotFound, ShvyaError
+from shvya.events.service import append_company_event
 from shvya.schemas import (
     AUTH_ERRORS,
     Page,
@@ -273,3 +276,51 @@ def post_person_message(
         status=queued.message.status,
         verdict=out,
     )
+
+
+# --- quiet hours (docs/quiet-hours.md) --------------------------------------------------------
+
+
+def _quiet_hours_out(settings: dict[str, Any]) -> QuietHoursOut:
+    windows = quiet_hours.company_windows(settings)
+    return QuietHoursOut.model_validate({c.value: w.as_json() for c, w in windows.items()})
+
+
+@router.get(
+    "/channels/quiet-hours",
+    summary="The local hours email and SMS may reach a lead in (the defaults where unset)",
+    responses=error_responses(403),
+)
+def get_quiet_hours(session: DbSession, key: AdminKey) -> QuietHoursOut:
+    company = tenancy.get_company(session, company_id=key.company.id)
+    return _quiet_hours_out(company.settings)
+
+
+@router.patch(
+    "/channels/quiet-hours",
+    summary="Change the local hours email or SMS may reach a lead in; null restores a default",
+    description='Body: {"email": {"start": "08:00", "end": "22:00"}, "sms": {...}}; HH:MM, '
+    "start before end, or an overnight window (start after end). Sends outside the window "
+    "wait for its next minute in the lead's time zone.",
+    responses=error_responses(403, 422),
+)
+def patch_quiet_hours(
+    body: dict[str, Any], session: DbSession, key: AdminKey, clock: ClockDep
+) -> QuietHoursOut:
+    company = tenancy.get_company(session, company_id=key.company.id)
+    try:
+        settings = quiet_hours.patched_settings(company.settings, body)
+    except quiet_hours.QuietHoursInvalid as exc:
+        raise InvalidInput(str(exc), extra={"field": exc.field}) from exc
+    if settings != company.settings:
+        company.settings = settings
+        company.updated_at = clock.now()
+        append_company_event(
+            session,
+            company_id=company.id,
+            type="CompanyUpdated",
+            data={"changed": ["channels.quiet_hours"]},
+            actor=key.actor,
+            now=clock.now(),
+        )
+    return _quiet_hours_out(company.settings)

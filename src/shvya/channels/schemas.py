@@ -305,3 +305,16 @@ class ChannelAccountOut(BaseModel):
     )
     needs_attention_since: datetime | None = None
     created_at: datetime
+
+
+# --- quiet hours (docs/quiet-hours.md) --------------------------------------------------------
+
+
+class QuietWindowOut(BaseModel):
+    start: str = Field(description="Local time the channel may send from, HH:MM.")
+    end: str = Field(description="Local time it stops, HH:MM; before start for overnight.")
+
+
+class QuietHoursOut(BaseModel):
+    email: QuietWindowOut
+    sms: QuietWindowOut

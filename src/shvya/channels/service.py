@@ -37,6 +37,7 @@ from shvya.channels.policies import (
     template_verdict,
     verdict,
 )
+from shvya.channels.quiet_hours import lead_zone
 from shvya.channels.schemas import OutboundContent, SendOutcome, SendResultOut, WhatsAppAccountIn
 from shvya.channels.whatsapp_cloud import (
     MARKETING_OPT_OUT_CODE,
@@ -209,7 +210,21 @@ def _facts(
         else conversations.outbound_count_since(
             session, channel_account_id=route.account.id, since=now - timedelta(seconds=1)
         ),
+        lead_timezone=_lead_zone(session, route, lead_id=lead_id),
     )
+
+
+def _lead_zone(session: Session, route: Route, *, lead_id: uuid.UUID) -> str:
+    """The lead's zone for quiet hours (docs/quiet-hours.md): read only where it matters."""
+    if route.policy.quiet_hours.get(Channel(route.contact.channel)) is None:
+        return route.company.timezone
+    lead = crm.get_lead(session, company_id=route.company.id, lead_id=lead_id)
+    phones = [
+        c.value
+        for c in crm.lead_contacts(session, company_id=route.company.id, lead_id=lead_id)
+        if c.value.startswith("+")
+    ]
+    return lead_zone(lead.timezone, phones, route.company.timezone)
 
 
 def preflight(
