@@ -163,6 +163,12 @@ class Settings(BaseSettings):
     # has since gone empty (the broker lost it).
     relay_republish_after_seconds: float = Field(default=30.0, ge=1.0)
 
+    # --- SMS over Twilio (issue 15 part D, docs/sms.md) ---
+    # Twilio's REST API base: tests point it at their fake on 127.0.0.1.
+    twilio_base_url: str = _env_var(
+        "TWILIO_BASE_URL", default="https://api.twilio.com", pattern=r"^https?://[^\s/]+.*$"
+    )
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: object) -> object:

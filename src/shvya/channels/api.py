@@ -5,7 +5,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
-from shvya.channels import quiet_hours, service
+from shvya.channels import quiet_hours, service, sms
 from shvya.channels.adapters import ChannelSendError
 from shvya.channels.policies import Defer
 from shvya.channels.schemas import (
@@ -13,6 +13,7 @@ from shvya.channels.schemas import (
     PersonMessageIn,
     PersonMessageOut,
     QuietHoursOut,
+    SmsAccountIn,
     VerdictOut,
     WhatsAppAccountIn,
 )
@@ -324,3 +325,39 @@ def patch_quiet_hours(
             now=clock.now(),
         )
     return _quiet_hours_out(company.settings)
+
+
+# --- SMS over Twilio (docs/sms.md) ------------------------------------------------------------
+
+
+@router.post(
+    "/channels/sms",
+    status_code=201,
+    summary=(
+        "Connect a Twilio SMS number (admin), once Twilio accepts the account SID and auth "
+        'token (unless "verify": false); the token is stored encrypted'
+    ),
+    responses=error_responses(403, 409, 422, 502),
+)
+def connect_sms(
+    body: SmsAccountIn,
+    session: DbSession,
+    key: AdminKey,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> ChannelAccountOut:
+    # Twilio is asked before anything is written, with no transaction open while it answers
+    # (docs/architecture.md rule 1).
+    account = run_phases(
+        sms.connect_sms(
+            session,
+            company_id=key.company.id,
+            data=body,
+            settings=settings,
+            actor=key.actor,
+            now=clock.now(),
+        ),
+        session=session,
+        end_prepare=commit_between_phases(session),
+    )
+    return _account_out(account, settings.secret_key.get_secret_value())

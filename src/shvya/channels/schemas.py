@@ -318,3 +318,22 @@ class QuietWindowOut(BaseModel):
 class QuietHoursOut(BaseModel):
     email: QuietWindowOut
     sms: QuietWindowOut
+
+
+# --- SMS over Twilio (docs/sms.md) ------------------------------------------------------------
+
+
+class SmsAccountIn(StrictInput):
+    phone_number: Annotated[str, StringConstraints(pattern=r"^\+[1-9][0-9]{6,14}$")] = Field(
+        description="The Twilio number SMS go from, E.164 (+14155550100)"
+    )
+    account_sid: Annotated[str, StringConstraints(pattern=r"^AC[0-9a-fA-F]{32}$")] = Field(
+        description="The Twilio account SID that owns the number (AC and 32 hex digits)"
+    )
+    auth_token: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]{16,128}$")] = Field(
+        description="The account's auth token: stored encrypted, never shown again"
+    )
+    name: SafeStr = Field(default="", max_length=200)
+    verify: StrictBool = Field(
+        default=True, description="Check the SID and token with Twilio before storing them"
+    )

@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from shvya.channels import sms
 from shvya.channels.adapters import ChannelAdapter, ChannelSendError, FailureKind, SendResult
 from shvya.channels.policies import (
     Allow,
@@ -39,6 +40,7 @@ from shvya.channels.policies import (
 )
 from shvya.channels.quiet_hours import lead_zone
 from shvya.channels.schemas import OutboundContent, SendOutcome, SendResultOut, WhatsAppAccountIn
+from shvya.channels.twilio_sms import UNSUBSCRIBED_RECIPIENT as TWILIO_UNSUBSCRIBED
 from shvya.channels.whatsapp_cloud import (
     MARKETING_OPT_OUT_CODE,
     WebhookBatch,
@@ -141,6 +143,16 @@ def _adapter_for(
                 "one with POST /channels/whatsapp"
             )
         return whatsapp_adapter(account, settings), account
+    if channel is Channel.sms:
+        account = tenancy.company_channel_account(
+            session, company_id=company_id, channel=channel.value
+        )
+        if account is None:
+            raise ChannelNotConnected(
+                "no SMS number is connected to this company: an admin connects a Twilio "
+                "number with POST /channels/sms"
+            )
+        return sms.sms_adapter(account, settings), account
     raise ChannelNotConnected(f"sending on {channel.value} is not available yet")
 
 
@@ -429,7 +441,7 @@ def queue_person_message(
     assert contact is not None  # the router refuses a lead without one (no_contact)
     account = (
         tenancy.company_channel_account(session, company_id=company_id, channel=channel.value)
-        if channel is Channel.wa_cloud
+        if channel in (Channel.wa_cloud, Channel.sms)
         else None
     )
     message_id = new_id()
@@ -568,6 +580,10 @@ def send_opt_out_confirmation(
         or (suppression.channel, suppression.address) != (channel.value, contact.value)
     ):
         return SendResultOut(outcome=SendOutcome.skipped, reason="not_opted_out")
+    if channel is Channel.sms and suppression.source == "keyword":
+        # Twilio answers STOP on SMS itself (Advanced Opt-Out, docs/sms.md 6): a second
+        # confirmation from us would be a double message.
+        return SendResultOut(outcome=SendOutcome.skipped, reason="provider_confirms_opt_out")
     company = tenancy.get_company(session, company_id=company_id)
     text = str(company.settings.get("opt_out_confirmation") or DEFAULT_OPT_OUT_CONFIRMATION)
     result: SendResultOut = yield from _send(
@@ -924,6 +940,19 @@ def _record_failure(
                 **({"account_id": str(account_id)} if account_id is not None else {}),
             },
             now=now,
+        )
+    if channel is Channel.sms and error.code == str(TWILIO_UNSUBSCRIBED):
+        # The number texted STOP to this sender and Twilio refuses it (docs/sms.md 3).
+        crm.add_suppression(
+            session,
+            company_id=company_id,
+            channel=channel.value,
+            address=address,
+            reason=SuppressionReason.opt_out,
+            source="provider",
+            actor="twilio",
+            now=now,
+            lead_id=lead_id,
         )
     if error.code == str(MARKETING_OPT_OUT_CODE):
         crm.add_suppression(
