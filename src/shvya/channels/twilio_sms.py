@@ -12,6 +12,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 
@@ -94,7 +95,15 @@ class TwilioSmsAdapter:
 
     def _call(self, method: str, path: str, data: list[tuple[str, str]] | None) -> httpx.Response:
         try:
-            return self._client.request(method, path, data=data)  # type: ignore[arg-type]
+            if data is None:
+                return self._client.request(method, path)
+            # A list, not a dict: MediaUrl may repeat.
+            return self._client.request(
+                method,
+                path,
+                content=urlencode(data),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             # Never reached Twilio: safe to try again.
             raise ChannelSendError(
