@@ -143,7 +143,8 @@ class FakeTwilio:
         if from_ not in self.numbers:
             return self._error(
                 21606,
-                f"The 'From' phone number {from_} is not a valid, SMS-capable inbound phone number or short code for your account.",
+                f"The 'From' phone number {from_} is not a valid, SMS-capable inbound phone "
+                "number or short code for your account.",
                 400,
             )
         if not E164.match(to):

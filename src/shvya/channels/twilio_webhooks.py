@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -31,7 +31,7 @@ router = APIRouter(prefix="/webhooks/twilio", tags=["webhooks"])
 
 # Empty TwiML: Twilio sends nothing of its own in answer (docs/sms.md 4).
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
-_TWIML = {
+_TWIML: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/xml": {"schema": {"type": "string"}}}, "description": "Empty TwiML"}
 }
 
