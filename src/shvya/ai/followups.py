@@ -237,7 +237,7 @@ def _bumpup_channel(session: Session, lead: Lead) -> Channel:
     for wanted in BUMPUP_CHANNELS:
         if any(c.channel == wanted.value for c in contacts):
             return wanted
-    if any(c.channel == Channel.email.value for c in contacts):
+    if contacts and all(c.channel == Channel.email.value for c in contacts):
         # Email is for scheduled work: never a bump-up (docs/quiet-hours.md, the router's
         # rule in channels.policies).
         raise _refuse(EMAIL_NOT_FOR_BUMPUPS.reason, EMAIL_NOT_FOR_BUMPUPS.detail)

@@ -174,7 +174,7 @@ NO_MARKETING_CONSENT = Refuse(
 EMAIL_NOT_FOR_BUMPUPS = Refuse(
     "email_not_for_bumpups",
     "email is for scheduled work (sequences and a person's messages): a bump-up never goes by "
-    "email; reach the lead on WhatsApp or SMS",
+    "email",
 )
 
 

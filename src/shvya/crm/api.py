@@ -182,10 +182,6 @@ class EmailNotForBumpups(Conflict):
     code = "email_not_for_bumpups"
 
 
-# Where a bump-up may go (ai.followups.BUMPUP_CHANNELS).
-_BUMPUP_CHANNELS = frozenset({Channel.wa_cloud.value, Channel.wa_web.value, Channel.sandbox.value})
-
-
 def _enqueue_for_lead(
     session: DbSession, key: CurrentKey, lead_id: uuid.UUID, job_type: JobType, now: datetime
 ) -> JobAcceptedOut:
@@ -216,11 +212,11 @@ def request_bumpup(
 ) -> JobAcceptedOut:
     contacts = service.lead_contacts(session, company_id=key.company.id, lead_id=lead_id)
     kinds = {c.channel for c in contacts}
-    if Channel.email.value in kinds and not kinds & _BUMPUP_CHANNELS:
+    if kinds == {Channel.email.value}:
         # The router refuses it too (channels.policies, email_not_for_bumpups): say so now.
         raise EmailNotForBumpups(
             "email is for scheduled work: a bump-up never goes by email, and this lead is "
-            "reachable only by email; reach them on WhatsApp or SMS"
+            "reachable only by email"
         )
     return _enqueue_for_lead(session, key, lead_id, JobType.followup_bumpup, clock.now())
 
