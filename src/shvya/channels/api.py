@@ -13,6 +13,7 @@ from shvya.channels.schemas import (
     PersonMessageIn,
     PersonMessageOut,
     QuietHoursOut,
+    QuietHoursPatchIn,
     SmsAccountIn,
     VerdictOut,
     WhatsAppAccountIn,
@@ -306,11 +307,11 @@ def get_quiet_hours(session: DbSession, key: AdminKey) -> QuietHoursOut:
     responses=error_responses(403, 422),
 )
 def patch_quiet_hours(
-    body: dict[str, Any], session: DbSession, key: AdminKey, clock: ClockDep
+    body: QuietHoursPatchIn, session: DbSession, key: AdminKey, clock: ClockDep
 ) -> QuietHoursOut:
     company = tenancy.get_company(session, company_id=key.company.id)
     try:
-        settings = quiet_hours.patched_settings(company.settings, body)
+        settings = quiet_hours.patched_settings(company.settings, body.as_patch())
     except quiet_hours.QuietHoursInvalid as exc:
         raise InvalidInput(str(exc), extra={"field": exc.field}) from exc
     if settings != company.settings:

@@ -95,11 +95,12 @@ def parse_windows(raw: Any, field: str = "quiet_hours") -> dict[Channel, QuietWi
     if not isinstance(raw, Mapping):
         raise QuietHoursInvalid(field, 'must be an object like {"email": {...}, "sms": {...}}')
     for name, value in raw.items():
+        where = f"{field}.{name}" if field else str(name)
         channel = next((c for c in QUIET_CHANNELS if c.value == name), None)
         if channel is None:
             allowed = ", ".join(sorted(c.value for c in QUIET_CHANNELS))
-            raise QuietHoursInvalid(f"{field}.{name}", f"quiet hours apply only to {allowed}")
-        windows[channel] = parse_window(value, f"{field}.{name}")
+            raise QuietHoursInvalid(where, f"quiet hours apply only to {allowed}")
+        windows[channel] = parse_window(value, where)
     return windows
 
 
@@ -187,10 +188,10 @@ def patched_settings(settings: Mapping[str, Any], patch: Mapping[str, Any]) -> d
     current = {c.value: w.as_json() for c, w in stored.items() if w != DEFAULT_WINDOWS.get(c)}
     for name, value in patch.items():
         if value is None:
-            parse_windows({name: DEFAULT_WINDOWS[Channel.email].as_json()})  # checks the name
+            parse_windows({name: DEFAULT_WINDOWS[Channel.email].as_json()}, "")  # the name
             current.pop(name, None)
         else:
-            current[name] = parse_windows({name: value})[Channel(name)].as_json()
+            current[name] = parse_windows({name: value}, "")[Channel(name)].as_json()
     channels = dict(settings.get("channels") or {})
     channels["quiet_hours"] = current
     return {**settings, "channels": channels}
