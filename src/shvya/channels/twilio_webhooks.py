@@ -90,7 +90,7 @@ def _receive(
     "/status/{account_id}",
     summary="Twilio's status callbacks (signed): a message's status moves forward only",
     response_class=Response,
-    responses={**_TWIML, **error_responses(403)},
+    responses={**_TWIML, **error_responses(403, 422)},
 )
 async def receive_twilio_status(
     account_id: uuid.UUID,
