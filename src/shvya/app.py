@@ -26,6 +26,7 @@ from shvya import __version__
 from shvya.ai.api import leads_router as ai_leads_router
 from shvya.ai.api import router as ai_router
 from shvya.channels.api import router as channels_router
+from shvya.channels.twilio_webhooks import router as twilio_webhooks_router
 from shvya.channels.unsubscribe import router as unsubscribe_router
 from shvya.channels.webhooks import router as webhooks_router
 from shvya.clock import Clock, SystemClock
@@ -413,6 +414,7 @@ def create_app(
     app.include_router(channels_router, dependencies=api)
     app.include_router(webhooks_router)
     app.include_router(unsubscribe_router)  # no login: the token is the credential
+    app.include_router(twilio_webhooks_router)
     app.include_router(templates_router, dependencies=api)
     app.include_router(crm_router, dependencies=api)
     app.include_router(ai_leads_router, dependencies=api)

@@ -169,6 +169,11 @@ class Settings(BaseSettings):
     # Connect and read timeout of every email provider call (SES, SendGrid).
     email_timeout_seconds: float = Field(default=30.0, gt=0.0, le=300.0)
     sendgrid_base_url: str = "https://api.sendgrid.com"
+    # --- SMS over Twilio (issue 15 part D, docs/sms.md) ---
+    # Twilio's REST API base: tests point it at their fake on 127.0.0.1.
+    twilio_base_url: str = _env_var(
+        "TWILIO_BASE_URL", default="https://api.twilio.com", pattern=r"^https?://[^\s/]+.*$"
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod

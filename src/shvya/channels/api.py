@@ -3,13 +3,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import UTC
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
-from shvya.channels import service
+from shvya.channels import quiet_hours, service, sms
 from shvya.channels.adapters import ChannelSendError
 from shvya.channels.policies import Defer
 from shvya.channels.schemas import (
@@ -17,6 +17,9 @@ from shvya.channels.schemas import (
     EmailAccountIn,
     PersonMessageIn,
     PersonMessageOut,
+    QuietHoursOut,
+    QuietHoursPatchIn,
+    SmsAccountIn,
     VerdictOut,
     WhatsAppAccountIn,
 )
@@ -29,7 +32,8 @@ from shvya.crypto import SecretUnreadable, decrypt_secret, mask_secret
 from shvya.db.phases import commit_between_phases, run_phases
 from shvya.db.session import DbSession
 from shvya.deps import ClockDep, Paging, SettingsDep
-from shvya.errors import NotFound, ShvyaError
+from shvya.errors import InvalidInput, NotFound, ShvyaError
+from shvya.events.service import append_company_event
 from shvya.schemas import (
     AUTH_ERRORS,
     Page,
@@ -375,3 +379,87 @@ def post_person_message(
         status=queued.message.status,
         verdict=out,
     )
+
+
+# --- quiet hours (docs/quiet-hours.md) --------------------------------------------------------
+
+
+def _quiet_hours_out(settings: dict[str, Any]) -> QuietHoursOut:
+    windows = quiet_hours.company_windows(settings)
+    return QuietHoursOut.model_validate({c.value: w.as_json() for c, w in windows.items()})
+
+
+@router.get(
+    "/channels/quiet-hours",
+    summary="The local hours email and SMS may reach a lead in (the defaults where unset)",
+    responses=error_responses(403),
+)
+def get_quiet_hours(session: DbSession, key: AdminKey) -> QuietHoursOut:
+    company = tenancy.get_company(session, company_id=key.company.id)
+    return _quiet_hours_out(company.settings)
+
+
+@router.patch(
+    "/channels/quiet-hours",
+    summary="Change the local hours email or SMS may reach a lead in; null restores a default",
+    description='Body: {"email": {"start": "08:00", "end": "22:00"}, "sms": {...}}; HH:MM, '
+    "start before end, or an overnight window (start after end). Sends outside the window "
+    "wait for its next minute in the lead's time zone.",
+    responses=error_responses(403, 422),
+)
+def patch_quiet_hours(
+    body: QuietHoursPatchIn, session: DbSession, key: AdminKey, clock: ClockDep
+) -> QuietHoursOut:
+    company = tenancy.get_company(session, company_id=key.company.id)
+    try:
+        settings = quiet_hours.patched_settings(company.settings, body.as_patch())
+    except quiet_hours.QuietHoursInvalid as exc:
+        raise InvalidInput(str(exc), extra={"field": exc.field}) from exc
+    if settings != company.settings:
+        company.settings = settings
+        company.updated_at = clock.now()
+        append_company_event(
+            session,
+            company_id=company.id,
+            type="CompanyUpdated",
+            data={"changed": ["channels.quiet_hours"]},
+            actor=key.actor,
+            now=clock.now(),
+        )
+    return _quiet_hours_out(company.settings)
+
+
+# --- SMS over Twilio (docs/sms.md) ------------------------------------------------------------
+
+
+@router.post(
+    "/channels/sms",
+    status_code=201,
+    summary=(
+        "Connect a Twilio SMS number (admin), once Twilio accepts the account SID and auth "
+        'token (unless "verify": false); the token is stored encrypted'
+    ),
+    responses=error_responses(403, 409, 422, 502),
+)
+def connect_sms(
+    body: SmsAccountIn,
+    session: DbSession,
+    key: AdminKey,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> ChannelAccountOut:
+    # Twilio is asked before anything is written, with no transaction open while it answers
+    # (docs/architecture.md rule 1).
+    account = run_phases(
+        sms.connect_sms(
+            session,
+            company_id=key.company.id,
+            data=body,
+            settings=settings,
+            actor=key.actor,
+            now=clock.now(),
+        ),
+        session=session,
+        end_prepare=commit_between_phases(session),
+    )
+    return _account_out(account, settings.secret_key.get_secret_value())

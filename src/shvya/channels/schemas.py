@@ -375,3 +375,72 @@ class ChannelAccountOut(BaseModel):
     )
     needs_attention_since: datetime | None = None
     created_at: datetime
+
+
+# --- quiet hours (docs/quiet-hours.md) --------------------------------------------------------
+
+
+class QuietWindowOut(BaseModel):
+    start: str = Field(description="Local time the channel may send from, HH:MM.")
+    end: str = Field(description="Local time it stops, HH:MM; before start for overnight.")
+
+
+class QuietHoursOut(BaseModel):
+    email: QuietWindowOut
+    sms: QuietWindowOut
+
+
+HHMM_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
+def _check_hhmm(value: str) -> str:
+    if not re.match(HHMM_PATTERN, value):
+        raise ValueError(f"{value!r} is not a time of day as HH:MM, 00:00 to 23:59 (e.g. 08:00)")
+    return value
+
+
+HHMM = Annotated[
+    str,
+    AfterValidator(_check_hhmm),
+    Field(max_length=5, json_schema_extra={"pattern": HHMM_PATTERN}),
+]
+
+
+class QuietWindowIn(StrictInput):
+    start: HHMM = Field(description="Local time the channel may send from, HH:MM")
+    end: HHMM = Field(
+        description="Local time it stops, HH:MM; before start for an overnight window; "
+        "never equal to start"
+    )
+
+
+class QuietHoursPatchIn(StrictInput):
+    """The channels to change; a channel sent as null goes back to its default."""
+
+    email: QuietWindowIn | None = None
+    sms: QuietWindowIn | None = None
+
+    def as_patch(self) -> dict[str, Any]:
+        return {
+            name: None if getattr(self, name) is None else getattr(self, name).model_dump()
+            for name in self.model_fields_set
+        }
+
+
+# --- SMS over Twilio (docs/sms.md) ------------------------------------------------------------
+
+
+class SmsAccountIn(StrictInput):
+    phone_number: Annotated[str, StringConstraints(pattern=r"^\+[1-9][0-9]{6,14}$")] = Field(
+        description="The Twilio number SMS go from, E.164 (+14155550100)"
+    )
+    account_sid: Annotated[str, StringConstraints(pattern=r"^AC[0-9a-fA-F]{32}$")] = Field(
+        description="The Twilio account SID that owns the number (AC and 32 hex digits)"
+    )
+    auth_token: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]{16,128}$")] = Field(
+        description="The account's auth token: stored encrypted, never shown again"
+    )
+    name: SafeStr = Field(default="", max_length=200)
+    verify: StrictBool = Field(
+        default=True, description="Check the SID and token with Twilio before storing them"
+    )

@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from shvya.channels import sms
 from shvya.channels.adapters import ChannelAdapter, ChannelSendError, FailureKind, SendResult
 from shvya.channels.email import EMAIL_TRANSPORTS, EmailAdapter, EmailSendResult, content_refusal
 from shvya.channels.email_message import EmailTransport
@@ -39,6 +40,7 @@ from shvya.channels.policies import (
     template_verdict,
     verdict,
 )
+from shvya.channels.quiet_hours import lead_zone
 from shvya.channels.schemas import (
     EmailAccountIn,
     OutboundContent,
@@ -46,6 +48,7 @@ from shvya.channels.schemas import (
     SendResultOut,
     WhatsAppAccountIn,
 )
+from shvya.channels.twilio_sms import UNSUBSCRIBED_RECIPIENT as TWILIO_UNSUBSCRIBED
 from shvya.channels.whatsapp_cloud import (
     MARKETING_OPT_OUT_CODE,
     WebhookBatch,
@@ -222,7 +225,7 @@ def _adapter_for(
                 "one with POST /channels/whatsapp"
             )
         return whatsapp_adapter(account, settings), account
-    if channel is Channel.email:
+    if channel in (Channel.email, Channel.sms):
         account = tenancy.company_channel_account(
             session, company_id=company_id, channel=channel.value
         )
@@ -230,8 +233,13 @@ def _adapter_for(
             raise ChannelNotConnected(
                 "no email account is connected to this company: an admin connects one with "
                 "POST /channels/email (or SMTP_* for the default company)"
+                if channel is Channel.email
+                else "no SMS number is connected to this company: an admin connects a Twilio "
+                "number with POST /channels/sms"
             )
-        return email_adapter(account, settings), account
+        if channel is Channel.email:
+            return email_adapter(account, settings), account
+        return sms.sms_adapter(account, settings), account
     raise ChannelNotConnected(f"sending on {channel.value} is not available yet")
 
 
@@ -303,7 +311,21 @@ def _facts(
         else conversations.outbound_count_since(
             session, channel_account_id=route.account.id, since=now - timedelta(seconds=1)
         ),
+        lead_timezone=_lead_zone(session, route, lead_id=lead_id),
     )
+
+
+def _lead_zone(session: Session, route: Route, *, lead_id: uuid.UUID) -> str:
+    """The lead's zone for quiet hours (docs/quiet-hours.md): read only where it matters."""
+    if route.policy.quiet_hours.get(Channel(route.contact.channel)) is None:
+        return route.company.timezone
+    lead = crm.get_lead(session, company_id=route.company.id, lead_id=lead_id)
+    phones = [
+        c.value
+        for c in crm.lead_contacts(session, company_id=route.company.id, lead_id=lead_id)
+        if c.value.startswith("+")
+    ]
+    return lead_zone(lead.timezone, phones, route.company.timezone)
 
 
 def preflight(
@@ -522,7 +544,7 @@ def queue_person_message(
     assert contact is not None  # the router refuses a lead without one (no_contact)
     account = (
         tenancy.company_channel_account(session, company_id=company_id, channel=channel.value)
-        if channel in (Channel.wa_cloud, Channel.email)
+        if channel in (Channel.wa_cloud, Channel.email, Channel.sms)
         else None
     )
     message_id = new_id()
@@ -661,6 +683,10 @@ def send_opt_out_confirmation(
         or (suppression.channel, suppression.address) != (channel.value, contact.value)
     ):
         return SendResultOut(outcome=SendOutcome.skipped, reason="not_opted_out")
+    if channel is Channel.sms and suppression.source == "keyword":
+        # Twilio answers STOP on SMS itself (Advanced Opt-Out, docs/sms.md 6): a second
+        # confirmation from us would be a double message.
+        return SendResultOut(outcome=SendOutcome.skipped, reason="provider_confirms_opt_out")
     company = tenancy.get_company(session, company_id=company_id)
     text = str(company.settings.get("opt_out_confirmation") or DEFAULT_OPT_OUT_CONFIRMATION)
     result: SendResultOut = yield from _send(
@@ -1023,6 +1049,19 @@ def _record_failure(
                 **({"account_id": str(account_id)} if account_id is not None else {}),
             },
             now=now,
+        )
+    if channel is Channel.sms and error.code == str(TWILIO_UNSUBSCRIBED):
+        # The number texted STOP to this sender and Twilio refuses it (docs/sms.md 3).
+        crm.add_suppression(
+            session,
+            company_id=company_id,
+            channel=channel.value,
+            address=address,
+            reason=SuppressionReason.opt_out,
+            source="provider",
+            actor="twilio",
+            now=now,
+            lead_id=lead_id,
         )
     if error.code == str(MARKETING_OPT_OUT_CODE):
         crm.add_suppression(
