@@ -163,6 +163,12 @@ class Settings(BaseSettings):
     # has since gone empty (the broker lost it).
     relay_republish_after_seconds: float = Field(default=30.0, ge=1.0)
 
+    # Email in (issue 15, part E; docs/email-inbound.md). SendGrid Inbound Parse signs nothing:
+    # the token in POST /webhooks/email/inbound/{token} is the secret. Unset: the route refuses.
+    email_inbound_token: SecretStr | None = None
+    # The largest inbound email delivery (Inbound Parse posts up to 30 MB with attachments).
+    max_inbound_email_bytes: int = Field(default=30 * 1024 * 1024, ge=1024)
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: object) -> object:

@@ -124,6 +124,14 @@ class OutboundContent(StrictInput):
     # Outside WhatsApp's 24-hour window, may the router swap this for the company's
     # re-engagement template? (AI replies and bump-ups: yes.)
     reengage_with_template: StrictBool = False
+    # Email (issue 15, contract 4): the subject, an HTML part, and the lead's Message-ID this
+    # answers (without angle brackets) with the thread's References, for In-Reply-To/References.
+    subject: SafeStr | None = Field(default=None, min_length=1, max_length=998)
+    html: SafeStr | None = Field(default=None, min_length=1, max_length=200_000)
+    email_in_reply_to: SafeStr | None = Field(default=None, max_length=998)
+    email_references: list[Annotated[SafeStr, Field(max_length=998)]] | None = Field(
+        default=None, max_length=100
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> OutboundContent:
