@@ -199,14 +199,15 @@ def engage(ctx: JobContext) -> Phases[dict[str, Any]]:
             # No reply may go, so no model is asked; the rules still read the messages, so a
             # lead who asked to stop or for a person is not ignored.
             understood = understand_without_model(run, turn)
-        elif not turn.suggest_only:
-            turn.result["typing"] = yield from channels.show_typing(
-                ctx.session,
-                company_id=turn.company.id,
-                channel=turn.channel,
-                reply_to_external_id=turn.latest.external_id,
-                settings=ctx.settings,
-            )
+        else:
+            if not turn.suggest_only:  # no typing indicator for a reply nobody sends now
+                turn.result["typing"] = yield from channels.show_typing(
+                    ctx.session,
+                    company_id=turn.company.id,
+                    channel=turn.channel,
+                    reply_to_external_id=turn.latest.external_id,
+                    settings=ctx.settings,
+                )
             understood = yield from understand(ctx, run, turn)
         learning = learn(ctx.session, turn, understood)
         if understood.opt_out:
