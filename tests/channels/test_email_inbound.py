@@ -95,15 +95,19 @@ def add_outbound(
 
 
 def _pipeline(session: Session, tenant: Tenant) -> uuid.UUID:
-    from shvya.crm import service as crm
     from datetime import UTC, datetime
 
-    return crm.get_entry_stage(session, company_id=tenant.company_id, now=datetime.now(UTC)).pipeline_id
+    from shvya.crm import service as crm
+
+    return crm.get_entry_stage(
+        session, company_id=tenant.company_id, now=datetime.now(UTC)
+    ).pipeline_id
 
 
 def _stage(session: Session, tenant: Tenant) -> uuid.UUID:
-    from shvya.crm import service as crm
     from datetime import UTC, datetime
+
+    from shvya.crm import service as crm
 
     return crm.get_entry_stage(session, company_id=tenant.company_id, now=datetime.now(UTC)).id
 
@@ -121,7 +125,7 @@ HEADERS = (
     "Message-ID: <{message_id}>\r\n"
     "Subject: Re: Your demo\r\n"
     "To: Acme Sales <{to}>\r\n"
-    "Content-Type: multipart/alternative; boundary=\"000000000000abc\"\r\n"
+    'Content-Type: multipart/alternative; boundary="000000000000abc"\r\n'
 )
 
 
@@ -381,3 +385,22 @@ def test_with_ai_email_replies_on_the_reply_goes_to_the_router(
     assert "channel_not_connected" in (job.last_error or "") or (
         job.result is not None and job.result.get("outcome") == "sent"
     )
+
+
+@pytest.mark.usefixtures("mailboxes")
+def test_unsubscribe_in_an_email_reply_opts_the_address_out(
+    client: TestClient, session_factory: sessionmaker[Session], acme: Tenant
+) -> None:
+    answer = post_form(
+        client,
+        inbound_parse(text="Unsubscribe\n\nOn Tue, 1 Dec 2026 Acme wrote:\n> Want a demo?\n"),
+    )
+    assert answer.status_code == 200, answer.text
+    listed = client.get("/suppressions", headers=acme.admin)
+    assert listed.status_code == 200, listed.text
+    assert [(s["channel"], s["address"]) for s in listed.json()["items"]] == [
+        ("email", "priya@example.in")
+    ]
+    with session_factory() as session:
+        lead = session.get_one(Lead, uuid.UUID(answer.json()["lead_id"]))
+        assert lead.ai_paused_reason != "email_reply"  # a command, not a reply to answer

@@ -17,6 +17,7 @@ import email.policy
 import json
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
@@ -120,7 +121,7 @@ def _from_headers(
     )
 
 
-def parse_raw_mime(raw: bytes, *, extra_recipients: list[str] = ()) -> InboundEmail:  # type: ignore[assignment]
+def parse_raw_mime(raw: bytes, *, extra_recipients: Sequence[str] = ()) -> InboundEmail:
     """The whole MIME message (Inbound Parse's raw variant): its text/plain body (or the
     HTML's when there is none) and its threading headers."""
     parsed = email.message_from_bytes(raw, policy=email.policy.default)
@@ -322,7 +323,7 @@ def receive_email(
             received_at=mail.date,
             meta=meta,
         ),
-        region=company.phone_region or "US",
+        region=company.phone_region or settings_region,
         actor="email",
         now=now,
         opt_out_keywords=list(company.settings.get("opt_out_keywords", [])),
