@@ -174,6 +174,11 @@ class Settings(BaseSettings):
     twilio_base_url: str = _env_var(
         "TWILIO_BASE_URL", default="https://api.twilio.com", pattern=r"^https?://[^\s/]+.*$"
     )
+    # Email in (issue 15, part E; docs/email-inbound.md). SendGrid Inbound Parse signs nothing:
+    # the token in POST /webhooks/email/inbound/{token} is the secret. Unset: the route refuses.
+    email_inbound_token: SecretStr | None = None
+    # The largest inbound email delivery (Inbound Parse posts up to 30 MB with attachments).
+    max_inbound_email_bytes: int = Field(default=30 * 1024 * 1024, ge=1024)
 
     @field_validator("log_level", mode="before")
     @classmethod

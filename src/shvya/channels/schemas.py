@@ -129,7 +129,9 @@ class OutboundContent(StrictInput):
     subject: SafeStr | None = Field(default=None, min_length=1, max_length=998)
     html: SafeStr | None = Field(default=None, min_length=1, max_length=500_000)
     email_in_reply_to: SafeStr | None = Field(default=None, max_length=998)
-    email_references: list[SafeStr] | None = Field(default=None, max_length=100)
+    email_references: list[Annotated[SafeStr, Field(max_length=998)]] | None = Field(
+        default=None, max_length=100
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> OutboundContent:

@@ -890,8 +890,16 @@ def lock_lead(session: Session, lead: Lead) -> None:
 
 # The reasons the AI's handoff pauses a lead with (ai.engage hand_off writes "handoff: <reason>";
 # the bare reason is accepted too). A lead paused for one of them needs a person (docs/ai.md 5.5).
+# An inbound email reply waits for a person too (docs/email-inbound.md).
+EMAIL_REPLY_REASON = "email_reply"
 NEEDS_PERSON_REASONS = tuple(
-    sorted({*HANDOFF_REASONS, *(f"handoff: {reason}" for reason in HANDOFF_REASONS)})
+    sorted(
+        {
+            *HANDOFF_REASONS,
+            *(f"handoff: {reason}" for reason in HANDOFF_REASONS),
+            EMAIL_REPLY_REASON,
+        }
+    )
 )
 MAX_PAUSE_REASON_CHARS = 200  # leads.ai_paused_reason
 
