@@ -1434,8 +1434,9 @@ def verify_email_account(
         yield Call("email:verify", transport.verify)
     except ChannelSendError as exc:
         if exc.kind is FailureKind.auth:
+            field = _EMAIL_SECRET_FIELDS.get(str(config["provider"]), "password")
             raise _bad_email_field(
-                "password", f"the email server refused the credentials ({exc.message})"
+                field, f"the email provider refused the credentials ({exc.message})"
             ) from None
         raise _bad_email_field(
             "host", f"the email server could not be reached or refused us ({exc.message})"
