@@ -63,6 +63,9 @@ class SendFacts:
     # `user_preferences` "stop", until "resume"). A contact who never said either has the
     # consent they gave by writing to the business first (docs/whatsapp.md 1.12).
     marketing_consent: bool
+    # Email only: why sequence email from the sender's domain is paused (its complaint or
+    # bounce rate crossed the pause line, docs/email-feedback.md 4), or None.
+    email_paused: str | None = None
 
 
 class SendKind(StrEnum):
@@ -95,6 +98,8 @@ MARKETING_KINDS = frozenset({SendKind.bumpup, SendKind.sequence_step})
 REENGAGING_KINDS = frozenset({SendKind.reply, SendKind.bumpup})
 # The template category WhatsApp's marketing preference stops (docs/whatsapp.md 1.12).
 MARKETING_CATEGORY = "MARKETING"
+# What a paused sending domain stops (docs/email-feedback.md 4).
+EMAIL_PAUSED_KINDS = frozenset({SendKind.sequence_step, SendKind.bumpup})
 
 
 def kind_of(content: OutboundContent) -> SendKind:
@@ -161,6 +166,9 @@ def _rules(
     if facts.is_suppressed and not confirmation:
         # The confirmation's once-only is its send key's (channels.service).
         return Refuse("suppressed", "the contact is on the suppression list")
+    if facts.email_paused and facts.channel is Channel.email and kind in EMAIL_PAUSED_KINDS:
+        # Replies and a person's messages still go: only what the business starts waits.
+        return Refuse("email_paused", facts.email_paused)
     if kind in MARKETING_KINDS and not facts.marketing_consent:
         return NO_MARKETING_CONSENT
     template = None

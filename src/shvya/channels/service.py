@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from shvya.channels import feedback
 from shvya.channels.adapters import ChannelAdapter, ChannelSendError, FailureKind, SendResult
 from shvya.channels.policies import (
     Allow,
@@ -209,6 +210,11 @@ def _facts(
         else conversations.outbound_count_since(
             session, channel_account_id=route.account.id, since=now - timedelta(seconds=1)
         ),
+        email_paused=feedback.paused_reason(
+            session, company_id=company_id, from_address=route.account.external_id
+        )
+        if channel is Channel.email and route.account is not None
+        else None,
     )
 
 
