@@ -52,6 +52,7 @@ BOUNCE_PAUSE = 0.10
 
 class BadFeedback(InvalidInput):
     code = "bad_webhook_body"
+    status = 400
 
 
 class BadSignature(Forbidden):
