@@ -46,7 +46,7 @@ class FakeSNS:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 if self.path.startswith("/cert.pem"):
                     fake.cert_fetches += 1
                     body = fake.certificate
