@@ -12,6 +12,7 @@ import json
 import logging
 import uuid
 from datetime import datetime
+from email.utils import parseaddr
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -101,9 +102,9 @@ def _company_for(session: DbSession, topic_arn: str, event: dict[str, Any]) -> u
     listed by more than one company's accounts is only trusted for a matching sender."""
     accounts = feedback.accounts_for_topic(session, topic_arn)
     mail = event.get("mail") if isinstance(event.get("mail"), dict) else {}
-    source = str((mail or {}).get("source") or "").lower()
+    source = parseaddr(str((mail or {}).get("source") or ""))[1].lower()
     for account in accounts:
-        if account.external_id.lower() and account.external_id.lower() in source:
+        if source and account.external_id.lower() == source:
             return account.company_id
     companies = {a.company_id for a in accounts}
     return companies.pop() if len(companies) == 1 else None
