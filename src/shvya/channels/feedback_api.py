@@ -189,6 +189,7 @@ class EmailHealthOut(BaseModel):
 @router.get(
     "/channels/email/health",
     summary="Bounce and complaint rates and state per sending domain (admin, supervisor)",
+    responses=error_responses(403),
 )
 def email_health(
     session: DbSession, key: CurrentKey, settings: SettingsDep, clock: ClockDep
@@ -214,7 +215,7 @@ def email_health(
 @router.post(
     "/channels/email/{domain}/resume",
     summary="Lift a sending domain's pause (admin): sequence email from it may go again",
-    responses=error_responses(409),
+    responses=error_responses(403, 409),
 )
 def resume_email_domain(
     domain: str, session: DbSession, key: AdminKey, settings: SettingsDep, clock: ClockDep
