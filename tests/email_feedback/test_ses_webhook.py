@@ -191,7 +191,7 @@ def test_unsigned_wrongly_signed_or_foreign_certificates_are_refused(
     bad_version = fake_sns.notification(TOPIC_A, event)
     bad_version["SignatureVersion"] = "3"
     assert post(client, bad_version).status_code == 403
-    assert client.post("/webhooks/ses", content=b"not json").status_code == 400
+    assert client.post("/webhooks/ses", content=b"not json").status_code == 403
     assert client.post("/webhooks/ses", content=b'{"Type": "Notification"}').status_code == 400
     assert suppressions(session_factory) == []
     assert feedback_count(session_factory) == 0

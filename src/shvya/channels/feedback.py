@@ -120,9 +120,10 @@ def parse_sns_envelope(body: bytes) -> dict[str, Any]:
     try:
         envelope = json.loads(body)
     except (ValueError, RecursionError):
-        raise BadFeedback("the body is not JSON (an SNS delivery is)") from None
+        # Nothing signed to check: refused as an unsigned delivery.
+        raise BadSignature("the body is not a signed SNS message (JSON)") from None
     if not isinstance(envelope, dict):
-        raise BadFeedback("the body is not an SNS message object")
+        raise BadSignature("the body is not a signed SNS message (a JSON object)")
     kind = envelope.get("Type")
     if kind not in _SIGNED_KEYS:
         raise BadFeedback(
