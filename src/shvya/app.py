@@ -27,6 +27,8 @@ from shvya.ai.api import leads_router as ai_leads_router
 from shvya.ai.api import router as ai_router
 from shvya.channels.api import router as channels_router
 from shvya.channels.email_inbound_api import router as email_inbound_router
+from shvya.channels.feedback_api import router as email_feedback_router
+from shvya.channels.feedback_api import webhooks_router as email_webhooks_router
 from shvya.channels.twilio_webhooks import router as twilio_webhooks_router
 from shvya.channels.unsubscribe import router as unsubscribe_router
 from shvya.channels.webhooks import router as webhooks_router
@@ -435,6 +437,8 @@ def create_app(
     app.include_router(knowledge_router, dependencies=api)
     app.include_router(ai_router, dependencies=api)
     app.include_router(tenancy_router, dependencies=api)
+    app.include_router(email_feedback_router, dependencies=api)
+    app.include_router(email_webhooks_router)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,

@@ -179,6 +179,16 @@ class Settings(BaseSettings):
     email_inbound_token: SecretStr | None = None
     # The largest inbound email delivery (Inbound Parse posts up to 30 MB with attachments).
     max_inbound_email_bytes: int = Field(default=30 * 1024 * 1024, ge=1024)
+    # --- part C: bounces, complaints and sending-domain reputation (docs/email-feedback.md) ---
+    # SigningCertURL and SubscribeURL of an SNS delivery must match this (Amazon's SNS hosts);
+    # tests point it at their own server on 127.0.0.1.
+    sns_cert_url_pattern: str = r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/"
+    # A SendGrid event delivery whose signed timestamp is older (or further ahead) is refused.
+    sendgrid_webhook_max_age_seconds: int = Field(default=600, ge=1)
+    # The rolling window rates are taken over, and the sends a domain needs in it before its
+    # rates count (a few events on a handful of sends say nothing about a domain).
+    email_reputation_window_days: int = Field(default=30, ge=1, le=365)
+    email_reputation_min_sends: int = Field(default=100, ge=1)
 
     @field_validator("log_level", mode="before")
     @classmethod

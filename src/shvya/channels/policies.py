@@ -89,6 +89,9 @@ class SendFacts:
     # The lead's IANA time zone for quiet hours (docs/quiet-hours.md): their own, else their
     # phone number's, else the company's.
     lead_timezone: str = "UTC"
+    # Email only: why sequence email from the sender's domain is paused (its complaint or
+    # bounce rate crossed the pause line, docs/email-feedback.md 4), or None.
+    email_paused: str | None = None
 
 
 class SendKind(StrEnum):
@@ -121,6 +124,8 @@ MARKETING_KINDS = frozenset({SendKind.bumpup, SendKind.sequence_step})
 REENGAGING_KINDS = frozenset({SendKind.reply, SendKind.bumpup})
 # The template category WhatsApp's marketing preference stops (docs/whatsapp.md 1.12).
 MARKETING_CATEGORY = "MARKETING"
+# What a paused sending domain stops (docs/email-feedback.md 4).
+EMAIL_PAUSED_KINDS = frozenset({SendKind.sequence_step, SendKind.bumpup})
 
 
 def kind_of(content: OutboundContent) -> SendKind:
@@ -223,6 +228,9 @@ def _rules(
     if facts.is_suppressed and not confirmation:
         # The confirmation's once-only is its send key's (channels.service).
         return Refuse("suppressed", "the contact is on the suppression list")
+    if facts.email_paused and facts.channel is Channel.email and kind in EMAIL_PAUSED_KINDS:
+        # Replies and a person's messages still go: only what the business starts waits.
+        return Refuse("email_paused", facts.email_paused)
     if kind in MARKETING_KINDS and not facts.marketing_consent:
         return NO_MARKETING_CONSENT
     template = None

@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from shvya.channels import sms
+from shvya.channels import feedback, sms
 from shvya.channels.adapters import ChannelAdapter, ChannelSendError, FailureKind, SendResult
 from shvya.channels.email import EMAIL_TRANSPORTS, EmailAdapter, EmailSendResult, content_refusal
 from shvya.channels.email_message import EmailTransport
@@ -312,6 +312,11 @@ def _facts(
             session, channel_account_id=route.account.id, since=now - timedelta(seconds=1)
         ),
         lead_timezone=_lead_zone(session, route, lead_id=lead_id),
+        email_paused=feedback.paused_reason(
+            session, company_id=company_id, from_address=route.account.external_id
+        )
+        if channel is Channel.email and route.account is not None
+        else None,
     )
 
 

@@ -1,6 +1,7 @@
 """Every model, imported once so that Alembic and the tests see one complete metadata."""
 
 from shvya.ai.models import AIModel, AISession, AIUsage
+from shvya.channels.models import EmailFeedback, EmailReputation
 from shvya.conversations.models import Message
 from shvya.crm.models import Lead, LeadContact, Pipeline, Stage, Suppression
 from shvya.db.base import Base
@@ -29,6 +30,8 @@ __all__ = [
     "Base",
     "ChannelAccount",
     "Company",
+    "EmailFeedback",
+    "EmailReputation",
     "Event",
     "Job",
     "Lead",
