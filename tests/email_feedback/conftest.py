@@ -13,11 +13,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from shvya.config import Settings
+from shvya.config import DEV_SECRET_KEY, Settings
 from shvya.conversations.models import Message
 from shvya.crm import service as crm
 from shvya.crm.models import Channel
 from shvya.crm.schemas import ContactIn, LeadCreateIn
+from shvya.crypto import encrypt_secret
 from shvya.db.base import new_id
 from shvya.events.models import Event
 from shvya.tenancy.models import ChannelAccount
@@ -76,8 +77,11 @@ def make_mailbox(
             channel=Channel.email.value,
             name="mail",
             external_id=from_address,
+            credentials_encrypted=encrypt_secret("aws-secret", secret_key=DEV_SECRET_KEY),
             config={
                 "provider": "ses",
+                "region": "us-east-1",
+                "access_key_id": "AKIAFAKE",
                 "sns_topic_arns": [topic_arn],
                 "sendgrid_webhook_public_key": public,
             },

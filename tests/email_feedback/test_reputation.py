@@ -11,12 +11,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shvya.channels import feedback
 from shvya.channels import service as channels
-from shvya.channels.policies import Allow, ChannelPolicy, Refuse, SendKind, verdict
+from shvya.channels.policies import Allow, Refuse, SendKind
 from shvya.config import Settings
-from shvya.crm import service as crm
 from shvya.crm.models import Channel
-from shvya.tenancy import service as tenancy
-from shvya.tenancy.models import ChannelAccount
 from tests.email_feedback.conftest import (
     Mailbox,
     events_of,
@@ -38,25 +35,18 @@ def post(client: TestClient, envelope: dict[str, Any]) -> None:
 def email_verdict(
     factory: sessionmaker[Session], tenant: Tenant, box: Mailbox, kind: SendKind, clock: FakeClock
 ) -> Any:
-    """The router's verdict on an email send to the lead: the facts `channels.service` gathers
-    for an email route (its account, the from address), then the policy."""
+    """The router's verdict on an email send of this kind to the lead: `channels.preflight`,
+    the same rules the send asks (the account's route, its from address's reputation)."""
     with factory() as session:
-        account = session.get(ChannelAccount, box.account_id)
-        contact = crm.lead_contact(
-            session, company_id=tenant.company_id, lead_id=box.lead_id, channel=Channel.email.value
+        return channels.preflight(
+            session,
+            company_id=tenant.company_id,
+            lead_id=box.lead_id,
+            channel=Channel.email,
+            kind=kind,
+            settings=Settings(database_url="sqlite://"),
+            now=clock.now(),
         )
-        assert account is not None and contact is not None
-        route = channels.Route(
-            company=tenancy.get_company(session, company_id=tenant.company_id),
-            contact=contact,
-            adapter=channels.SandboxAdapter(),
-            account=account,
-            policy=ChannelPolicy(),
-        )
-        facts = channels._facts(
-            session, route, lead_id=box.lead_id, channel=Channel.email, now=clock.now()
-        )
-        return verdict(route.policy, facts, kind)
 
 
 def test_complaints_alert_at_0_1_percent_and_pause_sequences_at_0_3_percent(
