@@ -26,6 +26,7 @@ from shvya import __version__
 from shvya.ai.api import leads_router as ai_leads_router
 from shvya.ai.api import router as ai_router
 from shvya.channels.api import router as channels_router
+from shvya.channels.email_domains_api import router as email_domains_router
 from shvya.channels.webhooks import router as webhooks_router
 from shvya.clock import Clock, SystemClock
 from shvya.config import Environment, JobEngineName, Settings, load_settings
@@ -418,6 +419,8 @@ def create_app(
     app.include_router(knowledge_router, dependencies=api)
     app.include_router(ai_router, dependencies=api)
     app.include_router(tenancy_router, dependencies=api)
+    # Issue 15 part F: DKIM keys per sending domain.
+    app.include_router(email_domains_router, dependencies=api)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,

@@ -163,6 +163,11 @@ class Settings(BaseSettings):
     # has since gone empty (the broker lost it).
     relay_republish_after_seconds: float = Field(default=30.0, ge=1.0)
 
+    # Issue 15 part F (sending domains): the DNS server `shvya email check-domain` asks, as
+    # "host:port" (port 53 when left out); unset, the system's resolvers.
+    dns_nameserver: str | None = Field(default=None, pattern=r"^[^\s:]+(:\d{1,5})?$")
+    dns_timeout_seconds: float = Field(default=5.0, gt=0.0, le=60.0)
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_log_level(cls, value: object) -> object:

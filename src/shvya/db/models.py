@@ -1,6 +1,7 @@
 """Every model, imported once so that Alembic and the tests see one complete metadata."""
 
 from shvya.ai.models import AIModel, AISession, AIUsage
+from shvya.channels.email_domains import EmailDomain
 from shvya.conversations.models import Message
 from shvya.crm.models import Lead, LeadContact, Pipeline, Stage, Suppression
 from shvya.db.base import Base
@@ -29,6 +30,7 @@ __all__ = [
     "Base",
     "ChannelAccount",
     "Company",
+    "EmailDomain",
     "Event",
     "Job",
     "Lead",
