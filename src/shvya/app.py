@@ -42,6 +42,7 @@ from shvya.knowledge.api import router as knowledge_router
 from shvya.knowledge.embeddings import embedding_backend
 from shvya.ratelimit import SlidingWindowLimiter
 from shvya.templates.api import router as templates_router
+from shvya.templates.email_api import router as email_templates_router
 from shvya.tenancy.api import router as tenancy_router
 from shvya.tenancy.auth import get_caller
 from shvya.web.sandbox import router as sandbox_router
@@ -421,6 +422,7 @@ def create_app(
     app.include_router(tenancy_router, dependencies=api)
     # Issue 15 part F: DKIM keys per sending domain.
     app.include_router(email_domains_router, dependencies=api)
+    app.include_router(email_templates_router, dependencies=api)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,

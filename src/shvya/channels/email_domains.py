@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-import dkim
+import dkim  # type: ignore[import-untyped]  # dkimpy ships no type hints
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import ForeignKey, String, Text, UniqueConstraint, select
