@@ -1164,6 +1164,12 @@ def email_dkim_list(company: OneCompany = None) -> None:
     _echo_lines(_settings(), work)
 
 
+# The loop below reaches the top-level groups only: `email dkim` gets the plain help here.
+dkim_app.info.cls = _Group
+for _dkim_command in dkim_app.registered_commands:
+    _dkim_command.cls = _Command
+
+
 # After the last command: every command and group so far gets the plain help.
 for _typer_app in (app, *(group.typer_instance for group in app.registered_groups)):
     if _typer_app is not None:

@@ -209,3 +209,20 @@ def test_dkim_add_and_list_from_the_command_line(database_url: str, acme: Tenant
         "email", "dkim", "add", "news.acme.test", "--company", "acme", database_url=database_url
     )
     assert again.returncode == 1 and "already has a DKIM key" in again.stderr
+
+
+def test_the_email_commands_have_help() -> None:
+    for command in (
+        ["email"],
+        ["email", "check-domain"],
+        ["email", "dkim"],
+        ["email", "dkim", "add"],
+        ["email", "dkim", "list"],
+    ):
+        result = shvya(*command, "--help", database_url="sqlite:///unused.db")
+        assert result.returncode == 0, (command, result.stderr)
+        assert "Usage" in result.stdout
+        for python_type in ("<bool>", "<str>", "<int", "<list", "<Path>", "<UUID>"):
+            assert python_type not in result.stdout, (command, result.stdout)
+    check = shvya("email", "check-domain", "--help", database_url="sqlite:///unused.db").stdout
+    assert "--selector" in check and "February 2024" in check
