@@ -73,7 +73,9 @@ def seeded(app: FastAPI, acme: Tenant, globex: Tenant) -> None:
 #   number is connected only when Meta confirms its id, WABA and token; a person's template
 #   message names a template the company's catalog must hold, approved, with as many
 #   parameters as it takes; a user's e-mail address must be deliverable (a domain with a
-#   dot); `GET /leads?assigned_to=me` needs a key that belongs to a person: no schema can
+#   dot); `GET /leads?assigned_to=me` needs a key that belongs to a person; a DKIM key must
+#   be a readable RSA PEM of 2048 bits or more; an email template must parse as Jinja2 and
+#   name only the lead's fields, and a preview needs a lead that has them: no schema can
 #   decide these, so 422 is an expected answer to schema-valid data
 #   there, and only there.
 SCHEMATHESIS_CONFIG = """
@@ -86,6 +88,8 @@ include-name = [
     "POST /inbound-message", "POST /leads", "POST /suppressions", "POST /kb/documents",
     "PUT /pipelines/{pipeline_id}/stage-rules", "POST /leads/{lead_id}/history",
     "POST /channels/whatsapp", "POST /leads/{lead_id}/messages", "POST /users", "GET /leads",
+    "POST /channels/email/domains", "POST /templates/email",
+    "POST /templates/{template_id}/preview",
 ]
 checks.positive_data_acceptance.expected-statuses = [
     "2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"

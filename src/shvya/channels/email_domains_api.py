@@ -13,17 +13,25 @@ from shvya.deps import ClockDep, SettingsDep
 from shvya.schemas import AUTH_ERRORS, SafeStr, StrictInput, error_responses
 from shvya.tenancy.auth import AdminKey
 
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+DOMAIN_FIELD = rf"^{_LABEL}(?:\.{_LABEL})+\.?$"
+SELECTOR_FIELD = rf"^{_LABEL}(?:\.{_LABEL})*$"
+
 router = APIRouter(tags=["channels"], responses=error_responses(*AUTH_ERRORS))
 
 
 class EmailDomainIn(StrictInput):
     domain: SafeStr = Field(
-        min_length=1, max_length=253, description="The domain of the From address"
+        min_length=1,
+        max_length=253,
+        pattern=DOMAIN_FIELD,
+        description="The domain of the From address",
     )
     selector: SafeStr = Field(
         default=email_domains.DEFAULT_SELECTOR,
         min_length=1,
         max_length=63,
+        pattern=SELECTOR_FIELD,
         description="The DKIM selector: the record is <selector>._domainkey.<domain>",
     )
     private_key_pem: SafeStr | None = Field(
