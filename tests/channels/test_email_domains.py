@@ -121,8 +121,8 @@ def test_a_given_key_is_used_and_bad_input_says_what_to_fix(
         serialization.NoEncryption(),
     )
     for body, words in [
-        ({"domain": "not a domain"}, "not a domain name"),
-        ({"domain": "example"}, "not a domain name"),
+        ({"domain": "not a domain"}, "domain"),
+        ({"domain": "example"}, "domain"),
         ({"domain": "b.test", "selector": "bad_selector!"}, "selector"),
         ({"domain": "c.test", "private_key_pem": "hello"}, "PEM"),
         ({"domain": "d.test", "private_key_pem": small.decode()}, "1024 bits"),
