@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from shvya.config import Settings
 from tests.fakes.meta_graph import FakeMetaGraph
+from tests.fakes.twilio_api import FakeTwilio
 from tests.support import Tenant, post_inbound
 
 MAX_EXAMPLES = int(os.environ.get("SHVYA_SCHEMATHESIS_EXAMPLES", "40"))
@@ -34,7 +35,13 @@ def fake_meta() -> Iterator[FakeMetaGraph]:
 
 
 @pytest.fixture
-def settings(database_url: str, fake_meta: FakeMetaGraph) -> Settings:
+def fake_twilio() -> Iterator[FakeTwilio]:
+    with FakeTwilio(account_sid="AC" + "0" * 32, auth_token="schemathesis0token") as fake:
+        yield fake
+
+
+@pytest.fixture
+def settings(database_url: str, fake_meta: FakeMetaGraph, fake_twilio: FakeTwilio) -> Settings:
     # Overrides the conftest fixture for this module. The `ignored_auth` check sends every
     # operation without a key; with the default limit of 20 failures a minute the rest of the
     # run would be answered 429. tests/tenancy/test_auth.py covers the limit. Connecting a
@@ -44,6 +51,8 @@ def settings(database_url: str, fake_meta: FakeMetaGraph) -> Settings:
         auth_failures_per_minute=1_000_000,
         meta_graph_base_url=fake_meta.base_url,
         meta_graph_version=fake_meta.version,
+        # Connecting an SMS number asks Twilio first: the fake, which refuses these keys (422).
+        twilio_base_url=fake_twilio.base_url,
     )
 
 
@@ -70,12 +79,16 @@ def seeded(app: FastAPI, acme: Tenant, globex: Tenant) -> None:
 #   number or email address, and a knowledge-base upload a readable .md/.txt/.html/.pdf
 #   file; a stage rule must name stages of its own pipeline; imported history must not be
 #   dated in the future (and needs a channel when the lead has no contact); a WhatsApp
-#   number is connected only when Meta confirms its id, WABA and token; a person's template
+#   number is connected only when Meta confirms its id, WABA and token (an email account
+#   only when its server accepts the connection and login); a person's template
 #   message names a template the company's catalog must hold, approved, with as many
 #   parameters as it takes; a user's e-mail address must be deliverable (a domain with a
 #   dot); `GET /leads?assigned_to=me` needs a key that belongs to a person; a DKIM key must
 #   be a readable RSA PEM of 2048 bits or more; an email template must parse as Jinja2 and
 #   name only the lead's fields, and a preview needs a lead that has them: no schema can
+#   dot); `GET /leads?assigned_to=me` needs a key that belongs to a person; a quiet-hours
+#   window's start and end must differ, and Twilio must accept an SMS number's SID and
+#   token: no schema can
 #   decide these, so 422 is an expected answer to schema-valid data
 #   there, and only there.
 SCHEMATHESIS_CONFIG = """
@@ -90,6 +103,8 @@ include-name = [
     "POST /channels/whatsapp", "POST /leads/{lead_id}/messages", "POST /users", "GET /leads",
     "POST /channels/email/domains", "POST /templates/email",
     "POST /templates/{template_id}/preview",
+    "POST /channels/email",
+    "PATCH /channels/quiet-hours", "POST /channels/sms",
 ]
 checks.positive_data_acceptance.expected-statuses = [
     "2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"

@@ -27,6 +27,11 @@ from shvya.ai.api import leads_router as ai_leads_router
 from shvya.ai.api import router as ai_router
 from shvya.channels.api import router as channels_router
 from shvya.channels.email_domains_api import router as email_domains_router
+from shvya.channels.email_inbound_api import router as email_inbound_router
+from shvya.channels.feedback_api import router as email_feedback_router
+from shvya.channels.feedback_api import webhooks_router as email_webhooks_router
+from shvya.channels.twilio_webhooks import router as twilio_webhooks_router
+from shvya.channels.unsubscribe import router as unsubscribe_router
 from shvya.channels.webhooks import router as webhooks_router
 from shvya.clock import Clock, SystemClock
 from shvya.config import Environment, JobEngineName, Settings, load_settings
@@ -70,18 +75,29 @@ class BodySizeLimit:
     """
 
     def __init__(
-        self, app: ASGIApp, *, max_bytes: int, upload_paths: dict[str, int] | None = None
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        upload_paths: dict[str, int] | None = None,
+        upload_prefixes: dict[str, int] | None = None,
     ) -> None:
         self.app = app
         self.default_max_bytes = max_bytes
         # Routes that take files (knowledge-base uploads) get their own, larger limit.
         self.upload_paths = upload_paths or {}
+        # Routes under a prefix with their own limit (inbound email: /webhooks/email/inbound/).
+        self.upload_prefixes = upload_prefixes or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        max_bytes = self.upload_paths.get(scope.get("path", ""), self.default_max_bytes)
+        path = scope.get("path", "")
+        max_bytes = self.upload_paths.get(path, self.default_max_bytes)
+        for prefix, prefix_max in self.upload_prefixes.items():
+            if path.startswith(prefix):
+                max_bytes = prefix_max
         await self._limited(scope, receive, send, max_bytes)
 
     async def _limited(self, scope: Scope, receive: Receive, send: Send, max_bytes: int) -> None:
@@ -413,6 +429,9 @@ def create_app(
     app.include_router(conversations_router, dependencies=api)
     app.include_router(channels_router, dependencies=api)
     app.include_router(webhooks_router)
+    app.include_router(unsubscribe_router)  # no login: the token is the credential
+    app.include_router(twilio_webhooks_router)
+    app.include_router(email_inbound_router)
     app.include_router(templates_router, dependencies=api)
     app.include_router(crm_router, dependencies=api)
     app.include_router(ai_leads_router, dependencies=api)
@@ -423,9 +442,12 @@ def create_app(
     # Issue 15 part F: DKIM keys per sending domain.
     app.include_router(email_domains_router, dependencies=api)
     app.include_router(email_templates_router, dependencies=api)
+    app.include_router(email_feedback_router, dependencies=api)
+    app.include_router(email_webhooks_router)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,
         upload_paths={"/kb/documents": settings.max_upload_bytes},
+        upload_prefixes={"/webhooks/email/inbound": settings.max_inbound_email_bytes},
     )
     return app

@@ -200,6 +200,7 @@ def serve(
             lambda session: onboarding.bootstrap_default_company(session, now=SystemClock().now()),
         )
         connected = _in_transaction(engine, lambda session: _connect_meta_number(session, settings))
+        mailbox = _in_transaction(engine, lambda session: _connect_smtp_mailbox(session, settings))
     if first is not None:
         company, raw_key = first
         typer.echo(
@@ -223,6 +224,8 @@ def serve(
             f"WhatsApp Cloud number {connected} (META_PHONE_NUMBER_ID) is connected to the "
             "default company"
         )
+    if mailbox:
+        typer.echo(f"Email from {mailbox} (SMTP_*) is connected to the default company")
     bind_host = host or settings.host
     bind_port = port or settings.port
     docs = f"http://{bind_host}:{bind_port}/docs" if settings.docs_enabled else "(docs off)"
@@ -241,6 +244,23 @@ def serve(
         # SHVYA_TRUSTED_PROXIES names (shvya.deps.client_address).
         proxy_headers=False,
     )
+
+
+def _connect_smtp_mailbox(session: Session, settings: Settings) -> str | None:
+    """SMTP_* connect the default company's mailbox, checked with the server (docs/email.md 5)."""
+    if not settings.smtp_host or not settings.smtp_from_email:
+        return None
+    from shvya.channels import service as channels
+
+    company = tenancy.get_default_company(session)
+    run_phases(
+        channels.connect_email_from_environment(
+            session, company_id=company.id, settings=settings, now=SystemClock().now()
+        ),
+        session=session,
+        end_prepare=commit_between_phases(session),
+    )
+    return settings.smtp_from_email
 
 
 def _connect_meta_number(session: Session, settings: Settings) -> str | None:

@@ -167,6 +167,32 @@ class Settings(BaseSettings):
     # "host:port" (port 53 when left out); unset, the system's resolvers.
     dns_nameserver: str | None = Field(default=None, pattern=r"^[^\s:]+(:\d{1,5})?$")
     dns_timeout_seconds: float = Field(default=5.0, gt=0.0, le=60.0)
+    # --- Issue 15, part B: Amazon SES and SendGrid transports (docs/email-providers.md) ---
+    # Where boto3's SESv2 client sends (tests point it at a local fake); None: AWS itself.
+    ses_endpoint_url: str | None = None
+    # Connect and read timeout of every email provider call (SES, SendGrid).
+    email_timeout_seconds: float = Field(default=30.0, gt=0.0, le=300.0)
+    sendgrid_base_url: str = "https://api.sendgrid.com"
+    # --- SMS over Twilio (issue 15 part D, docs/sms.md) ---
+    # Twilio's REST API base: tests point it at their fake on 127.0.0.1.
+    twilio_base_url: str = _env_var(
+        "TWILIO_BASE_URL", default="https://api.twilio.com", pattern=r"^https?://[^\s/]+.*$"
+    )
+    # Email in (issue 15, part E; docs/email-inbound.md). SendGrid Inbound Parse signs nothing:
+    # the token in POST /webhooks/email/inbound/{token} is the secret. Unset: the route refuses.
+    email_inbound_token: SecretStr | None = None
+    # The largest inbound email delivery (Inbound Parse posts up to 30 MB with attachments).
+    max_inbound_email_bytes: int = Field(default=30 * 1024 * 1024, ge=1024)
+    # --- part C: bounces, complaints and sending-domain reputation (docs/email-feedback.md) ---
+    # SigningCertURL and SubscribeURL of an SNS delivery must match this (Amazon's SNS hosts);
+    # tests point it at their own server on 127.0.0.1.
+    sns_cert_url_pattern: str = r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/"
+    # A SendGrid event delivery whose signed timestamp is older (or further ahead) is refused.
+    sendgrid_webhook_max_age_seconds: int = Field(default=600, ge=1)
+    # The rolling window rates are taken over, and the sends a domain needs in it before its
+    # rates count (a few events on a handful of sends say nothing about a domain).
+    email_reputation_window_days: int = Field(default=30, ge=1, le=365)
+    email_reputation_min_sends: int = Field(default=100, ge=1)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -4,6 +4,7 @@ channel, ai.engage answers through the router, and what a sales team would check
 from __future__ import annotations
 
 import itertools
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -12,6 +13,7 @@ from sqlalchemy import select
 from shvya.ai.text import NEAR_REPEAT, sentences, similarity, word_count
 from shvya.ai.understanding import detect_language
 from shvya.jobs.models import Job
+from shvya.jobs.service import JobType, enqueue_job
 from tests.ai.salesperson import Desk
 from tests.ai.support import PRICING_MD
 
@@ -221,13 +223,25 @@ def test_a_bumpup_is_refused_on_email_and_while_the_lead_waits_for_an_answer(
     desk: Desk,
 ) -> None:
     email_lead = new_lead(desk, channel="email", value="ravi@example.com")
-    job_id = desk.client.post(f"/leads/{email_lead}/bumpup", headers=desk.tenant.agent).json()[
-        "job_id"
-    ]
+    # Email is never used for bump-ups: refused when asked for, and by the job itself when
+    # one is queued some other way (a schedule); nothing goes out.
+    answer = desk.client.post(f"/leads/{email_lead}/bumpup", headers=desk.tenant.agent)
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["error"] == "email_not_for_bumpups"
+    assert "never goes by email" in answer.json()["detail"]
+    with desk.factory.begin() as session:
+        job_id, _ = enqueue_job(
+            session,
+            JobType.followup_bumpup,
+            {"lead_id": email_lead},
+            company_id=desk.tenant.company_id,
+            lead_id=uuid.UUID(email_lead),
+            now=desk.clock.now(),
+        )
     desk.run()
     job = desk.job(job_id)
     assert job["status"] == "failed"
-    assert "WhatsApp" in job["last_error"]
+    assert "never goes by email" in job["last_error"]
     assert desk.replies(email_lead) == []
 
     waiting = desk.write("what does the premium plan cost?")
@@ -317,7 +331,8 @@ def test_an_opt_out_in_words_suppresses_the_lead_and_gets_no_sales_reply(desk: D
     inbound = desk.converse("please stop messaging me")
     lead_id = inbound["lead_id"]
     [opted] = desk.events(lead_id, "OptedOut")
-    assert opted.data["source"] == "ai"
+    # The lead asked in words: a keyword opt-out, told apart by the AI as the actor.
+    assert (opted.data["source"], opted.actor) == ("keyword", "ai")
     desk.run()  # the confirmation notice
     purposes = [m["meta"]["purpose"] for m in desk.replies(lead_id)]
     assert purposes == ["opt_out_confirmation"]

@@ -192,7 +192,8 @@ def test_the_models_opt_out_and_bant_are_applied(desk: Desk, fake_openai: FakeOp
     fake_openai.reply_json(understanding(intent="opt_out", opt_out=True))
     second = desk.converse("I'd rather you didn't contact me again.")
     [opted] = desk.events(first["lead_id"], "OptedOut")
-    assert opted.data["source"] == "ai"
+    # The lead asked in words: a keyword opt-out, told apart by the AI as the actor.
+    assert (opted.data["source"], opted.actor) == ("keyword", "ai")
     assert desk.job(second["job_id"])["result"]["outcome"] == "opted_out"
 
 

@@ -767,7 +767,7 @@ def test_suppressions_are_managed_by_admins(
     created = client.post("/suppressions", json=body, headers=acme.admin)
     assert created.status_code == 201
     assert created.json()["address"] == "+16315551181"
-    assert (created.json()["reason"], created.json()["source"]) == ("manual", "api")
+    assert (created.json()["reason"], created.json()["source"]) == ("manual", "manual")
     again = client.post("/suppressions", json=body, headers=acme.admin)
     assert again.status_code == 200
     assert again.json()["id"] == created.json()["id"]

@@ -324,3 +324,78 @@ def test_the_default_company_of_an_existing_installation(
     with pytest.raises(DBAPIError), engine.begin() as conn:  # never two defaults
         conn.execute(text("UPDATE companies SET is_default = 1"))
     engine.dispose()
+
+
+def test_0014_turns_old_suppression_sources_into_suppression_source_values(
+    empty_database_url: str,
+) -> None:
+    """Before 0014 a suppression's source was free-form: webhook, api, cli, ai or keyword."""
+    upgrade_database(empty_database_url, "0013")
+    json_type = sa.JSON().with_variant(JSONB(), "postgresql")
+    companies = sa.table(
+        "companies",
+        sa.column("id", sa.Uuid()),
+        *(sa.column(name) for name in ("name", "slug", "timezone", "plan")),
+        sa.column("company_card", json_type),
+        sa.column("settings", json_type),
+        sa.column("is_default", sa.Boolean()),
+        sa.column("created_at", UTCDateTime()),
+        sa.column("updated_at", UTCDateTime()),
+    )
+    suppressions = sa.table(
+        "suppressions",
+        sa.column("id", sa.Uuid()),
+        sa.column("company_id", sa.Uuid()),
+        *(sa.column(name) for name in ("channel", "address", "reason", "source")),
+        sa.column("created_at", UTCDateTime()),
+    )
+    company_id = uuid.uuid4()
+    old = {"webhook": "provider", "api": "manual", "cli": "manual", "ai": "keyword"}
+    old["keyword"] = "keyword"
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.insert(companies).values(
+                    id=company_id,
+                    name="Acme",
+                    slug="acme",
+                    timezone="UTC",
+                    plan="free",
+                    company_card={},
+                    settings={},
+                    is_default=False,
+                    created_at=T0,
+                    updated_at=T0,
+                )
+            )
+            for source in old:
+                conn.execute(
+                    sa.insert(suppressions).values(
+                        id=uuid.uuid4(),
+                        company_id=company_id,
+                        channel="email",
+                        address=f"{source}@example.com",
+                        reason="opt_out",
+                        source=source,
+                        created_at=T0,
+                    )
+                )
+
+        def sources() -> dict[str, str]:
+            with engine.connect() as conn:
+                rows = conn.execute(sa.select(suppressions.c.address, suppressions.c.source))
+                return {address.split("@")[0]: source for address, source in rows}
+
+        upgrade_database(empty_database_url, "0014")
+        assert sources() == old
+        command.downgrade(alembic_config(empty_database_url), "0013")
+        assert sources() == {
+            "webhook": "webhook",
+            "api": "api",
+            "cli": "api",
+            "ai": "keyword",
+            "keyword": "keyword",
+        }
+    finally:
+        engine.dispose()

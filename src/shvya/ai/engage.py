@@ -16,6 +16,7 @@ made with a transaction open. Decisions come from the understanding, never from 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -54,7 +55,7 @@ from shvya.channels.schemas import OutboundContent
 from shvya.conversations import service as conversations
 from shvya.conversations.models import Message
 from shvya.crm import service as crm
-from shvya.crm.models import Channel, Lead, Pipeline, Stage
+from shvya.crm.models import Channel, Lead, Pipeline, Stage, SuppressionSource
 from shvya.crm.schemas import BANT_FIELDS, StageAIConfig
 from shvya.db.phases import Phases
 from shvya.events.service import append_lead_event
@@ -154,6 +155,9 @@ class Turn:
     config: StageAIConfig
     channel: Channel
     result: dict[str, Any] = field(default_factory=dict)
+    # An email the company does not let the AI answer itself: the reply is drafted and kept on
+    # the lead's message for a person to send, never sent (docs/email-inbound.md).
+    suggest_only: bool = False
 
     @property
     def latest(self) -> Message:
@@ -196,18 +200,23 @@ def engage(ctx: JobContext) -> Phases[dict[str, Any]]:
             # lead who asked to stop or for a person is not ignored.
             understood = understand_without_model(run, turn)
         else:
-            turn.result["typing"] = yield from channels.show_typing(
-                ctx.session,
-                company_id=turn.company.id,
-                channel=turn.channel,
-                reply_to_external_id=turn.latest.external_id,
-                settings=ctx.settings,
-            )
+            if not turn.suggest_only:  # no typing indicator for a reply nobody sends now
+                turn.result["typing"] = yield from channels.show_typing(
+                    ctx.session,
+                    company_id=turn.company.id,
+                    channel=turn.channel,
+                    reply_to_external_id=turn.latest.external_id,
+                    settings=ctx.settings,
+                )
             understood = yield from understand(ctx, run, turn)
         learning = learn(ctx.session, turn, understood)
         if understood.opt_out:
             return opt_out(ctx, run, turn, learning)
-        if understood.handoff and understood.handoff_reason in learning.config.handoff_on:
+        if (
+            understood.handoff
+            and understood.handoff_reason in learning.config.handoff_on
+            and not turn.suggest_only  # the lead waits for a person already (email_reply)
+        ):
             # A refused preflight refuses the handoff message too: the pause stands with it.
             return (yield from hand_off(ctx, run, turn, learning, understood.handoff_reason))
         if isinstance(verdict, Refuse):
@@ -222,11 +231,15 @@ def engage(ctx: JobContext) -> Phases[dict[str, Any]]:
         request = engage_request(ctx.session, turn, learning, hits, turns)
         first = yield from draft(ctx, run, request, lead=turn.lead, hits=hits)
         unknown = not first.answered and asks_something(understood, turn.text)
-        if unknown and "unknown_answer" in learning.config.handoff_on:
+        if unknown and "unknown_answer" in learning.config.handoff_on and not turn.suggest_only:
             return (yield from hand_off(ctx, run, turn, learning, "unknown_answer"))
         checked = yield from guard(ctx, run, turn, request, first, hits, turns)
         reply = fit(checked.reply, _limit(turn, learning))
         content = OutboundContent(text=reply, reengage_with_template=True)
+        if turn.channel is Channel.email:
+            content = _email_reply(turn, reply)
+        if turn.suggest_only:
+            return suggest(ctx, run, turn, learning, content, checked, turns)
         return (yield from send(ctx, run, turn, learning, content, checked, turns))
     except ProviderError as exc:
         raise ai.job_failure(exc) from exc
@@ -257,7 +270,8 @@ def load(ctx: JobContext, run: Run) -> Turn | RetryHandoff | dict[str, Any]:
             return {"outcome": "unknown", "send_key": key, "timings_ms": run.timings()}
     if not company.ai_enabled:
         return run.skip("ai_disabled")
-    if lead.ai_paused:
+    suggest_only = _suggest_only(session, company, message_id)
+    if lead.ai_paused and not (suggest_only and lead.ai_paused_reason == crm.EMAIL_REPLY_REASON):
         # Paused by this job's own handoff, whose message then failed in a way worth
         # retrying: the lead still gets it.
         handoff = conversations.find_outbound_by_send_key(
@@ -291,6 +305,20 @@ def load(ctx: JobContext, run: Run) -> Turn | RetryHandoff | dict[str, Any]:
         config=config,
         channel=Channel(latest.channel),
         result={"answers": [str(m.id) for m in pending]},
+        suggest_only=suggest_only,
+    )
+
+
+def _suggest_only(session: Session, company: Company, message_id: Any) -> bool:
+    """Email is for scheduled work: an answer to an inbound email is only suggested unless
+    the company lets the AI send email replies (docs/email-inbound.md). Decided before the
+    router or any model is asked, and again whenever the job runs (a person resuming the AI
+    does not make it email on its own)."""
+    message = session.get(Message, message_id)
+    return (
+        message is not None
+        and message.channel == Channel.email.value
+        and not tenancy.ai_email_replies(company)
     )
 
 
@@ -298,6 +326,8 @@ def preflight(ctx: JobContext, run: Run, turn: Turn) -> Allow | Refuse | dict[st
     """The router's verdict before any model call. A deferral reschedules the job here,
     nothing spent; a suppressed lead has nothing to answer; any other refusal is returned, for
     the run to read the messages without a model before it ends with the router's reason."""
+    if turn.suggest_only:
+        return Allow()  # nothing is sent: a suggestion waits for no window or quiet hours
     verdict = channels.preflight(
         ctx.session,
         company_id=turn.company.id,
@@ -574,7 +604,7 @@ def opt_out(ctx: JobContext, run: Run, turn: Turn, learning: Learning) -> dict[s
         channel=turn.channel,
         address=contact.value,
         message_id=turn.latest.id,
-        source="ai",
+        source=SuppressionSource.keyword,
         actor="ai",
         now=ctx.now,
     )
@@ -650,7 +680,9 @@ def still_wanted(ctx: JobContext, run: Run, turn: Turn) -> dict[str, Any] | None
     wanted? A newer message may have arrived (its own job answers them all), or a person may
     have paused the AI while the model was writing. None: send."""
     crm.lock_lead(ctx.session, turn.lead)
-    if turn.lead.ai_paused:
+    if turn.lead.ai_paused and not (
+        turn.suggest_only and turn.lead.ai_paused_reason == crm.EMAIL_REPLY_REASON
+    ):
         return run.skip("ai_paused")
     newest = conversations.newest_answerable_inbound(
         ctx.session, company_id=turn.company.id, lead_id=turn.lead.id
@@ -1040,6 +1072,75 @@ def send(
     return {
         "outcome": sent.outcome.value,
         "message_id": str(sent.message_id),
+        **turn.result,
+        **run.notes,
+        "passages": checked.sources,
+        "timings_ms": run.timings(),
+    }
+
+
+def _email_reply(turn: Turn, reply: str) -> OutboundContent:
+    """An answer to the lead's email: "Re: <their subject>", In-Reply-To their Message-ID and
+    References their thread plus it (RFC 5322 3.6.4)."""
+    latest = turn.latest
+    subject = str(latest.meta.get("subject") or "").strip()
+    if not re.match(r"(?i)^re:", subject):
+        subject = f"Re: {subject}" if subject else "Re:"
+    references = [r for r in latest.meta.get("email_references", []) if isinstance(r, str)]
+    their_id = latest.email_message_id
+    if their_id is not None and their_id not in references:
+        references.append(their_id)
+    return OutboundContent(
+        text=reply,
+        subject=subject[:998],
+        email_in_reply_to=their_id,
+        email_references=references[-100:] or None,
+    )
+
+
+def suggest(
+    ctx: JobContext,
+    run: Run,
+    turn: Turn,
+    learning: Learning,
+    content: OutboundContent,
+    checked: Draft,
+    turns: list[Message] | None,
+) -> dict[str, Any]:
+    """Keep the drafted answer on the lead's email (meta["suggested_reply"]) for a person to
+    send, with ReplySuggested; nothing goes to the router."""
+    superseded = still_wanted(ctx, run, turn)
+    if superseded is not None:
+        return superseded
+    record_learning(ctx.session, turn, learning, ctx.now)
+    if turns is not None:
+        memory.remember(
+            ctx.session, lead=turn.lead, turns=turns, reply=content.preview(), now=ctx.now
+        )
+    latest = turn.latest
+    suggestion = {
+        "text": content.text,
+        "subject": content.subject,
+        "email_in_reply_to": content.email_in_reply_to,
+        "email_references": content.email_references or [],
+        "passages": checked.sources,
+        "safe_answer": checked.is_safe_answer,
+        "created_at": ctx.now.isoformat(),
+    }
+    latest.meta = {**latest.meta, "suggested_reply": suggestion}
+    append_lead_event(
+        ctx.session,
+        company_id=turn.company.id,
+        lead_id=turn.lead.id,
+        type="ReplySuggested",
+        data={"message_id": str(latest.id), "channel": turn.channel.value},
+        actor="ai",
+        now=ctx.now,
+    )
+    ctx.session.flush()
+    return {
+        "outcome": "suggested",
+        "message_id": str(latest.id),
         **turn.result,
         **run.notes,
         "passages": checked.sources,

@@ -23,7 +23,7 @@ from shvya.ai.runs import Run, ask, job_lead, send_text
 from shvya.ai.text import NEAR_REPEAT, markup_in, sentences, similarity, word_count
 from shvya.ai.understanding import UNREAD_SCAN, merge_read, read_unread
 from shvya.channels import service as channels
-from shvya.channels.policies import Allow, SendKind
+from shvya.channels.policies import EMAIL_NOT_FOR_BUMPUPS, Allow, SendKind
 from shvya.channels.schemas import OutboundContent, TemplateSend
 from shvya.conversations import service as conversations
 from shvya.crm import service as crm
@@ -237,6 +237,10 @@ def _bumpup_channel(session: Session, lead: Lead) -> Channel:
     for wanted in BUMPUP_CHANNELS:
         if any(c.channel == wanted.value for c in contacts):
             return wanted
+    if contacts and all(c.channel == Channel.email.value for c in contacts):
+        # Email is for scheduled work: never a bump-up (docs/quiet-hours.md, the router's
+        # rule in channels.policies).
+        raise _refuse(EMAIL_NOT_FOR_BUMPUPS.reason, EMAIL_NOT_FOR_BUMPUPS.detail)
     have = ", ".join(sorted({c.channel for c in contacts})) or "none"
     raise _refuse(
         "channel_not_whatsapp",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
@@ -20,11 +21,21 @@ class FailureKind(StrEnum):
 
 
 class ChannelSendError(Exception):
-    def __init__(self, kind: FailureKind, code: str, message: str) -> None:
+    def __init__(
+        self,
+        kind: FailureKind,
+        code: str,
+        message: str,
+        *,
+        retry_at: datetime | None = None,
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.kind = kind
         self.code = code
         self.message = message
+        # For `retry`: the earliest moment the provider said it will take another request
+        # (SendGrid's X-RateLimit-Reset); None: the queue's own backoff decides.
+        self.retry_at = retry_at
 
 
 @dataclass(frozen=True)

@@ -1,28 +1,39 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from datetime import UTC
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from sqlalchemy.orm import Session, sessionmaker
 
-from shvya.channels import service
+from shvya.channels import quiet_hours, service, sms
 from shvya.channels.adapters import ChannelSendError
 from shvya.channels.policies import Defer
 from shvya.channels.schemas import (
     ChannelAccountOut,
+    EmailAccountIn,
     PersonMessageIn,
     PersonMessageOut,
+    QuietHoursOut,
+    QuietHoursPatchIn,
+    SmsAccountIn,
     VerdictOut,
     WhatsAppAccountIn,
 )
 from shvya.conversations import service as conversations
 from shvya.crm import service as crm
-from shvya.crm.models import Channel, SuppressionReason
+from shvya.crm.export import SUPPRESSION_CSV_HEADER, csv_line
+from shvya.crm.models import Channel, SuppressionReason, SuppressionSource
 from shvya.crm.schemas import SuppressionIn, SuppressionOut
 from shvya.crypto import SecretUnreadable, decrypt_secret, mask_secret
 from shvya.db.phases import commit_between_phases, run_phases
 from shvya.db.session import DbSession
 from shvya.deps import ClockDep, Paging, SettingsDep
-from shvya.errors import NotFound, ShvyaError
+from shvya.errors import InvalidInput, NotFound, ShvyaError
+from shvya.events.service import append_company_event
 from shvya.schemas import (
     AUTH_ERRORS,
     Page,
@@ -113,6 +124,40 @@ def connect_whatsapp(
     return _account_out(account, settings.secret_key.get_secret_value())
 
 
+@router.post(
+    "/channels/email",
+    status_code=201,
+    summary=(
+        "Connect the company's email account (admin): provider (smtp), from_email, from_name "
+        "and the provider's fields (SMTP host, port, security, username, password). The "
+        "connection and login are checked first unless verify is false; a 422 names the wrong "
+        "field. The secret is stored encrypted; connecting again replaces the account"
+    ),
+    responses=error_responses(403, 409),
+)
+def connect_email(
+    body: EmailAccountIn,
+    session: DbSession,
+    key: AdminKey,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> ChannelAccountOut:
+    # The server is asked before anything is written, with no transaction open meanwhile.
+    account = run_phases(
+        service.connect_email(
+            session,
+            company_id=key.company.id,
+            data=body,
+            settings=settings,
+            actor=key.actor,
+            now=clock.now(),
+        ),
+        session=session,
+        end_prepare=commit_between_phases(session),
+    )
+    return _account_out(account, settings.secret_key.get_secret_value())
+
+
 @router.get(
     "/messages/{message_id}/media",
     summary="A lead's media (image, document, audio, video), fetched from WhatsApp on demand",
@@ -156,14 +201,75 @@ def get_message_media(
     )
 
 
+SourceFilter = Annotated[
+    SuppressionSource | None,
+    Query(description="Only suppressions from this source (docs/email-providers.md section 3)"),
+]
+ChannelFilter = Annotated[Channel | None, Query(description="Only suppressions on this channel")]
+
+
 @router.get(
     "/suppressions",
-    summary="Addresses nothing is sent to (admin)",
+    summary="Addresses nothing is sent to (admin); filter by source and channel",
     responses=error_responses(403),
 )
-def list_suppressions(session: DbSession, key: AdminKey, page: Paging) -> SuppressionPage:
-    rows, total = crm.list_suppressions(session, company_id=key.company.id, page=page)
+def list_suppressions(
+    session: DbSession,
+    key: AdminKey,
+    page: Paging,
+    source: SourceFilter = None,
+    channel: ChannelFilter = None,
+) -> SuppressionPage:
+    rows, total = crm.list_suppressions(
+        session, company_id=key.company.id, page=page, source=source, channel=channel
+    )
     return SuppressionPage.of(rows, total, page)
+
+
+@router.get(
+    "/suppressions.csv",
+    summary="Export the suppressions as CSV (admin), streamed; same filters as the list",
+    response_class=StreamingResponse,
+    responses={
+        **error_responses(403),
+        200: {
+            "content": {"text/csv": {}},
+            "description": "address,channel,reason,source,"
+            "created_at, a header row then one row per suppression, newest first",
+        },
+    },
+)
+def export_suppressions(
+    request: Request,
+    key: AdminKey,
+    source: SourceFilter = None,
+    channel: ChannelFilter = None,
+) -> StreamingResponse:
+    factory: sessionmaker[Session] = request.app.state.session_factory
+    company_id = key.company.id
+
+    def lines() -> Iterator[str]:
+        # Its own session: the request's is closed before a streamed body is sent.
+        with factory() as session:
+            yield csv_line(SUPPRESSION_CSV_HEADER)
+            for row in crm.iter_suppressions(
+                session, company_id=company_id, source=source, channel=channel
+            ):
+                yield csv_line(
+                    (
+                        row.address,
+                        row.channel,
+                        row.reason,
+                        row.source,
+                        row.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+                    )
+                )
+
+    return StreamingResponse(
+        lines(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="suppressions.csv"'},
+    )
 
 
 @router.post(
@@ -191,7 +297,7 @@ def add_suppression(
         channel=channel.value,
         address=address,
         reason=SuppressionReason(body.reason),
-        source="api",
+        source=SuppressionSource.manual,
         actor=key.actor,
         now=clock.now(),
         lead_id=contact.lead_id if contact else None,
@@ -273,3 +379,87 @@ def post_person_message(
         status=queued.message.status,
         verdict=out,
     )
+
+
+# --- quiet hours (docs/quiet-hours.md) --------------------------------------------------------
+
+
+def _quiet_hours_out(settings: dict[str, Any]) -> QuietHoursOut:
+    windows = quiet_hours.company_windows(settings)
+    return QuietHoursOut.model_validate({c.value: w.as_json() for c, w in windows.items()})
+
+
+@router.get(
+    "/channels/quiet-hours",
+    summary="The local hours email and SMS may reach a lead in (the defaults where unset)",
+    responses=error_responses(403),
+)
+def get_quiet_hours(session: DbSession, key: AdminKey) -> QuietHoursOut:
+    company = tenancy.get_company(session, company_id=key.company.id)
+    return _quiet_hours_out(company.settings)
+
+
+@router.patch(
+    "/channels/quiet-hours",
+    summary="Change the local hours email or SMS may reach a lead in; null restores a default",
+    description='Body: {"email": {"start": "08:00", "end": "22:00"}, "sms": {...}}; HH:MM, '
+    "start before end, or an overnight window (start after end). Sends outside the window "
+    "wait for its next minute in the lead's time zone.",
+    responses=error_responses(403, 422),
+)
+def patch_quiet_hours(
+    body: QuietHoursPatchIn, session: DbSession, key: AdminKey, clock: ClockDep
+) -> QuietHoursOut:
+    company = tenancy.get_company(session, company_id=key.company.id)
+    try:
+        settings = quiet_hours.patched_settings(company.settings, body.as_patch())
+    except quiet_hours.QuietHoursInvalid as exc:
+        raise InvalidInput(str(exc), extra={"field": exc.field}) from exc
+    if settings != company.settings:
+        company.settings = settings
+        company.updated_at = clock.now()
+        append_company_event(
+            session,
+            company_id=company.id,
+            type="CompanyUpdated",
+            data={"changed": ["channels.quiet_hours"]},
+            actor=key.actor,
+            now=clock.now(),
+        )
+    return _quiet_hours_out(company.settings)
+
+
+# --- SMS over Twilio (docs/sms.md) ------------------------------------------------------------
+
+
+@router.post(
+    "/channels/sms",
+    status_code=201,
+    summary=(
+        "Connect a Twilio SMS number (admin), once Twilio accepts the account SID and auth "
+        'token (unless "verify": false); the token is stored encrypted'
+    ),
+    responses=error_responses(403, 409, 422, 502),
+)
+def connect_sms(
+    body: SmsAccountIn,
+    session: DbSession,
+    key: AdminKey,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> ChannelAccountOut:
+    # Twilio is asked before anything is written, with no transaction open while it answers
+    # (docs/architecture.md rule 1).
+    account = run_phases(
+        sms.connect_sms(
+            session,
+            company_id=key.company.id,
+            data=body,
+            settings=settings,
+            actor=key.actor,
+            now=clock.now(),
+        ),
+        session=session,
+        end_prepare=commit_between_phases(session),
+    )
+    return _account_out(account, settings.secret_key.get_secret_value())

@@ -9,11 +9,21 @@ window (docs/whatsapp.md 1.11), the suppression list and the contact's marketing
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from shvya.channels.quiet_hours import (
+    DEFAULT_WINDOWS,
+    LIVE_CONVERSATION,
+    QuietHoursInvalid,
+    QuietWindow,
+    next_allowed,
+    parse_windows,
+)
 from shvya.channels.schemas import OutboundContent, TemplateSend
 from shvya.crm.models import Channel
 
@@ -33,6 +43,10 @@ class ChannelPolicy:
     window_hours: float = 24.0
     # Sent instead of a free-form AI reply or bump-up outside the 24-hour window.
     reengagement_template: TemplateSend | None = None
+    # Local hours email and SMS may go in (docs/quiet-hours.md); the defaults where unset.
+    quiet_hours: Mapping[Channel, QuietWindow] = field(
+        default_factory=lambda: dict(DEFAULT_WINDOWS)
+    )
 
     @classmethod
     def from_settings(cls, settings: dict[str, Any]) -> ChannelPolicy:
@@ -43,7 +57,16 @@ class ChannelPolicy:
             throughput_per_second=int(raw.get("throughput_per_second", cls.throughput_per_second)),
             window_hours=float(raw.get("window_hours", cls.window_hours)),
             reengagement_template=TemplateSend.model_validate(template) if template else None,
+            quiet_hours=_stored_quiet_hours(raw.get("quiet_hours")),
         )
+
+
+def _stored_quiet_hours(raw: Any) -> dict[Channel, QuietWindow]:
+    # PATCH /channels/quiet-hours validates what it stores: anything else is the defaults.
+    try:
+        return parse_windows(raw)
+    except QuietHoursInvalid:
+        return dict(DEFAULT_WINDOWS)
 
 
 @dataclass(frozen=True)
@@ -63,6 +86,12 @@ class SendFacts:
     # `user_preferences` "stop", until "resume"). A contact who never said either has the
     # consent they gave by writing to the business first (docs/whatsapp.md 1.12).
     marketing_consent: bool
+    # The lead's IANA time zone for quiet hours (docs/quiet-hours.md): their own, else their
+    # phone number's, else the company's.
+    lead_timezone: str = "UTC"
+    # Email only: why sequence email from the sender's domain is paused (its complaint or
+    # bounce rate crossed the pause line, docs/email-feedback.md 4), or None.
+    email_paused: str | None = None
 
 
 class SendKind(StrEnum):
@@ -95,6 +124,8 @@ MARKETING_KINDS = frozenset({SendKind.bumpup, SendKind.sequence_step})
 REENGAGING_KINDS = frozenset({SendKind.reply, SendKind.bumpup})
 # The template category WhatsApp's marketing preference stops (docs/whatsapp.md 1.12).
 MARKETING_CATEGORY = "MARKETING"
+# What a paused sending domain stops (docs/email-feedback.md 4).
+EMAIL_PAUSED_KINDS = frozenset({SendKind.sequence_step, SendKind.bumpup})
 
 
 def kind_of(content: OutboundContent) -> SendKind:
@@ -145,6 +176,40 @@ NO_MARKETING_CONSENT = Refuse(
 )
 
 
+EMAIL_NOT_FOR_BUMPUPS = Refuse(
+    "email_not_for_bumpups",
+    "email is for scheduled work (sequences and a person's messages): a bump-up never goes by "
+    "email",
+)
+
+
+def quiet_hours_verdict(policy: ChannelPolicy, facts: SendFacts, kind: SendKind) -> Defer | None:
+    """Email and SMS wait for the lead's morning (docs/quiet-hours.md). Not WhatsApp, which
+    answers live conversations; not the opt-out confirmation; not an SMS answer (a reply or a
+    person's message) to a lead who wrote on SMS in the last 30 minutes."""
+    window = policy.quiet_hours.get(facts.channel)
+    if window is None or kind is SendKind.opt_out_confirmation:
+        return None
+    live = (
+        facts.channel is Channel.sms
+        and kind in (SendKind.reply, SendKind.message)
+        and facts.last_inbound_at is not None
+        and facts.now - facts.last_inbound_at < LIVE_CONVERSATION
+    )
+    if live:
+        return None
+    until = next_allowed(window, facts.now, facts.lead_timezone)
+    if until is None:
+        return None
+    local = facts.now.astimezone(ZoneInfo(facts.lead_timezone))
+    hours = window.as_json()
+    return Defer(
+        until,
+        f"quiet_hours: {facts.channel.value} goes {hours['start']}-{hours['end']} in the lead's "
+        f"time ({facts.lead_timezone}, now {local:%H:%M} there)",
+    )
+
+
 def verdict(policy: ChannelPolicy, facts: SendFacts, kind: SendKind) -> Verdict:
     """The rules for a send of this kind: what a handler asks before it drafts (preflight)
     and what the send asks again with the content (decide)."""
@@ -158,9 +223,14 @@ def _rules(
     policy: ChannelPolicy, facts: SendFacts, kind: SendKind, *, as_template: bool
 ) -> Verdict:
     confirmation = kind is SendKind.opt_out_confirmation
+    if kind is SendKind.bumpup and facts.channel is Channel.email:
+        return EMAIL_NOT_FOR_BUMPUPS
     if facts.is_suppressed and not confirmation:
         # The confirmation's once-only is its send key's (channels.service).
         return Refuse("suppressed", "the contact is on the suppression list")
+    if facts.email_paused and facts.channel is Channel.email and kind in EMAIL_PAUSED_KINDS:
+        # Replies and a person's messages still go: only what the business starts waits.
+        return Refuse("email_paused", facts.email_paused)
     if kind in MARKETING_KINDS and not facts.marketing_consent:
         return NO_MARKETING_CONSENT
     template = None
@@ -178,6 +248,9 @@ def _rules(
     if not window_open and not facts.marketing_consent:
         # A template outside the window starts a conversation: that is marketing.
         return NO_MARKETING_CONSENT
+    quiet = quiet_hours_verdict(policy, facts, kind)
+    if quiet is not None:
+        return quiet
     paced = facts.channel in WHATSAPP_CHANNELS  # the sandbox answers as fast as it can
     if paced and facts.last_outbound_at is not None and not confirmation:
         next_allowed = facts.last_outbound_at + timedelta(seconds=policy.min_gap_seconds)

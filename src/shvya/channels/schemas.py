@@ -124,6 +124,14 @@ class OutboundContent(StrictInput):
     # Outside WhatsApp's 24-hour window, may the router swap this for the company's
     # re-engagement template? (AI replies and bump-ups: yes.)
     reengage_with_template: StrictBool = False
+    # Email only (docs/email.md 1): the subject (required for an email send), an HTML part
+    # beside the text, and the Message-IDs (without angle brackets) it answers.
+    subject: SafeStr | None = Field(default=None, min_length=1, max_length=998)
+    html: SafeStr | None = Field(default=None, min_length=1, max_length=500_000)
+    email_in_reply_to: SafeStr | None = Field(default=None, max_length=998)
+    email_references: list[Annotated[SafeStr, Field(max_length=998)]] | None = Field(
+        default=None, max_length=100
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> OutboundContent:
@@ -210,6 +218,22 @@ class PersonMessageIn(StrictInput):
         "optional caption (not on audio) and filename (documents)",
         json_schema_extra=leave_out_or_set,
     )
+    subject: SafeStr | None = Field(
+        default=None,
+        min_length=1,
+        max_length=998,
+        pattern=NOT_BLANK,
+        description="The email's subject: required when `channel` is email",
+        json_schema_extra=leave_out_or_set,
+    )
+    html: SafeStr | None = Field(
+        default=None,
+        min_length=1,
+        max_length=500_000,
+        description="Email only: an HTML part sent beside `text` (the plain-text part); "
+        "without it SHVYA derives a minimal HTML part from the text",
+        json_schema_extra=leave_out_or_set,
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -224,7 +248,13 @@ class PersonMessageIn(StrictInput):
         return data
 
     def content(self) -> OutboundContent:
-        return OutboundContent(text=self.text, template=self.template, media=self.media)
+        return OutboundContent(
+            text=self.text,
+            template=self.template,
+            media=self.media,
+            subject=self.subject,
+            html=self.html,
+        )
 
 
 class VerdictOut(BaseModel):
@@ -288,6 +318,48 @@ class WhatsAppAccountIn(StrictInput):
     name: SafeStr = Field(default="", max_length=200)
 
 
+class EmailAccountIn(StrictInput):
+    """An email sending account (docs/email.md 5): the from address and name, the provider,
+    and the provider's fields (for SMTP: host, port, security, username, password)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    provider: SafeStr = Field(
+        default="smtp", max_length=32, description="smtp, ses (Amazon SES v2) or sendgrid"
+    )
+    from_email: SafeStr = Field(min_length=3, max_length=320)
+    from_name: SafeStr | None = Field(default=None, max_length=200)
+    name: SafeStr = Field(default="", max_length=200)
+    host: SafeStr | None = Field(default=None, max_length=255, description="SMTP server")
+    port: int | None = Field(default=None, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: SafeStr | None = Field(default=None, max_length=320)
+    password: SafeStr | None = Field(
+        default=None,
+        max_length=4096,
+        description="The SMTP password (or the provider's secret): stored encrypted, never shown",
+    )
+    unsubscribe_mailto: SafeStr | None = Field(
+        default=None,
+        max_length=320,
+        description="Where List-Unsubscribe's mailto goes (default: the from address)",
+    )
+    region: SafeStr | None = Field(default=None, max_length=32, description="ses: AWS region")
+    access_key_id: SafeStr | None = Field(default=None, max_length=128, description="ses")
+    secret_access_key: SafeStr | None = Field(
+        default=None, max_length=256, description="ses: stored encrypted, never shown"
+    )
+    configuration_set: SafeStr | None = Field(
+        default=None, max_length=64, description="ses: the configuration set to send with"
+    )
+    api_key: SafeStr | None = Field(
+        default=None, max_length=256, description="sendgrid: stored encrypted, never shown"
+    )
+    verify: StrictBool = Field(
+        default=True, description="Check the connection and credentials before storing"
+    )
+
+
 class ChannelAccountOut(BaseModel):
     id: uuid.UUID
     channel: str
@@ -305,3 +377,72 @@ class ChannelAccountOut(BaseModel):
     )
     needs_attention_since: datetime | None = None
     created_at: datetime
+
+
+# --- quiet hours (docs/quiet-hours.md) --------------------------------------------------------
+
+
+class QuietWindowOut(BaseModel):
+    start: str = Field(description="Local time the channel may send from, HH:MM.")
+    end: str = Field(description="Local time it stops, HH:MM; before start for overnight.")
+
+
+class QuietHoursOut(BaseModel):
+    email: QuietWindowOut
+    sms: QuietWindowOut
+
+
+HHMM_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
+def _check_hhmm(value: str) -> str:
+    if not re.match(HHMM_PATTERN, value):
+        raise ValueError(f"{value!r} is not a time of day as HH:MM, 00:00 to 23:59 (e.g. 08:00)")
+    return value
+
+
+HHMM = Annotated[
+    str,
+    AfterValidator(_check_hhmm),
+    Field(max_length=5, json_schema_extra={"pattern": HHMM_PATTERN}),
+]
+
+
+class QuietWindowIn(StrictInput):
+    start: HHMM = Field(description="Local time the channel may send from, HH:MM")
+    end: HHMM = Field(
+        description="Local time it stops, HH:MM; before start for an overnight window; "
+        "never equal to start"
+    )
+
+
+class QuietHoursPatchIn(StrictInput):
+    """The channels to change; a channel sent as null goes back to its default."""
+
+    email: QuietWindowIn | None = None
+    sms: QuietWindowIn | None = None
+
+    def as_patch(self) -> dict[str, Any]:
+        return {
+            name: None if getattr(self, name) is None else getattr(self, name).model_dump()
+            for name in self.model_fields_set
+        }
+
+
+# --- SMS over Twilio (docs/sms.md) ------------------------------------------------------------
+
+
+class SmsAccountIn(StrictInput):
+    phone_number: Annotated[str, StringConstraints(pattern=r"^\+[1-9][0-9]{6,14}$")] = Field(
+        description="The Twilio number SMS go from, E.164 (+14155550100)"
+    )
+    account_sid: Annotated[str, StringConstraints(pattern=r"^AC[0-9a-fA-F]{32}$")] = Field(
+        description="The Twilio account SID that owns the number (AC and 32 hex digits)"
+    )
+    auth_token: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]{16,128}$")] = Field(
+        description="The account's auth token: stored encrypted, never shown again"
+    )
+    name: SafeStr = Field(default="", max_length=200)
+    verify: StrictBool = Field(
+        default=True, description="Check the SID and token with Twilio before storing them"
+    )

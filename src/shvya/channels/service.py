@@ -22,7 +22,10 @@ from typing import Any, NoReturn
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from shvya.channels import feedback, sms
 from shvya.channels.adapters import ChannelAdapter, ChannelSendError, FailureKind, SendResult
+from shvya.channels.email import EMAIL_TRANSPORTS, EmailAdapter, EmailSendResult, content_refusal
+from shvya.channels.email_message import EmailTransport
 from shvya.channels.policies import (
     Allow,
     ChannelPolicy,
@@ -37,7 +40,15 @@ from shvya.channels.policies import (
     template_verdict,
     verdict,
 )
-from shvya.channels.schemas import OutboundContent, SendOutcome, SendResultOut, WhatsAppAccountIn
+from shvya.channels.quiet_hours import lead_zone
+from shvya.channels.schemas import (
+    EmailAccountIn,
+    OutboundContent,
+    SendOutcome,
+    SendResultOut,
+    WhatsAppAccountIn,
+)
+from shvya.channels.twilio_sms import UNSUBSCRIBED_RECIPIENT as TWILIO_UNSUBSCRIBED
 from shvya.channels.whatsapp_cloud import (
     MARKETING_OPT_OUT_CODE,
     WebhookBatch,
@@ -48,7 +59,13 @@ from shvya.config import Settings
 from shvya.conversations import service as conversations
 from shvya.conversations.models import Message, MessageStatus
 from shvya.crm import service as crm
-from shvya.crm.models import Channel, LeadContact, Suppression, SuppressionReason
+from shvya.crm.models import (
+    Channel,
+    LeadContact,
+    Suppression,
+    SuppressionReason,
+    SuppressionSource,
+)
 from shvya.crypto import decrypt_secret, encrypt_secret
 from shvya.db.base import new_id
 from shvya.db.phases import Call, Phases
@@ -125,6 +142,74 @@ def whatsapp_adapter(account: ChannelAccount, settings: Settings) -> WhatsAppClo
         return adapter
 
 
+# One transport, and so one kept-open SMTP connection, per email account (and its secret and
+# config) per process, shared by every thread that sends for it (docs/email.md 3).
+_EMAIL_TRANSPORTS: dict[tuple[Any, ...], EmailTransport] = {}
+
+
+def email_transport(account: ChannelAccount, settings: Settings) -> EmailTransport:
+    """The account's transport, made once per process; new credentials make a new one."""
+    config = dict(account.config or {})
+    provider = str(config.get("provider") or "smtp")
+    factory = EMAIL_TRANSPORTS.get(provider)
+    if factory is None:
+        raise ChannelNotConnected(f"email provider {provider!r} is not available")
+    key = (account.id, account.credentials_encrypted, repr(sorted(config.items())))
+    with _ADAPTERS_LOCK:
+        transport = _EMAIL_TRANSPORTS.get(key)
+        if transport is None:
+            secret = (
+                decrypt_secret(
+                    account.credentials_encrypted,
+                    secret_key=settings.secret_key.get_secret_value(),
+                )
+                if account.credentials_encrypted
+                else None
+            )
+            transport = factory(config, secret, settings)
+            if len(_EMAIL_TRANSPORTS) >= _ADAPTERS_MAX:
+                _EMAIL_TRANSPORTS.pop(next(iter(_EMAIL_TRANSPORTS)))
+            _EMAIL_TRANSPORTS[key] = transport
+        return transport
+
+
+def close_email_transports() -> None:
+    """Close every cached email transport (its SMTP connection and event loop thread)."""
+    with _ADAPTERS_LOCK:
+        transports = list(_EMAIL_TRANSPORTS.values())
+        _EMAIL_TRANSPORTS.clear()
+    for transport in transports:
+        transport.close()
+
+
+def email_adapter(account: ChannelAccount, settings: Settings) -> EmailAdapter:
+    """The router's email adapter for the company's account (docs/email.md 1)."""
+    config = account.config or {}
+    return EmailAdapter(
+        transport=email_transport(account, settings),
+        company_id=account.company_id,
+        from_address=account.external_id,
+        from_name=str(config["from_name"]) if config.get("from_name") else None,
+        settings=settings,
+        unsubscribe_mailto=str(config["unsubscribe_mailto"])
+        if config.get("unsubscribe_mailto")
+        else None,
+    )
+
+
+def _email_refusal(channel: Channel, content: OutboundContent) -> Refuse | None:
+    """An email needs a subject and a text part: refused before anything is written."""
+    if channel is not Channel.email:
+        if content.subject is not None or content.html is not None:
+            return Refuse(
+                "email_fields_on_other_channel",
+                f"subject and html are for email, not {channel.value}",
+            )
+        return None
+    refusal = content_refusal(content)
+    return None if refusal is None else Refuse(*refusal)
+
+
 def _adapter_for(
     session: Session, *, company_id: uuid.UUID, channel: Channel, settings: Settings
 ) -> tuple[ChannelAdapter, ChannelAccount | None]:
@@ -140,6 +225,21 @@ def _adapter_for(
                 "one with POST /channels/whatsapp"
             )
         return whatsapp_adapter(account, settings), account
+    if channel in (Channel.email, Channel.sms):
+        account = tenancy.company_channel_account(
+            session, company_id=company_id, channel=channel.value
+        )
+        if account is None:
+            raise ChannelNotConnected(
+                "no email account is connected to this company: an admin connects one with "
+                "POST /channels/email (or SMTP_* for the default company)"
+                if channel is Channel.email
+                else "no SMS number is connected to this company: an admin connects a Twilio "
+                "number with POST /channels/sms"
+            )
+        if channel is Channel.email:
+            return email_adapter(account, settings), account
+        return sms.sms_adapter(account, settings), account
     raise ChannelNotConnected(f"sending on {channel.value} is not available yet")
 
 
@@ -204,12 +304,33 @@ def _facts(
         last_outbound_at=conversations.last_outbound_at(
             session, company_id=company_id, lead_id=lead_id, channel=channel.value
         ),
+        # The per-second cap is a WhatsApp number's throughput (docs/whatsapp.md 1.9); an email
+        # provider's own rate is the transport's to meet (docs/email.md 3).
         sent_last_second=0
-        if route.account is None
+        if route.account is None or channel is Channel.email
         else conversations.outbound_count_since(
             session, channel_account_id=route.account.id, since=now - timedelta(seconds=1)
         ),
+        lead_timezone=_lead_zone(session, route, lead_id=lead_id),
+        email_paused=feedback.paused_reason(
+            session, company_id=company_id, from_address=route.account.external_id
+        )
+        if channel is Channel.email and route.account is not None
+        else None,
     )
+
+
+def _lead_zone(session: Session, route: Route, *, lead_id: uuid.UUID) -> str:
+    """The lead's zone for quiet hours (docs/quiet-hours.md): read only where it matters."""
+    if route.policy.quiet_hours.get(Channel(route.contact.channel)) is None:
+        return route.company.timezone
+    lead = crm.get_lead(session, company_id=route.company.id, lead_id=lead_id)
+    phones = [
+        c.value
+        for c in crm.lead_contacts(session, company_id=route.company.id, lead_id=lead_id)
+        if c.value.startswith("+")
+    ]
+    return lead_zone(lead.timezone, phones, route.company.timezone)
 
 
 def preflight(
@@ -234,6 +355,9 @@ def preflight(
     )
     if isinstance(route, Refuse):
         return route
+    email_refusal = None if content is None else _email_refusal(channel, content)
+    if email_refusal is not None:
+        return email_refusal
     facts = _facts(session, route, lead_id=lead_id, channel=channel, now=now)
     if content is None:
         return verdict(route.policy, facts, kind)
@@ -330,11 +454,22 @@ _WHAT_TO_DO = {
 }
 # Refusals of what the body asked for (an unknown or unapproved template, wrong parameters):
 # 422; the rest are the lead's or the channel's state: 409.
-_INPUT_REFUSALS = frozenset({"template_not_sendable"})
+_INPUT_REFUSALS = frozenset(
+    {
+        "template_not_sendable",
+        "subject_required",
+        "email_text_required",
+        "email_fields_on_other_channel",
+    }
+)
 _DETAIL_ADVICE = {
     "template_not_sendable": "sync the templates (POST /templates/sync) or send an approved "
     "one with its parameters",
     "no_contact": "choose a channel the lead has a contact on (`channel`)",
+    "subject_required": "give `subject` (and `text`, optionally `html`) for an email",
+    "email_text_required": "send an email as `text` with a `subject` (optionally `html`)",
+    "email_fields_on_other_channel": "leave out `subject` and `html`, or send with "
+    '"channel": "email"',
 }
 
 
@@ -414,7 +549,7 @@ def queue_person_message(
     assert contact is not None  # the router refuses a lead without one (no_contact)
     account = (
         tenancy.company_channel_account(session, company_id=company_id, channel=channel.value)
-        if channel is Channel.wa_cloud
+        if channel in (Channel.wa_cloud, Channel.email, Channel.sms)
         else None
     )
     message_id = new_id()
@@ -553,6 +688,10 @@ def send_opt_out_confirmation(
         or (suppression.channel, suppression.address) != (channel.value, contact.value)
     ):
         return SendResultOut(outcome=SendOutcome.skipped, reason="not_opted_out")
+    if channel is Channel.sms and suppression.source == "keyword":
+        # Twilio answers STOP on SMS itself (Advanced Opt-Out, docs/sms.md 6): a second
+        # confirmation from us would be a double message.
+        return SendResultOut(outcome=SendOutcome.skipped, reason="provider_confirms_opt_out")
     company = tenancy.get_company(session, company_id=company_id)
     text = str(company.settings.get("opt_out_confirmation") or DEFAULT_OPT_OUT_CONFIRMATION)
     result: SendResultOut = yield from _send(
@@ -615,6 +754,9 @@ def _send(
     )
     if isinstance(route, Refuse):
         _refuse(session, company_id, lead_id, route, moment, with_send, actor)
+    email_refusal = _email_refusal(channel, content)
+    if email_refusal is not None:
+        _refuse(session, company_id, lead_id, email_refusal, moment, with_send, actor)
     facts = _facts(session, route, lead_id=lead_id, channel=channel, now=moment)
     decision = decide(route.policy, facts, content, kind)
     if isinstance(decision, Defer):
@@ -698,6 +840,9 @@ def _send(
         now=sent_at,
         external_id=result.external_id,
     )
+    if isinstance(result, EmailSendResult) and result.email_message_id:
+        # For threading the lead's reply to it (docs/email.md 1).
+        session.get_one(Message, message_id).email_message_id = result.email_message_id
     crm.touch_last_outbound(session, company_id=company_id, lead_id=lead_id, at=sent_at)
     _event(
         session,
@@ -910,6 +1055,19 @@ def _record_failure(
             },
             now=now,
         )
+    if channel is Channel.sms and error.code == str(TWILIO_UNSUBSCRIBED):
+        # The number texted STOP to this sender and Twilio refuses it (docs/sms.md 3).
+        crm.add_suppression(
+            session,
+            company_id=company_id,
+            channel=channel.value,
+            address=address,
+            reason=SuppressionReason.opt_out,
+            source="provider",
+            actor="twilio",
+            now=now,
+            lead_id=lead_id,
+        )
     if error.code == str(MARKETING_OPT_OUT_CODE):
         crm.add_suppression(
             session,
@@ -917,7 +1075,7 @@ def _record_failure(
             channel=channel.value,
             address=address,
             reason=SuppressionReason.marketing_opt_out,
-            source="provider",
+            source=SuppressionSource.provider,
             actor="system",
             now=now,
             lead_id=lead_id,
@@ -1196,6 +1354,208 @@ def connect_whatsapp_from_environment(
     return account
 
 
+# --- email accounts (docs/email.md 5) ---------------------------------------------------------
+
+
+class EmailCheckFailed(InvalidInput):
+    """The email provider, asked with the given settings, does not accept them."""
+
+    code = "email_check_failed"
+
+    def __init__(self, code: str, message: str, *, field: str) -> None:
+        super().__init__(message, extra={"errors": [{"field": field, "message": message}]})
+        self.code = code
+
+
+def _bad_email_field(field: str, message: str) -> EmailCheckFailed:
+    return EmailCheckFailed("email_account_invalid", message, field=field)
+
+
+def email_account_config(data: EmailAccountIn) -> tuple[str, dict[str, Any], str | None]:
+    """The account's from address (lower-case), its config and its secret, checked: a 422
+    naming the field on bad input."""
+    if data.provider not in EMAIL_TRANSPORTS:
+        raise _bad_email_field(
+            "provider",
+            f"unknown email provider {data.provider!r}: one of "
+            + ", ".join(sorted(EMAIL_TRANSPORTS)),
+        )
+    try:
+        from_email = crm.normalise_email(data.from_email)
+    except ValueError as exc:
+        raise _bad_email_field("from_email", f"from_email: {exc}") from None
+    config: dict[str, Any] = {"provider": data.provider}
+    if data.from_name:
+        config["from_name"] = data.from_name
+    if data.unsubscribe_mailto:
+        config["unsubscribe_mailto"] = data.unsubscribe_mailto
+    if data.provider == "smtp":
+        if not data.host:
+            raise _bad_email_field("host", "host: the SMTP server's name is required for smtp")
+        config.update({"host": data.host, "security": data.security})
+        if data.port:
+            config["port"] = data.port
+        if data.username:
+            config["username"] = data.username
+        if data.username and not data.password:
+            raise _bad_email_field("password", "password: a username needs its password")
+    extra = dict(data.model_extra or {})
+    for field in ("region", "access_key_id", "configuration_set", *_EMAIL_SECRET_FIELDS.values()):
+        if getattr(data, field) is not None:
+            extra[field] = getattr(data, field)
+    secret = data.password
+    # Each provider's secret under its own name (docs/email-providers.md): stored encrypted,
+    # never in the config that GET /channels/accounts shows.
+    for provider, field in _EMAIL_SECRET_FIELDS.items():
+        given = extra.pop(field, None)
+        if given is None:
+            continue
+        if data.provider != provider or not isinstance(given, str) or not given:
+            raise _bad_email_field(field, f"{field}: only for provider {provider}, as a string")
+        secret = given
+    if data.provider == "ses":
+        for field in ("region", "access_key_id"):
+            if not isinstance(extra.get(field), str) or not extra[field]:
+                raise _bad_email_field(field, f"{field}: required for Amazon SES")
+        if not secret:
+            raise _bad_email_field("secret_access_key", "secret_access_key: required for SES")
+    if data.provider == "sendgrid" and not secret:
+        raise _bad_email_field("api_key", "api_key: the SendGrid API key is required")
+    # Other providers' fields (and the webhook settings of docs/email.md 5) go in as given.
+    config.update({k: v for k, v in extra.items() if k not in config})
+    return from_email, config, secret
+
+
+_EMAIL_SECRET_FIELDS = {"ses": "secret_access_key", "sendgrid": "api_key"}
+
+
+def verify_email_account(
+    config: dict[str, Any], secret: str | None, settings: Settings
+) -> Phases[None]:
+    """Connect and log in with the given settings (the transport's verify()), on a transport
+    of its own that is closed after; a 422 naming the field that is wrong."""
+    transport = EMAIL_TRANSPORTS[str(config["provider"])](config, secret, settings)
+    try:
+        yield Call("email:verify", transport.verify)
+    except ChannelSendError as exc:
+        if exc.kind is FailureKind.auth:
+            field = _EMAIL_SECRET_FIELDS.get(str(config["provider"]), "password")
+            raise _bad_email_field(
+                field, f"the email provider refused the credentials ({exc.message})"
+            ) from None
+        raise _bad_email_field(
+            "host", f"the email server could not be reached or refused us ({exc.message})"
+        ) from None
+    finally:
+        transport.close()
+
+
+def store_email_account(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    from_email: str,
+    config: dict[str, Any],
+    secret: str | None,
+    name: str,
+    settings: Settings,
+    actor: str,
+    now: datetime,
+) -> ChannelAccount:
+    """Store the company's email account, its secret encrypted; connecting again replaces it
+    (one email account per company: the router sends from the newest)."""
+    for old in tenancy.list_channel_accounts(session, company_id=company_id):
+        if old.channel == Channel.email.value and old.external_id != from_email:
+            old.is_active = False  # kept: its messages name it
+    account = tenancy.upsert_channel_account(
+        session,
+        company_id=company_id,
+        channel=Channel.email.value,
+        external_id=from_email,
+        name=name,
+        credentials_encrypted=encrypt_secret(
+            secret, secret_key=settings.secret_key.get_secret_value()
+        )
+        if secret
+        else None,
+        config=config,
+        actor=actor,
+        now=now,
+    )
+    account.config = config  # replaced, not merged: a field left out is gone
+    session.flush()
+    return account
+
+
+def connect_email(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    data: EmailAccountIn,
+    settings: Settings,
+    actor: str,
+    now: datetime,
+) -> Phases[ChannelAccount]:
+    """Check the settings with the provider (unless `verify` is false), then store them."""
+    from_email, config, secret = email_account_config(data)
+    if data.verify:
+        yield from verify_email_account(config, secret, settings)
+    return store_email_account(
+        session,
+        company_id=company_id,
+        from_email=from_email,
+        config=config,
+        secret=secret,
+        name=data.name,
+        settings=settings,
+        actor=actor,
+        now=now,
+    )
+
+
+def connect_email_from_environment(
+    session: Session, *, company_id: uuid.UUID, settings: Settings, now: datetime
+) -> Phases[ChannelAccount | None]:
+    """SMTP_HOST, SMTP_PORT, SMTP_USER, SMTP_PASS, SMTP_FROM_EMAIL and SMTP_SECURITY connect
+    the default company's mailbox, checked like any other, unless it is connected already
+    with these settings."""
+    if not settings.smtp_host or not settings.smtp_from_email:
+        return None
+    password = settings.smtp_pass.get_secret_value() if settings.smtp_pass else None
+    try:
+        data = EmailAccountIn(
+            provider="smtp",
+            from_email=settings.smtp_from_email,
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            security=settings.smtp_security,
+            username=settings.smtp_user,
+            password=password,
+            name="from SMTP_* settings",
+        )
+        from_email, config, secret = email_account_config(data)
+    except (ValidationError, InvalidInput) as exc:
+        raise InvalidInput(f"SMTP_* settings are not valid: {exc}") from None
+    existing = tenancy.company_channel_account(
+        session, company_id=company_id, channel=Channel.email.value
+    )
+    if existing is not None and existing.external_id == from_email:
+        current = (
+            decrypt_secret(
+                existing.credentials_encrypted, secret_key=settings.secret_key.get_secret_value()
+            )
+            if existing.credentials_encrypted
+            else None
+        )
+        same = {k: v for k, v in (existing.config or {}).items() if k in config}
+        if current == secret and same == config:
+            return existing
+    account = yield from connect_email(
+        session, company_id=company_id, data=data, settings=settings, actor="settings", now=now
+    )
+    return account
+
+
 # --- WhatsApp webhooks ------------------------------------------------------------------------
 
 
@@ -1342,7 +1702,7 @@ def process_whatsapp_webhook(
                         channel=Channel.wa_cloud.value,
                         address=contact.value,
                         reason=SuppressionReason.marketing_opt_out,
-                        source="provider",
+                        source=SuppressionSource.provider,
                         actor="whatsapp",
                         now=now,
                         lead_id=changed.lead_id,

@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from shvya.conversations.models import Direction, Message, MessageStatus
 from shvya.conversations.schemas import MAX_TEXT_CHARS, InboundMessageIn, ReceiveResultOut
 from shvya.crm import service as crm
-from shvya.crm.models import Channel, SuppressionReason
+from shvya.crm.models import Channel, SuppressionReason, SuppressionSource
 from shvya.crm.schemas import StageAIConfig
 from shvya.db.base import new_id, table_of
 from shvya.db.statements import insert_or_ignore
@@ -644,7 +644,7 @@ def _apply_opt_keyword(
             channel=channel,
             address=address,
             message_id=message_id,
-            source="keyword",
+            source=SuppressionSource.keyword,
             actor=actor,
             now=now,
         )
@@ -676,16 +676,19 @@ def record_opt_out(
     session: Session,
     *,
     company_id: uuid.UUID,
-    lead_id: uuid.UUID,
+    lead_id: uuid.UUID | None,
     channel: Channel,
     address: str,
-    message_id: uuid.UUID,
+    message_id: uuid.UUID | None,
     source: str,
     actor: str,
     now: datetime,
+    confirm: bool = True,
 ) -> bool:
-    """Suppress the contact (an opt-out keyword, or a lead the AI understood asking to stop)
-    and queue the one confirmation it is owed. False: it had opted out already."""
+    """Suppress the contact (an opt-out keyword, or a lead the AI understood asking to stop,
+    or an unsubscribe link: no message, perhaps no lead) and queue the one confirmation it is
+    owed when `confirm`. False: it had opted out already. An OptedOut event is appended for
+    the lead when there is one, only for a new opt-out when there is no message behind it."""
     suppression, created = crm.add_suppression(
         session,
         company_id=company_id,
@@ -697,21 +700,22 @@ def record_opt_out(
         now=now,
         lead_id=lead_id,
     )
-    append_lead_event(
-        session,
-        company_id=company_id,
-        lead_id=lead_id,
-        type="OptedOut",
-        data={
-            "channel": channel.value,
-            "message_id": str(message_id),
-            "first": created,
-            "source": source,
-        },
-        actor=actor,
-        now=now,
-    )
-    if created:
+    if lead_id is not None and (message_id is not None or created):
+        append_lead_event(
+            session,
+            company_id=company_id,
+            lead_id=lead_id,
+            type="OptedOut",
+            data={
+                "channel": channel.value,
+                **({"message_id": str(message_id)} if message_id is not None else {}),
+                "first": created,
+                "source": source,
+            },
+            actor=actor,
+            now=now,
+        )
+    if created and confirm and lead_id is not None:
         # One confirmation per opt-out, keyed on the suppression: never a sales reply.
         enqueue_job(
             session,

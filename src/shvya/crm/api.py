@@ -23,7 +23,7 @@ from shvya.crm.schemas import (
 )
 from shvya.db.session import DbSession
 from shvya.deps import ClockDep, Paging
-from shvya.errors import InvalidInput
+from shvya.errors import Conflict, InvalidInput
 from shvya.events import service as events
 from shvya.events.schemas import EventPage
 from shvya.jobs.service import JobType, enqueue_job
@@ -178,6 +178,10 @@ def pause_ai(
     return service.present_lead(session, lead)
 
 
+class EmailNotForBumpups(Conflict):
+    code = "email_not_for_bumpups"
+
+
 def _enqueue_for_lead(
     session: DbSession, key: CurrentKey, lead_id: uuid.UUID, job_type: JobType, now: datetime
 ) -> JobAcceptedOut:
@@ -199,12 +203,21 @@ def _enqueue_for_lead(
     summary="Send the lead a bump-up now (WhatsApp and sandbox only); done by a job",
     description="The job's result (GET /jobs/{id}) says what was sent, or why it was "
     "refused: not a WhatsApp lead, AI paused, the lead is waiting for an answer, the lead "
-    "stopped marketing messages (no_marketing_consent).",
-    responses=error_responses(404),
+    "stopped marketing messages (no_marketing_consent). A lead reachable only by email is "
+    "refused at once (409 email_not_for_bumpups): email is never used for bump-ups.",
+    responses=error_responses(404, 409),
 )
 def request_bumpup(
     lead_id: uuid.UUID, session: DbSession, key: CurrentKey, clock: ClockDep
 ) -> JobAcceptedOut:
+    contacts = service.lead_contacts(session, company_id=key.company.id, lead_id=lead_id)
+    kinds = {c.channel for c in contacts}
+    if kinds == {Channel.email.value}:
+        # The router refuses it too (channels.policies, email_not_for_bumpups): say so now.
+        raise EmailNotForBumpups(
+            "email is for scheduled work: a bump-up never goes by email, and this lead is "
+            "reachable only by email"
+        )
     return _enqueue_for_lead(session, key, lead_id, JobType.followup_bumpup, clock.now())
 
 

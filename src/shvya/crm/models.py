@@ -139,6 +139,17 @@ class SuppressionReason(StrEnum):
     manual = "manual"
 
 
+class SuppressionSource(StrEnum):
+    """Where a suppression came from (docs/email-providers.md section 3)."""
+
+    keyword = "keyword"  # the lead asked to stop: an opt-out keyword, or the AI understood it
+    unsubscribe_link = "unsubscribe_link"  # the email's unsubscribe link or one-click POST
+    bounce = "bounce"  # a permanent bounce reported by the email provider
+    complaint = "complaint"  # the recipient marked the email as spam
+    provider = "provider"  # the channel's provider said so (WhatsApp 131050, Twilio 21610...)
+    manual = "manual"  # a person, through the API or the CLI
+
+
 class Suppression(IdMixin, Base):
     """An address nothing may be sent to on a channel; the router checks it before any send."""
 
@@ -150,6 +161,6 @@ class Suppression(IdMixin, Base):
     # As contacts store it: E.164 phone or lower-case email.
     address: Mapped[str] = mapped_column(String(320))
     reason: Mapped[str] = mapped_column(String(32))
-    # Where it came from: keyword, webhook, api, cli.
+    # Where it came from: a SuppressionSource value.
     source: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -36,6 +36,7 @@ from shvya.crm.models import (
     Stage,
     Suppression,
     SuppressionReason,
+    SuppressionSource,
 )
 from shvya.crm.schemas import (
     DEFAULT_STAGE_RULES,
@@ -889,8 +890,16 @@ def lock_lead(session: Session, lead: Lead) -> None:
 
 # The reasons the AI's handoff pauses a lead with (ai.engage hand_off writes "handoff: <reason>";
 # the bare reason is accepted too). A lead paused for one of them needs a person (docs/ai.md 5.5).
+# An inbound email reply waits for a person too (docs/email-inbound.md).
+EMAIL_REPLY_REASON = "email_reply"
 NEEDS_PERSON_REASONS = tuple(
-    sorted({*HANDOFF_REASONS, *(f"handoff: {reason}" for reason in HANDOFF_REASONS)})
+    sorted(
+        {
+            *HANDOFF_REASONS,
+            *(f"handoff: {reason}" for reason in HANDOFF_REASONS),
+            EMAIL_REPLY_REASON,
+        }
+    )
 )
 MAX_PAUSE_REASON_CHARS = 200  # leads.ai_paused_reason
 
@@ -1167,7 +1176,8 @@ def add_suppression(
             "channel": channel,
             "address": address,
             "reason": reason.value,
-            "source": source,
+            # Only SuppressionSource values are written (a typo fails here, not in the CSV).
+            "source": SuppressionSource(source).value,
             "created_at": now,
         },
         conflict_on=("company_id", "channel", "address"),
@@ -1216,16 +1226,51 @@ def get_suppression(
     )
 
 
+def _suppression_filters(
+    company_id: uuid.UUID, source: SuppressionSource | None, channel: Channel | None
+) -> list[Any]:
+    where: list[Any] = [Suppression.company_id == company_id]
+    if source is not None:
+        where.append(Suppression.source == source.value)
+    if channel is not None:
+        where.append(Suppression.channel == channel.value)
+    return where
+
+
 def list_suppressions(
-    session: Session, *, company_id: uuid.UUID, page: PageRequest
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    page: PageRequest,
+    source: SuppressionSource | None = None,
+    channel: Channel | None = None,
 ) -> tuple[Sequence[Suppression], int]:
     return page_of(
         session,
         Suppression,
-        Suppression.company_id == company_id,
+        *_suppression_filters(company_id, source, channel),
         order_by=(Suppression.created_at.desc(), Suppression.id),
         page=page,
     )
+
+
+def iter_suppressions(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    source: SuppressionSource | None = None,
+    channel: Channel | None = None,
+    batch: int = 500,
+) -> Iterator[Suppression]:
+    """Every suppression of the company that matches, newest first, read `batch` rows at a
+    time (a server-side cursor on PostgreSQL) so an export never holds the list in memory."""
+    statement = (
+        select(Suppression)
+        .where(*_suppression_filters(company_id, source, channel))
+        .order_by(Suppression.created_at.desc(), Suppression.id)
+        .execution_options(yield_per=batch)
+    )
+    yield from session.scalars(statement)
 
 
 def set_marketing_consent(

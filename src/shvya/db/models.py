@@ -2,6 +2,7 @@
 
 from shvya.ai.models import AIModel, AISession, AIUsage
 from shvya.channels.email_domains import EmailDomain
+from shvya.channels.models import EmailFeedback, EmailReputation
 from shvya.conversations.models import Message
 from shvya.crm.models import Lead, LeadContact, Pipeline, Stage, Suppression
 from shvya.db.base import Base
@@ -31,6 +32,8 @@ __all__ = [
     "ChannelAccount",
     "Company",
     "EmailDomain",
+    "EmailFeedback",
+    "EmailReputation",
     "Event",
     "Job",
     "Lead",

@@ -179,6 +179,10 @@ class CompanyOut(BaseModel):
     handoff_message: str | None
     ai_enabled: bool
     summary_every: int = Field(description="An AI summary after every this many lead messages")
+    ai_email_replies: bool = Field(
+        description="Whether the AI sends its replies to inbound email itself (else it only "
+        "suggests them for a person to send)"
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -216,5 +220,11 @@ class CompanyPatchIn(StrictInput):
     summary_every: Annotated[int, Field(ge=1, le=100), NOT_A_BOOL] | None = Field(
         default=None,
         description="Write the AI summary after every this many inbound messages",
+        json_schema_extra=leave_out_or_set,
+    )
+    ai_email_replies: StrictBool | None = Field(
+        default=None,
+        description="Let the AI send its replies to inbound email (default false: it suggests "
+        "them on the message for a person to send)",
         json_schema_extra=leave_out_or_set,
     )

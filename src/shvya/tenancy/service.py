@@ -581,6 +581,11 @@ def summary_every(company: Company) -> int:
     return value if isinstance(value, int) and value > 0 else DEFAULT_SUMMARY_EVERY
 
 
+def ai_email_replies(company: Company) -> bool:
+    """May the AI send its replies to inbound email itself (docs/email-inbound.md)?"""
+    return company.settings.get("ai_email_replies") is True
+
+
 def company_out(company: Company) -> CompanyOut:
     return CompanyOut(
         id=company.id,
@@ -595,6 +600,7 @@ def company_out(company: Company) -> CompanyOut:
         handoff_message=company.handoff_message,
         ai_enabled=company.ai_enabled,
         summary_every=summary_every(company),
+        ai_email_replies=ai_email_replies(company),
         created_at=company.created_at,
         updated_at=company.updated_at,
     )
@@ -637,6 +643,8 @@ def update_company(
         )
     if "summary_every" in sent and patch.summary_every is not None:
         settings["summary_every"] = patch.summary_every
+    if "ai_email_replies" in sent and patch.ai_email_replies is not None:
+        settings["ai_email_replies"] = patch.ai_email_replies
     if settings != company.settings:
         changed.update({k: v for k, v in settings.items() if company.settings.get(k) != v})
         company.settings = settings

@@ -7,7 +7,7 @@ part; the text part stays in body and the subject in subject). NULL for existing
 nothing is backfilled.
 
 Revision ID: 0016
-Revises: 0013
+Revises: 0015
 Create Date: 2026-12-06 01:15:00
 """
 
@@ -19,7 +19,7 @@ import shvya.db.base
 from alembic import op
 
 revision: str = "0016"
-down_revision: str | None = "0013"
+down_revision: str | None = "0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
