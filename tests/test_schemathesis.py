@@ -83,6 +83,9 @@ def seeded(app: FastAPI, acme: Tenant, globex: Tenant) -> None:
 #   only when its server accepts the connection and login); a person's template
 #   message names a template the company's catalog must hold, approved, with as many
 #   parameters as it takes; a user's e-mail address must be deliverable (a domain with a
+#   dot); `GET /leads?assigned_to=me` needs a key that belongs to a person; a DKIM key must
+#   be a readable RSA PEM of 2048 bits or more; an email template must parse as Jinja2 and
+#   name only the lead's fields, and a preview needs a lead that has them: no schema can
 #   dot); `GET /leads?assigned_to=me` needs a key that belongs to a person; a quiet-hours
 #   window's start and end must differ, and Twilio must accept an SMS number's SID and
 #   token: no schema can
@@ -98,6 +101,8 @@ include-name = [
     "POST /inbound-message", "POST /leads", "POST /suppressions", "POST /kb/documents",
     "PUT /pipelines/{pipeline_id}/stage-rules", "POST /leads/{lead_id}/history",
     "POST /channels/whatsapp", "POST /leads/{lead_id}/messages", "POST /users", "GET /leads",
+    "POST /channels/email/domains", "POST /templates/email",
+    "POST /templates/{template_id}/preview",
     "POST /channels/email",
     "PATCH /channels/quiet-hours", "POST /channels/sms",
 ]

@@ -26,6 +26,7 @@ from shvya import __version__
 from shvya.ai.api import leads_router as ai_leads_router
 from shvya.ai.api import router as ai_router
 from shvya.channels.api import router as channels_router
+from shvya.channels.email_domains_api import router as email_domains_router
 from shvya.channels.email_inbound_api import router as email_inbound_router
 from shvya.channels.feedback_api import router as email_feedback_router
 from shvya.channels.feedback_api import webhooks_router as email_webhooks_router
@@ -46,6 +47,7 @@ from shvya.knowledge.api import router as knowledge_router
 from shvya.knowledge.embeddings import embedding_backend
 from shvya.ratelimit import SlidingWindowLimiter
 from shvya.templates.api import router as templates_router
+from shvya.templates.email_api import router as email_templates_router
 from shvya.tenancy.api import router as tenancy_router
 from shvya.tenancy.auth import get_caller
 from shvya.web.sandbox import router as sandbox_router
@@ -437,6 +439,9 @@ def create_app(
     app.include_router(knowledge_router, dependencies=api)
     app.include_router(ai_router, dependencies=api)
     app.include_router(tenancy_router, dependencies=api)
+    # Issue 15 part F: DKIM keys per sending domain.
+    app.include_router(email_domains_router, dependencies=api)
+    app.include_router(email_templates_router, dependencies=api)
     app.include_router(email_feedback_router, dependencies=api)
     app.include_router(email_webhooks_router)
     app.add_middleware(

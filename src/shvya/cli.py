@@ -1043,6 +1043,153 @@ class _Group(TyperGroup):
         return _plain_help(super().get_params(ctx))
 
 
+# Issue 15 part F: sending domains (docs/email-domains.md).
+email_app = typer.Typer(
+    help="Sending domains: DKIM keys and the SPF, DKIM and DMARC records.", no_args_is_help=True
+)
+dkim_app = typer.Typer(help="DKIM keys per sending domain.", no_args_is_help=True)
+app.add_typer(email_app, name="email")
+email_app.add_typer(dkim_app, name="dkim")
+
+
+def _stored_dkim_keys(
+    settings: Settings, domain: str, company: str | None
+) -> dict[str, list[str]] | None:
+    """The selectors and public keys SHVYA holds for `domain` (one company's with --company),
+    or None when the database cannot be read: the check then uses --selector alone."""
+    from shvya.channels import email_domains
+
+    if settings.is_sqlite:
+        path = settings.database_url.split("///", 1)[-1]
+        if path not in {"", ":memory:"} and not Path(path).exists():
+            return None
+    try:
+        engine = make_engine(settings.database_url, pool_size=1)
+        try:
+            if current_revision(engine) != head_revision():
+                return None
+            with make_session_factory(engine)() as session:
+                rows = email_domains.domains_named(session, domain=domain)
+                if company is not None:
+                    owner = tenancy.get_company_by_ref(session, ref=company)
+                    rows = [row for row in rows if row.company_id == owner.id]
+                keys: dict[str, list[str]] = {}
+                for row in rows:
+                    keys.setdefault(row.selector, []).append(row.public_key)
+                return keys
+        finally:
+            engine.dispose()
+    except ShvyaError as exc:
+        fail(exc.message)
+    except Exception:
+        return None
+
+
+@email_app.command("check-domain")
+def email_check_domain(
+    domain: Annotated[str, typer.Argument(help="The domain of the From address.")],
+    selector: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A DKIM selector to look up (repeatable); SHVYA's stored selectors for the "
+            "domain are looked up too when the database is reachable."
+        ),
+    ] = None,
+    company: AnyCompany = None,
+) -> None:
+    """Look up SPF, DKIM and DMARC for a sending domain and say what is missing. Gmail and
+    Yahoo require all three of bulk senders since February 2024. Exit 0 when all are
+    published, 1 when one is missing or wrong, 2 when DNS itself fails (timeout, SERVFAIL).
+    SHVYA_DNS_NAMESERVER (host:port) chooses the DNS server."""
+    from shvya.channels import dns_check, email_domains
+
+    settings = _settings()
+    try:
+        name = email_domains.normalise_domain(domain)
+    except ShvyaError as exc:
+        fail(exc.message)
+    stored = _stored_dkim_keys(settings, name, company)
+    selectors: dict[str, list[str]] = dict(stored or {})
+    for given in selector or []:
+        selectors.setdefault(given.strip().lower(), [])
+    if stored is None:
+        typer.echo("(SHVYA's database not reachable: checking the --selector values only)")
+    try:
+        findings = dns_check.check_domain(settings, name, selectors)
+    except dns_check.DnsFailure as exc:
+        fail(f"DNS failed: {exc}", code=2)
+    for finding in findings:
+        typer.echo(f"{finding.check:<6} {finding.state.value:<8} {finding.name}: {finding.detail}")
+        if finding.publish is not None:
+            typer.echo(f"       publish TXT {finding.name}: {finding.publish}")
+    if any(f.state is not dns_check.State.ok for f in findings):
+        typer.echo(
+            "Gmail and Yahoo require SPF, DKIM and DMARC of bulk senders since February 2024: "
+            "publish what is missing before sending sequences from this domain."
+        )
+        raise typer.Exit(1)
+    typer.echo(f"{name}: SPF, DKIM and DMARC are published")
+
+
+@dkim_app.command("add")
+def email_dkim_add(
+    domain: Annotated[str, typer.Argument(help="The domain of the From address.")],
+    selector: Annotated[str, typer.Option(help="The DKIM selector.")] = "shvya",
+    private_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="A PEM file holding the RSA private key to use (default: SHVYA makes a "
+            "2048-bit key)."
+        ),
+    ] = None,
+    company: OneCompany = None,
+) -> None:
+    """Add a sending domain's DKIM key (stored encrypted) and print the TXT record to publish."""
+    from shvya.channels import email_domains
+
+    settings = _settings()
+    pem = private_key.read_text() if private_key is not None else None
+
+    def work(session: Session) -> email_domains.EmailDomain:
+        owner = tenancy.get_company_or_default(session, ref=company)
+        return email_domains.add_domain(
+            session,
+            company_id=owner.id,
+            domain=domain,
+            selector=selector,
+            private_key_pem=pem,
+            settings=settings,
+            now=SystemClock().now(),
+        )
+
+    row = _run(settings, work)
+    typer.echo(f"DKIM key added for {row.domain}; publish this TXT record:")
+    typer.echo(f"{email_domains.record_name(row.selector, row.domain)}")
+    typer.echo(email_domains.record_value(row.public_key))
+
+
+@dkim_app.command("list")
+def email_dkim_list(company: OneCompany = None) -> None:
+    """The company's sending domains and the DKIM record each must publish."""
+    from shvya.channels import email_domains
+
+    def work(session: Session) -> list[str]:
+        owner = tenancy.get_company_or_default(session, ref=company)
+        return [
+            f"{row.domain} {email_domains.record_name(row.selector, row.domain)} "
+            f"{email_domains.record_value(row.public_key)}"
+            for row in email_domains.list_domains(session, company_id=owner.id)
+        ]
+
+    _echo_lines(_settings(), work)
+
+
+# The loop below reaches the top-level groups only: `email dkim` gets the plain help here.
+dkim_app.info.cls = _Group
+for _dkim_command in dkim_app.registered_commands:
+    _dkim_command.cls = _Command
+
+
 # After the last command: every command and group so far gets the plain help.
 for _typer_app in (app, *(group.typer_instance for group in app.registered_groups)):
     if _typer_app is not None:

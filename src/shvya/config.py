@@ -163,6 +163,10 @@ class Settings(BaseSettings):
     # has since gone empty (the broker lost it).
     relay_republish_after_seconds: float = Field(default=30.0, ge=1.0)
 
+    # Issue 15 part F (sending domains): the DNS server `shvya email check-domain` asks, as
+    # "host:port" (port 53 when left out); unset, the system's resolvers.
+    dns_nameserver: str | None = Field(default=None, pattern=r"^[^\s:]+(:\d{1,5})?$")
+    dns_timeout_seconds: float = Field(default=5.0, gt=0.0, le=60.0)
     # --- Issue 15, part B: Amazon SES and SendGrid transports (docs/email-providers.md) ---
     # Where boto3's SESv2 client sends (tests point it at a local fake); None: AWS itself.
     ses_endpoint_url: str | None = None

@@ -1,6 +1,7 @@
 """Every model, imported once so that Alembic and the tests see one complete metadata."""
 
 from shvya.ai.models import AIModel, AISession, AIUsage
+from shvya.channels.email_domains import EmailDomain
 from shvya.channels.models import EmailFeedback, EmailReputation
 from shvya.conversations.models import Message
 from shvya.crm.models import Lead, LeadContact, Pipeline, Stage, Suppression
@@ -30,6 +31,7 @@ __all__ = [
     "Base",
     "ChannelAccount",
     "Company",
+    "EmailDomain",
     "EmailFeedback",
     "EmailReputation",
     "Event",

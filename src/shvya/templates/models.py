@@ -26,6 +26,8 @@ class Template(IdMixin, Base):
     category: Mapped[str] = mapped_column(String(32), default="")
     subject: Mapped[str | None] = mapped_column(String(998))
     body: Mapped[str] = mapped_column(Text, default="")
+    # Email: the HTML part's Jinja2 source (the text part is `body`); None for text-only mail.
+    html: Mapped[str | None] = mapped_column(Text)
     components: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # draft, submitted, approved, rejected, paused, disabled (the provider's word, mapped).
     status: Mapped[str] = mapped_column(String(16), default="draft")

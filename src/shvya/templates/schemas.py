@@ -33,6 +33,10 @@ class TemplateOut(RowOut):
     external_id: str | None
     created_at: datetime
     updated_at: datetime
+    # Email templates (docs/email-domains.md 3): the Jinja2 subject and HTML part; body is
+    # the text part.
+    subject: str | None = None
+    html: str | None = None
 
 
 class TemplatePage(Page):
