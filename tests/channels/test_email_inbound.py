@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from shvya.channels.email_inbound import strip_reply
+from shvya.channels.service import close_email_transports
 from shvya.config import Settings
 from shvya.conversations.models import Direction, Message
 from shvya.crm.models import Channel, Lead, LeadContact
@@ -22,6 +23,7 @@ from shvya.events.models import Event
 from shvya.jobs.engines.embedded import EmbeddedWorker
 from shvya.jobs.models import Job
 from shvya.tenancy.models import ChannelAccount
+from tests.fakes.smtp_sink import SmtpSink
 from tests.support import FakeClock, Tenant, add_pricing
 
 TOKEN = "inbound-token-5f1c2a"
@@ -358,33 +360,46 @@ def test_the_ai_suggests_its_answer_and_sends_nothing(
 
 
 @pytest.mark.usefixtures("mailboxes")
-def test_with_ai_email_replies_on_the_reply_goes_to_the_router(
+def test_with_ai_email_replies_on_the_ai_answers_in_the_thread(
     client: TestClient,
     session_factory: sessionmaker[Session],
     acme: Tenant,
     make_worker: Callable[..., EmbeddedWorker],
     clock: FakeClock,
 ) -> None:
-    patched = client.patch("/company", json={"ai_email_replies": True}, headers=acme.admin)
-    assert patched.status_code == 200, patched.text
-    assert patched.json()["ai_email_replies"] is True
-    add_pricing(client, acme)
-    answer = post_form(client, inbound_parse(text="How much is the premium plan?"))
-    assert answer.status_code == 200, answer.text
-    clock.advance(seconds=30)
-    make_worker().run_until_idle()
+    """The company lets the AI answer email: the reply goes out through the router and the
+    SMTP transport to a real server, in the lead's thread (Re: subject, In-Reply-To and
+    References naming their message), grounded in the knowledge base."""
+    with SmtpSink() as sink, session_factory() as session:
+        account = session.scalars(
+            select(ChannelAccount).where(ChannelAccount.company_id == acme.company_id)
+        ).one()
+        account.config = {"provider": "smtp", "host": "127.0.0.1", "port": sink.port,
+                          "security": "none"}  # fmt: skip
+        session.commit()
+        patched = client.patch("/company", json={"ai_email_replies": True}, headers=acme.admin)
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["ai_email_replies"] is True
+        add_pricing(client, acme)
+        answer = post_form(client, inbound_parse(text="How much is the premium plan?"))
+        assert answer.status_code == 200, answer.text
+        clock.advance(seconds=30)
+        make_worker().run_until_idle()
+        close_email_transports()
 
-    job = engage_job(session_factory, acme)
-    with session_factory() as session:
+        job = engage_job(session_factory, acme)
+        assert job.status == "completed" and job.result is not None, job.last_error
+        assert job.result["outcome"] == "sent"
         lead = session.get_one(Lead, uuid.UUID(answer.json()["lead_id"]))
+        session.refresh(lead)
         assert not lead.ai_paused  # the AI answers this company's email itself
-    # The router was asked to send. Without an email transport on this branch it refuses
-    # with channel_not_connected; with one (part A) the reply goes out.
-    assert job.result is None or job.result.get("outcome") != "suggested"
-    assert job.status in ("failed", "succeeded")
-    assert "channel_not_connected" in (job.last_error or "") or (
-        job.result is not None and job.result.get("outcome") == "sent"
-    )
+        [received] = sink.to("priya@example.in")
+        message = received.message
+        assert message["Subject"] == "Re: Your demo"
+        assert message["In-Reply-To"] == "<CAF=reply1@mail.gmail.com>"
+        assert "<CAF=reply1@mail.gmail.com>" in str(message["References"])
+        plain = message.get_body(("plain",))
+        assert plain is not None and "4,999" in plain.get_content()
 
 
 @pytest.mark.usefixtures("mailboxes")

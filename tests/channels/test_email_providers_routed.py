@@ -180,3 +180,33 @@ def test_a_provider_account_missing_its_fields_is_a_422_naming_them(
     )
     assert refused.status_code == 422, refused.text
     assert field in refused.text
+
+
+def test_an_account_whose_settings_cannot_send_is_refused_with_what_to_fix(
+    client: TestClient, acme: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    """A row written by hand without its SMTP host: a person's email is a 409 that says to
+    connect the account again, not a job that fails on every run."""
+    with session_factory() as session:
+        session.add(
+            ChannelAccount(
+                company_id=acme.company_id,
+                channel="email",
+                external_id="sales@example.com",
+                config={"provider": "smtp"},
+            )
+        )
+        session.commit()
+    lead = client.post(
+        "/leads",
+        json={"name": "Asha", "contacts": [{"channel": "email", "value": LEAD_EMAIL}]},
+        headers=acme.admin,
+    )
+    refused = client.post(
+        f"/leads/{lead.json()['id']}/messages",
+        json={"channel": "email", "subject": "Hi", "text": "Hello"},
+        headers=acme.admin,
+    )
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"] == "channel_not_connected"
+    assert "POST /channels/email" in refused.json()["detail"]

@@ -62,6 +62,10 @@ FOUND_BUT_NOT_OK: dict[tuple[str, str], Callable[[Any], bool]] = {
     ("GET", "/messages/{message_id}/media"): lambda r: r.json()["error"] != "message_not_found",
     # B's lead is found; B has no WhatsApp number connected to send on.
     ("POST", "/leads/{lead_id}/messages"): lambda r: r.json()["error"] == "channel_not_connected",
+    # B's template is found; it is a WhatsApp template, which an email preview does not render.
+    ("POST", "/templates/{template_id}/preview"): lambda r: (
+        r.json()["error"] == "template_not_email"
+    ),
 }
 
 # (METHOD, path) -> a minimal body that the route accepts, so validation cannot answer first
@@ -77,6 +81,10 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("PATCH", "/stages/{stage_id}"): {"ai_config": {"tone": "brief"}},
 }
+# Bodies that name another of B's resources (filled in from the victim).
+VICTIM_BODIES: dict[tuple[str, str], Callable[[Any], dict[str, Any]]] = {
+    ("POST", "/templates/{template_id}/preview"): lambda victim: {"lead_id": victim.lead_id},
+}
 
 
 def _routes_with_path_parameters() -> list[tuple[str, str]]:
@@ -87,6 +95,10 @@ def _routes_with_path_parameters() -> list[tuple[str, str]]:
         for path, operations in schema["paths"].items()
         for method, operation in operations.items()
         if method in HTTP_METHODS
+        # A provider's webhook is not called with a company's key: its signature, made with
+        # that account's own secret, is the credential (tests/channels/test_sms.py proves
+        # another account's callback changes nothing).
+        and not path.startswith("/webhooks/")
         # An id names a company's resource; other path parameters (an enum like the AI
         # `task`) name nothing that belongs to anyone.
         and any(
@@ -265,6 +277,8 @@ def test_another_companys_id_in_the_path_answers_404_and_changes_nothing(
             )
 
     body = BODIES.get((method, path))
+    if (method, path) in VICTIM_BODIES:
+        body = VICTIM_BODIES[(method, path)](victim)
     if body is None and operation.get("requestBody", {}).get("required"):
         pytest.fail(
             f"{route}: needs a request body; add a minimal valid one to BODIES in {__name__}.",

@@ -431,6 +431,8 @@ def smtp_transport(
     config: dict[str, Any], secret: str | None, settings: Settings
 ) -> EmailTransport:
     """An SmtpTransport from an account's config: host, port, security, username."""
+    if not config.get("host"):
+        raise ChannelSendError(FailureKind.auth, "config", "the SMTP account has no host")
     return SmtpTransport(
         host=str(config["host"]),
         port=int(config["port"]) if config.get("port") else None,

@@ -166,7 +166,15 @@ def email_transport(account: ChannelAccount, settings: Settings) -> EmailTranspo
                 if account.credentials_encrypted
                 else None
             )
-            transport = factory(config, secret, settings)
+            try:
+                transport = factory(config, secret, settings)
+            except ChannelSendError as exc:
+                # Incomplete settings (a row written by hand, a provider field lost): the
+                # router refuses with what to fix instead of failing every send on it.
+                raise ChannelNotConnected(
+                    f"the email account {account.external_id} cannot send ({exc.message}): "
+                    "an admin connects it again with POST /channels/email"
+                ) from None
             if len(_EMAIL_TRANSPORTS) >= _ADAPTERS_MAX:
                 _EMAIL_TRANSPORTS.pop(next(iter(_EMAIL_TRANSPORTS)))
             _EMAIL_TRANSPORTS[key] = transport
