@@ -423,3 +423,35 @@ def test_subject_and_html_on_another_channel_are_refused(
     assert refused.json()["error"] == "email_fields_on_other_channel"
     with session_factory() as session:
         assert session.scalars(select(Message)).all() == []
+
+
+def test_email_from_a_domain_with_a_dkim_key_arrives_signed_over_its_unsubscribe_headers(
+    client: TestClient, acme: Tenant, sink: SmtpSink, make_worker: Callable[..., EmbeddedWorker]
+) -> None:
+    """The router signs with the sending domain's key (docs/email-domains.md): the bytes the
+    server received verify against the record SHVYA told the admin to publish, and the
+    signature covers List-Unsubscribe and List-Unsubscribe-Post (RFC 8058)."""
+    import dkim  # type: ignore[import-untyped]
+
+    domain = client.post(
+        "/channels/email/domains", json={"domain": "acme.example"}, headers=acme.admin
+    )
+    assert domain.status_code == 201, domain.text
+    record = domain.json()["dns_record"]
+    assert connect_email(client, acme, sink).status_code == 201
+    assert send(client, acme, new_lead(client, acme)).status_code == 202
+    make_worker().run_until_idle()
+
+    [received] = sink.to(LEAD_EMAIL)
+    published = {record["name"].rstrip(".").encode(): record["value"].encode()}
+
+    def dns(name: bytes, timeout: int = 5) -> bytes | None:
+        return published.get(name.rstrip(b"."))
+
+    assert dkim.verify(received.data, dnsfunc=dns)
+    signature = received.message["DKIM-Signature"].replace("\r\n", "").replace(" ", "")
+    signed = signature.split("h=")[1].split(";")[0].lower().split(":")
+    assert {"list-unsubscribe", "list-unsubscribe-post", "from", "message-id"} <= set(signed)
+    one_click = b"List-Unsubscribe-Post: List-Unsubscribe=One-Click"
+    tampered = received.data.replace(one_click, one_click.replace(b"One", b"Two"))
+    assert not dkim.verify(tampered, dnsfunc=dns)

@@ -22,7 +22,7 @@ from typing import Any, NoReturn
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from shvya.channels import feedback, sms
+from shvya.channels import email_domains, feedback, sms
 from shvya.channels.adapters import ChannelAdapter, ChannelSendError, FailureKind, SendResult
 from shvya.channels.email import EMAIL_TRANSPORTS, EmailAdapter, EmailSendResult, content_refusal
 from shvya.channels.email_message import EmailTransport
@@ -190,10 +190,19 @@ def close_email_transports() -> None:
         transport.close()
 
 
-def email_adapter(account: ChannelAccount, settings: Settings) -> EmailAdapter:
-    """The router's email adapter for the company's account (docs/email.md 1)."""
+# Providers that send the bytes SHVYA composed, so SHVYA's DKIM signature reaches the lead;
+# SendGrid builds its own message from the fields and signs it itself (docs/email-domains.md).
+_RAW_MIME_PROVIDERS = frozenset({"smtp", "ses"})
+
+
+def email_adapter(
+    account: ChannelAccount, settings: Settings, *, sign: Callable[[bytes], bytes] | None = None
+) -> EmailAdapter:
+    """The router's email adapter for the company's account (docs/email.md 1), signing with
+    the sending domain's DKIM key when `sign` is given."""
     config = account.config or {}
     return EmailAdapter(
+        sign=sign if config.get("provider", "smtp") in _RAW_MIME_PROVIDERS else None,
         transport=email_transport(account, settings),
         company_id=account.company_id,
         from_address=account.external_id,
@@ -246,7 +255,13 @@ def _adapter_for(
                 "number with POST /channels/sms"
             )
         if channel is Channel.email:
-            return email_adapter(account, settings), account
+            signer = email_domains.dkim_signer(
+                session,
+                company_id=company_id,
+                from_domain=account.external_id.rpartition("@")[2],
+                settings=settings,
+            )
+            return email_adapter(account, settings, sign=signer), account
         return sms.sms_adapter(account, settings), account
     raise ChannelNotConnected(f"sending on {channel.value} is not available yet")
 
