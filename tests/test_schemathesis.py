@@ -85,11 +85,9 @@ def seeded(app: FastAPI, acme: Tenant, globex: Tenant) -> None:
 #   parameters as it takes; a user's e-mail address must be deliverable (a domain with a
 #   dot); `GET /leads?assigned_to=me` needs a key that belongs to a person; a DKIM key must
 #   be a readable RSA PEM of 2048 bits or more; an email template must parse as Jinja2 and
-#   name only the lead's fields, and a preview needs a lead that has them: no schema can
-#   dot); `GET /leads?assigned_to=me` needs a key that belongs to a person; a quiet-hours
+#   name only the lead's fields, and a preview needs a lead that has them; a quiet-hours
 #   window's start and end must differ, and Twilio must accept an SMS number's SID and
-#   token: no schema can
-#   decide these, so 422 is an expected answer to schema-valid data
+#   token: no schema can decide these, so 422 is an expected answer to schema-valid data
 #   there, and only there.
 SCHEMATHESIS_CONFIG = """
 [generation]

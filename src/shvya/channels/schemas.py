@@ -127,7 +127,8 @@ class OutboundContent(StrictInput):
     # Email only (docs/email.md 1): the subject (required for an email send), an HTML part
     # beside the text, and the Message-IDs (without angle brackets) it answers.
     subject: SafeStr | None = Field(default=None, min_length=1, max_length=998)
-    html: SafeStr | None = Field(default=None, min_length=1, max_length=500_000)
+    # Within the API's 1 MB body limit even JSON-escaped; Gmail clips over about 102 KB.
+    html: SafeStr | None = Field(default=None, min_length=1, max_length=100_000)
     email_in_reply_to: SafeStr | None = Field(default=None, max_length=998)
     email_references: list[Annotated[SafeStr, Field(max_length=998)]] | None = Field(
         default=None, max_length=100

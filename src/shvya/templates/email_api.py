@@ -21,16 +21,18 @@ router = APIRouter(tags=["templates"], responses=error_responses(*AUTH_ERRORS))
 
 
 class EmailTemplateIn(StrictInput):
+    # Sizes keep the whole body under the API's 1 MB request limit even when every character
+    # arrives JSON-escaped (6 bytes); Gmail clips a message over about 102 KB anyway.
     name: SafeStr = Field(min_length=1, max_length=512)
     subject: SafeStr = Field(
         min_length=1, max_length=998, description="Jinja2, e.g. 'A quote for {{ first_name }}'"
     )
     text: SafeStr = Field(
-        min_length=1, max_length=100_000, description="The plain-text part (Jinja2)"
+        min_length=1, max_length=50_000, description="The plain-text part (Jinja2)"
     )
     html: SafeStr | None = Field(
         default=None,
-        max_length=500_000,
+        max_length=100_000,
         description="The HTML part (Jinja2; the lead's fields are HTML-escaped)",
     )
 
