@@ -14,15 +14,16 @@ Pure: no database, no clock of its own. The rules, in the order they are applied
    own message quoted back never makes a reply look like anything.
 2. It is an out-of-office reply when the subject says so ("Automatic reply:", "Out of
    Office", "Auto:", "Respuesta automática", "Fuera de la oficina", "स्वचालित उत्तर", "छुट्टी पर",
-   "chhutti par" ...), or the text says it is automatic, or the lead says in the present or
-   future that they are away ("I am out of the office", "estaré fuera de la oficina",
-   "मैं छुट्टी पर हूँ", "main chhutti par hoon"), or says less ("I'm travelling", "estoy
-   fuera", "बाहर हूँ") but with a return ("until", "back on", "hasta", "tak", "वापस").
+   "chhutti par" ...), or the text says it is automatic, or the lead says they are away now
+   ("I am out of the office", "estoy fuera de la oficina", "मैं छुट्टी पर हूँ", "main chhutti
+   par hoon"), or says it loosely or as a plan ("I'm travelling", "I will be on leave",
+   "estoy fuera", "बाहर हूँ") with a return date said in words ("until 4 December", "back on
+   Monday", "hasta el lunes", "10 जून तक", "somvar ko wapas").
    Questions ("Are you out of office on Friday?"), the past ("I was on vacation"), other
    outs ("out of stock", "out of budget") are not.
 3. Said only in the text (no automatic subject or marker), a reply that also engages (asks
-   for a price or a demo, says it is interested) is a reply from a person, not an
-   out-of-office: it counts as a reply.
+   anything, asks for a price or a demo, says it is interested) is a reply from a person,
+   not an out-of-office: it counts as a reply.
 4. The return day: among the dates the text states, a date after a return ("back on",
    "returning", "regreso el", "को वापस") wins, then one after "until" ("until", "till",
    "hasta", "तक", "tak": the lead is back that day), then one ending a range ("through",
@@ -97,6 +98,12 @@ _LEAVE_EN = (
     r"on (?:(?:annual|parental|maternity|paternity|sick|medical|personal|study|bereavement|"
     r"casual|privilege|earned|extended)\s+)?leave"
 )
+# "out of (the) office" as a phrase of its own: not "out of office space".
+_OOO = (
+    r"(?:out of (?:the )?office|ooo)(?=\s*(?:$|[,.;:!()\-]|until|till|til|through|thru|from|"
+    r"today|tomorrow|this|next|and|with|on|for|in|at|returning|back|right now|now|currently|"
+    r"since|starting|due|without|hoon|hu|hun|hain))"
+)
 _FP_ES = (
     r"(?:estoy|estare|estaremos|estamos|me encuentro|nos encontramos|permanecere)"
     r"(?:\s+(?:actualmente|ahora|ya))?"
@@ -135,17 +142,13 @@ _AUTOMATIC: list[tuple[re.Pattern[str], str]] = [
 _AWAY: list[tuple[re.Pattern[str], str]] = [
     (re.compile(p, re.IGNORECASE | re.MULTILINE), language)
     for p, language in [
-        (rf"\b{_FP_EN}\s+(?:out of (?:the )?office|ooo|{_LEAVE_EN}|"
+        (rf"\b{_FP_EN}\s+(?:{_OOO}|(?:{_LEAVE_EN}|"
          r"on (?:vacation|holiday|holidays|pto|sabbatical)|off work|"
-         r"away (?:on (?:vacation|holiday|leave|business)|from (?:the|my) (?:office|desk)))\b"
-         r"|^\s*(?:out of (?:the )?office|ooo)\b(?=\s*(?:[:(\-]|until|till|through|from|"
-         r"returning|and|with|back|today|this|$))"
-         r"|\b(?:our|the) offices? (?:is|are|will be|remains?) closed\b", "en"),
+         r"away on (?:vacation|holiday|leave|business))\b)"
+         rf"|^\s*{_OOO}", "en"),
         (rf"\b{_FP_ES}\s+(?:fuera de (?:la )?oficina|de vacaciones|de baja|de permiso|"
          r"de licencia|de descanso|ausente de (?:la )?oficina)\b"
-         r"|^\s*fuera de (?:la )?oficina\b"
-         r"|\b(?:la|nuestra|nuestras|las) oficinas? (?:esta|estan|estara|estaran|permanecera|"
-         r"permaneceran) cerradas?\b", "es"),
+         r"|^\s*fuera de (?:la )?oficina\b", "es"),
         (rf"(?:छुट्टी|छुट्टियों|छुट्टियाँ|छुट्टियां|अवकाश|लीव)\s+पर\s+(?:\S+\s+)?{_AUX_HI}"
          rf"|(?:कार्यालय|ऑफिस|दफ्तर)\s+से\s+बाहर\s+(?:\S+\s+)?{_AUX_HI}", "hi"),
         (rf"\b(?:chhutti|chutti|chhuti|chuti|chhuttiyon|leave|vacation|holiday)\s+(?:par|pe|pr)"
@@ -153,16 +156,26 @@ _AWAY: list[tuple[re.Pattern[str], str]] = [
          rf"|\bout of (?:the )?office\s+{_AUX_HL}\b", "hinglish"),
     ]
 ]  # fmt: skip
+# Said in the future ("I will be on leave", "estaré de vacaciones", "छुट्टी पर रहूँगा"), away
+# is a plan until it comes with a return date.
+_FUTURE = re.compile(
+    r"\b(?:will|'ll|ll|shall|estare|estaremos|permanecere|rahunga|rahungi|rahoonga|rahenge)\b"
+    r"|रहूँगा|रहूंगा|रहूँगी|रहूंगी|रहेंगे",
+    re.IGNORECASE,
+)
 # Away, said loosely: only with a return ("until", "back on"...).
 _AWAY_LOOSELY: list[tuple[re.Pattern[str], str]] = [
     (re.compile(p, re.IGNORECASE), language)
     for p, language in [
-        (rf"\b{_FP_EN}\s+(?:away|travell?ing|out of town|out of the country|unavailable|"
+        (r"\b(?:our|the) offices? (?:is|are|will be|remains?) closed\b|"
+         rf"\b{_FP_EN}\s+(?:away|travell?ing|out of town|out of the country|unavailable|"
          r"not available|not in the office|on a business trip|on business travel|"
          r"at a conference)\b", "en"),
         (rf"\b{_FP_ES}\s+(?:fuera(?=\s+(?:hasta|del?\s+\d|por|esta semana|la proxima|"
          r"de la ciudad|del pais)|\s*[,.;]|\s*$)|ausente|de viaje|viajando|no disponible|"
-         r"sin acceso (?:al|a mi) (?:correo|e-?mail)|con acceso limitado)\b", "es"),
+         r"sin acceso (?:al|a mi) (?:correo|e-?mail)|con acceso limitado)\b"
+         r"|\b(?:la|nuestra|nuestras|las) oficinas? (?:esta|estan|estara|estaran|permanecera|"
+         r"permaneceran) cerradas?\b", "es"),
         (rf"(?:बाहर|यात्रा पर|उपलब्ध नहीं)\s+(?:\S+\s+)?{_AUX_HI}", "hi"),
         (rf"\b(?:bahar|baahar|shehar se bahar|available nahi|available nahin|"
          rf"travel kar raha|travel kar rahi)\s+{_AUX_HL}\b", "hinglish"),
@@ -174,7 +187,7 @@ _BACK: list[tuple[re.Pattern[str], str]] = [
     (re.compile(p, re.IGNORECASE), language)
     for p, language in [
         (r"\b(?:i will be back|i'll be back|i will return|i return|i'm back|i am back|"
-         r"returning)\b", "en"),
+         r"returning)\b(?!\s+(?:to you|with|from))", "en"),
         (r"\b(?:volvere|regresare|estare de vuelta|estare de regreso|regreso el|vuelvo el|"
          r"me reincorporo|me reincorporare)\b", "es"),
         (r"(?:वापस आऊँगा|वापस आऊंगा|वापस आऊँगी|वापस आऊंगी|लौटूँगा|लौटूंगा|लौटूँगी|लौटूंगी)", "hi"),
@@ -203,7 +216,7 @@ _ENGAGED = re.compile(
     r"\b(?:interested|interest in|pricing|price|prices|quote|demo|sounds good|"
     r"let's (?:talk|chat|meet|schedule)|sign (?:me|us) up|me interesa|interesad[oa]s?|"
     r"precios?|cotizacion|hablemos|suena bien|kitne ka|kitna|baat karte|pasand)\b"
-    r"|दिलचस्पी|रुचि|कीमत|डेमो|बात करते|पसंद",
+    r"|दिलचस्पी|रुचि|कीमत|डेमो|बात करते|पसंद|[?¿]",
     re.IGNORECASE,
 )
 _SENTENCE = re.compile(r"[^.!?\n।]*[.!?\n।]*")
@@ -264,6 +277,9 @@ _MONTH2 = rf"(?P<month2>{_alternation(MONTHS)})"
 _NUM = rf"(?P<n>\d{{1,3}}|{_alternation(_NUMBERS)})"
 _UNIT = rf"(?P<unit>{_alternation(_UNITS)})"
 _NOT_LETTER_AFTER = rf"(?!{_L})"
+# A month named alone ("until February", "hasta febrero", "फरवरी तक"): whole names only, and
+# not "may", which is more often a verb.
+_WHOLE_MONTHS = [name for name in MONTHS if name != "may" and (len(name) > 3 or not name.isascii())]
 _NOT_LETTER_BEFORE = rf"(?<!{_L})"
 
 # (pattern, kind): every way a day is written that SHVYA reads.
@@ -279,6 +295,8 @@ _DATES: list[tuple[re.Pattern[str], str]] = [
          rf"{_NOT_LETTER_AFTER}(?:,?\s+(?:de(?:l)?\s+)?(?P<y>\d{{4}}))?", "day_month"),
         (rf"{_NOT_LETTER_BEFORE}{_MONTH2}\.?\s+(?P<d2>\d{{1,2}})(?:st|nd|rd|th)?(?!\d)"
          rf"(?:,?\s+(?P<y2>\d{{4}}))?", "month_day"),
+        (rf"{_NOT_LETTER_BEFORE}(?P<month3>{_alternation(_WHOLE_MONTHS)})"
+         rf"(?:\s+(?:de(?:l)?\s+)?(?P<y3>\d{{4}}))?{_NOT_LETTER_AFTER}(?!\s*\d)", "month"),
         (rf"{_NOT_LETTER_BEFORE}(?:day after tomorrow|pasado manana|parso|parson|परसों)"
          rf"{_NOT_LETTER_AFTER}", "day+2"),
         (rf"{_NOT_LETTER_BEFORE}(?:tomorrow|manana|kal|कल){_NOT_LETTER_AFTER}", "day+1"),
@@ -364,6 +382,9 @@ def _options(match: re.Match[str], kind: str, today: date, month_first: bool) ->
         year = _year(match["y"] if kind == "day_month" else match["y2"])
         month = MONTHS[name.lower()]
         found.append(_safe_date(year, month, day) if year else _next_of(month, day, today))
+    elif kind == "month":
+        month, year = MONTHS[match["month3"].lower()], _year(match["y3"])
+        found.append(_safe_date(year, month, 1) if year else _next_of(month, 1, today))
     elif kind.startswith("day+"):
         found.append(today + timedelta(days=int(kind[4:])))
     elif kind == "next_week":
@@ -437,8 +458,9 @@ def _with_cue(text: str, mentions: list[_Mention], index: int) -> _Mention:
     return _Mention(mention.start, mention.end, mention.options, cue)
 
 
-def _return_day(text: str, today: date, month_first: bool) -> date | None:
-    """The day the lead says they are back, if the text states one we believe."""
+def _return_day(text: str, today: date, month_first: bool) -> tuple[date | None, bool]:
+    """The day the lead says they are back, if the text states one we believe, and whether
+    words said it is a return ("back on", "until"...) rather than a date standing alone."""
     last = today + MAX_AHEAD
 
     def believable(mention: _Mention) -> date | None:
@@ -452,9 +474,9 @@ def _return_day(text: str, today: date, month_first: bool) -> date | None:
     for cues in (("back",), ("until", "through")):
         for mention in mentions:
             if mention.cue in cues:
-                return believable(mention)
+                return believable(mention), True
     neutral = [d for m in mentions if m.cue == "none" and (d := believable(m)) is not None]
-    return max(neutral) if neutral else None
+    return (max(neutral) if neutral else None), False
 
 
 # --- the verdict -------------------------------------------------------------------------------
@@ -509,7 +531,10 @@ def detect_out_of_office(
             language,
         )
     hit = _first(_AWAY, sentences)
+    # Said loosely, or as a plan, absence needs a return date to be an out-of-office.
+    needs_return = hit is not None and bool(_FUTURE.search(hit[0].group()))
     if hit is None and _RETURN_CUE.search(body):
+        needs_return = True
         hit = _first(_AWAY_LOOSELY, sentences)
         if hit is None and (automatic or _ROUTINE.search(body)):
             hit = _first(_BACK, sentences)
@@ -528,7 +553,9 @@ def detect_out_of_office(
     tz = _zone(zone)
     today = now.astimezone(tz).date()
     month_first = language == "en" and zone.startswith(("America/", "US/", "Canada/"))
-    day = _return_day(f"{title}\n{body}", today, month_first)
+    day, cued = _return_day(f"{title}\n{body}", today, month_first)
+    if needs_return and not automatic and (day is None or not cued):
+        return None
     if day is None:
         return OutOfOffice(
             until=now.astimezone(UTC) + DEFAULT_PAUSE,
