@@ -49,6 +49,8 @@ def start_of(day: date, zone: str = KOLKATA) -> datetime:
         ("I'm currently on parental leave until February 2027.", None, "en", date(2027, 2, 1)),
         ("I am out of office today and tomorrow.", None, "en", date(2026, 11, 27)),
         ("I'm away until Mon 30/11.", None, "en", date(2026, 11, 30)),
+        ("I'm on leave, back on the 3rd.", None, "en", date(2026, 12, 3)),
+        ("I'm out of the office until 12-Dec.", None, "en", date(2026, 12, 12)),
         ("Need help? Write to support@acme.example. Back on 2 December.", "Auto: Re: hello",
          "en", date(2026, 12, 2)),
         # Spanish
@@ -63,6 +65,7 @@ def start_of(day: date, zone: str = KOLKATA) -> datetime:
         ("Gracias por su mensaje. Me encuentro de vacaciones hasta el 7 de diciembre con "
          "acceso limitado al correo.", None, "es", date(2026, 12, 7)),
         ("Nuestras oficinas permanecerán cerradas hasta enero.", None, "es", date(2027, 1, 1)),
+        ("Estaré de vacaciones hasta el 7.", None, "es", date(2026, 12, 7)),
         # Hindi (Devanagari)
         ("मैं 10 जून तक छुट्टी पर हूँ।", None, "hi", date(2027, 6, 10)),
         ("मैं १० जून तक छुट्टी पर हूं", None, "hi", date(2027, 6, 10)),
@@ -71,6 +74,7 @@ def start_of(day: date, zone: str = KOLKATA) -> datetime:
         ("मैं कल तक अवकाश पर हूँ।", "स्वचालित उत्तर", "hi", date(2026, 11, 27)),
         ("नमस्ते, मैं 3 दिसंबर तक ऑफिस से बाहर हूँ।", None, "hi", date(2026, 12, 3)),
         ("मैं फरवरी तक छुट्टी पर रहूँगा", None, "hi", date(2027, 2, 1)),
+        ("मैं 15 तारीख तक छुट्टी पर हूँ", None, "hi", date(2026, 12, 15)),
         # Hinglish
         ("main 10 june tak chhutti par hoon", None, "hinglish", date(2027, 6, 10)),
         ("Main office se bahar hoon, somvar ko wapas aaunga", None, "hinglish",
@@ -79,6 +83,7 @@ def start_of(day: date, zone: str = KOLKATA) -> datetime:
          date(2026, 12, 10)),
         ("Abhi main shehar se bahar hoon, 5 december tak", None, "hinglish",
          date(2026, 12, 5)),
+        ("main 15 tareekh tak chhutti par hoon", None, "hinglish", date(2026, 12, 15)),
         ("Namaste, main 3 december tak office se bahar hoon. Urgent ho to Ravi ko call karein.",
          None, "hinglish", date(2026, 12, 3)),
     ],
@@ -155,6 +160,7 @@ def test_a_past_or_absurd_return_date_is_the_default(text: str) -> None:
         "I'm not out of office, just busy.",
         "Thank you for your email, I'll be back to you on Monday with the signed contract.",
         "Thanks for your message. I'm away until Friday; please send the quote.",
+        "I'm on leave, but the 20% discount is fine, go ahead.",
         # Spanish
         "Estuve de vacaciones, ahora me interesa.",
         "Estoy fuera de presupuesto hasta el próximo año.",
@@ -189,8 +195,33 @@ def test_ordinary_replies_that_mention_being_away_are_replies(text: str) -> None
 
 
 def test_ordinary_subjects_do_not_make_an_auto_reply() -> None:
-    for subject in ("Re: Your proposal", "Re: vacation plans for the team", "Re: out of stock?"):
+    # Our own subject, quoted after "Re:", is not the lead's auto-responder speaking.
+    for subject in (
+        "Re: Your proposal",
+        "Re: vacation plans for the team",
+        "Re: out of stock?",
+        "Re: Paquete de vacaciones",
+        "RE: Out of office furniture sale",
+        "Re: छुट्टी पर जाने से पहले ऑफर",
+        "Fwd: chhutti par special offer",
+    ):
         assert detect_out_of_office("Sounds good.", subject=subject, now=NOW, zone=KOLKATA) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "subject", "language"),
+    [
+        ("Thanks for reaching out.", "Automatic reply: Re: Proposal", "en"),
+        ("Su mensaje ha sido recibido.", "Respuesta automática: Re: Propuesta", "es"),
+        ("आपका संदेश मिल गया है।", "Automatic reply: Re: Proposal", "hi"),
+        ("Aapka message mil gaya hai, main jaldi reply karunga.", "Auto: Re: Proposal",
+         "hinglish"),
+        ("I'm on leave, el 20% discount is fine", "Out of Office", "en"),
+    ],
+)  # fmt: skip
+def test_the_language_is_the_leads(text: str, subject: str, language: str) -> None:
+    found = detect_out_of_office(text, subject=subject, now=NOW, zone=KOLKATA)
+    assert found is not None and found.language == language
 
 
 def test_what_the_reply_quotes_is_not_read() -> None:
@@ -200,6 +231,11 @@ def test_what_the_reply_quotes_is_not_read() -> None:
         "> I am out of the office until 10 December.\n"
     )
     assert detect_out_of_office(text, subject="Re: Proposal", now=NOW, zone=KOLKATA) is None
+    outlook = (
+        "Yes please.\n\nFrom: Sales <sales@acme.example>\nSent: Thursday, 26 November 2026\n"
+        "Subject: Proposal\n\nI am out of the office until 10 December."
+    )
+    assert detect_out_of_office(outlook, subject=None, now=NOW, zone=KOLKATA) is None
     quoted_ooo_date = (
         "I am on leave, back on 3 December.\n-----Original Message-----\nWe meet on 20 December."
     )

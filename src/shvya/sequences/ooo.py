@@ -68,7 +68,8 @@ class OutOfOffice:
 _DEVANAGARI_DIGITS = str.maketrans("०१२३४५६७८९", "0123456789")
 _QUOTE_START = re.compile(
     r"^\s*(?:on\s.{0,200}\swrote:|el\s.{0,200}\sescribi[oó]:|-{2,}\s*original message\s*-{2,}"
-    r"|-{2,}\s*mensaje original\s*-{2,}|_{5,}\s*$)",
+    r"|-{2,}\s*mensaje original\s*-{2,}|_{5,}\s*$"
+    r"|(?:from|de):\s.*\n\s*(?:sent|date|enviado(?: el)?|fecha|to|para):)",
     re.IGNORECASE | re.MULTILINE,
 )
 
@@ -215,8 +216,9 @@ _RETURN_CUE = re.compile(
 _ENGAGED = re.compile(
     r"\b(?:interested|interest in|pricing|price|prices|quote|demo|sounds good|"
     r"let's (?:talk|chat|meet|schedule)|sign (?:me|us) up|me interesa|interesad[oa]s?|"
-    r"precios?|cotizacion|hablemos|suena bien|kitne ka|kitna|baat karte|pasand)\b"
-    r"|दिलचस्पी|रुचि|कीमत|डेमो|बात करते|पसंद|[?¿]",
+    r"precios?|cotizacion|hablemos|suena bien|kitne ka|kitna|baat karte|pasand|discount|"
+    r"descuento|chhoot|buy|purchase|comprar|khareed\w*)\b"
+    r"|दिलचस्पी|रुचि|कीमत|डेमो|बात करते|पसंद|छूट|खरीद|[?¿]",
     re.IGNORECASE,
 )
 _SENTENCE = re.compile(r"[^.!?\n।]*[.!?\n।]*")
@@ -291,12 +293,15 @@ _DATES: list[tuple[re.Pattern[str], str]] = [
          "digits"),
         (r"(?<![\d/.-])(?P<a>\d{1,2})([.-])(?P<b>\d{1,2})\2(?P<y>\d{4}|\d{2})(?![\d/]|[.-]\d)",
          "digits"),
-        (rf"(?<![\d/.-])(?P<d>\d{{1,2}})(?:st|nd|rd|th)?(?:\s+of|\s+de|\.)?\s+{_MONTH}\.?"
+        (rf"(?<![\d/.-])(?P<d>\d{{1,2}})(?:st|nd|rd|th)?(?:\s+of|\s+de|\.)?(?:\s+|-){_MONTH}\.?"
          rf"{_NOT_LETTER_AFTER}(?:,?\s+(?:de(?:l)?\s+)?(?P<y>\d{{4}}))?", "day_month"),
         (rf"{_NOT_LETTER_BEFORE}{_MONTH2}\.?\s+(?P<d2>\d{{1,2}})(?:st|nd|rd|th)?(?!\d)"
          rf"(?:,?\s+(?P<y2>\d{{4}}))?", "month_day"),
         (rf"{_NOT_LETTER_BEFORE}(?P<month3>{_alternation(_WHOLE_MONTHS)})"
          rf"(?:\s+(?:de(?:l)?\s+)?(?P<y3>\d{{4}}))?{_NOT_LETTER_AFTER}(?!\s*\d)", "month"),
+        (r"\bthe\s+(?P<dd>\d{1,2})(?:st|nd|rd|th)\b(?!\s+(?:of|de)\b)"
+         r"|\b(?:el|dia)\s+(?P<dd2>\d{1,2})(?![\d%/:-]|[.,]\d|\s*(?:de|del|%|por|am|pm|h|hrs?)\b)"
+         r"|(?<![\d/.-])(?P<dd3>\d{1,2})\s*(?:tareekh|tarikh|tarik|तारीख|तारिख)", "day"),
         (rf"{_NOT_LETTER_BEFORE}(?:day after tomorrow|pasado manana|parso|parson|परसों)"
          rf"{_NOT_LETTER_AFTER}", "day+2"),
         (rf"{_NOT_LETTER_BEFORE}(?:tomorrow|manana|kal|कल){_NOT_LETTER_AFTER}", "day+1"),
@@ -382,6 +387,14 @@ def _options(match: re.Match[str], kind: str, today: date, month_first: bool) ->
         year = _year(match["y"] if kind == "day_month" else match["y2"])
         month = MONTHS[name.lower()]
         found.append(_safe_date(year, month, day) if year else _next_of(month, day, today))
+    elif kind == "day":
+        number = int(match["dd"] or match["dd2"] or match["dd3"])
+        for ahead in range(3):  # this month, else the next that has the day
+            first = add_months(today.replace(day=1), ahead)
+            candidate = _safe_date(first.year, first.month, number)
+            if candidate is not None and candidate > today:
+                found.append(candidate)
+                break
     elif kind == "month":
         month, year = MONTHS[match["month3"].lower()], _year(match["y3"])
         found.append(_safe_date(year, month, 1) if year else _next_of(month, 1, today))
@@ -423,6 +436,8 @@ def _mentions(text: str, today: date, month_first: bool) -> list[_Mention]:
     kept: list[_Mention] = []
     for mention in raw:
         if kept and mention.start < kept[-1].end:
+            if mention.end > kept[-1].end:  # "el 15" then "15 de marzo": the longer reading
+                kept[-1] = mention
             continue
         # "Monday, March 12", "el lunes 3 de marzo": the weekday names the date after it.
         if kept and _is_weekday_before(kept[-1], mention, text):
@@ -494,7 +509,11 @@ def _language_of(text: str) -> str:
         return "hi"
     if re.search(r"\b(?:hoon|hai|hain|tak|par|pe|wapas|chhutti|mein|nahi)\b", text):
         return "hinglish"
-    if re.search(r"\b(?:el|la|de|hasta|estoy|estare|gracias|por|oficina)\b", text):
+    if re.search(
+        r"\b(?:el|la|los|las|de|del|que|su|tu|hasta|estoy|estare|gracias|por|para|con|"
+        r"oficina|mensaje|correo|recibido)\b",
+        text,
+    ):
         return "es"
     return "en"
 
@@ -517,8 +536,11 @@ def detect_out_of_office(
 
     found: tuple[str, str] | None = None  # (matched words, language)
     automatic = False
+    # What an auto-responder adds comes before the subject it answers ("Automatic reply: Re:
+    # Holiday packages"); that quoted subject is ours, not the lead's.
+    added = re.split(r"\b(?:re|fw|fwd|rv|aw|r)\s*:", title, maxsplit=1)[0]
     for pattern, language in _SUBJECT:
-        match = pattern.search(title)
+        match = pattern.search(added)
         if match is not None:
             found, automatic = (_original(subject or "", title, *match.span()), language), True
             break
@@ -547,8 +569,9 @@ def detect_out_of_office(
     if not automatic and (hit is None or _ENGAGED.search(body)):
         return None
     matched, language = found
-    if language == "en" and not re.search(r"\b(?:out of|office|automatic|auto)\b", matched):
-        language = _language_of(body) if body.strip() else language
+    if hit is None and body.strip():
+        # Only a subject or marker said it: the language of the text says more.
+        language = _language_of(body)
 
     tz = _zone(zone)
     today = now.astimezone(tz).date()
