@@ -176,8 +176,8 @@ def limit_verdict(
             ).where(*where, Message.created_at > day_since)
         ).one()
         for count, limit, window, since, name, span in (
-            (day_count, limits.per_day, DAY, day_since, "daily", "24 hours"),
-            (hour_count, limits.per_hour, HOUR, hour_since, "hourly", "60 minutes"),
+            (int(day_count), limits.per_day, DAY, day_since, "daily", "24 hours"),
+            (int(hour_count), limits.per_hour, HOUR, hour_since, "hourly", "60 minutes"),
         ):
             if limit is None or count < limit:
                 continue

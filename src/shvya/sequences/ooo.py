@@ -51,6 +51,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from shvya.ai.timeline import MONTHS, NUMBER_WORDS, UNITS, add_months, fold
 
 DEFAULT_PAUSE = timedelta(days=14)
+# Automatic replies are short: what they say is in their first lines, and a long message is
+# a person's (or a mail loop's) and is read no further than this.
+READ_AT_MOST = 20_000
 # A return date further than this is not believed (a typo, or no return).
 MAX_AHEAD = timedelta(days=365)
 
@@ -529,9 +532,9 @@ def detect_out_of_office(
     """An out-of-office reply and until when it pauses the enrolment, or None for a reply
     that counts as one. `now` is aware; `zone` is the lead's IANA time zone (UTC if unknown).
     """
-    own = _own_words(text)
+    own = _own_words(text[:READ_AT_MOST])
     body = _normal(own)
-    title = _normal(subject or "")
+    title = _normal((subject or "")[:1000])
     sentences = _statements(body)
 
     found: tuple[str, str] | None = None  # (matched words, language)
