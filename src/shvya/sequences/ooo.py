@@ -149,7 +149,7 @@ _AWAY: list[tuple[re.Pattern[str], str]] = [
         (rf"\b{_FP_EN}\s+(?:{_OOO}|(?:{_LEAVE_EN}|"
          r"on (?:vacation|holiday|holidays|pto|sabbatical)|off work|"
          r"away on (?:vacation|holiday|leave|business))\b)"
-         rf"|^\s*{_OOO}", "en"),
+         rf"|^\s*(?:(?:currently|presently|now|still)\s+)?{_OOO}", "en"),
         (rf"\b{_FP_ES}\s+(?:fuera de (?:la )?oficina|de vacaciones|de baja|de permiso|"
          r"de licencia|de descanso|ausente de (?:la )?oficina)\b"
          r"|^\s*fuera de (?:la )?oficina\b", "es"),
@@ -207,12 +207,6 @@ _ROUTINE = re.compile(
     r"(?:upon|on|after) my return|gracias por (?:su|tu) (?:correo|mensaje)|"
     r"acceso limitado al correo|(?:para|en caso de) (?:asuntos )?urgen(?:tes|cia)|"
     r"a mi regreso|urgent ho to)\b|धन्यवाद|जरूरी (?:काम|हो)|ज़रूरी",
-    re.IGNORECASE,
-)
-_RETURN_CUE = re.compile(
-    r"\b(?:until|till|til|through|thru|returning|return|back|"
-    r"hasta|regreso|regresare|vuelvo|volvere|de vuelta|reincorpor\w*|tak|wapas|vapas|"
-    r"waapas|laut\w*)\b|तक|वापस|लौट",
     re.IGNORECASE,
 )
 # Engagement: a person who asks or answers something is replying (rule 3).
@@ -300,6 +294,7 @@ _DATES: list[tuple[re.Pattern[str], str]] = [
          rf"{_NOT_LETTER_AFTER}(?:,?\s+(?:de(?:l)?\s+)?(?P<y>\d{{4}}))?", "day_month"),
         (rf"{_NOT_LETTER_BEFORE}{_MONTH2}\.?\s+(?P<d2>\d{{1,2}})(?:st|nd|rd|th)?(?!\d)"
          rf"(?:,?\s+(?P<y2>\d{{4}}))?", "month_day"),
+        (rf"{_NOT_LETTER_BEFORE}(?P<month3>may)\s+(?P<y3>\d{{4}})(?!\d)", "month"),
         (rf"{_NOT_LETTER_BEFORE}(?P<month3>{_alternation(_WHOLE_MONTHS)})"
          rf"(?:\s+(?:de(?:l)?\s+)?(?P<y3>\d{{4}}))?{_NOT_LETTER_AFTER}(?!\s*\d)", "month"),
         (r"\bthe\s+(?P<dd>\d{1,2})(?:st|nd|rd|th)\b(?!\s+(?:of|de)\b)"
@@ -558,7 +553,7 @@ def detect_out_of_office(
     hit = _first(_AWAY, sentences)
     # Said loosely, or as a plan, absence needs a return date to be an out-of-office.
     needs_return = hit is not None and bool(_FUTURE.search(hit[0].group()))
-    if hit is None and _RETURN_CUE.search(body):
+    if hit is None:
         needs_return = True
         hit = _first(_AWAY_LOOSELY, sentences)
         if hit is None and (automatic or _ROUTINE.search(body)):
