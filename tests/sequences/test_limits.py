@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from shvya.conversations.models import Message, MessageStatus
@@ -233,3 +234,26 @@ def test_defaults_and_company_overrides() -> None:
     assert limits_for("sandbox") == SendingLimits()
     assert recipient_domain(" ana@Example.COM ") == "example.com"
     assert recipient_domain("+919800000000") is None
+
+
+def test_counted_by_aggregate_queries_not_by_loading_rows(
+    world: World, acme: Tenant, engine: Engine
+) -> None:
+    mailbox = world.account(acme.company_id)
+    world.sent(acme.company_id, mailbox, count=6, to="p@bigcorp.example")
+    statements: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        hold = world.verdict(acme.company_id, mailbox, to="q@bigcorp.example")
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert hold is not None
+    selects = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    # One count of both windows, one row for each of the two limits reached (day, hour),
+    # one count and one row for the domain: never the rows of the window.
+    assert len(selects) == 5
+    assert all("count(" in s.lower() or "LIMIT" in s.upper() for s in selects)
