@@ -85,6 +85,22 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 TABLES = [table.name for table in Base.metadata.sorted_tables]
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`@pytest.mark.one_database` keeps a test's SQLite half only: the suite has a time budget
+    (docs/architecture.md, "Tests"), and a protocol or a parser proves the same on either."""
+
+    def postgres_half(item: pytest.Item) -> bool:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        return bool(item.get_closest_marker("one_database")) and params.get("backend") == (
+            "postgresql"
+        )
+
+    dropped = [item for item in items if postgres_half(item)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if not postgres_half(item)]
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)

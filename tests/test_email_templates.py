@@ -16,6 +16,9 @@ from shvya.templates.rendering import (
 )
 from tests.support import Tenant
 
+# Rendering a template is the same on either database.
+pytestmark = pytest.mark.one_database
+
 TEXT = (
     "Hello {{ first_name }},\n"
     "{{ company_name }} has your {{ custom.product }} quote ({{ stage }}).\n"

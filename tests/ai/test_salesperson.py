@@ -17,6 +17,10 @@ from shvya.jobs.service import JobType, enqueue_job
 from tests.ai.salesperson import Desk
 from tests.ai.support import PRICING_MD
 
+# What the salesperson understands in each language and how it words a reply do not depend on
+# the database; retrieval, pauses, imports and stage moves run on both (docs/architecture.md).
+ONE_DATABASE = pytest.mark.one_database
+
 
 @pytest.fixture
 def desk(desk: Desk) -> Desk:
@@ -51,6 +55,7 @@ def test_a_price_question_gets_the_kb_price_with_the_passages_it_came_from(desk:
     assert job["result"]["intent"] == "price_inquiry"
 
 
+@ONE_DATABASE
 def test_the_reply_is_in_the_leads_language(desk: Desk) -> None:
     spanish = desk.converse("Hola, ¿cuánto cuesta el plan premium?", phone="+525512345678")
     [reply] = desk.replies(spanish["lead_id"])
@@ -116,6 +121,7 @@ def test_the_quiet_period_is_set_per_stage(desk: Desk) -> None:
 # --- bump-ups and summaries -------------------------------------------------------------------
 
 
+@ONE_DATABASE
 def test_bumpups_are_30_to_40_words_and_never_repeat(desk: Desk) -> None:
     inbound = desk.converse("We need a CRM for our sales team, what does the premium plan cost?")
     lead_id = inbound["lead_id"]
@@ -265,6 +271,7 @@ def test_an_unknown_lead_gets_404_for_bumpup_summary_and_pause(desk: Desk) -> No
 # --- handoff, pause and resume ----------------------------------------------------------------
 
 
+@ONE_DATABASE
 @pytest.mark.parametrize(
     ("text", "reason"),
     [
@@ -341,6 +348,7 @@ def test_an_opt_out_in_words_suppresses_the_lead_and_gets_no_sales_reply(desk: D
     assert desk.job(later["job_id"])["result"]["reason"] == "suppressed"
 
 
+@ONE_DATABASE
 def test_a_look_alike_of_stop_is_answered_not_opted_out(desk: Desk) -> None:
     inbound = desk.converse("Can I stop by the showroom tomorrow? What are the hours?")
     assert desk.events(inbound["lead_id"], "OptedOut") == []
@@ -462,6 +470,7 @@ Refunds reach your account in 5 to 7 working days.
 )
 
 
+@ONE_DATABASE
 @pytest.mark.parametrize(
     "question",
     ["What is your refund policy?", "refund policy kya hai?", "¿Cuál es su política de refund?"],
@@ -478,6 +487,7 @@ def test_a_question_about_the_refund_policy_is_answered_not_handed_off(
     assert desk.lead(inbound["lead_id"])["ai_paused"] is False
 
 
+@ONE_DATABASE
 @pytest.mark.parametrize(
     "text",
     [
@@ -495,6 +505,7 @@ def test_a_real_complaint_still_hands_off(desk: Desk, text: str) -> None:
     assert desk.lead(inbound["lead_id"])["ai_paused"] is True
 
 
+@ONE_DATABASE
 @pytest.mark.parametrize(
     ("text", "role"),
     [
@@ -512,6 +523,7 @@ def test_a_lead_who_decides_is_recorded_as_the_decision_maker(
     assert (authority["value"], authority["role"]) == ("decision_maker", role)
 
 
+@ONE_DATABASE
 @pytest.mark.parametrize(
     "deadline",
     ["humein agle mahine tak chahiye", "हमें अगले महीने तक चाहिए", "we need it by next month"],
@@ -528,6 +540,7 @@ def test_a_deadline_is_stored_as_the_timeline_and_does_not_qualify_the_lead(
     assert lead["stage"]["name"] == "New"  # budget and timeline, no need: not Qualified yet
 
 
+@ONE_DATABASE
 @pytest.mark.parametrize(
     ("text", "opening"),
     [
@@ -543,6 +556,7 @@ def test_a_greeting_is_returned_before_the_answer(desk: Desk, text: str, opening
     assert "4,999 INR" in reply["text"]
 
 
+@ONE_DATABASE
 @pytest.mark.parametrize(
     ("text", "noted", "never_asked"),
     [
@@ -578,6 +592,7 @@ def closing_question(text: str) -> str:
     return last if last.endswith("?") else ""
 
 
+@ONE_DATABASE
 def test_no_reply_ends_with_the_same_question_as_the_one_before(desk: Desk) -> None:
     lead_id = desk.converse("what does the premium plan cost?")["lead_id"]
     desk.converse("and the basic plan?")
@@ -595,6 +610,7 @@ def test_no_reply_ends_with_the_same_question_as_the_one_before(desk: Desk) -> N
     assert "What budget do you have in mind?" not in closings[4:]
 
 
+@ONE_DATABASE
 def test_the_stages_own_question_is_not_repeated_in_a_row(desk: Desk) -> None:
     desk.configure_stage("New", ask_next="Would you like to book a test drive this week?")
     lead_id = desk.converse("what does the premium plan cost?")["lead_id"]
@@ -604,6 +620,7 @@ def test_the_stages_own_question_is_not_repeated_in_a_row(desk: Desk) -> None:
     assert not second.endswith("Would you like to book a test drive this week?")
 
 
+@ONE_DATABASE
 def test_a_company_without_a_name_greets_without_one(desk: Desk) -> None:
     desk.setup(kb="", name="Default")
     inbound = desk.converse("hi", name="Priya Shah")

@@ -22,6 +22,10 @@ from tests.fakes.anthropic_api import FakeAnthropic
 from tests.fakes.openai_api import FakeOpenAI
 from tests.support import choose_model, fake_provider_settings, understanding
 
+# What the model is told and what leaves when it misbehaves do not depend on the database;
+# the tests of transactions and races here run on both (docs/architecture.md, "Tests").
+ONE_DATABASE = pytest.mark.one_database
+
 
 @pytest.fixture
 def settings(database_url: str, fake_openai: FakeOpenAI, fake_anthropic: FakeAnthropic) -> Settings:
@@ -46,6 +50,7 @@ def use(desk: Desk, task: str, provider: str, model: str) -> None:
 # --- guardrails -------------------------------------------------------------------------------
 
 
+@ONE_DATABASE
 def test_a_draft_with_an_invented_price_never_leaves(desk: Desk, fake_openai: FakeOpenAI) -> None:
     use(desk, "engage", "openai", "gpt-4o-mini")
     invented = {"reply": "The premium plan is 3,999 INR a month.", "sources": [], "answered": True}
@@ -78,6 +83,7 @@ def test_a_regenerated_grounded_draft_is_sent(desk: Desk, fake_openai: FakeOpenA
     assert desk.job(inbound["job_id"])["result"]["guardrail"] == "regenerated"
 
 
+@ONE_DATABASE
 def test_an_empty_draft_is_asked_again_and_never_sent_empty(
     desk: Desk, fake_openai: FakeOpenAI
 ) -> None:
@@ -92,6 +98,7 @@ def test_an_empty_draft_is_asked_again_and_never_sent_empty(
     assert "no reply text" in fake_openai.chat_calls[-1].messages[-1]["content"]
 
 
+@ONE_DATABASE
 def test_figures_from_the_company_card_and_the_leads_words_are_allowed(
     desk: Desk, fake_openai: FakeOpenAI
 ) -> None:
@@ -154,6 +161,7 @@ def test_the_models_understanding_decides_the_handoff(
     assert desk.lead(inbound["lead_id"])["ai_paused"] is True
 
 
+@ONE_DATABASE
 def test_a_handoff_phrase_inside_a_reply_decides_nothing(
     desk: Desk, fake_openai: FakeOpenAI
 ) -> None:
@@ -197,6 +205,7 @@ def test_the_models_opt_out_and_bant_are_applied(desk: Desk, fake_openai: FakeOp
     assert desk.job(second["job_id"])["result"]["outcome"] == "opted_out"
 
 
+@ONE_DATABASE
 def test_an_understanding_outside_the_schema_falls_back_to_the_rules(
     desk: Desk, fake_openai: FakeOpenAI
 ) -> None:
@@ -228,6 +237,7 @@ def test_a_rate_limited_provider_retries_the_reply_later_and_sends_once(
 # --- bump-ups and summaries from a model ------------------------------------------------------
 
 
+@ONE_DATABASE
 def test_a_model_bumpup_that_repeats_or_runs_long_is_rewritten(
     desk: Desk, fake_openai: FakeOpenAI
 ) -> None:
@@ -261,6 +271,7 @@ def test_a_model_bumpup_that_repeats_or_runs_long_is_rewritten(
     assert all(30 <= word_count(t) <= 40 for t in texts)
 
 
+@ONE_DATABASE
 def test_a_model_summary_of_the_wrong_length_is_replaced(
     desk: Desk, fake_anthropic: FakeAnthropic
 ) -> None:
@@ -401,6 +412,7 @@ def test_a_summary_keeps_the_bant_written_while_it_was_being_written(
     assert attributes["ai_summary"]["text"].startswith("Ravi needs a CRM")
 
 
+@ONE_DATABASE
 def test_a_bumpup_with_an_invented_offer_is_rewritten(desk: Desk, fake_openai: FakeOpenAI) -> None:
     use(desk, "bumpup", "openai", "gpt-4o-mini")
     inbound = desk.converse("We need a CRM for our sales team")
@@ -489,6 +501,7 @@ def script(fake: FakeOpenAI, answer: Any) -> None:
         fake.reply_json(answer, check_schema=False)
 
 
+@ONE_DATABASE
 @pytest.mark.parametrize(
     "answer",
     [
@@ -517,6 +530,7 @@ def test_an_answer_outside_the_schema_is_redrafted_once(
     assert engage_usage(desk, inbound["lead_id"])["calls"] == 2
 
 
+@ONE_DATABASE
 @pytest.mark.parametrize(
     ("answers", "language", "question"),
     [
@@ -555,6 +569,7 @@ FINE_BUMPUP = (
 )
 
 
+@ONE_DATABASE
 @pytest.mark.parametrize(
     "wrapped",
     [
@@ -583,6 +598,7 @@ def test_a_bumpup_in_json_or_markup_is_rewritten_and_never_sent(
     assert bumpups == [FINE_BUMPUP]
 
 
+@ONE_DATABASE
 def test_a_model_summary_in_json_is_replaced_by_sentences(
     desk: Desk, fake_openai: FakeOpenAI
 ) -> None:
@@ -630,6 +646,7 @@ def test_the_model_is_told_what_is_known_and_never_repeats_its_closing_question(
     assert "greet them back" in system
 
 
+@ONE_DATABASE
 def test_a_company_without_a_name_is_never_named_to_the_model_as_default(
     desk: Desk, fake_openai: FakeOpenAI
 ) -> None:

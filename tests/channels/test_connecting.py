@@ -21,6 +21,10 @@ from tests.channels.conftest import ACCESS_TOKEN, PHONE_NUMBER_ID, WABA_ID, conn
 from tests.fakes.meta_graph import FakeMetaGraph
 from tests.support import FakeClock, Tenant
 
+# Meta's side of connecting is what these prove: the same on either database (the stored
+# rows are the same code as every other channel's).
+pytestmark = pytest.mark.one_database
+
 OTHER_NUMBER = "200000000000001"
 OTHER_WABA = "200000000000099"
 

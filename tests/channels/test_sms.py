@@ -20,6 +20,10 @@ from shvya.jobs.models import Job
 from tests.fakes.twilio_api import FakeTwilio
 from tests.support import FakeClock, Tenant
 
+# Twilio's protocol is what these prove: the same on either database (the router's rows are
+# proved on both by tests/channels/test_sending.py).
+pytestmark = pytest.mark.one_database
+
 PUBLIC_URL = "https://shvya.example.com"
 ACME_SID = "AC" + "a" * 32
 ACME_TOKEN = "acmeauthtoken0123456789abcdef012"

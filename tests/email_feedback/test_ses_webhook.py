@@ -19,6 +19,9 @@ from tests.email_feedback.conftest import events_of, make_mailbox, ses_bounce, s
 from tests.fakes.sns import FakeSNS
 from tests.support import Tenant
 
+# SNS signatures and SES's event shapes are what these prove: the same on either database.
+pytestmark = pytest.mark.one_database
+
 TOPIC_A = "arn:aws:sns:us-east-1:111122223333:acme-ses-feedback"
 TOPIC_B = "arn:aws:sns:us-east-1:444455556666:globex-ses-feedback"
 

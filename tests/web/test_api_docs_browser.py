@@ -22,6 +22,9 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import IN_CI
 
+# What the browser shows of the API's docs is the same on either database.
+pytestmark = pytest.mark.one_database
+
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page, Route
 
