@@ -5,10 +5,20 @@ that was checked. Pure checks need no database; the delivery ones use a receiver
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import ssl
+import threading
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -210,3 +220,68 @@ def test_a_name_that_rebinds_to_a_refused_address_gets_nothing_at_delivery(
     with session_factory() as session:
         job = session.get_one(Job, uuid.UUID(latest["job_id"]))
     assert (job.status, job.attempts) == ("failed", 1)  # refused: not retried
+
+
+def _self_signed(name: str, directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_https_keeps_the_name_for_tls_while_connecting_to_the_checked_address(
+    tmp_path: Path,
+) -> None:
+    """Pinned to 127.0.0.1, the TLS handshake still names the host (SNI) and the certificate
+    is verified against that name: an untrusted certificate is refused, nothing is sent."""
+    cert_path, key_path = _self_signed("hooks.shvya-test.invalid", tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    seen: list[str | None] = []
+    context.sni_callback = lambda sock, name, ctx: seen.append(name)  # type: ignore[assignment]
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with contextlib.suppress(OSError), context.wrap_socket(connection, server_side=True):
+            pass
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        attempt = safety.post(
+            f"https://hooks.shvya-test.invalid:{port}/hook",
+            b"{}",
+            {},
+            resolver=lambda host, port: ["127.0.0.1"],
+            allow_private=True,
+            production=True,
+            timeout=5,
+        )
+    finally:
+        server.join(timeout=5)
+        listener.close()
+    assert seen == ["hooks.shvya-test.invalid"]
+    assert not attempt.delivered
+    assert attempt.error is not None and "CERTIFICATE_VERIFY_FAILED" in attempt.error

@@ -168,7 +168,7 @@ def checked_addresses(target: Target, *, resolver: Resolver, allow_private: bool
     else:
         try:
             addresses = resolver(target.host, target.port)
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:
             raise WebhookUrlRefused(f"{target.host} does not resolve: {exc}") from None
         if not addresses:
             raise WebhookUrlRefused(f"{target.host} resolves to no address")
@@ -217,8 +217,11 @@ def post(
         addresses = checked_addresses(target, resolver=resolver, allow_private=allow_private)
     except WebhookUrlRefused as exc:
         return Attempt(None, f"refused: {exc.message}", took(), refused=True)
-    original = httpx.URL(url)
-    host_header = original.netloc.decode("ascii")
+    try:
+        original = httpx.URL(url)
+        host_header = original.netloc.decode("ascii")
+    except (httpx.InvalidURL, UnicodeError) as exc:
+        return Attempt(None, f"refused: the URL cannot be used: {exc}", took(), refused=True)
     last_error = "no address to connect to"
     for address in addresses:
         pinned = original.copy_with(host=address.split("%", 1)[0])
