@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from shvya.config import Settings
 from shvya.events.service import append_lead_event
 from shvya.jobs.models import Job
+from shvya.jobs.service import replay_dead_jobs
 from shvya.webhooks.models import WebhookDelivery
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.support import FakeClock, Tenant, post_inbound
@@ -212,9 +213,20 @@ def test_a_subscription_that_keeps_failing_is_disabled_with_an_event_and_re_enab
     assert enabled.json()["disabled_reason"] is None
     receiver.default_status = 200
     assert client.post(redeliver, headers=acme.admin).status_code == 202
+    # And the dead jobs back from the DLQ: the first's is superseded by its redelivery, the
+    # second's delivers its own delivery again.
+    with session_factory() as session:
+        replayed = replay_dead_jobs(
+            session, company_id=acme.company_id, job_type=None, limit=None, now=clock.now()
+        )
+        session.commit()
+    assert replayed == 2
     run.run_until_idle()
-    assert receiver.received[-1].headers["shvya-event-id"] == str(first["event_id"])
-    assert deliveries(client, acme, subscription["id"])[0]["status"] == "delivered"
+    assert len(receiver.received) == 18
+    assert {r.headers["shvya-event-id"] for r in receiver.received[-2:]} == {
+        str(d["event_id"]) for d in deliveries(client, acme, subscription["id"])
+    }
+    assert [d["status"] for d in deliveries(client, acme, subscription["id"])] == ["delivered"] * 2
 
 
 def test_redeliver_posts_the_same_event_again_freshly_signed_once_per_request(

@@ -461,7 +461,10 @@ def prepare_delivery(
         return "delivery_gone"  # its subscription was deleted
     if delivery.job_id is not None and delivery.job_id != job_id:
         return "superseded"  # a redelivery's job has taken over
-    if delivery.status != DeliveryStatus.pending.value:
+    if delivery.status == DeliveryStatus.failed.value and delivery.job_id == job_id:
+        # Its own dead job, put back by `shvya dlq replay`: a new round of attempts.
+        delivery.status = DeliveryStatus.pending.value
+    elif delivery.status != DeliveryStatus.pending.value:
         return f"already_{delivery.status}"
     subscription = session.get_one(WebhookSubscription, delivery.subscription_id)
     if not subscription.active:
