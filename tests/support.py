@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -134,3 +136,22 @@ def add_pricing(client: TestClient, tenant: Tenant) -> None:
         "/kb/documents", json={"title": "Pricing", "content": PRICING_MD}, headers=tenant.admin
     )
     assert added.status_code == 201, added.text
+
+
+def wait_until_it_catches(pid: int, signum: int = signal.SIGTERM, *, timeout: float = 90) -> None:
+    """Wait until process `pid` has its own handler for `signum` (Linux: SigCgt in /proc).
+
+    A test that signals a freshly started `shvya` process must not race its imports: before
+    the handler is installed, SIGTERM kills the interpreter (exit -15) instead of stopping it.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                caught = next(line for line in status if line.startswith("SigCgt:"))
+        except FileNotFoundError as exc:  # it exited before it was ready
+            raise AssertionError(f"process {pid} exited before handling signal {signum}") from exc
+        if int(caught.split()[1], 16) & (1 << (signum - 1)):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} did not handle signal {signum} within {timeout} s")

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from shvya.app import create_app
 from shvya.config import Settings
 from shvya.db.engine import make_engine, make_session_factory
-from tests.support import make_tenant, post_inbound
+from tests.support import make_tenant, post_inbound, wait_until_it_catches
 
 KEY_PATTERN = re.compile(r"^shvya_[0-9a-f]{12}_[0-9a-f]{48}$")
 
@@ -354,7 +354,7 @@ def test_log_level_setting_quiets_the_worker(tmp_path: Path) -> None:
             text=True,
             env={**os.environ, "DATABASE_URL": database_url, **env},
         )
-        time.sleep(2.5)
+        wait_until_it_catches(process.pid, signal.SIGTERM)
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)
         assert process.returncode == 0, stderr

@@ -24,7 +24,7 @@ from tests.fakes.meta_graph import FakeMetaGraph
 from tests.fakes.twilio_api import FakeTwilio
 from tests.support import Tenant, post_inbound
 
-MAX_EXAMPLES = int(os.environ.get("SHVYA_SCHEMATHESIS_EXAMPLES", "40"))
+MAX_EXAMPLES = int(os.environ.get("SHVYA_SCHEMATHESIS_EXAMPLES", "25"))
 CALLERS = ("acme.agent", "acme.admin", "globex.agent", "globex.admin")
 
 
@@ -91,6 +91,10 @@ def seeded(app: FastAPI, acme: Tenant, globex: Tenant) -> None:
 #   schema can decide these, so 422 is an expected answer to schema-valid data there, and
 #   only there.
 SCHEMATHESIS_CONFIG = """
+# A conformance check, not a latency test: on a loaded 2-core CI machine an in-process request
+# can stall past schemathesis's 10 s default while the embedded worker holds the CPU.
+request-timeout = 60
+
 [generation]
 allow-x00 = false
 with-security-parameters = false
