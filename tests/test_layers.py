@@ -37,7 +37,7 @@ LAYERS: list[set[str]] = [
     {"knowledge"},
     {"channels"},
     {"ai"},
-    {"sequences", "reports"},
+    {"sequences", "reports", "webhooks"},
     {"web"},
 ]
 ROOT = {"app", "cli", "handlers", "onboarding", "__main__"}

@@ -51,6 +51,7 @@ from shvya.templates.email_api import router as email_templates_router
 from shvya.tenancy.api import router as tenancy_router
 from shvya.tenancy.auth import get_caller
 from shvya.web.sandbox import router as sandbox_router
+from shvya.webhooks.api import router as outbound_webhooks_router
 
 logger = logging.getLogger(__name__)
 
@@ -444,6 +445,8 @@ def create_app(
     app.include_router(email_templates_router, dependencies=api)
     app.include_router(email_feedback_router, dependencies=api)
     app.include_router(email_webhooks_router)
+    # Issue 16: signed outbound webhooks (docs/webhooks.md).
+    app.include_router(outbound_webhooks_router, dependencies=api)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,

@@ -193,6 +193,16 @@ class Settings(BaseSettings):
     # rates count (a few events on a handful of sends say nothing about a domain).
     email_reputation_window_days: int = Field(default=30, ge=1, le=365)
     email_reputation_min_sends: int = Field(default=100, ge=1)
+    # --- signed outbound webhooks (issue 16, docs/webhooks.md) ---
+    # Lets webhook URLs reach loopback, private, link-local and reserved addresses, and (outside
+    # production) use http: for tests and a receiver on one's own network. Cloud metadata
+    # addresses stay refused.
+    webhook_allow_private: bool = False
+    # Connect, write and read timeout of one delivery's POST.
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0.0, le=60.0)
+    # Deliveries in a row that end failed (every attempt spent) before the subscription is
+    # disabled with a WebhookSubscriptionDisabled event.
+    webhook_disable_after_failures: int = Field(default=20, ge=1, le=10_000)
 
     @field_validator("log_level", mode="before")
     @classmethod

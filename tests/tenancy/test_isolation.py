@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -20,7 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from shvya.app import create_app
 from shvya.config import Settings
 from shvya.db.models import Base
-from tests.support import Tenant, post_inbound
+from shvya.webhooks.service import due_deliveries
+from tests.support import T0, Tenant, post_inbound
 
 HTTP_METHODS = ("get", "put", "post", "patch", "delete")
 
@@ -39,6 +41,8 @@ class Victim:
     suppression_id: str
     template_id: str
     document_id: str
+    subscription_id: str
+    delivery_id: str
 
 
 # Path parameter name -> the id of company B's resource of that kind. A route with a path
@@ -53,6 +57,8 @@ PATH_IDS: dict[str, Callable[[Victim], str]] = {
     "document_id": lambda victim: victim.document_id,
     "stage_id": lambda victim: victim.stage_ids[0],
     "pipeline_id": lambda victim: victim.pipeline_ids[0],
+    "subscription_id": lambda victim: victim.subscription_id,
+    "delivery_id": lambda victim: victim.delivery_id,
 }
 
 # Routes where B's own request is not expected to succeed, with the check that proves B's
@@ -80,6 +86,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "rules": [{"from": ["New"], "to": "Lost", "when": {"intent": ["not_interested"]}}]
     },
     ("PATCH", "/stages/{stage_id}"): {"ai_config": {"tone": "brief"}},
+    ("PATCH", "/webhook-subscriptions/{subscription_id}"): {"events": ["StageChanged"]},
 }
 # Bodies that name another of B's resources (filled in from the victim).
 VICTIM_BODIES: dict[tuple[str, str], Callable[[Any], dict[str, Any]]] = {
@@ -161,6 +168,7 @@ def api_view(client: TestClient, victim: Victim) -> dict[str, Any]:
         "/suppressions",
         "/templates",
         "/kb/documents",
+        "/webhook-subscriptions",
     )
     view = {}
     for path in paths:
@@ -174,7 +182,7 @@ def api_view(client: TestClient, victim: Victim) -> dict[str, Any]:
 
 
 @pytest.fixture
-def victim(client: TestClient, globex: Tenant) -> Victim:
+def victim(client: TestClient, globex: Tenant, session_factory: sessionmaker[Session]) -> Victim:
     created = post_inbound(client, globex, phone="+14155550199", name="Globex lead")
     assert created.status_code == 201, created.text
     keys = client.get("/api-keys", headers=globex.admin)
@@ -199,6 +207,19 @@ def victim(client: TestClient, globex: Tenant) -> Victim:
         headers=globex.admin,
     )
     assert document.status_code == 201, document.text
+    # A webhook subscription and a delivery of its lead's LeadCreated, fanned out a second later.
+    subscription = client.post(
+        "/webhook-subscriptions",
+        json={"url": "https://hooks.globex.example/shvya", "events": ["LeadCreated"]},
+        headers=globex.admin,
+    )
+    assert subscription.status_code == 201, subscription.text
+    with session_factory() as session:
+        due_deliveries(session, now=T0 + timedelta(seconds=1), limit=10)
+        session.commit()
+    delivery = client.get(
+        f"/webhook-subscriptions/{subscription.json()['id']}/deliveries", headers=globex.admin
+    ).json()["items"][0]
     return Victim(
         tenant=globex,
         lead_id=created.json()["lead_id"],
@@ -210,6 +231,8 @@ def victim(client: TestClient, globex: Tenant) -> Victim:
         suppression_id=suppression.json()["id"],
         template_id=template.json()["id"],
         document_id=document.json()["document"]["id"],
+        subscription_id=subscription.json()["id"],
+        delivery_id=delivery["id"],
     )
 
 

@@ -20,6 +20,7 @@ from shvya.tenancy.models import (
     User,
     WhatsAppBusinessAccount,
 )
+from shvya.webhooks.models import WebhookDelivery, WebhookSubscription
 
 __all__ = [
     "AIKBDoc",
@@ -48,5 +49,7 @@ __all__ = [
     "Suppression",
     "Template",
     "User",
+    "WebhookDelivery",
+    "WebhookSubscription",
     "WhatsAppBusinessAccount",
 ]

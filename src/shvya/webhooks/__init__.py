@@ -1,0 +1,1 @@
+"""Signed outbound webhooks: a company's other systems told what happened (docs/webhooks.md)."""
