@@ -11,6 +11,7 @@ from shvya.channels import tasks as channel_tasks
 from shvya.jobs.runner import Handler
 from shvya.jobs.service import PLANNED_JOB_TYPES, JobType
 from shvya.knowledge import tasks as knowledge_tasks
+from shvya.sequences import tasks as sequence_tasks
 
 
 def default_handlers() -> dict[str, Handler]:
@@ -23,6 +24,8 @@ def default_handlers() -> dict[str, Handler]:
         JobType.kb_ingest.value: knowledge_tasks.ingest_document,
         JobType.templates_sync.value: channel_tasks.sync_templates,
         JobType.templates_submit.value: channel_tasks.submit_template,
+        JobType.sequence_step.value: sequence_tasks.sequence_step,
+        JobType.email_sequence.value: sequence_tasks.email_sequence,
     }
     expected = {t.value for t in JobType} - {t.value for t in PLANNED_JOB_TYPES}
     assert set(handlers) == expected, "every job type SHVYA enqueues needs a handler"

@@ -60,6 +60,10 @@ class Stage(IdMixin, Base):
     # The AI's brief for leads in this stage: goal, tone, next question, topics to avoid...
     ai_config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # A lead entering this stage is enrolled in this sequence (docs/sequences.md).
+    auto_enroll_sequence_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("sequences.id", ondelete="SET NULL")
+    )
 
 
 class Lead(IdMixin, Base):
