@@ -39,6 +39,7 @@ class Victim:
     suppression_id: str
     template_id: str
     document_id: str
+    sequence_id: str
 
 
 # Path parameter name -> the id of company B's resource of that kind. A route with a path
@@ -53,6 +54,7 @@ PATH_IDS: dict[str, Callable[[Victim], str]] = {
     "document_id": lambda victim: victim.document_id,
     "stage_id": lambda victim: victim.stage_ids[0],
     "pipeline_id": lambda victim: victim.pipeline_ids[0],
+    "sequence_id": lambda victim: victim.sequence_id,
 }
 
 # Routes where B's own request is not expected to succeed, with the check that proves B's
@@ -80,10 +82,14 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "rules": [{"from": ["New"], "to": "Lost", "when": {"intent": ["not_interested"]}}]
     },
     ("PATCH", "/stages/{stage_id}"): {"ai_config": {"tone": "brief"}},
+    ("PATCH", "/sequences/{sequence_id}"): {"name": "x"},
 }
 # Bodies that name another of B's resources (filled in from the victim).
 VICTIM_BODIES: dict[tuple[str, str], Callable[[Any], dict[str, Any]]] = {
     ("POST", "/templates/{template_id}/preview"): lambda victim: {"lead_id": victim.lead_id},
+    ("POST", "/sequences/{sequence_id}/enrollments"): lambda victim: {
+        "lead_ids": [victim.lead_id]
+    },
 }
 
 
@@ -199,6 +205,18 @@ def victim(client: TestClient, globex: Tenant) -> Victim:
         headers=globex.admin,
     )
     assert document.status_code == 201, document.text
+    sequence = client.post(
+        "/sequences",
+        json={"name": "Globex follow-up", "steps": [{"channel": "sandbox", "text": "Hi"}]},
+        headers=globex.admin,
+    )
+    assert sequence.status_code == 201, sequence.text
+    enrolled = client.post(
+        f"/sequences/{sequence.json()['id']}/enrollments",
+        json={"lead_ids": [created.json()["lead_id"]]},
+        headers=globex.admin,
+    )
+    assert enrolled.status_code == 200, enrolled.text
     return Victim(
         tenant=globex,
         lead_id=created.json()["lead_id"],
@@ -210,6 +228,7 @@ def victim(client: TestClient, globex: Tenant) -> Victim:
         suppression_id=suppression.json()["id"],
         template_id=template.json()["id"],
         document_id=document.json()["document"]["id"],
+        sequence_id=sequence.json()["id"],
     )
 
 
