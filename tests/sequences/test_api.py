@@ -126,7 +126,14 @@ def test_validation_says_what_to_fix(client: TestClient, acme: Tenant) -> None:
     assert "not before to" in problem(
         {"channel": "sandbox", "text": "a", "window": {"from": "18:00", "to": "09:00"}}
     )
-    assert "ISO weekdays" in problem(
+    assert "name each day once" in problem(
+        {
+            "channel": "sandbox",
+            "text": "a",
+            "window": {"from": "09:00", "to": "18:00", "weekdays": [1, 1]},
+        }
+    )
+    assert "weekdays.0: Input should be greater than or equal to 1" in problem(
         {
             "channel": "sandbox",
             "text": "a",

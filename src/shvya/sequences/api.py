@@ -12,6 +12,8 @@ from shvya.schemas import AUTH_ERRORS, error_responses
 from shvya.sequences import service
 from shvya.sequences.models import Enrollment
 from shvya.sequences.schemas import (
+    EnrollByIds,
+    EnrollByStage,
     EnrollIn,
     EnrollmentOut,
     EnrollmentPage,
@@ -106,8 +108,8 @@ def enroll(
         session,
         company_id=key.company.id,
         sequence_id=sequence_id,
-        lead_ids=body.lead_ids,
-        stage=body.stage,
+        lead_ids=body.lead_ids if isinstance(body, EnrollByIds) else None,
+        stage=body.stage if isinstance(body, EnrollByStage) else None,
         actor=key.actor,
         now=clock.now(),
     )

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
-from shvya.schemas import Integer, Page, SafeStr, StrictInput, leave_out_or_set
+from shvya.schemas import (
+    NOT_A_BOOL,
+    NOT_BLANK,
+    Integer,
+    Page,
+    SafeStr,
+    StrictInput,
+    leave_out_or_set,
+)
 
 StepChannel = Literal["whatsapp", "wa_cloud", "wa_web", "email", "sms", "sandbox"]
 StopOn = Literal["reply", "stage_change", "unsubscribe", "handoff"]
@@ -42,10 +50,11 @@ class WindowIn(StrictInput):
 
     from_: SafeStr = Field(alias="from", pattern=HHMM_PATTERN, description="HH:MM, local")
     to: SafeStr = Field(pattern=HHMM_PATTERN, description="HH:MM, local; later than from")
-    weekdays: list[Integer] = Field(
+    weekdays: list[Annotated[int, Field(ge=1, le=7), NOT_A_BOOL]] = Field(
         default_factory=lambda: [1, 2, 3, 4, 5, 6, 7],
         min_length=1,
         max_length=7,
+        json_schema_extra={"uniqueItems": True},
         description="ISO weekdays the window opens on: Monday = 1 ... Sunday = 7",
     )
 
@@ -56,9 +65,6 @@ class WindowIn(StrictInput):
                 f"window from {self.from_} is not before to {self.to}: give from < to "
                 "(a window cannot cross midnight)"
             )
-        bad = [d for d in self.weekdays if not 1 <= d <= 7]
-        if bad:
-            raise ValueError(f"weekdays {bad} are not ISO weekdays: use 1 (Monday) to 7 (Sunday)")
         if len(set(self.weekdays)) != len(self.weekdays):
             raise ValueError("weekdays repeat a day: name each day once")
         return self
@@ -187,21 +193,19 @@ class SequencePage(Page):
     items: list[SequenceOut]
 
 
-class EnrollIn(StrictInput):
-    """Leads by id, or every lead now in a stage (its name or id): one of the two."""
+class EnrollByIds(StrictInput):
+    """These leads, by id."""
 
-    lead_ids: list[uuid.UUID] | None = Field(
-        default=None, min_length=1, max_length=1000, json_schema_extra=leave_out_or_set
-    )
-    stage: SafeStr | None = Field(
-        default=None, min_length=1, max_length=100, json_schema_extra=leave_out_or_set
-    )
+    lead_ids: list[uuid.UUID] = Field(min_length=1, max_length=1000)
 
-    @model_validator(mode="after")
-    def _one(self) -> Self:
-        if (self.lead_ids is None) == (self.stage is None):
-            raise ValueError("give lead_ids or stage, exactly one of the two")
-        return self
+
+class EnrollByStage(StrictInput):
+    """Every lead now in this stage (its name in the default pipeline, or its id)."""
+
+    stage: SafeStr = Field(min_length=1, max_length=100, pattern=NOT_BLANK)
+
+
+EnrollIn = EnrollByIds | EnrollByStage
 
 
 class EnrollOut(BaseModel):
