@@ -87,9 +87,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
 # Bodies that name another of B's resources (filled in from the victim).
 VICTIM_BODIES: dict[tuple[str, str], Callable[[Any], dict[str, Any]]] = {
     ("POST", "/templates/{template_id}/preview"): lambda victim: {"lead_id": victim.lead_id},
-    ("POST", "/sequences/{sequence_id}/enrollments"): lambda victim: {
-        "lead_ids": [victim.lead_id]
-    },
+    ("POST", "/sequences/{sequence_id}/enrollments"): lambda victim: {"lead_ids": [victim.lead_id]},
 }
 
 

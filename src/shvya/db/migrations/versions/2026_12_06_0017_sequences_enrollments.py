@@ -5,7 +5,8 @@ stop_on_reply was set is left to the API, which writes both). sequence_steps: ad
 after, window, business_days, subject, template, ai_instruction. sequence_enrollments: at most
 one live (active or paused) row per (sequence, lead), with a partial index on next_run_at over the rows that have one, so
 the scheduler's tick reads only due rows (docs/sequences.md). stages: add
-auto_enroll_sequence_id (a lead entering the stage is enrolled).
+auto_enroll_sequence_id (a lead entering the stage is enrolled; no foreign key, so crm's
+tables load without the sequences domain).
 
 Revision ID: 0017
 Revises: 0016
@@ -46,13 +47,6 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("ai_instruction", sa.Text(), nullable=True))
     with op.batch_alter_table("stages", schema=None) as batch_op:
         batch_op.add_column(sa.Column("auto_enroll_sequence_id", sa.Uuid(), nullable=True))
-        batch_op.create_foreign_key(
-            batch_op.f("fk_stages_auto_enroll_sequence_id_sequences"),
-            "sequences",
-            ["auto_enroll_sequence_id"],
-            ["id"],
-            ondelete="SET NULL",
-        )
     op.create_table(
         "sequence_enrollments",
         sa.Column("company_id", sa.Uuid(), nullable=False),
@@ -128,9 +122,6 @@ def downgrade() -> None:
     )
     op.drop_table("sequence_enrollments")
     with op.batch_alter_table("stages", schema=None) as batch_op:
-        batch_op.drop_constraint(
-            batch_op.f("fk_stages_auto_enroll_sequence_id_sequences"), type_="foreignkey"
-        )
         batch_op.drop_column("auto_enroll_sequence_id")
     with op.batch_alter_table("sequence_steps", schema=None) as batch_op:
         for column in (
