@@ -83,6 +83,7 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("PATCH", "/stages/{stage_id}"): {"ai_config": {"tone": "brief"}},
     ("PATCH", "/sequences/{sequence_id}"): {"name": "x"},
+    ("POST", "/sequences/{sequence_id}/simulate"): {"stage": "New"},
 }
 # Bodies that name another of B's resources (filled in from the victim).
 VICTIM_BODIES: dict[tuple[str, str], Callable[[Any], dict[str, Any]]] = {

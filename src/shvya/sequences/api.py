@@ -7,7 +7,7 @@ import uuid
 from fastapi import APIRouter
 
 from shvya.db.session import DbSession
-from shvya.deps import ClockDep, Paging
+from shvya.deps import ClockDep, Paging, SettingsDep
 from shvya.schemas import AUTH_ERRORS, error_responses
 from shvya.sequences import service
 from shvya.sequences.models import Enrollment
@@ -22,7 +22,12 @@ from shvya.sequences.schemas import (
     SequenceOut,
     SequencePage,
     SequencePatchIn,
+    SimulateByIds,
+    SimulateByStage,
+    SimulateIn,
+    SimulationOut,
 )
+from shvya.sequences.simulate import simulate
 from shvya.tenancy.auth import AdminKey, CurrentKey
 
 router = APIRouter(tags=["sequences"], responses=error_responses(*AUTH_ERRORS))
@@ -165,3 +170,29 @@ def unenroll(
         now=clock.now(),
     )
     return _present(enrollment)
+
+
+@router.post(
+    "/sequences/{sequence_id}/simulate",
+    summary="Dry run: the sequence over these leads on a simulated clock, sending nothing",
+    responses=error_responses(404),
+)
+def simulate_sequence(
+    sequence_id: uuid.UUID,
+    body: SimulateIn,
+    session: DbSession,
+    key: CurrentKey,
+    clock: ClockDep,
+    settings: SettingsDep,
+) -> SimulationOut:
+    return simulate(
+        session,
+        company_id=key.company.id,
+        sequence_id=sequence_id,
+        lead_ids=body.lead_ids if isinstance(body, SimulateByIds) else None,
+        stage=body.stage if isinstance(body, SimulateByStage) else None,
+        days=body.days,
+        reply_rate=body.reply_rate,
+        settings=settings,
+        now=clock.now(),
+    )

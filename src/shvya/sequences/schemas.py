@@ -12,6 +12,7 @@ from shvya.schemas import (
     NOT_A_BOOL,
     NOT_BLANK,
     Integer,
+    Number,
     Page,
     SafeStr,
     StrictInput,
@@ -229,3 +230,46 @@ class EnrollmentOut(BaseModel):
 
 class EnrollmentPage(Page):
     items: list[EnrollmentOut]
+
+
+class _SimulateOptions(StrictInput):
+    days: Integer = Field(default=14, ge=1, le=90, description="How many days to simulate")
+    reply_rate: Number = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="The chance that a lead replies before each step (the same draw every run)",
+    )
+
+
+class SimulateByIds(_SimulateOptions):
+    lead_ids: list[uuid.UUID] = Field(min_length=1, max_length=1000)
+
+
+class SimulateByStage(_SimulateOptions):
+    stage: SafeStr = Field(min_length=1, max_length=100, pattern=NOT_BLANK)
+
+
+SimulateIn = SimulateByIds | SimulateByStage
+
+
+class SimulationRow(BaseModel):
+    key: str = Field(description="The day (YYYY-MM-DD, UTC), the step's position, or total")
+    sends: int
+    deferrals: dict[str, int] = Field(description="Deferrals by reason (window, quiet_hours...)")
+    refusals: dict[str, int] = Field(description="Refusals by the router, by reason")
+    stops: dict[str, int] = Field(description="Enrolments that would stop, by reason")
+    earliest_local_send: str | None = Field(description="HH:MM in the lead's zone")
+    latest_local_send: str | None
+
+
+class SimulationOut(BaseModel):
+    sequence_id: uuid.UUID
+    leads: int
+    days: int
+    reply_rate: float
+    starts_at: datetime
+    ends_at: datetime
+    per_day: list[SimulationRow]
+    per_step: list[SimulationRow]
+    total: SimulationRow

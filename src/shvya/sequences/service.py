@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from shvya.channels import service as channels
 from shvya.crm import service as crm
-from shvya.crm.models import Lead, Stage
+from shvya.crm.models import Channel, Lead, Stage
 from shvya.db.queries import get_for_company, page_of
 from shvya.errors import Conflict, InvalidInput, NotFound
 from shvya.events.service import append_company_event, append_lead_event
@@ -362,7 +362,7 @@ def stop(
     )
 
 
-def _leads_of(session: Session, *, company_id: uuid.UUID, lead_ids: list[uuid.UUID]) -> list[Lead]:
+def leads_of(session: Session, *, company_id: uuid.UUID, lead_ids: list[uuid.UUID]) -> list[Lead]:
     wanted = list(dict.fromkeys(lead_ids))
     leads = list(
         session.scalars(select(Lead).where(Lead.company_id == company_id, Lead.id.in_(wanted)))
@@ -440,7 +440,7 @@ def enroll(
 ) -> tuple[int, int]:
     sequence = get_sequence(session, company_id=company_id, sequence_id=sequence_id)
     if lead_ids is not None:
-        leads = _leads_of(session, company_id=company_id, lead_ids=lead_ids)
+        leads = leads_of(session, company_id=company_id, lead_ids=lead_ids)
     else:
         assert stage is not None
         found = crm.resolve_stage(session, company_id=company_id, ref=stage, pipeline_id=None)
@@ -515,6 +515,53 @@ def _auto_enroll(session: Session, lead: Lead, stage: Stage, actor: str, now: da
 
 
 crm.on_stage_entered(_auto_enroll)
+
+
+# --- conditions a step is checked against when it runs ---------------------------------------
+
+_WHATSAPP = (Channel.wa_cloud, Channel.wa_web)
+
+
+def step_channel(session: Session, lead: Lead, step: SequenceStep) -> Channel:
+    """The channel a step goes on for this lead: `whatsapp` is the lead's WhatsApp contact,
+    Cloud before Web."""
+    if step.channel != "whatsapp":
+        return Channel(step.channel)
+    contacts = {
+        c.channel for c in crm.lead_contacts(session, company_id=lead.company_id, lead_id=lead.id)
+    }
+    return next((c for c in _WHATSAPP if c.value in contacts), Channel.wa_cloud)
+
+
+def _unsubscribed(session: Session, lead: Lead) -> str | None:
+    for contact in crm.lead_contacts(session, company_id=lead.company_id, lead_id=lead.id):
+        if crm.is_suppressed(
+            session, company_id=lead.company_id, channel=contact.channel, address=contact.value
+        ):
+            return "unsubscribed"
+        if contact.marketing_consent == channels.MARKETING_STOP:
+            return "opted_out"
+    return None
+
+
+def standing_stop_reason(
+    session: Session, *, stop_on: Iterable[str], lead: Lead, enrolled_stage_id: uuid.UUID | None
+) -> str | None:
+    """Why an enrolment ends now, apart from a reply: a person took over (`handoff`), the lead
+    left its stage (`stage_change`), an address is suppressed or marketing stopped
+    (`unsubscribed`, `opted_out`); each only when `stop_on` names it."""
+    wanted = set(stop_on)
+    if "handoff" in wanted and lead.ai_paused:
+        return "handoff"
+    if (
+        "stage_change" in wanted
+        and enrolled_stage_id is not None
+        and lead.stage_id != enrolled_stage_id
+    ):
+        return "stage_change"
+    if "unsubscribe" in wanted:
+        return _unsubscribed(session, lead)
+    return None
 
 
 # --- the scheduler's source ------------------------------------------------------------------

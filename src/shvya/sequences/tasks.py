@@ -37,7 +37,6 @@ from shvya.tenancy import service as tenancy
 # When an out-of-office reply states no return date (docs/sequences.md).
 OOO_DEFAULT_DAYS = 14
 NEEDS_PERSON = "needs_person"
-_WHATSAPP = (Channel.wa_cloud, Channel.wa_web)
 
 
 def _optional(module: str) -> Any:
@@ -55,26 +54,6 @@ def _lock(ctx: JobContext, enrollment_id: uuid.UUID) -> Enrollment | None:
         .where(Enrollment.id == enrollment_id, Enrollment.company_id == ctx.job.company_id)
         .with_for_update()
     ).first()
-
-
-def _channel(session: Session, lead: Lead, step: SequenceStep) -> Channel:
-    if step.channel != "whatsapp":
-        return Channel(step.channel)
-    contacts = {
-        c.channel for c in crm.lead_contacts(session, company_id=lead.company_id, lead_id=lead.id)
-    }
-    return next((c for c in _WHATSAPP if c.value in contacts), Channel.wa_cloud)
-
-
-def _unsubscribed(session: Session, lead: Lead) -> str | None:
-    for contact in crm.lead_contacts(session, company_id=lead.company_id, lead_id=lead.id):
-        if crm.is_suppressed(
-            session, company_id=lead.company_id, channel=contact.channel, address=contact.value
-        ):
-            return "unsubscribed"
-        if contact.marketing_consent == channels.MARKETING_STOP:
-            return "opted_out"
-    return None
 
 
 def _out_of_office(
@@ -112,18 +91,11 @@ def _stop_reason(
     """Why the enrolment ends now, or None. An out-of-office reply pauses it instead (written
     here: status paused, the job deferred to the return date)."""
     stop_on = set(sequence.stop_on or [])
-    if "handoff" in stop_on and lead.ai_paused:
-        return "handoff"
-    if (
-        "stage_change" in stop_on
-        and enrollment.stage_id is not None
-        and lead.stage_id != enrollment.stage_id
-    ):
-        return "stage_change"
-    if "unsubscribe" in stop_on:
-        unsubscribed = _unsubscribed(session, lead)
-        if unsubscribed is not None:
-            return unsubscribed
+    standing = service.standing_stop_reason(
+        session, stop_on=stop_on, lead=lead, enrolled_stage_id=enrollment.stage_id
+    )
+    if standing is not None:
+        return standing
     if (
         "reply" in stop_on
         and lead.last_inbound_at is not None
@@ -260,7 +232,7 @@ def run_step(ctx: JobContext) -> Phases[dict[str, Any]]:
         # Outside the step's window at run time: it waits for the next opening, and the later
         # steps, due from this one's send, shift with it.
         raise _hold(enrollment, opening, "window", now=now)
-    channel = _channel(session, lead, step)
+    channel = service.step_channel(session, lead, step)
     limit = _limit_hold(session, enrollment, channel, lead, now=now)
     if limit is not None:
         raise _hold(enrollment, limit[0], limit[1], now=now)
