@@ -308,12 +308,23 @@ def test_email_steps_go_to_the_smtp_server_with_their_subjects(
         headers=acme.admin,
     )
     assert connected.status_code in (200, 201), connected.text
+    template = client.post(
+        "/templates/email",
+        json={
+            "name": "quote",
+            "subject": "A quote for {{ first_name }}",
+            "text": "Dear {{ name }}",
+        },
+        headers=acme.admin,
+    )
+    assert template.status_code == 201, template.text
     seq = create_sequence(
         client,
         acme,
         steps=[
             {"channel": "email", "subject": "Welcome to Acme", "text": "Hello Asha"},
             {"channel": "email", "after": {"days": 2}, "subject": "Still there?", "text": "Hi"},
+            {"channel": "email", "after": {"days": 1}, "template": {"name": "quote"}},
         ],
     )["id"]
     lead = new_lead(client, acme, ("email", "asha@example.org"))
@@ -323,8 +334,12 @@ def test_email_steps_go_to_the_smtp_server_with_their_subjects(
     clock.advance(days=2)
     tick()
     work()
+    clock.advance(days=1)
+    tick()
+    work()
     subjects = [r.message["Subject"] for r in sink.received]
-    assert subjects == ["Welcome to Acme", "Still there?"]
+    assert subjects == ["Welcome to Acme", "Still there?", "A quote for Asha"]
+    assert "Dear Asha" in sink.received[2].message.get_body(("plain",)).get_content()
     assert sink.received[0].recipients == ["asha@example.org"]
     [row] = enrollments(client, acme, seq)
     assert row["status"] == "completed"

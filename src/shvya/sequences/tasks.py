@@ -27,11 +27,13 @@ from shvya.conversations import service as conversations
 from shvya.crm import service as crm
 from shvya.crm.models import Channel, Lead
 from shvya.db.phases import Phases
+from shvya.errors import InvalidInput
 from shvya.jobs.runner import JobContext
 from shvya.jobs.service import DeferJob, PermanentJobError
 from shvya.sequences import service
 from shvya.sequences.models import Enrollment, EnrollmentStatus, Sequence, SequenceStep
 from shvya.sequences.timing import next_opening
+from shvya.templates import rendering
 from shvya.tenancy import service as tenancy
 
 # When an out-of-office reply states no return date (docs/sequences.md).
@@ -151,6 +153,13 @@ def _limit_hold(
     return hold.until, str(hold.reason)
 
 
+class _StepCannotGo(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 def _content(
     ctx: JobContext,
     step: SequenceStep,
@@ -159,6 +168,19 @@ def _content(
     verdict: Allow,
 ) -> Phases[OutboundContent | None]:
     subject = step.subject or (sequence.name if step.channel == "email" else None)
+    if step.template is not None and step.channel == "email":
+        # An email template is rendered here for the lead (Jinja2, docs/email-domains.md 3);
+        # the step's own subject, when it has one, goes before the template's.
+        assert step.template_id is not None  # written with the template it names
+        rendered = rendering.render_email_template(
+            ctx.session,
+            company_id=lead.company_id,
+            template_id=step.template_id,
+            lead_id=lead.id,
+        )
+        return OutboundContent(
+            text=rendered.text, html=rendered.html, subject=step.subject or rendered.subject
+        )
     if step.template is not None:
         return OutboundContent(
             template=TemplateSend(
@@ -166,13 +188,12 @@ def _content(
                 language=step.template.get("language") or "en",
                 body_params=list(step.template.get("params") or []),
             ),
-            subject=subject if step.channel == "email" else None,
         )
     if not step.ai_generated:
         return OutboundContent(text=step.body, subject=subject)
     company = tenancy.get_company(ctx.session, company_id=lead.company_id)
     if not company.ai_enabled:
-        raise PermanentJobError("the AI is switched off for this company", reason="ai_disabled")
+        raise _StepCannotGo("ai_disabled", "the AI is switched off for this company")
     if verdict.template is not None:
         # Outside WhatsApp's window only the re-engagement template may go: no model writes.
         return OutboundContent(template=verdict.template)
@@ -250,7 +271,12 @@ def run_step(ctx: JobContext) -> Phases[dict[str, Any]]:
     if not isinstance(verdict, Allow):
         service.stop(session, enrollment, reason=verdict.reason, actor="system", now=now)
         return {"outcome": "stopped", "reason": verdict.reason, "detail": verdict.detail}
-    content = yield from _content(ctx, step, sequence, lead, verdict)
+    try:
+        content = yield from _content(ctx, step, sequence, lead, verdict)
+    except (InvalidInput, _StepCannotGo) as exc:
+        # The lead lacks a field the email template uses, or the AI is off: no retry helps.
+        service.stop(session, enrollment, reason=exc.code, actor="system", now=now)
+        return {"outcome": "stopped", "reason": exc.code, "detail": exc.message}
     # What the model took its time over: the enrolment as it is now.
     session.refresh(enrollment, with_for_update=True)
     if enrollment.position != position or enrollment.status != EnrollmentStatus.active.value:
