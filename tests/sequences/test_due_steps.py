@@ -9,9 +9,11 @@ from datetime import timedelta
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shvya.jobs.models import Job
+from shvya.sequences.models import Enrollment
 from shvya.sequences.service import due_steps
 from tests.sequences.conftest import create_sequence, enroll, new_lead
 from tests.support import FakeClock, Tenant
@@ -79,3 +81,45 @@ def test_two_schedulers_at_once_share_the_due_steps_on_postgresql(
     with session_factory() as third:
         assert due_steps(third, now=clock.now(), limit=4) == 0
     assert _jobs(session_factory) == {"sequence.step": 6}
+
+
+@BOTH
+def test_a_lead_is_never_twice_live_in_a_sequence_whatever_writes_it(
+    client: TestClient, acme: Tenant, clock: FakeClock, session_factory: sessionmaker[Session]
+) -> None:
+    """The partial unique index holds where the API's read-then-insert could race."""
+    seq = create_sequence(client, acme)["id"]
+    lead = new_lead(client, acme, ("sandbox", "+14155550100"))
+    enroll(client, acme, seq, lead_ids=[lead])
+    with session_factory() as session:
+        [live] = session.scalars(select(Enrollment)).all()
+        twin = Enrollment(
+            company_id=live.company_id,
+            sequence_id=live.sequence_id,
+            lead_id=live.lead_id,
+            position=0,
+            status="paused",
+            replies_after=clock.now(),
+            enrolled_at=clock.now(),
+            updated_at=clock.now(),
+        )
+        session.add(twin)
+        with pytest.raises(IntegrityError):
+            session.flush()
+        session.rollback()
+        # An ended enrolment does not count: the lead may be enrolled again.
+        live = session.scalars(select(Enrollment)).one()
+        live.status = "stopped"
+        session.add(
+            Enrollment(
+                company_id=live.company_id,
+                sequence_id=live.sequence_id,
+                lead_id=live.lead_id,
+                position=0,
+                status="active",
+                replies_after=clock.now(),
+                enrolled_at=clock.now(),
+                updated_at=clock.now(),
+            )
+        )
+        session.commit()

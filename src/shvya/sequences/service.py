@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shvya.channels import service as channels
@@ -421,8 +422,17 @@ def enroll_leads(
                 updated_at=now,
             )
         )
-    session.add_all(rows)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add_all(rows)
+            session.flush()
+    except IntegrityError:
+        # Another request enrolled one of these leads between our read and our insert (the
+        # partial unique index decided): nothing of this one is kept.
+        raise Conflict(
+            "some of these leads were enrolled by another request at the same moment: "
+            "send the request again (it answers them as already enrolled)"
+        ) from None
     for row in rows:
         _event(session, row, "SequenceEnrolled", {"name": sequence.name}, actor=actor, now=now)
     return len(rows), len(leads) - len(rows)

@@ -46,7 +46,9 @@ def _optional(module: str) -> Any:
     sequences.limits, docs/sequences.md "Integration"): None when absent."""
     try:
         return importlib.import_module(module)
-    except ModuleNotFoundError:
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise  # the module is there and something it imports is not: a real error
         return None
 
 
