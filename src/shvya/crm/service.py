@@ -968,14 +968,17 @@ def lock_lead(session: Session, lead: Lead) -> None:
 
 # The reasons the AI's handoff pauses a lead with (ai.engage hand_off writes "handoff: <reason>";
 # the bare reason is accepted too). A lead paused for one of them needs a person (docs/ai.md 5.5).
-# An inbound email reply waits for a person too (docs/email-inbound.md).
+# An inbound email reply waits for a person too (docs/email-inbound.md), and so does a
+# sequence step whose every AI draft the guardrail refused (docs/sequences.md).
 EMAIL_REPLY_REASON = "email_reply"
+SEQUENCE_DRAFT_REFUSED_REASON = "sequence_draft_refused"
 NEEDS_PERSON_REASONS = tuple(
     sorted(
         {
             *HANDOFF_REASONS,
             *(f"handoff: {reason}" for reason in HANDOFF_REASONS),
             EMAIL_REPLY_REASON,
+            SEQUENCE_DRAFT_REFUSED_REASON,
         }
     )
 )

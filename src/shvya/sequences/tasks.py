@@ -292,7 +292,7 @@ def run_step(ctx: JobContext) -> Phases[dict[str, Any]]:
             session,
             lead=lead,
             paused=True,
-            reason="handoff: sequence_draft_refused",
+            reason=crm.SEQUENCE_DRAFT_REFUSED_REASON,
             actor="ai",
             now=now,
         )
