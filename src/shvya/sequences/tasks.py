@@ -283,6 +283,13 @@ def run_step(ctx: JobContext) -> Phases[dict[str, Any]]:
     session.refresh(enrollment, with_for_update=True)
     if enrollment.position != position or enrollment.status != EnrollmentStatus.active.value:
         return {"outcome": "skipped", "reason": f"enrollment is {enrollment.status}"}
+    if step.ai_generated:
+        # The model took its time: the lead may have written, or a person taken over.
+        crm.lock_lead(session, lead)
+        reason = _stop_reason(session, enrollment, sequence, lead, now=ctx.clock.now())
+        if reason is not None:
+            service.stop(session, enrollment, reason=reason, actor="system", now=ctx.clock.now())
+            return {"outcome": "stopped", "reason": reason}
     if content is None:
         # Every draft broke a rule: nothing goes, a person decides.
         enrollment.status = EnrollmentStatus.paused.value
