@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from shvya.config import Settings
 from tests.fakes.openai_api import FakeOpenAI
 from tests.sequences.conftest import create_sequence, enroll, enrollments, new_lead
-from tests.support import Tenant, choose_model, fake_provider_settings
+from tests.support import FakeClock, Tenant, choose_model, fake_provider_settings
 
 PHONE = "+14155550100"
 # 33 words, and a price no source of Acme's states.
@@ -54,3 +54,43 @@ def test_a_draft_the_guardrail_refuses_pauses_for_a_person(
     work()
     [row] = enrollments(client, acme, seq)
     assert row["status"] == "paused"
+
+
+def test_a_reply_while_the_model_writes_stops_the_step(
+    client: TestClient,
+    acme: Tenant,
+    fake_openai: FakeOpenAI,
+    clock: FakeClock,
+    tick: Callable[[], int],
+    work: Callable[[], int],
+) -> None:
+    """The lead writes while the model drafts the step (no transaction is open during the call):
+    the step is checked again after the call and does not go."""
+    choose_model(client, acme, "bumpup", "openai", "gpt-4o-mini")
+    seq = create_sequence(
+        client, acme, steps=[{"channel": "sandbox", "ai": "Invite them to a demo"}]
+    )["id"]
+    lead = new_lead(client, acme, ("sandbox", PHONE))
+    enroll(client, acme, seq, lead_ids=[lead])
+    tick()
+    clock.advance(seconds=30)
+    written: list[int] = []
+
+    def lead_writes(request: object) -> None:
+        if not written:
+            body = {"channel": "sandbox", "from": PHONE, "text": "Actually, call me tomorrow"}
+            written.append(
+                client.post("/inbound-message", json=body, headers=acme.agent).status_code
+            )
+
+    fake_openai.on_request = lead_writes
+    fake_openai.reply(
+        "Hi Asha, would you like to see how the plan works for your team? We could walk you "
+        "through it in a short demo at a time that suits you. Shall I send a few options?"
+    )
+    work()
+    assert written == [201]
+    [row] = enrollments(client, acme, seq)
+    assert (row["status"], row["stop_reason"]) == ("stopped", "reply")
+    messages = client.get(f"/leads/{lead}/messages", headers=acme.agent).json()["items"]
+    assert [m for m in messages if m["meta"].get("purpose") == "sequence_step"] == []
