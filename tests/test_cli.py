@@ -288,8 +288,8 @@ def test_worker_once_queue_stats_and_dlq_commands(database_url: str) -> None:
     assert "ran 4 jobs" in once.stdout
     stats = shvya("queue", "stats", database_url=database_url)
     assert "scope: every company" in stats.stdout
-    # The ai.engage jobs name no lead: they fail for good at once, no retries. sequence.step
-    # has its priority but no handler yet: it fails too, instead of reporting work not done.
+    # The ai.engage jobs name no lead, the sequence.step job no enrolment: they fail for good
+    # at once, no retries.
     assert "completed 0, failed 4" in stats.stdout
 
     empty = shvya("dlq", "list", database_url=database_url)

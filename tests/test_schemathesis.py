@@ -87,9 +87,10 @@ def seeded(app: FastAPI, acme: Tenant, globex: Tenant) -> None:
 #   be a readable RSA PEM of 2048 bits or more; an email template must parse as Jinja2 and
 #   name only the lead's fields, and a preview needs a lead that has them; a quiet-hours
 #   window's start and end must differ, Twilio must accept an SMS number's SID and
-#   token, and a webhook URL must be https to a public address (docs/webhooks.md 5): no
-#   schema can decide these, so 422 is an expected answer to schema-valid data there, and
-#   only there.
+#   token, a webhook URL must be https to a public address (docs/webhooks.md 5), a
+#   sequence's template step names an approved template of the company's catalog, and a
+#   stage's auto_enroll_sequence_id one of the company's sequences: no schema can decide
+#   these, so 422 is an expected answer to schema-valid data there, and only there.
 SCHEMATHESIS_CONFIG = """
 # A conformance check, not a latency test: on a loaded 2-core CI machine an in-process request
 # can stall past schemathesis's 10 s default while the embedded worker holds the CPU.
@@ -109,6 +110,7 @@ include-name = [
     "POST /channels/email",
     "PATCH /channels/quiet-hours", "POST /channels/sms",
     "POST /webhook-subscriptions", "PATCH /webhook-subscriptions/{subscription_id}",
+    "POST /sequences", "PATCH /sequences/{sequence_id}", "PATCH /stages/{stage_id}",
 ]
 checks.positive_data_acceptance.expected-statuses = [
     "2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"

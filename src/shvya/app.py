@@ -46,6 +46,7 @@ from shvya.knowledge import retrieval
 from shvya.knowledge.api import router as knowledge_router
 from shvya.knowledge.embeddings import embedding_backend
 from shvya.ratelimit import SlidingWindowLimiter
+from shvya.sequences.api import router as sequences_router
 from shvya.templates.api import router as templates_router
 from shvya.templates.email_api import router as email_templates_router
 from shvya.tenancy.api import router as tenancy_router
@@ -434,6 +435,7 @@ def create_app(
     app.include_router(twilio_webhooks_router)
     app.include_router(email_inbound_router)
     app.include_router(templates_router, dependencies=api)
+    app.include_router(sequences_router, dependencies=api)
     app.include_router(crm_router, dependencies=api)
     app.include_router(ai_leads_router, dependencies=api)
     app.include_router(jobs_router, dependencies=api)

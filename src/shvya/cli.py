@@ -56,6 +56,8 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(templates_app, name="templates")
 app.add_typer(kb_app, name="kb")
 app.add_typer(leads_app, name="leads")
+sequences_app = typer.Typer(help="Follow-up sequences.", no_args_is_help=True)
+app.add_typer(sequences_app, name="sequences")
 
 T = TypeVar("T")
 
@@ -991,6 +993,83 @@ def leads_show(
                 f"  {message.created_at:%Y-%m-%d %H:%M:%S} {arrow} {message.status:<9} {text[:200]}"
             )
         return lines
+
+    _echo_lines(settings, work)
+
+
+@sequences_app.command("simulate")
+def sequences_simulate(
+    sequence_id: Annotated[
+        uuid.UUID, typer.Argument(metavar="SEQ", help="The sequence's id (GET /sequences).")
+    ],
+    company: OneCompany = None,
+    stage: Annotated[
+        str | None, typer.Option(metavar="STAGE", help="Every lead in this stage (name or id).")
+    ] = None,
+    leads: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="A file of lead ids, one a line.", exists=True),
+    ] = None,
+    days: Annotated[int, typer.Option(min=1, max=90, help="Days to simulate.")] = 14,
+    reply_rate: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="The chance a lead replies before each step.")
+    ] = 0.0,
+) -> None:
+    """Dry run: the sequence over the leads on a simulated clock, sending and writing nothing;
+    per day and per step: sends, deferrals, refusals, stops, earliest and latest local send."""
+    from shvya.sequences.schemas import SimulationRow
+    from shvya.sequences.simulate import simulate
+
+    if (stage is None) == (leads is None):
+        fail("give --stage or --leads, one of the two")
+    lead_ids: list[uuid.UUID] | None = None
+    if leads is not None:
+        try:
+            lead_ids = [
+                uuid.UUID(line.strip()) for line in leads.read_text().splitlines() if line.strip()
+            ]
+        except ValueError as exc:
+            fail(f"{leads}: every line must be a lead id ({exc})")
+        if not lead_ids:
+            fail(f"{leads}: no lead ids in it")
+    settings = _settings()
+
+    def line(row: SimulationRow) -> str:
+        def counts(values: dict[str, int]) -> str:
+            return ", ".join(f"{k} {v}" for k, v in sorted(values.items())) or "-"
+
+        span = f"{row.earliest_local_send or '-'}-{row.latest_local_send or '-'}"
+        return (
+            f"{row.key:<12} {row.sends:>6} {span:<12} {counts(row.deferrals):<30} "
+            f"{counts(row.refusals):<24} {counts(row.stops)}"
+        )
+
+    def work(session: Session) -> list[str]:
+        owner = tenancy.get_company_or_default(session, ref=company)
+        report = simulate(
+            session,
+            company_id=owner.id,
+            sequence_id=sequence_id,
+            lead_ids=lead_ids,
+            stage=stage,
+            days=days,
+            reply_rate=reply_rate,
+            settings=settings,
+            now=SystemClock().now(),
+        )
+        session.rollback()  # a dry run writes nothing
+        header = (
+            f"{'':<12} {'sends':>6} {'local time':<12} {'deferrals':<30} {'refusals':<24} stops"
+        )
+        return [
+            f"sequence {report.sequence_id}: {report.leads} leads, {report.days} days, "
+            f"reply rate {report.reply_rate:g}",
+            f"{'day':<12}" + header[12:],
+            *(line(row) for row in report.per_day),
+            f"{'step':<12}" + header[12:],
+            *(line(row) for row in report.per_step),
+            line(report.total),
+        ]
 
     _echo_lines(settings, work)
 

@@ -11,6 +11,7 @@ from shvya.channels import tasks as channel_tasks
 from shvya.jobs.runner import Handler
 from shvya.jobs.service import PLANNED_JOB_TYPES, JobType
 from shvya.knowledge import tasks as knowledge_tasks
+from shvya.sequences import tasks as sequence_tasks
 from shvya.webhooks import tasks as webhook_tasks
 
 
@@ -25,6 +26,8 @@ def default_handlers() -> dict[str, Handler]:
         JobType.templates_sync.value: channel_tasks.sync_templates,
         JobType.templates_submit.value: channel_tasks.submit_template,
         JobType.webhook_reminder.value: webhook_tasks.deliver,
+        JobType.sequence_step.value: sequence_tasks.sequence_step,
+        JobType.email_sequence.value: sequence_tasks.email_sequence,
     }
     expected = {t.value for t in JobType} - {t.value for t in PLANNED_JOB_TYPES}
     assert set(handlers) == expected, "every job type SHVYA enqueues needs a handler"

@@ -43,6 +43,7 @@ class Victim:
     document_id: str
     subscription_id: str
     delivery_id: str
+    sequence_id: str
 
 
 # Path parameter name -> the id of company B's resource of that kind. A route with a path
@@ -59,6 +60,7 @@ PATH_IDS: dict[str, Callable[[Victim], str]] = {
     "pipeline_id": lambda victim: victim.pipeline_ids[0],
     "subscription_id": lambda victim: victim.subscription_id,
     "delivery_id": lambda victim: victim.delivery_id,
+    "sequence_id": lambda victim: victim.sequence_id,
 }
 
 # Routes where B's own request is not expected to succeed, with the check that proves B's
@@ -87,10 +89,13 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("PATCH", "/stages/{stage_id}"): {"ai_config": {"tone": "brief"}},
     ("PATCH", "/webhook-subscriptions/{subscription_id}"): {"events": ["StageChanged"]},
+    ("PATCH", "/sequences/{sequence_id}"): {"name": "x"},
+    ("POST", "/sequences/{sequence_id}/simulate"): {"stage": "New"},
 }
 # Bodies that name another of B's resources (filled in from the victim).
 VICTIM_BODIES: dict[tuple[str, str], Callable[[Any], dict[str, Any]]] = {
     ("POST", "/templates/{template_id}/preview"): lambda victim: {"lead_id": victim.lead_id},
+    ("POST", "/sequences/{sequence_id}/enrollments"): lambda victim: {"lead_ids": [victim.lead_id]},
 }
 
 
@@ -220,6 +225,18 @@ def victim(client: TestClient, globex: Tenant, session_factory: sessionmaker[Ses
     delivery = client.get(
         f"/webhook-subscriptions/{subscription.json()['id']}/deliveries", headers=globex.admin
     ).json()["items"][0]
+    sequence = client.post(
+        "/sequences",
+        json={"name": "Globex follow-up", "steps": [{"channel": "sandbox", "text": "Hi"}]},
+        headers=globex.admin,
+    )
+    assert sequence.status_code == 201, sequence.text
+    enrolled = client.post(
+        f"/sequences/{sequence.json()['id']}/enrollments",
+        json={"lead_ids": [created.json()["lead_id"]]},
+        headers=globex.admin,
+    )
+    assert enrolled.status_code == 200, enrolled.text
     return Victim(
         tenant=globex,
         lead_id=created.json()["lead_id"],
@@ -233,6 +250,7 @@ def victim(client: TestClient, globex: Tenant, session_factory: sessionmaker[Ses
         document_id=document.json()["document"]["id"],
         subscription_id=subscription.json()["id"],
         delivery_id=delivery["id"],
+        sequence_id=sequence.json()["id"],
     )
 
 

@@ -8,6 +8,7 @@ the same lead. A summary gives the team 3 to 5 sentences on the lead.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -112,6 +113,64 @@ def bumpup(ctx: JobContext) -> Phases[dict[str, Any]]:
         # Outside WhatsApp's window a bump-up can only be the re-engagement template: no
         # model writes one.
         return (yield from _send_bumpup(ctx, run, lead, channel, verdict.template))
+    drafted = yield from draft_followup(ctx, run, company=company, lead=lead, instruction=None)
+    if drafted.text is None:
+        raise _refuse(
+            "bumpup_repeats",
+            "every bump-up we can write repeats an earlier one to this lead: "
+            + "; ".join(drafted.problems),
+        )
+    text, problems, language = drafted.text, drafted.problems, drafted.language
+    # The model may have taken a while: the lead may have written, or a person taken over.
+    crm.lock_lead(session, lead)
+    refusal = _refusal(session, company, lead)
+    if refusal is not None:
+        raise refusal
+    sent = yield from send_text(
+        ctx,
+        lead,
+        channel,
+        text,
+        send_key=f"bumpup:{ctx.job.id}",
+        meta={"purpose": "bumpup", "language": language},
+        kind=SendKind.bumpup,
+    )
+    return {
+        "outcome": sent.outcome.value,
+        "message_id": str(sent.message_id),
+        "words": word_count(text),
+        "rejected_drafts": problems,
+        **run.notes,
+        "timings_ms": run.timings(),
+    }
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A follow-up the AI wrote, or None when every draft broke a rule (`problems` says how)."""
+
+    text: str | None
+    problems: list[str]
+    language: str
+
+
+def draft_followup(
+    ctx: JobContext,
+    run: Run,
+    *,
+    company: Company,
+    lead: Lead,
+    instruction: str | None,
+) -> Phases[Draft]:
+    """A follow-up to a lead who went quiet, written by the company's model with the bump-up's
+    rules: the lead's language, 30 to 40 words about their conversation, no figure the
+    company's card does not ground, never the wording of an earlier follow-up (docs/ai.md 6).
+    `instruction` is what the company asks this message to do (a sequence step's `ai`).
+
+    Without an instruction (a bump-up), when the model keeps missing the rules, the offline
+    writer's text is used if it passes them; with one, no fallback writes it instead: the
+    draft is None and a person decides (docs/sequences.md)."""
+    session = ctx.session
     earlier = [
         m.text
         for m in conversations.outbound_for(
@@ -135,16 +194,20 @@ def bumpup(ctx: JobContext) -> Phases[dict[str, Any]]:
         "topic": topic,
         "earlier": earlier,
     }
-    text, problems = None, []
+    system = prompts.BUMPUP_SYSTEM.format(
+        company=tenancy.lead_facing_name(company) or "the company (never name it)",
+        language=prompts.language_name(language),
+        topic=topic,
+        earlier="\n".join(f"- {e}" for e in earlier) or "(none)",
+    )
+    if instruction:
+        system += prompts.FOLLOWUP_INSTRUCTION.format(instruction=instruction)
+        context["instruction"] = instruction
+    problems: list[str] = []
     for attempt in range(ATTEMPTS):
         request = CompletionRequest(
             task=AITask.bumpup,
-            system=prompts.BUMPUP_SYSTEM.format(
-                company=tenancy.lead_facing_name(company) or "the company (never name it)",
-                language=prompts.language_name(language),
-                topic=topic,
-                earlier="\n".join(f"- {e}" for e in earlier) or "(none)",
-            ),
+            system=system,
             messages=[ChatMessage("user", f"Write the follow-up to {lead.name or 'the lead'}.")],
             context={**context, "variant": len(earlier) + attempt},
         )
@@ -159,53 +222,24 @@ def bumpup(ctx: JobContext) -> Phases[dict[str, Any]]:
             candidate, earlier, sources, lead_words, currency=company.currency
         )
         if problem is None:
-            text = candidate
-            break
+            return Draft(candidate, problems, language)
         problems.append(problem)
-    if text is None:
-        # The model kept missing the rules: the offline writer never does (or says so).
-        fallback = (
-            OfflineProvider()
-            .complete(
-                CompletionRequest(
-                    task=AITask.bumpup, system="", messages=[], context={**context, "variant": 0}
-                )
+    if instruction is not None:
+        return Draft(None, problems, language)
+    # The model kept missing the rules: the offline writer never does (or says so).
+    fallback = (
+        OfflineProvider()
+        .complete(
+            CompletionRequest(
+                task=AITask.bumpup, system="", messages=[], context={**context, "variant": 0}
             )
-            .text
         )
-        if (
-            bumpup_problem(fallback, earlier, sources, lead_words, currency=company.currency)
-            is not None
-        ):
-            raise _refuse(
-                "bumpup_repeats",
-                "every bump-up we can write repeats an earlier one to this lead: "
-                + "; ".join(problems),
-            )
-        text = fallback
-        run.notes["fallback"] = "offline"
-    # The model may have taken a while: the lead may have written, or a person taken over.
-    crm.lock_lead(session, lead)
-    refusal = _refusal(session, company, lead)
-    if refusal is not None:
-        raise refusal
-    sent = yield from send_text(
-        ctx,
-        lead,
-        channel,
-        text,
-        send_key=f"bumpup:{ctx.job.id}",
-        meta={"purpose": "bumpup", "language": language},
-        kind=SendKind.bumpup,
+        .text
     )
-    return {
-        "outcome": sent.outcome.value,
-        "message_id": str(sent.message_id),
-        "words": word_count(text),
-        "rejected_drafts": problems,
-        **run.notes,
-        "timings_ms": run.timings(),
-    }
+    if bumpup_problem(fallback, earlier, sources, lead_words, currency=company.currency):
+        return Draft(None, problems, language)
+    run.notes["fallback"] = "offline"
+    return Draft(fallback, problems, language)
 
 
 def _send_bumpup(

@@ -78,6 +78,10 @@ dates or numbers. Do not reuse the wording of these earlier follow-ups:
 {earlier}
 Return only the message."""
 
+# A sequence step the AI writes: the company's instruction for it, after the bump-up's rules.
+FOLLOWUP_INSTRUCTION = """
+The company's instruction for this message (follow it within the rules above): {instruction}"""
+
 SUMMARY_SYSTEM = """Summarise this sales conversation of {company} for the sales team in 3 to \
 5 plain English sentences: who the lead is and what they want, their budget, decision role \
 and timeline as far as known, where the conversation stands and what should happen next. \

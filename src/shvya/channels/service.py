@@ -356,6 +356,19 @@ def _lead_zone(session: Session, route: Route, *, lead_id: uuid.UUID) -> str:
     return lead_zone(lead.timezone, phones, route.company.timezone)
 
 
+def lead_time_zone(session: Session, *, company_id: uuid.UUID, lead_id: uuid.UUID) -> str:
+    """The lead's IANA zone as quiet hours read it (docs/quiet-hours.md): the lead's own, else
+    their phone number's country, else the company's. Sequence windows run in it too."""
+    company = tenancy.get_company(session, company_id=company_id)
+    lead = crm.get_lead(session, company_id=company_id, lead_id=lead_id)
+    phones = [
+        c.value
+        for c in crm.lead_contacts(session, company_id=company_id, lead_id=lead_id)
+        if c.value.startswith("+")
+    ]
+    return lead_zone(lead.timezone, phones, company.timezone)
+
+
 def preflight(
     session: Session,
     *,

@@ -264,14 +264,25 @@ def put_stage_rules(
 def patch_stage(
     stage_id: uuid.UUID, body: StagePatchIn, session: DbSession, key: AdminKey, clock: ClockDep
 ) -> StageOut:
-    stage = service.set_stage_ai_config(
-        session,
-        company_id=key.company.id,
-        stage_id=stage_id,
-        config=body.ai_config,
-        actor=key.actor,
-        now=clock.now(),
-    )
+    stage = service.get_stage(session, company_id=key.company.id, stage_id=stage_id)
+    if body.ai_config is not None:
+        stage = service.set_stage_ai_config(
+            session,
+            company_id=key.company.id,
+            stage_id=stage_id,
+            config=body.ai_config,
+            actor=key.actor,
+            now=clock.now(),
+        )
+    if "auto_enroll_sequence_id" in body.model_fields_set:
+        stage = service.set_stage_auto_enroll(
+            session,
+            company_id=key.company.id,
+            stage_id=stage_id,
+            sequence_id=body.auto_enroll_sequence_id,
+            actor=key.actor,
+            now=clock.now(),
+        )
     return StageOut.model_validate(stage)
 
 

@@ -60,6 +60,10 @@ class Stage(IdMixin, Base):
     # The AI's brief for leads in this stage: goal, tone, next question, topics to avoid...
     ai_config: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # A lead entering this stage is enrolled in this sequence (docs/sequences.md). No foreign
+    # key: crm's tables load without the sequences domain's (the CLI, the layers); the API
+    # accepts only the company's own sequences, and sequences are deactivated, never deleted.
+    auto_enroll_sequence_id: Mapped[uuid.UUID | None] = mapped_column()
 
 
 class Lead(IdMixin, Base):

@@ -181,13 +181,18 @@ class StageRulesIn(StrictInput):
 
 
 class StagePatchIn(StrictInput):
-    ai_config: StageAIConfig
+    ai_config: StageAIConfig | None = Field(default=None, json_schema_extra=leave_out_or_set)
+    # A lead entering the stage is enrolled in this sequence; null: none (docs/sequences.md).
+    auto_enroll_sequence_id: uuid.UUID | None = Field(
+        default=None, description="The sequence a lead entering this stage is enrolled in"
+    )
 
 
 class StageOut(RowOut):
     name: str
     position: int
     ai_config: dict[str, Any]
+    auto_enroll_sequence_id: uuid.UUID | None = None
 
 
 class StageRef(BaseModel):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -16,11 +16,13 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    column,
     exists,
     func,
     null,
     or_,
     select,
+    table,
     union_all,
     update,
 )
@@ -357,6 +359,68 @@ def set_stage_ai_config(
     return stage
 
 
+def get_stage(session: Session, *, company_id: uuid.UUID, stage_id: uuid.UUID) -> Stage:
+    return get_for_company(
+        session,
+        Stage,
+        stage_id,
+        company_id=company_id,
+        missing=StageNotFound,
+        hint="; GET /pipelines lists the stages",
+    )
+
+
+# The sequences table, read here without importing the sequences domain (a higher layer):
+# a stage may name only one of its company's sequences.
+_SEQUENCES = table("sequences", column("id", Uuid()), column("company_id", Uuid()))
+
+
+def set_stage_auto_enroll(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    stage_id: uuid.UUID,
+    sequence_id: uuid.UUID | None,
+    actor: str,
+    now: datetime,
+) -> Stage:
+    """Name the sequence a lead entering this stage is enrolled in (None: none)."""
+    stage = get_for_company(
+        session,
+        Stage,
+        stage_id,
+        company_id=company_id,
+        missing=StageNotFound,
+        hint="; GET /pipelines lists the stages",
+    )
+    if sequence_id is not None and (
+        session.scalar(
+            select(_SEQUENCES.c.id).where(
+                _SEQUENCES.c.id == sequence_id, _SEQUENCES.c.company_id == company_id
+            )
+        )
+        is None
+    ):
+        raise InvalidInput(
+            f"auto_enroll_sequence_id: sequence {sequence_id} not found; "
+            "GET /sequences lists the company's sequences",
+            extra={"field": "auto_enroll_sequence_id"},
+        )
+    stage.auto_enroll_sequence_id = sequence_id
+    append_event(
+        session,
+        company_id=company_id,
+        entity_type="stage",
+        entity_id=stage.id,
+        type="StageAutoEnrollChanged",
+        data={"sequence_id": str(sequence_id) if sequence_id else None},
+        actor=actor,
+        now=now,
+    )
+    session.flush()
+    return stage
+
+
 def stage_ai_config(stage: Stage | dict[str, Any] | None) -> StageAIConfig:
     """A stage's AI brief, from the stage or its stored ai_config; a stored config that no
     longer validates falls back to defaults field by field rather than silencing the AI."""
@@ -398,6 +462,18 @@ def record_lead_change(
     )
 
 
+# What happens when a lead enters a stage, registered by the domains above crm (a sequence's
+# auto-enrolment: shvya.sequences.service), run in the transaction of the move.
+StageEnteredHook = Callable[[Session, Lead, Stage, str, datetime], None]
+_STAGE_ENTERED: list[StageEnteredHook] = []
+
+
+def on_stage_entered(hook: StageEnteredHook) -> None:
+    """Run `hook(session, lead, stage, actor, now)` whenever move_stage puts a lead in a stage."""
+    if hook not in _STAGE_ENTERED:
+        _STAGE_ENTERED.append(hook)
+
+
 def move_stage(
     session: Session,
     *,
@@ -425,6 +501,8 @@ def move_stage(
         actor=actor,
         now=now,
     )
+    for hook in _STAGE_ENTERED:
+        hook(session, lead, stage, actor, now)
     return True
 
 
@@ -890,14 +968,17 @@ def lock_lead(session: Session, lead: Lead) -> None:
 
 # The reasons the AI's handoff pauses a lead with (ai.engage hand_off writes "handoff: <reason>";
 # the bare reason is accepted too). A lead paused for one of them needs a person (docs/ai.md 5.5).
-# An inbound email reply waits for a person too (docs/email-inbound.md).
+# An inbound email reply waits for a person too (docs/email-inbound.md), and so does a
+# sequence step whose every AI draft the guardrail refused (docs/sequences.md).
 EMAIL_REPLY_REASON = "email_reply"
+SEQUENCE_DRAFT_REFUSED_REASON = "sequence_draft_refused"
 NEEDS_PERSON_REASONS = tuple(
     sorted(
         {
             *HANDOFF_REASONS,
             *(f"handoff: {reason}" for reason in HANDOFF_REASONS),
             EMAIL_REPLY_REASON,
+            SEQUENCE_DRAFT_REFUSED_REASON,
         }
     )
 )

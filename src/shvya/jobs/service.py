@@ -65,7 +65,7 @@ class JobType(StrEnum):
 
 # Types with their place in the priority table but no handler yet: nothing in SHVYA enqueues
 # them, and a worker fails such a job ("no handler") rather than pretend it ran.
-PLANNED_JOB_TYPES = frozenset({JobType.sequence_step, JobType.email_sequence})
+PLANNED_JOB_TYPES: frozenset[JobType] = frozenset()
 
 
 class Lane(StrEnum):
