@@ -1,4 +1,5 @@
-"""The composition root of the workers: which handler runs which job type.
+"""The composition root of the workers: which handler runs which job type, and which sources
+of due work the scheduler asks (docs/scheduler.md).
 
 It lives beside app.py, not in jobs/, so that the queue imports no domain. Tests and
 benchmarks name their own mapping in SHVYA_JOB_HANDLERS.
@@ -11,6 +12,8 @@ from shvya.channels import tasks as channel_tasks
 from shvya.jobs.runner import Handler
 from shvya.jobs.service import PLANNED_JOB_TYPES, JobType
 from shvya.knowledge import tasks as knowledge_tasks
+from shvya.sequences.bumpups import due_bumpups
+from shvya.sequences.scheduler import DueSource
 
 
 def default_handlers() -> dict[str, Handler]:
@@ -27,3 +30,8 @@ def default_handlers() -> dict[str, Handler]:
     expected = {t.value for t in JobType} - {t.value for t in PLANNED_JOB_TYPES}
     assert set(handlers) == expected, "every job type SHVYA enqueues needs a handler"
     return handlers
+
+
+def default_due_sources() -> list[DueSource]:
+    """What each scheduler tick turns into jobs, in this order."""
+    return [due_bumpups]
