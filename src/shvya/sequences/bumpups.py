@@ -39,6 +39,8 @@ from shvya.events.service import append_lead_event
 from shvya.jobs.service import JobType, enqueue_job
 from shvya.tenancy.models import Company
 
+EXAMINED_PER_CALL = 10
+
 
 def idle_minutes(stage: Stage, channel: Channel) -> int:
     """How long a lead in `stage` reached on `channel` stays silent before a bump-up."""
@@ -209,10 +211,14 @@ class DueBumpups:
     name = "bumpups"
 
     def __call__(self, session: Session, *, now: datetime, limit: int) -> int:
-        enqueued = 0
-        while enqueued < limit:
+        """Reads due leads until `limit` bump-ups are enqueued or none is left; but no more
+        than EXAMINED_PER_CALL times `limit` of them in one transaction (a stage's new timing
+        wakes all its quiet leads at once): the rest wait for the next tick."""
+        enqueued = examined = 0
+        while enqueued < limit and examined < EXAMINED_PER_CALL * limit:
             want = limit - enqueued
             leads = _claim(session, now=now, limit=want)
+            examined += len(leads)
             if leads:
                 enqueued += _enqueue_due(session, leads, now=now)
                 session.flush()
