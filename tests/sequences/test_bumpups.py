@@ -104,6 +104,11 @@ def test_the_idle_time_is_the_stage_s_and_counts_from_our_last_message(desk: Des
     [job] = bumpup_jobs(desk)
     assert str(job.lead_id) == quick and job.payload == {"lead_id": quick}
     assert tick(desk).enqueued == 0  # a second tick over the same silence adds nothing
+    # A new timing wakes the stage's quiet leads; the job not run yet is not enqueued again
+    # (its idempotency key), and no second event says so.
+    patch_stage(desk, "New", bumpup_max=3)
+    assert tick(desk).enqueued == 0
+    assert len(bumpup_jobs(desk)) == 1
     [scheduled] = desk.events(quick, "BumpupScheduled")
     assert scheduled.data["bumpup"] == 1 and scheduled.data["idle_minutes"] == 60
 

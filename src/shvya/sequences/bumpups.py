@@ -20,6 +20,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
@@ -35,8 +36,8 @@ from shvya.crm.models import (
     Stage,
     Suppression,
 )
-from shvya.events.service import append_lead_event
-from shvya.jobs.service import JobType, enqueue_job
+from shvya.events.service import append_lead_events
+from shvya.jobs.service import JobType, PreparedJob, enqueue_prepared, prepare_job
 from shvya.tenancy.models import Company
 
 EXAMINED_PER_CALL = 10
@@ -159,7 +160,8 @@ def _enqueue_due(session: Session, leads: list[Lead], *, now: datetime) -> int:
         )
     }
     sent = _bumpups_since_inbound(session, waiting)
-    enqueued = 0
+    jobs: list[PreparedJob] = []
+    events: list[tuple[uuid.UUID, uuid.UUID, dict[str, Any]]] = []
     for lead in waiting:
         stage = stages[lead.stage_id]
         channel = Channel(contacts[lead.id].channel)
@@ -174,35 +176,35 @@ def _enqueue_due(session: Session, leads: list[Lead], *, now: datetime) -> int:
             lead.next_bumpup_at = due
             continue
         number = sent[lead.id] + 1
-        job_id, created = enqueue_job(
+        job = prepare_job(
             session,
             JobType.followup_bumpup,
-            {"lead_id": str(lead.id)},
+            {"lead_id": str(lead.id)},  # as POST /leads/{id}/bumpup enqueues it
             company_id=lead.company_id,
             lead_id=lead.id,
             now=now,
             idempotency_key=bumpup_key(lead.id, number, last_outbound_at),
         )
-        if not created:
-            continue
-        enqueued += 1
-        append_lead_event(
-            session,
-            company_id=lead.company_id,
-            lead_id=lead.id,
-            type="BumpupScheduled",
-            data={
-                "job_id": str(job_id),
-                "bumpup": number,
-                "of": limit,
-                "channel": channel.value,
-                "idle_minutes": idle,
-                "silent_since": last_outbound_at.isoformat(),
-            },
-            actor="scheduler",
-            now=now,
-        )
-    return enqueued
+        jobs.append(job)
+        data = {
+            "job_id": str(job.values["id"]),
+            "bumpup": number,
+            "of": limit,
+            "channel": channel.value,
+            "idle_minutes": idle,
+            "silent_since": last_outbound_at.isoformat(),
+        }
+        events.append((lead.company_id, lead.id, data))
+    # One statement for the jobs and one for their events, not two per lead.
+    inserted = enqueue_prepared(session, jobs)
+    append_lead_events(
+        session,
+        type="BumpupScheduled",
+        events=[e for e, job in zip(events, jobs, strict=True) if job.values["id"] in inserted],
+        actor="scheduler",
+        now=now,
+    )
+    return len(inserted)
 
 
 class DueBumpups:
