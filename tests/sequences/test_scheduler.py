@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -18,7 +19,9 @@ from pydantic import ValidationError
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from shvya.app import serve_due_sources
 from shvya.config import Settings
+from shvya.sequences.bumpups import due_bumpups
 from shvya.sequences.scheduler import Scheduler, run_tick
 from tests.support import T0, FakeClock
 
@@ -154,3 +157,37 @@ def test_the_scheduler_command_explains_itself() -> None:
     assert "--interval" in result.stdout and "SHVYA_SCHEDULER_INTERVAL_S" in result.stdout
     assert "--once" in result.stdout
     assert "SIGTERM" in result.stdout
+
+
+def test_serve_runs_the_scheduler_with_the_embedded_engine_only() -> None:
+    assert serve_due_sources(Settings()) == [due_bumpups]
+    assert serve_due_sources(Settings(job_engine="celery")) is None
+
+
+def test_the_scheduler_command_ticks_once_or_until_sigterm(tmp_path: Path) -> None:
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'shvya.db'}"}
+    run = [sys.executable, "-m", "shvya"]
+    migrated = subprocess.run([*run, "migrate"], env=env, capture_output=True, text=True)
+    assert migrated.returncode == 0, migrated.stderr
+    once = subprocess.run(
+        [*run, "scheduler", "--once"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert once.returncode == 0, once.stderr
+    assert re.match(r"enqueued 0: bumpups 0 in 1 batch\(es\) \d+ ms", once.stdout), once.stdout
+
+    process = subprocess.Popen(
+        [*run, "scheduler", "--interval", "0.05"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    started = process.stderr.readline()
+    assert "a tick every 0.05 s (bumpups); SIGTERM or Ctrl-C stops it" in started
+    time.sleep(0.3)
+    process.send_signal(signal.SIGTERM)
+    _, rest = process.communicate(timeout=30)
+    assert process.returncode == 0, rest
+    ticks = re.search(r"scheduler stopped after (\d+) tick\(s\)", rest)
+    assert ticks is not None and int(ticks.group(1)) >= 2, rest
