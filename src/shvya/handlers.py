@@ -12,7 +12,6 @@ from shvya.channels import tasks as channel_tasks
 from shvya.jobs.runner import Handler
 from shvya.jobs.service import PLANNED_JOB_TYPES, JobType
 from shvya.knowledge import tasks as knowledge_tasks
-from shvya.sequences.bumpups import due_bumpups
 from shvya.sequences.scheduler import DueSource
 
 
@@ -33,5 +32,8 @@ def default_handlers() -> dict[str, Handler]:
 
 
 def default_due_sources() -> list[DueSource]:
-    """What each scheduler tick turns into jobs, in this order."""
+    """What each scheduler tick turns into jobs, in this order (imported here, not at the top:
+    a worker that runs no scheduler does not load them)."""
+    from shvya.sequences.bumpups import due_bumpups
+
     return [due_bumpups]

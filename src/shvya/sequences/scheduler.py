@@ -141,13 +141,13 @@ class Scheduler:
         return report
 
     def run(self) -> None:
-        """Tick until stop() is called (in this thread)."""
-        while not self._stopping.is_set():
+        """Tick every interval until stop() is called (in this thread). The first tick comes
+        one interval after the start, so a starting server binds its socket undisturbed."""
+        while not self._stopping.wait(self.interval_s):
             try:
                 self.tick()
             except Exception:  # the database may be away for a while: the next tick retries
                 logger.exception("scheduler.tick_failed")
-            self._stopping.wait(self.interval_s)
 
     def start(self) -> None:
         if self._thread is not None:
