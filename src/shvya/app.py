@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -47,6 +47,7 @@ from shvya.knowledge.api import router as knowledge_router
 from shvya.knowledge.embeddings import embedding_backend
 from shvya.ratelimit import SlidingWindowLimiter
 from shvya.sequences.api import router as sequences_router
+from shvya.sequences.scheduler import DueSource, Scheduler
 from shvya.templates.api import router as templates_router
 from shvya.templates.email_api import router as email_templates_router
 from shvya.tenancy.api import router as tenancy_router
@@ -346,13 +347,27 @@ def build_job_engine(settings: Settings, engine: Engine, clock: Clock) -> JobEng
     )
 
 
+def serve_due_sources(settings: Settings) -> list[DueSource] | None:
+    """What the scheduler inside `shvya serve` asks each tick: with the embedded engine (the
+    default), every due source; with Celery, none (run `shvya scheduler`; docs/scheduler.md)."""
+    if settings.job_engine is not JobEngineName.embedded:
+        return None
+    from shvya.handlers import default_due_sources
+
+    return default_due_sources()
+
+
 def app_from_environment() -> FastAPI:
     """The factory uvicorn calls in each worker process (`shvya serve --workers N`)."""
     settings = load_settings()
     engine = make_pooled_engine(settings.database_url, settings.db_pool_size)
     clock = SystemClock()
     return create_app(
-        settings, engine=engine, clock=clock, job_engine=build_job_engine(settings, engine, clock)
+        settings,
+        engine=engine,
+        clock=clock,
+        job_engine=build_job_engine(settings, engine, clock),
+        due_sources=serve_due_sources(settings),
     )
 
 
@@ -362,19 +377,33 @@ def create_app(
     engine: Engine | None = None,
     clock: Clock | None = None,
     job_engine: JobEngine | None = None,
+    due_sources: Sequence[DueSource] | None = None,
 ) -> FastAPI:
     """The app. `job_engine` hears about jobs after each commit and is started and stopped
-    with the app; without one, jobs wait in the table for `shvya worker`."""
+    with the app; without one, jobs wait in the table for `shvya worker`. With `due_sources`,
+    a scheduler ticks inside the app every SHVYA_SCHEDULER_INTERVAL_S (docs/scheduler.md)."""
     engine = engine or make_pooled_engine(settings.database_url, settings.db_pool_size)
     docs = settings.docs_enabled
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if job_engine is not None:
             job_engine.start()
+        scheduler: Scheduler | None = None
+        if due_sources is not None:
+            scheduler = Scheduler(
+                app.state.session_factory,
+                sources=due_sources,
+                clock=app.state.clock,
+                interval_s=settings.scheduler_interval_s,
+            )
+            app.state.scheduler = scheduler
+            scheduler.start()
         try:
             yield
         finally:
+            if scheduler is not None:
+                await run_in_threadpool(scheduler.stop)
             if job_engine is not None:
                 await run_in_threadpool(job_engine.stop)
 
@@ -391,6 +420,7 @@ def create_app(
     app.state.settings = settings
     app.state.engine = engine
     app.state.job_engine = job_engine
+    app.state.scheduler = None
     app.state.session_factory = make_session_factory(engine, notifier=job_engine)
     app.state.clock = clock or SystemClock()
     app.state.auth_limiter = SlidingWindowLimiter(settings.auth_failures_per_minute)

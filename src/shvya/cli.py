@@ -573,6 +573,62 @@ def worker(
         runner.stop()
 
 
+@app.command(
+    help="Turn due work into jobs until SIGTERM or Ctrl-C: bump-ups to leads gone quiet.\n\n"
+    "`shvya serve` already runs one with the embedded job engine; run this with Celery, or "
+    "for more schedulers on PostgreSQL (any number may run at once: none doubles a job). "
+    "Each tick that enqueued something logs a line with what each source enqueued "
+    "(docs/scheduler.md)."
+)
+def scheduler(
+    interval: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001,
+            max=3600,
+            help="Seconds between ticks (env: SHVYA_SCHEDULER_INTERVAL_S; 5)",
+        ),
+    ] = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="Run one tick, print what it enqueued, and exit.")
+    ] = False,
+) -> None:
+    import signal
+    import threading
+
+    from shvya.handlers import default_due_sources
+    from shvya.sequences.scheduler import Scheduler
+
+    settings = _settings()
+    every = settings.scheduler_interval_s if interval is None else interval
+    with _database(settings) as engine:
+        _require_migrated(engine)
+        ticker = Scheduler(
+            make_session_factory(engine),
+            sources=default_due_sources(),
+            clock=SystemClock(),
+            interval_s=every,
+        )
+        if once:
+            report = ticker.tick()
+            typer.echo(f"enqueued {report.enqueued}: {report.summary()}")
+            if report.failed:
+                raise typer.Exit(1)
+            return
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        ticker.start()
+        names = ", ".join(source.name for source in ticker.sources)
+        typer.echo(
+            f"scheduler: a tick every {every:g} s ({names}); SIGTERM or Ctrl-C stops it",
+            err=True,
+        )
+        stop.wait()
+        ticker.stop()
+        typer.echo(f"scheduler stopped after {ticker.ticks} tick(s)", err=True)
+
+
 def _company_id(session: Session, company: str | None) -> uuid.UUID | None:
     return None if company is None else tenancy.get_company_by_ref(session, ref=company).id
 

@@ -153,6 +153,9 @@ class Settings(BaseSettings):
     # How often an idle worker looks for due jobs without being woken (retries, run_at).
     job_poll_seconds: float = Field(default=1.0, gt=0.0, le=60.0)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0.0)
+    # How often the scheduler (inside `shvya serve` with the embedded engine, or `shvya
+    # scheduler`) turns due bump-ups into jobs (docs/scheduler.md).
+    scheduler_interval_s: float = Field(default=5.0, gt=0.0, le=3600.0)
     celery_broker_url: str | None = _env_var("CELERY_BROKER_URL")
     # Broker queues are <prefix>.p1 and <prefix>.p2: installations sharing a broker pick
     # their own prefix.

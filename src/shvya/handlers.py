@@ -1,4 +1,5 @@
-"""The composition root of the workers: which handler runs which job type.
+"""The composition root of the workers: which handler runs which job type, and which sources
+of due work the scheduler asks (docs/scheduler.md).
 
 It lives beside app.py, not in jobs/, so that the queue imports no domain. Tests and
 benchmarks name their own mapping in SHVYA_JOB_HANDLERS.
@@ -12,6 +13,7 @@ from shvya.jobs.runner import Handler
 from shvya.jobs.service import PLANNED_JOB_TYPES, JobType
 from shvya.knowledge import tasks as knowledge_tasks
 from shvya.sequences import tasks as sequence_tasks
+from shvya.sequences.scheduler import DueSource
 from shvya.webhooks import tasks as webhook_tasks
 
 
@@ -32,3 +34,15 @@ def default_handlers() -> dict[str, Handler]:
     expected = {t.value for t in JobType} - {t.value for t in PLANNED_JOB_TYPES}
     assert set(handlers) == expected, "every job type SHVYA enqueues needs a handler"
     return handlers
+
+
+def default_due_sources() -> list[DueSource]:
+    """What each scheduler tick turns into jobs, in this order (imported here, not at the top:
+    a worker that runs no scheduler does not load them)."""
+    from shvya.sequences.bumpups import due_bumpups
+    from shvya.sequences.service import due_steps
+    from shvya.webhooks.service import due_deliveries
+
+    # Bump-ups first: they answer live conversations (P1); sequence steps and webhook
+    # deliveries are bulk (P2). Each source is its own committed batches (docs/scheduler.md).
+    return [due_bumpups, due_steps, due_deliveries]

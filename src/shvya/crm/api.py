@@ -258,13 +258,24 @@ def put_stage_rules(
 
 @router.patch(
     "/stages/{stage_id}",
-    summary="Set the AI's brief for a stage: goal, tone, next question, limits, handoff (admin)",
+    summary="Set a stage's AI brief (goal, tone, next question, limits, handoff) and its "
+    "bump-up timing (admin)",
+    description="A field left out keeps its value. `bumpup_idle_minutes` and `bumpup_max` "
+    "time the automatic bump-ups of the stage's leads (docs/scheduler.md); null puts a field "
+    "back to its default.",
     responses=error_responses(403, 404),
 )
 def patch_stage(
     stage_id: uuid.UUID, body: StagePatchIn, session: DbSession, key: AdminKey, clock: ClockDep
 ) -> StageOut:
-    stage = service.get_stage(session, company_id=key.company.id, stage_id=stage_id)
+    stage = service.set_stage_bumpup_timing(
+        session,
+        company_id=key.company.id,
+        stage_id=stage_id,
+        patch=body,
+        actor=key.actor,
+        now=clock.now(),
+    )
     if body.ai_config is not None:
         stage = service.set_stage_ai_config(
             session,

@@ -21,6 +21,21 @@ class Channel(StrEnum):
     sandbox = "sandbox"
 
 
+# Automatic bump-ups (docs/scheduler.md): how long a lead stays silent after our last message
+# before the scheduler nudges them, per channel when the stage sets none. WhatsApp Cloud's is
+# 20 h so the nudge lands inside the 24-hour window the lead's last message opened; the
+# sandbox stands in for Cloud. Email and SMS get no bump-ups at all.
+DEFAULT_BUMPUP_IDLE_MINUTES: dict[Channel, int] = {
+    Channel.wa_cloud: 20 * 60,
+    Channel.wa_web: 24 * 60,
+    Channel.sandbox: 20 * 60,
+}
+# Bump-ups a lead gets after their last message before the scheduler stops (0: none).
+DEFAULT_BUMPUP_MAX = 2
+BUMPUP_IDLE_MINUTES_RANGE = (10, 30 * 24 * 60)
+BUMPUP_MAX_RANGE = (0, 10)
+
+
 class Pipeline(IdMixin, Base):
     __tablename__ = "pipelines"
     __table_args__ = (UniqueConstraint("company_id", "name"),)
@@ -59,6 +74,10 @@ class Stage(IdMixin, Base):
     position: Mapped[int] = mapped_column()
     # The AI's brief for leads in this stage: goal, tone, next question, topics to avoid...
     ai_config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Bump-up timing for leads in this stage; NULL: the default (DEFAULT_BUMPUP_IDLE_MINUTES
+    # for the lead's channel, DEFAULT_BUMPUP_MAX).
+    bumpup_idle_minutes: Mapped[int | None] = mapped_column()
+    bumpup_max: Mapped[int | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # A lead entering this stage is enrolled in this sequence (docs/sequences.md). No foreign
     # key: crm's tables load without the sequences domain's (the CLI, the layers); the API
@@ -96,6 +115,10 @@ class Lead(IdMixin, Base):
     # The lead's IANA time zone when known (they said it, a form gave it): quiet hours run in
     # it before the phone number's country or the company's zone (docs/architecture.md).
     timezone: Mapped[str | None] = mapped_column(String(64))
+    # When the bump-up scheduler should look at this lead again (docs/scheduler.md): set when
+    # we send (our message plus the shortest idle time a stage can have), moved to the exact
+    # due time or cleared by the scheduler. NULL: nothing to look at until we send again.
+    next_bumpup_at: Mapped[datetime | None] = mapped_column()
 
 
 # GET /leads?needs_person=true and ?ai_paused=true, oldest pause first: only paused leads are
@@ -106,6 +129,16 @@ Index(
     Lead.ai_paused_at,
     sqlite_where=Lead.ai_paused,
     postgresql_where=Lead.ai_paused,
+)
+
+
+# The bump-up scheduler's claim (sequences.bumpups.due_bumpups): only leads with a wake-up
+# time and the AI on are in it, so a tick reads the due ones and never the rest.
+Index(
+    "ix_leads_next_bumpup",
+    Lead.next_bumpup_at,
+    sqlite_where=Lead.next_bumpup_at.is_not(None) & ~Lead.ai_paused,
+    postgresql_where=Lead.next_bumpup_at.is_not(None) & ~Lead.ai_paused,
 )
 
 

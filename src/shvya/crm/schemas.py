@@ -15,7 +15,13 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from shvya.crm.models import Channel
+from shvya.crm.models import (
+    BUMPUP_IDLE_MINUTES_RANGE,
+    BUMPUP_MAX_RANGE,
+    DEFAULT_BUMPUP_IDLE_MINUTES,
+    DEFAULT_BUMPUP_MAX,
+    Channel,
+)
 from shvya.schemas import (
     NOT_A_BOOL,
     Integer,
@@ -180,12 +186,48 @@ class StageRulesIn(StrictInput):
     rules: list[StageRule] = Field(max_length=50, description="Checked in order; the first wins")
 
 
+_IDLE_DEFAULTS = ", ".join(
+    f"{minutes} on {channel.value}" for channel, minutes in DEFAULT_BUMPUP_IDLE_MINUTES.items()
+)
+BUMPUP_IDLE_DESCRIPTION = (
+    "Minutes a lead stays silent after our last message before the scheduler sends a "
+    f"bump-up ({BUMPUP_IDLE_MINUTES_RANGE[0]} to {BUMPUP_IDLE_MINUTES_RANGE[1]}); null: the "
+    f"lead's channel's default ({_IDLE_DEFAULTS}; no bump-ups by email or SMS)"
+)
+BUMPUP_MAX_DESCRIPTION = (
+    "Bump-ups a lead gets after their last message before the scheduler stops "
+    f"({BUMPUP_MAX_RANGE[0]} to {BUMPUP_MAX_RANGE[1]}; 0: none); null: the default "
+    f"({DEFAULT_BUMPUP_MAX})"
+)
+BumpupIdleMinutes = Annotated[
+    int, Field(ge=BUMPUP_IDLE_MINUTES_RANGE[0], le=BUMPUP_IDLE_MINUTES_RANGE[1]), NOT_A_BOOL
+]
+BumpupMax = Annotated[int, Field(ge=BUMPUP_MAX_RANGE[0], le=BUMPUP_MAX_RANGE[1]), NOT_A_BOOL]
+
+
 class StagePatchIn(StrictInput):
-    ai_config: StageAIConfig | None = Field(default=None, json_schema_extra=leave_out_or_set)
+    """What a field left out does not change; docs/scheduler.md for the bump-up timing."""
+
+    ai_config: StageAIConfig | None = Field(
+        default=None,
+        description="The AI's brief for the stage, replaced whole",
+        json_schema_extra=leave_out_or_set,
+    )
+    bumpup_idle_minutes: BumpupIdleMinutes | None = Field(
+        default=None, description=BUMPUP_IDLE_DESCRIPTION
+    )
+    bumpup_max: BumpupMax | None = Field(default=None, description=BUMPUP_MAX_DESCRIPTION)
     # A lead entering the stage is enrolled in this sequence; null: none (docs/sequences.md).
     auto_enroll_sequence_id: uuid.UUID | None = Field(
         default=None, description="The sequence a lead entering this stage is enrolled in"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_null_ai_config(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "ai_config" in data and data["ai_config"] is None:
+            raise ValueError("ai_config cannot be null; leave it out to keep it")
+        return data
 
 
 class StageOut(RowOut):
@@ -193,6 +235,8 @@ class StageOut(RowOut):
     position: int
     ai_config: dict[str, Any]
     auto_enroll_sequence_id: uuid.UUID | None = None
+    bumpup_idle_minutes: int | None = Field(description=BUMPUP_IDLE_DESCRIPTION)
+    bumpup_max: int | None = Field(description=BUMPUP_MAX_DESCRIPTION)
 
 
 class StageRef(BaseModel):

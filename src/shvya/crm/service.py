@@ -4,7 +4,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -30,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shvya.crm.models import (
+    BUMPUP_IDLE_MINUTES_RANGE,
     DEFAULT_STAGES,
     Channel,
     Lead,
@@ -51,6 +52,7 @@ from shvya.crm.schemas import (
     PipelineOut,
     StageAIConfig,
     StageOut,
+    StagePatchIn,
     StageRef,
     StageRule,
 )
@@ -385,14 +387,7 @@ def set_stage_auto_enroll(
     now: datetime,
 ) -> Stage:
     """Name the sequence a lead entering this stage is enrolled in (None: none)."""
-    stage = get_for_company(
-        session,
-        Stage,
-        stage_id,
-        company_id=company_id,
-        missing=StageNotFound,
-        hint="; GET /pipelines lists the stages",
-    )
+    stage = get_stage(session, company_id=company_id, stage_id=stage_id)
     if sequence_id is not None and (
         session.scalar(
             select(_SEQUENCES.c.id).where(
@@ -416,6 +411,53 @@ def set_stage_auto_enroll(
         data={"sequence_id": str(sequence_id) if sequence_id else None},
         actor=actor,
         now=now,
+    )
+    session.flush()
+    return stage
+
+
+def set_stage_bumpup_timing(
+    session: Session,
+    *,
+    company_id: uuid.UUID,
+    stage_id: uuid.UUID,
+    patch: StagePatchIn,
+    actor: str,
+    now: datetime,
+) -> Stage:
+    """Set the stage's bump-up timing from the fields `patch` names (null: the default), with
+    a StageBumpupTimingChanged event. The stage's quiet leads are looked at again on the next
+    scheduler tick, so a shorter idle time or a higher maximum applies to them at once
+    (docs/scheduler.md)."""
+    stage = get_stage(session, company_id=company_id, stage_id=stage_id)
+    before = {"bumpup_idle_minutes": stage.bumpup_idle_minutes, "bumpup_max": stage.bumpup_max}
+    for field in ("bumpup_idle_minutes", "bumpup_max"):
+        if field in patch.model_fields_set:
+            setattr(stage, field, getattr(patch, field))
+    after = {"bumpup_idle_minutes": stage.bumpup_idle_minutes, "bumpup_max": stage.bumpup_max}
+    if after == before:
+        return stage
+    append_event(
+        session,
+        company_id=company_id,
+        entity_type="stage",
+        entity_id=stage.id,
+        type="StageBumpupTimingChanged",
+        data={"from": before, "to": after},
+        actor=actor,
+        now=now,
+    )
+    # Only the leads whose last message is ours, on the (company_id, stage_id) index.
+    session.execute(
+        update(Lead)
+        .where(
+            Lead.company_id == company_id,
+            Lead.stage_id == stage.id,
+            Lead.last_inbound_at.is_not(None),
+            Lead.last_outbound_at > Lead.last_inbound_at,
+        )
+        .values(next_bumpup_at=now)
+        .execution_options(synchronize_session=False)
     )
     session.flush()
     return stage
@@ -489,6 +531,9 @@ def move_stage(
     previous = session.get_one(Stage, lead.stage_id)
     lead.stage_id = stage.id
     lead.pipeline_id = stage.pipeline_id
+    if lead.next_bumpup_at is not None and lead.next_bumpup_at > now:
+        # The new stage may time bump-ups otherwise: the scheduler looks again (docs/scheduler.md).
+        lead.next_bumpup_at = now
     record_lead_change(
         session,
         lead,
@@ -1383,3 +1428,6 @@ def touch_last_outbound(
     lead = get_lead(session, company_id=company_id, lead_id=lead_id)
     if lead.last_outbound_at is None or at > lead.last_outbound_at:
         lead.last_outbound_at = at
+        # The bump-up scheduler looks at the lead once the shortest idle time a stage can set
+        # has passed, and then knows the exact time or that none is due (docs/scheduler.md).
+        lead.next_bumpup_at = at + timedelta(minutes=BUMPUP_IDLE_MINUTES_RANGE[0])

@@ -26,6 +26,24 @@ def _insert_or_ignore_statement(dialect: str, table: Table, conflict_on: tuple[s
     )
 
 
+def insert_many_or_ignore(
+    session: Session,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    *,
+    conflict_on: Sequence[str],
+) -> set[uuid.UUID]:
+    """insert_or_ignore for many rows in one statement (each row has its `id`): the ids of
+    the rows that went in; a row whose unique key exists already is left out."""
+    if not rows:
+        return set()
+    connection = session.connection()
+    statement = _insert_or_ignore_statement(connection.dialect.name, table, tuple(conflict_on))
+    # An executemany with RETURNING: SQLAlchemy sends it as multi-row INSERTs ("insertmanyvalues")
+    # from the one cached statement.
+    return set(connection.execute(statement, list(rows)).scalars())
+
+
 def insert_or_ignore(
     session: Session,
     table: Table,

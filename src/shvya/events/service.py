@@ -47,6 +47,36 @@ def append_event(
 _INSERT = insert(table_of(Event))
 
 
+def append_lead_events(
+    session: Session,
+    *,
+    type: str,
+    events: Sequence[tuple[uuid.UUID, uuid.UUID, dict[str, Any]]],
+    actor: str = "system",
+    now: datetime,
+) -> None:
+    """Events of one type on many leads' timelines, one (company id, lead id, data) each, in
+    one executemany (a scheduler's batch)."""
+    if not events:
+        return
+    session.connection().execute(
+        _INSERT,
+        [
+            {
+                "id": new_id(),
+                "company_id": company_id,
+                "entity_type": "lead",
+                "entity_id": lead_id,
+                "type": type,
+                "data": data,
+                "actor": actor,
+                "created_at": now,
+            }
+            for company_id, lead_id, data in events
+        ],
+    )
+
+
 def append_lead_event(
     session: Session,
     *,

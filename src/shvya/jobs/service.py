@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 
 from shvya.db.base import UTCDateTime, new_id, table_of
 from shvya.db.queries import get_for_company, page_of
-from shvya.db.statements import insert_or_ignore
+from shvya.db.statements import insert_many_or_ignore, insert_or_ignore
 from shvya.errors import InvalidInput, NotFound
 from shvya.events.service import append_lead_event
 from shvya.jobs.models import Job, JobStatus
@@ -275,6 +275,22 @@ def enqueue_job(
         return existing, False
     job_inserted(session, job)
     return job_id, True
+
+
+def enqueue_prepared(session: Session, jobs: Sequence[PreparedJob]) -> set[uuid.UUID]:
+    """Insert many prepared jobs (prepare_job) in one statement, in the caller's transaction;
+    returns the ids of those that went in. A job whose (company, idempotency key) exists
+    already is not written, exactly as with enqueue_job (a scheduler's batch)."""
+    inserted = insert_many_or_ignore(
+        session,
+        table_of(Job),
+        [job.values for job in jobs],
+        conflict_on=("company_id", "idempotency_key"),
+    )
+    for job in jobs:
+        if job.values["id"] in inserted:
+            job_inserted(session, job)
+    return inserted
 
 
 @event.listens_for(Session, "after_commit")

@@ -7,7 +7,7 @@ unique, with its status, attempts and the last attempts' response codes. Both ne
 backfill.
 
 Revision ID: 0019
-Revises: 0017
+Revises: 0018
 Create Date: 2026-12-06 03:28:33
 """
 
@@ -21,7 +21,7 @@ import shvya.db.base
 from alembic import op
 
 revision: str = "0019"
-down_revision: str | None = "0017"
+down_revision: str | None = "0018"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
