@@ -47,7 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/retrieval.py
 	$(BIN)/python bench/ai_eval.py
 	$(BIN)/python bench/guardrail.py
-	$(BIN)/python bench/email.py
+	$(BIN)/python bench/email_out.py
 
 # Re-pin every dependency (run after editing pyproject.toml, then commit requirements.lock).
 lock: $(STAMP)

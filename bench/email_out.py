@@ -17,7 +17,7 @@ sink, 0 duplicate Message-IDs, 0 messages to suppressed addresses. A missed targ
 MISSED and still exits 0 (the other benchmarks of `make bench` go on); a broken invariant
 (duplicates, a suppressed address reached) exits 1.
 
-Reproduce: `make .venv/.installed && .venv/bin/python bench/email.py` (`--emails N`,
+Reproduce: `make .venv/.installed && .venv/bin/python bench/email_out.py` (`--emails N`,
 `--suppressed N`).
 """
 
@@ -26,9 +26,9 @@ from __future__ import annotations
 import os
 import sys
 
-# This file is named email.py: its folder must not shadow the standard library's `email`.
+# Not named email.py: as a script in bench/, that folder is first on sys.path, and a module
+# named `email` there would shadow the standard library's for every bench script.
 _HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
