@@ -240,3 +240,6 @@ def test_a_stage_can_name_a_sequence_its_new_leads_are_enrolled_in(
     assert moved.status_code == 200, moved.text
     [row] = enrollments(client, acme, seq)
     assert (row["lead_id"], row["status"]) == (lead, "active")
+    # A lead made straight into the stage enters it too.
+    made = new_lead(client, acme, ("sandbox", "+14155550101"), stage="Qualified")
+    assert {r["lead_id"] for r in enrollments(client, acme, seq)} == {lead, made}

@@ -511,7 +511,8 @@ _STAGE_ENTERED: list[StageEnteredHook] = []
 
 
 def on_stage_entered(hook: StageEnteredHook) -> None:
-    """Run `hook(session, lead, stage, actor, now)` whenever move_stage puts a lead in a stage."""
+    """Run `hook(session, lead, stage, actor, now)` whenever move_stage puts a lead in a stage
+    or create_lead makes one in it (a lead a message creates is not: docs/sequences.md)."""
     if hook not in _STAGE_ENTERED:
         _STAGE_ENTERED.append(hook)
 
@@ -951,6 +952,9 @@ def create_lead(
                 f"{channel.value} contact {value} already belongs to lead {owner.lead_id}",
                 extra={"lead_id": str(owner.lead_id)},
             )
+    # A lead made in a stage enters it, as one moved there does (a sequence's auto-enrolment).
+    for hook in _STAGE_ENTERED:
+        hook(session, lead, stage, actor, now)
     return lead
 
 
