@@ -37,7 +37,8 @@ format: $(STAMP)
 # job queue throughput / P1 latency / vacuum (~11 min on a quiet machine), kill -9 chaos
 # (~4 min), knowledge-base retrieval (~6 min), the AI salesperson's
 # evaluation over evals/cases.jsonl (~15 s; exits 1 when an offline target is missed), the
-# figure guardrail's adversarial set (~1 s; exits 1 below 100% blocked or above 2% falsely).
+# figure guardrail's adversarial set (~1 s; exits 1 below 100% blocked or above 2% falsely),
+# email out over SMTP (~1 min), one scheduler tick over 100k and 1M enrolments (~5 min).
 # Needs PostgreSQL, RabbitMQ and Redis on 127.0.0.1.
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
@@ -48,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/ai_eval.py
 	$(BIN)/python bench/guardrail.py
 	$(BIN)/python bench/email_out.py
+	$(BIN)/python bench/scheduler.py
 
 # Re-pin every dependency (run after editing pyproject.toml, then commit requirements.lock).
 lock: $(STAMP)
