@@ -419,3 +419,66 @@ def test_unsubscribe_in_an_email_reply_opts_the_address_out(
     with session_factory() as session:
         lead = session.get_one(Lead, uuid.UUID(answer.json()["lead_id"]))
         assert lead.ai_paused_reason != "email_reply"  # a command, not a reply to answer
+
+
+@pytest.mark.usefixtures("mailboxes")
+def test_an_automatic_reply_is_recorded_never_answered_and_never_a_persons_to_do(
+    client: TestClient,
+    session_factory: sessionmaker[Session],
+    acme: Tenant,
+    make_worker: Callable[..., EmbeddedWorker],
+    clock: FakeClock,
+) -> None:
+    """RFC 3834: mail a program sent (Auto-Submitted other than "no", X-Autoreply, Precedence
+    bulk) gets no answer, even where the AI answers email itself: two auto-responders answering
+    each other never stop. It is not a person's reply to read either."""
+    patched = client.patch("/company", json={"ai_email_replies": True}, headers=acme.admin)
+    assert patched.status_code == 200, patched.text
+    fields = inbound_parse(text="I am out of the office until Monday.")
+    fields["headers"] += "Auto-Submitted: auto-replied\r\n"
+    assert post_form(client, fields).status_code == 200
+    bulk = inbound_parse(message_id="bulk@mail.example", sender="news@example.in", text="Hi")
+    bulk["headers"] += "Precedence: bulk\r\n"
+    assert post_form(client, bulk).status_code == 200
+    as_json = {
+        "from": "ravi@example.in",
+        "to": ACME,
+        "subject": "Automatic reply: Your demo",
+        "text": "Away until 15 December.",
+        "message_id": "<auto3@mail.example>",
+        "auto_submitted": "auto-replied",
+    }
+    assert client.post(URL, json=as_json).status_code == 200
+    # A person's mail, for contrast: answered.
+    person = inbound_parse(message_id="person@mail.example", sender="asha@example.in")
+    person["headers"] += "Auto-Submitted: no\r\n"
+    assert post_form(client, person).status_code == 200
+    clock.advance(seconds=30)
+    make_worker().run_until_idle()
+
+    rows = messages(session_factory, acme)
+    automatic = [m for m in rows if m.direction == "in" and m.meta.get("auto_submitted")]
+    assert sorted(m.meta["auto_submitted"] for m in automatic) == [
+        "auto-submitted: auto-replied",
+        "auto-submitted: auto-replied",
+        "precedence: bulk",
+    ]
+    answered_leads = {m.lead_id for m in rows if m.direction == "out"}
+    assert not answered_leads & {m.lead_id for m in automatic}
+    with session_factory() as session:
+        jobs = {
+            str(job.payload["message_id"]): job
+            for job in session.scalars(select(Job).where(Job.type == "ai.engage"))
+        }
+        for message in automatic:
+            result = jobs[str(message.id)].result
+            assert result is not None
+            assert (result["outcome"], result["reason"]) == ("skipped", "auto_reply")
+            assert not session.get_one(Lead, message.lead_id).ai_paused
+    [person_in] = [m for m in rows if m.external_id == "person@mail.example"]
+    assert "auto_submitted" not in person_in.meta
+    # The person's mail went on to an answer (this mailbox has no server to send it through).
+    person_job = jobs[str(person_in.id)]
+    assert person_job.attempts >= 1
+    assert (person_job.result or {}).get("reason") != "auto_reply"
+    assert person_job.last_error is not None

@@ -13,7 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from shvya.crm.models import Lead
+from shvya.conversations.inbound import InboundMessage, receive_inbound_message
+from shvya.crm.models import Channel, Lead
 from shvya.tenancy.models import Company
 from tests.sequences.conftest import create_sequence, enroll, enrollments, new_lead
 from tests.support import FakeClock, Tenant
@@ -130,3 +131,49 @@ def test_a_step_over_the_companys_hourly_limit_waits_for_the_oldest_send_to_age_
     work()
     assert _sent(client, acme, held) == ["Hello"]
     assert {r["status"] for r in enrollments(client, acme, seq)} == {"completed"}
+
+
+def test_a_mail_a_program_sent_pauses_for_14_days_even_when_its_words_say_nothing(
+    client: TestClient,
+    acme: Tenant,
+    clock: FakeClock,
+    session_factory: sessionmaker[Session],
+    tick: Callable[[], int],
+    work: Callable[[], int],
+) -> None:
+    """An inbound email whose Auto-Submitted header says a program sent it (recorded as the
+    message's `auto_submitted`, docs/email-inbound.md) is no reply, whatever its words."""
+    steps = [
+        {"channel": "sandbox", "text": "Hello"},
+        {"channel": "sandbox", "after": {"days": 1}, "text": "Any questions?"},
+    ]
+    seq = create_sequence(client, acme, steps=steps)["id"]
+    lead = new_lead(client, acme, ("sandbox", PHONE), ("email", "asha@example.in"))
+    enroll(client, acme, seq, lead_ids=[lead])
+    tick()
+    work()
+    clock.advance(minutes=5)
+    with session_factory() as session:
+        receive_inbound_message(
+            session,
+            company_id=acme.company_id,
+            message=InboundMessage(
+                channel=Channel.email,
+                sender="asha@example.in",
+                text="Thank you for your email.",
+                external_id="auto-1@mail.example",
+                meta={"type": "email", "auto_submitted": "auto-submitted: auto-replied"},
+            ),
+            region="IN",
+            actor="email",
+            now=clock.now(),
+        )
+        session.commit()
+    received = clock.now()
+    clock.advance(days=1)
+    tick()
+    work()
+    [row] = enrollments(client, acme, seq)
+    assert row["status"] == "paused"
+    back = datetime.fromisoformat(row["hold_reason"].removeprefix("out_of_office until "))
+    assert received + timedelta(days=14) <= back <= clock.now() + timedelta(days=14)

@@ -270,6 +270,11 @@ def load(ctx: JobContext, run: Run) -> Turn | RetryHandoff | dict[str, Any]:
             return {"outcome": "unknown", "send_key": key, "timings_ms": run.timings()}
     if not company.ai_enabled:
         return run.skip("ai_disabled")
+    message = session.get(Message, message_id)
+    if message is not None and message.meta.get("auto_submitted"):
+        # A program's mail (an out-of-office, a bounce notice): answering it can start a loop
+        # of automatic replies (RFC 3834; docs/email-inbound.md).
+        return run.skip("auto_reply", header=message.meta["auto_submitted"])
     suggest_only = _suggest_only(session, company, message_id)
     if lead.ai_paused and not (suggest_only and lead.ai_paused_reason == crm.EMAIL_REPLY_REASON):
         # Paused by this job's own handoff, whose message then failed in a way worth

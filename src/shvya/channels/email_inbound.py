@@ -68,6 +68,9 @@ class InboundEmail:
     in_reply_to: list[str] = field(default_factory=list)
     references: list[str] = field(default_factory=list)
     date: datetime | None = None
+    # Why the mail says it was sent by a program, not a person (auto_submitted_by): None for a
+    # person's mail. docs/email-inbound.md, "Automatic replies".
+    auto_submitted: str | None = None
 
 
 def message_ids(value: str | None) -> list[str]:
@@ -99,6 +102,27 @@ def _date(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo is not None else None
 
 
+# Precedence values auto-responders and bulk mailers set (RFC 3834 section 2 names it; the
+# values are convention, not standard).
+_AUTOMATIC_PRECEDENCE = frozenset({"auto_reply", "bulk", "junk"})
+
+
+def auto_submitted_by(headers: EmailMessage) -> str | None:
+    """The header that says a program sent this mail (RFC 3834: `Auto-Submitted` other than
+    `no`; Microsoft's `X-Auto-Response-Suppress` is not one), or None for a person's mail.
+    Such mail is recorded but never answered: an answer to an auto-responder can loop."""
+    value = str(headers.get("Auto-Submitted", "")).strip().lower()
+    if value and value.split(";")[0].strip() != "no":
+        return f"auto-submitted: {value[:100]}"
+    for name in ("X-Autoreply", "X-Autorespond", "X-Autoresponder"):
+        if headers.get(name) is not None:
+            return name.lower()
+    precedence = str(headers.get("Precedence", "")).strip().lower()
+    if precedence in _AUTOMATIC_PRECEDENCE:
+        return f"precedence: {precedence}"
+    return None
+
+
 def _from_headers(
     headers: EmailMessage, *, text: str, html: str | None, extra_recipients: list[str]
 ) -> InboundEmail:
@@ -118,6 +142,7 @@ def _from_headers(
         in_reply_to=message_ids(str(headers.get("In-Reply-To", ""))),
         references=message_ids(str(headers.get("References", "")))[-MAX_REFERENCES:],
         date=_date(str(headers.get("Date", "")) or None),
+        auto_submitted=auto_submitted_by(headers),
     )
 
 
@@ -178,7 +203,8 @@ def parse_sendgrid_form(form: dict[str, str]) -> InboundEmail:
 
 
 def parse_json_form(body: dict[str, Any]) -> InboundEmail:
-    """The JSON form: from, to, subject, text, html, message_id, in_reply_to, references."""
+    """The JSON form: from, to, subject, text, html, message_id, in_reply_to, references,
+    auto_submitted (the Auto-Submitted header's value, when the mail had one)."""
 
     def string(key: str) -> str | None:
         value = body.get(key)
@@ -202,6 +228,9 @@ def parse_json_form(body: dict[str, Any]) -> InboundEmail:
     html = string("html")
     text = string("text") or _html_text(html or "")
     message_id = message_ids(string("message_id"))
+    auto_header = EmailMessage()
+    if string("auto_submitted"):
+        auto_header["Auto-Submitted"] = string("auto_submitted") or ""
     return InboundEmail(
         sender=address.lower(),
         sender_name=name or None,
@@ -214,6 +243,7 @@ def parse_json_form(body: dict[str, Any]) -> InboundEmail:
         references=[r.strip("<> ") for r in references if isinstance(r, str) and r.strip("<> ")][
             -MAX_REFERENCES:
         ],
+        auto_submitted=auto_submitted_by(auto_header),
     )
 
 
@@ -307,6 +337,9 @@ def receive_email(
     }
     if mail.html is not None:
         meta["raw_html"] = mail.html[:MAX_RAW_CHARS]
+    if mail.auto_submitted is not None:
+        # Recorded, never answered by the AI, never a person's to-do (docs/email-inbound.md).
+        meta["auto_submitted"] = mail.auto_submitted
     if len(mail.text) > MAX_RAW_CHARS or len(mail.html or "") > MAX_RAW_CHARS:
         meta["raw_truncated"] = True
     # A mail without a Message-ID is keyed on what it says, so a redelivery is still one.
@@ -333,7 +366,11 @@ def receive_email(
     message.email_message_id = mail.message_id
     from shvya.tenancy import service as tenancy
 
-    if "opt_keyword" not in message.meta and not tenancy.ai_email_replies(company):
+    if (
+        "opt_keyword" not in message.meta
+        and mail.auto_submitted is None
+        and not tenancy.ai_email_replies(company)
+    ):
         lead = crm.get_lead(session, company_id=company.id, lead_id=result.lead_id)
         crm.set_ai_paused(
             session, lead=lead, paused=True, reason=crm.EMAIL_REPLY_REASON, actor="email", now=now

@@ -83,8 +83,9 @@ NOT_AN_ANSWER = frozenset({"bumpup", "opt_out_confirmation"})
 
 def _answerable(meta: dict[str, Any] | None) -> bool:
     """Whether an inbound message is one an AI reply answers: not imported history, not an
-    opt-in or opt-out keyword."""
-    return not (meta or {}).get("imported") and not (meta or {}).get("opt_keyword")
+    opt-in or opt-out keyword, not an automatic reply (docs/email-inbound.md)."""
+    meta = meta or {}
+    return not (meta.get("imported") or meta.get("opt_keyword") or meta.get("auto_submitted"))
 
 
 def unanswered_inbound(

@@ -52,7 +52,8 @@ def _out_of_office(
     session: Session, enrollment: Enrollment, lead: Lead, *, now: datetime
 ) -> datetime | None:
     """The return date an out-of-office reply states (or 14 days on), when every reply since
-    the enrolment's cut-off is one; None when a real reply is among them."""
+    the enrolment's cut-off is one (by its words, or by the mail's Auto-Submitted header);
+    None when a real reply is among them."""
     replies = [
         m
         for m in conversations.recent_messages(
@@ -68,9 +69,14 @@ def _out_of_office(
         found = ooo.detect_out_of_office(
             message.text, subject=message.meta.get("subject"), now=now, zone=zone
         )
-        if found is None:
+        if found is not None:
+            back = found.until
+        elif message.meta.get("auto_submitted"):
+            # A mail a program sent (docs/email-inbound.md) whose words state no return date.
+            back = now + ooo.DEFAULT_PAUSE
+        else:
             return None
-        until = max(until or found.until, found.until)
+        until = max(until or back, back)
     return until
 
 
