@@ -40,7 +40,6 @@ from common import (
     vacuum_analyze,
     wait_for_quiet_machine,
 )
-from shvya.sequences.scheduler import run_tick
 from sqlalchemy import Engine, Table, text
 
 from shvya.crm.models import Lead
@@ -48,6 +47,7 @@ from shvya.crm.service import get_entry_stage
 from shvya.db.base import table_of
 from shvya.jobs.models import Job
 from shvya.sequences.models import Enrollment, Sequence, SequenceStep
+from shvya.sequences.scheduler import run_tick
 from shvya.sequences.service import due_steps
 
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
