@@ -346,3 +346,44 @@ def test_email_steps_go_to_the_smtp_server_with_their_subjects(
     assert sink.received[0].recipients == ["asha@example.org"]
     [row] = enrollments(client, acme, seq)
     assert row["status"] == "completed"
+
+
+def test_a_stage_in_stop_on_is_stored_by_id_and_an_unknown_one_is_refused(
+    client: TestClient, acme: Tenant
+) -> None:
+    created = create_sequence(client, acme, stop_on=["reply", "stage:Converted"])
+    pipelines = client.get("/pipelines", headers=acme.agent).json()
+    converted = next(s["id"] for s in pipelines[0]["stages"] if s["name"] == "Converted")
+    assert created["stop_on"] == ["reply", f"stage:{converted}"]
+    steps = [{"channel": "sandbox", "text": "Hi"}]
+    body = {"name": "X", "stop_on": ["stage:Won"], "steps": steps}
+    unknown = client.post("/sequences", json=body, headers=acme.admin)
+    assert unknown.status_code == 422
+    assert "stage 'Won' not found" in unknown.text
+
+
+@pytest.mark.parametrize(
+    ("stage", "stops"), [("Converted", True), ("Nurture", False)], ids=["named", "another"]
+)
+def test_reaching_a_named_stage_stops_the_step_and_another_stage_does_not(
+    client: TestClient,
+    acme: Tenant,
+    clock: FakeClock,
+    tick: Callable[[], int],
+    work: Callable[[], int],
+    stage: str,
+    stops: bool,
+) -> None:
+    """`stop_on: ["stage:Converted"]` without stage_change: reaching Converted ends the
+    enrolment; a move to Nurture does not."""
+
+    def move(lead: str) -> None:
+        moved = client.patch(f"/leads/{lead}", json={"stage": stage}, headers=acme.agent)
+        assert moved.status_code == 200, moved.text
+
+    row, sent = _stops(client, acme, clock, tick, work, move, stop_on=["stage:Converted"])
+    if stops:
+        assert (row["status"], row["stop_reason"], sent) == ("stopped", "stage_reached", [])
+    else:
+        assert row["status"] != "stopped"
+        assert sent

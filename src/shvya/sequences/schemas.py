@@ -21,10 +21,17 @@ from shvya.schemas import (
 
 StepChannel = Literal["whatsapp", "wa_cloud", "wa_web", "email", "sms", "sandbox"]
 StopOn = Literal["reply", "stage_change", "unsubscribe", "handoff"]
+# "stage:<name or id>": the enrolment ends when the lead reaches that stage (docs/sequences.md).
+StageStop = Annotated[str, Field(pattern=r"^stage:\S.{0,199}$")]
+StopOnItem = StopOn | StageStop
+STOP_ON_DESCRIPTION = (
+    "What ends an enrolment when a step runs: reply, stage_change, unsubscribe, handoff, and"
+    ' "stage:<name or id>" for reaching that stage (stored as "stage:<id>")'
+)
 HHMM_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 MAX_STEPS = 50
 MAX_AFTER_MINUTES = 365 * 24 * 60
-DEFAULT_STOP_ON: list[StopOn] = ["reply", "stage_change", "unsubscribe", "handoff"]
+DEFAULT_STOP_ON: list[StopOnItem] = ["reply", "stage_change", "unsubscribe", "handoff"]
 
 
 class AfterIn(StrictInput):
@@ -118,10 +125,10 @@ class StepIn(StrictInput):
 
 class SequenceIn(StrictInput):
     name: SafeStr = Field(min_length=1, max_length=200)
-    stop_on: list[StopOn] = Field(
+    stop_on: list[StopOnItem] = Field(
         default_factory=lambda: list(DEFAULT_STOP_ON),
-        max_length=4,
-        description="What ends an enrolment when a step runs",
+        max_length=12,
+        description=STOP_ON_DESCRIPTION,
     )
     steps: list[StepIn] = Field(min_length=1, max_length=MAX_STEPS)
 
@@ -133,8 +140,11 @@ class SequencePatchIn(StrictInput):
         default=None, min_length=1, max_length=200, json_schema_extra=leave_out_or_set
     )
     active: StrictBool | None = Field(default=None, json_schema_extra=leave_out_or_set)
-    stop_on: list[StopOn] | None = Field(
-        default=None, max_length=4, json_schema_extra=leave_out_or_set
+    stop_on: list[StopOnItem] | None = Field(
+        default=None,
+        max_length=12,
+        description=STOP_ON_DESCRIPTION,
+        json_schema_extra=leave_out_or_set,
     )
     steps: list[StepIn] | None = Field(
         default=None, min_length=1, max_length=MAX_STEPS, json_schema_extra=leave_out_or_set

@@ -155,11 +155,33 @@ def _name_taken(
         raise Conflict(f"a sequence named {name!r} exists already: choose another name")
 
 
+STAGE_STOP = "stage:"
+
+
+def _stop_on(session: Session, *, company_id: uuid.UUID, stop_on: Iterable[str]) -> list[str]:
+    """The stop conditions as stored: each "stage:<name or id>" resolved to "stage:<id>" of
+    one of the company's stages (a rename does not lose it), duplicates dropped."""
+    stored = []
+    for item in stop_on:
+        if item.startswith(STAGE_STOP):
+            ref = item.removeprefix(STAGE_STOP)
+            try:
+                stage = crm.resolve_stage(session, company_id=company_id, ref=ref, pipeline_id=None)
+            except NotFound:
+                raise InvalidInput(
+                    f"stop_on: stage {ref!r} not found; GET /pipelines lists the stages",
+                    extra={"field": "stop_on"},
+                ) from None
+            item = f"{STAGE_STOP}{stage.id}"
+        stored.append(item)
+    return list(dict.fromkeys(stored))
+
+
 def create_sequence(
     session: Session, *, company_id: uuid.UUID, data: SequenceIn, actor: str, now: datetime
 ) -> Sequence:
     _name_taken(session, company_id=company_id, name=data.name, but=None)
-    stop_on = list(dict.fromkeys(data.stop_on))
+    stop_on = _stop_on(session, company_id=company_id, stop_on=data.stop_on)
     sequence = Sequence(
         company_id=company_id,
         name=data.name,
@@ -199,7 +221,7 @@ def update_sequence(
         _name_taken(session, company_id=company_id, name=data.name, but=sequence.id)
         sequence.name = data.name
     if data.stop_on is not None:
-        sequence.stop_on = list(dict.fromkeys(data.stop_on))
+        sequence.stop_on = _stop_on(session, company_id=company_id, stop_on=data.stop_on)
         sequence.stop_on_reply = "reply" in sequence.stop_on
     if data.steps is not None:
         _write_steps(session, sequence, data.steps, now=now)
@@ -558,11 +580,14 @@ def standing_stop_reason(
     session: Session, *, stop_on: Iterable[str], lead: Lead, enrolled_stage_id: uuid.UUID | None
 ) -> str | None:
     """Why an enrolment ends now, apart from a reply: a person took over (`handoff`), the lead
-    left its stage (`stage_change`), an address is suppressed or marketing stopped
-    (`unsubscribed`, `opted_out`); each only when `stop_on` names it."""
+    reached a stage the sequence names (`stage_reached`) or left its stage (`stage_change`),
+    an address is suppressed or marketing stopped (`unsubscribed`, `opted_out`); each only
+    when `stop_on` names it."""
     wanted = set(stop_on)
     if "handoff" in wanted and lead.ai_paused:
         return "handoff"
+    if f"{STAGE_STOP}{lead.stage_id}" in wanted:
+        return "stage_reached"
     if (
         "stage_change" in wanted
         and enrolled_stage_id is not None
