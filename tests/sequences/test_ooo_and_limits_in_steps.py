@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shvya.conversations.inbound import InboundMessage, receive_inbound_message
 from shvya.crm.models import Channel, Lead
+from shvya.sequences.limits import DEFAULT_LIMITS, limits_for
 from shvya.tenancy.models import Company
 from tests.sequences.conftest import create_sequence, enroll, enrollments, new_lead
 from tests.support import FakeClock, Tenant
@@ -105,6 +106,7 @@ def test_a_step_over_the_companys_hourly_limit_waits_for_the_oldest_send_to_age_
     tick: Callable[[], int],
     work: Callable[[], int],
 ) -> None:
+    # The sandbox has no limits to set through the API; a test company's own override does.
     with session_factory() as session:
         company = session.get_one(Company, acme.company_id)
         company.settings = {**company.settings, "sending_limits": {"sandbox": {"per_hour": 1}}}
@@ -177,3 +179,24 @@ def test_a_mail_a_program_sent_pauses_for_14_days_even_when_its_words_say_nothin
     assert row["status"] == "paused"
     back = datetime.fromisoformat(row["hold_reason"].removeprefix("out_of_office until "))
     assert received + timedelta(days=14) <= back <= clock.now() + timedelta(days=14)
+
+
+def test_a_company_sets_its_sending_limits_and_a_bad_one_is_refused(
+    client: TestClient, acme: Tenant, globex: Tenant
+) -> None:
+    limits = {"email": {"per_hour": 30, "per_domain_per_day": None}, "sms": {"per_day": 500}}
+    patched = client.patch("/company", json={"sending_limits": limits}, headers=acme.admin)
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["sending_limits"] == limits
+    assert client.get("/company", headers=globex.admin).json()["sending_limits"] == {}
+    for bad in ({"email": {"per_hour": 0}}, {"fax": {"per_day": 5}}, {"sms": {"per_week": 5}}):
+        refused = client.patch("/company", json={"sending_limits": bad}, headers=acme.admin)
+        assert refused.status_code == 422, bad
+    assert client.get("/company", headers=acme.admin).json()["sending_limits"] == limits
+    # What the step handler applies: the override over the channel's default.
+    email = limits_for("email", {"sending_limits": limits})
+    assert email.per_hour == 30
+    assert email.per_day == DEFAULT_LIMITS["email"].per_day
+    assert email.per_domain_per_day is None
+    reset = client.patch("/company", json={"sending_limits": {}}, headers=acme.admin)
+    assert reset.json()["sending_limits"] == {}

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import available_timezones
 
 import phonenumbers
@@ -166,6 +166,21 @@ class CompanyCard(StrictInput):
     )
 
 
+LimitCount = Annotated[int, Field(ge=1, le=1_000_000), NOT_A_BOOL]
+LimitedChannel = Literal["email", "wa_cloud", "wa_web", "sms"]
+
+
+class SendingLimitsIn(StrictInput):
+    """A channel's sending limits for sequence steps (docs/sequences-ooo-and-limits.md): a
+    field left out keeps the default, null lifts that limit."""
+
+    per_hour: LimitCount | None = Field(default=None, description="Sends per rolling hour")
+    per_day: LimitCount | None = Field(default=None, description="Sends per rolling 24 hours")
+    per_domain_per_day: LimitCount | None = Field(
+        default=None, description="Email to one recipient domain per rolling 24 hours"
+    )
+
+
 class CompanyOut(BaseModel):
     id: uuid.UUID
     name: str = Field(description="Not unique: another company may have the same name")
@@ -182,6 +197,10 @@ class CompanyOut(BaseModel):
     ai_email_replies: bool = Field(
         description="Whether the AI sends its replies to inbound email itself (else it only "
         "suggests them for a person to send)"
+    )
+    sending_limits: dict[str, dict[str, int | None]] = Field(
+        description="The company's own sending limits per channel, over the defaults "
+        "(docs/sequences-ooo-and-limits.md); a channel not named keeps the defaults"
     )
     created_at: datetime
     updated_at: datetime
@@ -226,5 +245,12 @@ class CompanyPatchIn(StrictInput):
         default=None,
         description="Let the AI send its replies to inbound email (default false: it suggests "
         "them on the message for a person to send)",
+        json_schema_extra=leave_out_or_set,
+    )
+    sending_limits: dict[LimitedChannel, SendingLimitsIn] | None = Field(
+        default=None,
+        description="Sequence steps' sending limits per channel, replacing every earlier "
+        "override ({} goes back to the defaults); per channel, a field left out keeps its "
+        "default and null lifts it",
         json_schema_extra=leave_out_or_set,
     )

@@ -601,6 +601,7 @@ def company_out(company: Company) -> CompanyOut:
         ai_enabled=company.ai_enabled,
         summary_every=summary_every(company),
         ai_email_replies=ai_email_replies(company),
+        sending_limits=dict(company.settings.get("sending_limits") or {}),
         created_at=company.created_at,
         updated_at=company.updated_at,
     )
@@ -645,6 +646,12 @@ def update_company(
         settings["summary_every"] = patch.summary_every
     if "ai_email_replies" in sent and patch.ai_email_replies is not None:
         settings["ai_email_replies"] = patch.ai_email_replies
+    if "sending_limits" in sent and patch.sending_limits is not None:
+        # What each channel names, as named: limits_for lays it over the channel's defaults.
+        settings["sending_limits"] = {
+            channel: limits.model_dump(exclude_unset=True)
+            for channel, limits in patch.sending_limits.items()
+        }
     if settings != company.settings:
         changed.update({k: v for k, v in settings.items() if company.settings.get(k) != v})
         company.settings = settings
