@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from email import message_from_bytes
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from shvya.channels import service as channels
 from shvya.config import Settings
 from shvya.conversations.models import Message
 from shvya.jobs.engines.embedded import EmbeddedWorker
+from shvya.jobs.models import Job
 from shvya.tenancy.models import ChannelAccount
 from tests.fakes.meta_graph import FakeMetaGraph
 from tests.fakes.sendgrid_api import FakeSendGrid
@@ -210,3 +213,29 @@ def test_an_account_whose_settings_cannot_send_is_refused_with_what_to_fix(
     assert refused.status_code == 409, refused.text
     assert refused.json()["error"] == "channel_not_connected"
     assert "POST /channels/email" in refused.json()["detail"]
+
+
+def test_a_rate_limited_sendgrid_send_is_retried_no_earlier_than_the_reset(
+    client: TestClient,
+    acme: Tenant,
+    fake_sendgrid: FakeSendGrid,
+    make_worker: Callable[..., EmbeddedWorker],
+    session_factory: sessionmaker[Session],
+) -> None:
+    """SendGrid's 429 says when its window resets (X-RateLimit-Reset): the job waits for it,
+    not only for the queue's first backoff of a few seconds (docs/email-providers.md 2.5)."""
+    body = {"provider": "sendgrid", "from_email": "sales@example.com", "api_key": SENDGRID_KEY}
+    assert client.post("/channels/email", json=body, headers=acme.admin).status_code == 201
+    fake_sendgrid.rate_limit = 0  # every send is over the limit for the rest of the window
+    fake_sendgrid.window_seconds = 3600
+    message_id = _email_lead_and_send(client, acme)
+    make_worker().run_until_idle()
+    assert fake_sendgrid.accepted == []
+    reset = datetime.fromtimestamp(
+        int(fake_sendgrid._window_start + fake_sendgrid.window_seconds), tz=UTC
+    )
+    with session_factory() as session:
+        job = session.scalars(select(Job).where(Job.type == "agent.reply")).one()
+        assert (job.status, job.attempts) == ("queued", 1)
+        assert job.run_at == reset
+        assert session.get_one(Message, uuid.UUID(message_id)).status == "failed"

@@ -1069,7 +1069,9 @@ def _record_failure(
         {"error": shown, **outcome},
     )
     if retryable:
-        raise RetryJob(str(error), keep_work=True) from error
+        # A provider that said when it takes requests again (a rate limit's reset) is not
+        # asked before then (docs/email-providers.md).
+        raise RetryJob(str(error), keep_work=True, not_before=error.retry_at) from error
     if error.kind in (FailureKind.auth, FailureKind.channel_blocked):
         # A company-level alert: nothing on this channel will send until a person acts.
         if error.kind is FailureKind.auth and account_id is not None:

@@ -32,6 +32,7 @@ from shvya.jobs.service import (
     JobOutcome,
     LeaseLost,
     PermanentJobError,
+    RetryJob,
     complete_and_claim,
     complete_job,
     defer_job,
@@ -307,7 +308,8 @@ def _outcome_writer(
     if raised.__cause__ is not None:
         error = f"{type(raised.__cause__).__name__}: {raised.__cause__}"
     logger.warning("job.failed", extra={"attempt": job.attempts})
-    return lambda s: fail_job(s, job=job, error=error, now=clock.now())
+    not_before = raised.not_before if isinstance(raised, RetryJob) else None
+    return lambda s: fail_job(s, job=job, error=error, now=clock.now(), not_before=not_before)
 
 
 def _complete(

@@ -125,7 +125,14 @@ class PermanentJobError(JobOutcome):
 
 class RetryJob(JobOutcome):
     """A failure worth another attempt after the queue's backoff (a provider's 429 or 5xx),
-    raised where the run has a record to keep."""
+    raised where the run has a record to keep. `not_before`: the provider said when it will
+    take the request again (a rate limit's reset); the retry waits at least until then."""
+
+    def __init__(
+        self, message: str, *, keep_work: bool = False, not_before: datetime | None = None
+    ) -> None:
+        super().__init__(message, keep_work=keep_work)
+        self.not_before = not_before
 
 
 class LeaseLost(Exception):
@@ -632,9 +639,11 @@ def fail_job(
     permanent: bool = False,
     reason: str | None = None,
     rng: random.Random | None = None,
+    not_before: datetime | None = None,
 ) -> JobStatus | None:
-    """After a failed attempt: queued again after the backoff, or `dlq` when the attempts are
-    spent, or `failed` at once for a permanent error. None: the lease was lost."""
+    """After a failed attempt: queued again after the backoff (and not before `not_before`),
+    or `dlq` when the attempts are spent, or `failed` at once for a permanent error. None:
+    the lease was lost."""
     if permanent:
         status = JobStatus.failed
     elif job.attempts >= job.max_attempts:
@@ -645,7 +654,11 @@ def fail_job(
     if status is JobStatus.queued:
         outcome = connection.execute(
             _RETRY,
-            _fence(job, last_error=_clip(error), run_at=now + retry_delay(job.attempts, rng=rng)),
+            _fence(
+                job,
+                last_error=_clip(error),
+                run_at=max(now + retry_delay(job.attempts, rng=rng), not_before or now),
+            ),
         )
     else:
         outcome = connection.execute(
