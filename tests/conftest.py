@@ -58,7 +58,11 @@ def postgres_schema_url() -> Iterator[str]:
         postgres_unavailable(str(exc).strip().splitlines()[0])
     schema = f"shvya_test_{os.getpid()}_{secrets.token_hex(3)}"
     admin.execute(f'CREATE SCHEMA "{schema}"')
-    url = make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    # application_name tells this run's connections from another run's on the same server
+    # (a test that cuts "the worker connections" must cut only its own).
+    url = make_url(POSTGRES_URL).update_query_dict(
+        {"options": f"-csearch_path={schema}", "application_name": schema}
+    )
     rendered = url.render_as_string(hide_password=False)
     try:
         upgrade_database(rendered)

@@ -68,6 +68,8 @@ def terminate_worker_connections(engine: Engine) -> int:
                 text(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    # this test session's schema only, never another run's on the same server
+                    "AND application_name = current_setting('application_name') "
                     "AND (query LIKE '%chosen_jobs%' OR query LIKE 'UPDATE jobs SET status%')"
                 )
             ).all()
