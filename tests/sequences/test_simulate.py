@@ -16,6 +16,7 @@ from shvya.conversations.models import Message
 from shvya.events.models import Event
 from shvya.jobs.models import Job
 from shvya.sequences.models import Enrollment
+from shvya.tenancy.models import Company
 from tests.sequences.conftest import create_sequence, new_lead
 from tests.support import Tenant
 
@@ -130,3 +131,28 @@ def test_the_command_prints_the_report_as_a_table(
     total = lines[-1].split()
     assert total[:2] == ["total", "4"]
     assert _counts(session_factory) == before
+
+
+def test_the_dry_run_spreads_sends_over_the_companys_limits_as_a_live_run_would(
+    client: TestClient, acme: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    """Five leads, one step, at most two sends an hour on the account: the simulated sends of
+    the first leads hold the later ones, hour by hour (the limit counts what it simulated)."""
+    with session_factory() as session:
+        company = session.get_one(Company, acme.company_id)
+        company.settings = {**company.settings, "sending_limits": {"sandbox": {"per_hour": 2}}}
+        session.commit()
+    seq = create_sequence(
+        client, acme, stop_on=["reply"], steps=[{"channel": "sandbox", "text": "Hello"}]
+    )["id"]
+    leads = [new_lead(client, acme, ("sandbox", f"+1415555020{n}")) for n in range(5)]
+    before = _counts(session_factory)
+    report = client.post(
+        f"/sequences/{seq}/simulate", json={"lead_ids": leads, "days": 1}, headers=acme.agent
+    ).json()
+    assert _counts(session_factory) == before
+    [step] = report["per_step"]
+    assert step["sends"] == 5
+    # Two go at 10:00 UTC (02:00 in San Francisco), two an hour later, the last two hours later.
+    assert (step["earliest_local_send"], step["latest_local_send"]) == ("02:00", "04:00")
+    assert step["deferrals"] == {"account_hourly_limit": 4}

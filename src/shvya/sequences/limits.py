@@ -108,7 +108,8 @@ class LimitHold:
     until: datetime  # aware UTC
 
 
-def _account_kind(channel: str) -> str:
+def account_kind(channel: str) -> str:
+    """What a limit's reason calls the sending account: mailbox, number or account."""
     if channel == Channel.email.value:
         return "mailbox"
     if channel in (Channel.wa_cloud.value, Channel.wa_web.value, Channel.sms.value):
@@ -158,7 +159,7 @@ def limit_verdict(
     session) counts the company's sends on that channel that have no account either.
     """
     holds: list[LimitHold] = []
-    kind = _account_kind(channel)
+    kind = account_kind(channel)
     day_since, hour_since = now - DAY, now - HOUR
     account = (
         Message.channel_account_id == channel_account_id

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ from shvya.errors import Conflict, InvalidInput, NotFound
 from shvya.events.service import append_company_event, append_lead_event
 from shvya.jobs.service import JobType, enqueue_prepared, prepare_job
 from shvya.schemas import PageRequest
+from shvya.sequences import limits
 from shvya.sequences.models import (
     LIVE_STATUSES,
     Enrollment,
@@ -41,6 +43,7 @@ from shvya.sequences.schemas import (
 from shvya.sequences.timing import StepTiming, due_at
 from shvya.templates import service as templates
 from shvya.templates.models import Template
+from shvya.tenancy import service as tenancy
 
 
 class SequenceNotFound(NotFound):
@@ -597,6 +600,51 @@ def standing_stop_reason(
     if "unsubscribe" in wanted:
         return _unsubscribed(session, lead)
     return None
+
+
+@dataclass(frozen=True)
+class StepLimits:
+    """The sending limits a step of this lead's on this channel counts against."""
+
+    applied: limits.SendingLimits
+    account_key: str  # the sending account: channel and account id ("-" for none)
+    domain: str | None  # the recipient domain the per-domain limit counts, when it applies
+    hold: limits.LimitHold | None  # over a limit now, counting the sends already made
+
+
+def step_limits(
+    session: Session, channel: Channel, lead: Lead, *, now: datetime
+) -> StepLimits | None:
+    """The company's own limits for the channel (else the defaults) and whether the sends
+    already made hold the step now (docs/sequences-ooo-and-limits.md). None when the lead has
+    no contact on the channel (the router refuses the step: no_contact)."""
+    contact = crm.lead_contact(
+        session, company_id=lead.company_id, lead_id=lead.id, channel=channel.value
+    )
+    if contact is None:
+        return None
+    company_settings = tenancy.get_company(session, company_id=lead.company_id).settings
+    account = (
+        tenancy.company_channel_account(session, company_id=lead.company_id, channel=channel.value)
+        if channel in (Channel.wa_cloud, Channel.email, Channel.sms)
+        else None
+    )
+    applied = limits.limits_for(channel.value, company_settings)
+    domain = limits.recipient_domain(contact.value) if channel is Channel.email else None
+    return StepLimits(
+        applied=applied,
+        account_key=f"{channel.value}:{account.id if account is not None else '-'}",
+        domain=domain if domain not in applied.exempt_domains else None,
+        hold=limits.limit_verdict(
+            session,
+            company_id=lead.company_id,
+            channel_account_id=account.id if account is not None else None,
+            channel=channel.value,
+            recipient=contact.value,
+            now=now,
+            limits=applied,
+        ),
+    )
 
 
 # --- the scheduler's source ------------------------------------------------------------------

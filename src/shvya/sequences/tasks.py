@@ -24,12 +24,12 @@ from shvya.channels.policies import Allow, Defer, SendKind
 from shvya.channels.schemas import OutboundContent, TemplateSend
 from shvya.conversations import service as conversations
 from shvya.crm import service as crm
-from shvya.crm.models import Channel, Lead
+from shvya.crm.models import Lead
 from shvya.db.phases import Phases
 from shvya.errors import InvalidInput
 from shvya.jobs.runner import JobContext
 from shvya.jobs.service import DeferJob, PermanentJobError
-from shvya.sequences import limits, ooo, service
+from shvya.sequences import ooo, service
 from shvya.sequences.models import Enrollment, EnrollmentStatus, Sequence, SequenceStep
 from shvya.sequences.timing import next_opening
 from shvya.templates import rendering
@@ -112,36 +112,6 @@ def _hold(enrollment: Enrollment, until: datetime, reason: str, *, now: datetime
     enrollment.hold_reason = f"{reason} until {until.isoformat()}"[:200]
     enrollment.updated_at = now
     return DeferJob(until, reason, keep_work=True)
-
-
-def _limit_hold(
-    session: Session, channel: Channel, lead: Lead, *, now: datetime
-) -> tuple[datetime, str] | None:
-    """A sending limit the step is over (per mailbox or number, per recipient domain):
-    the company's own limits for the channel, else the defaults (docs/sequences.md)."""
-    contact = crm.lead_contact(
-        session, company_id=lead.company_id, lead_id=lead.id, channel=channel.value
-    )
-    if contact is None:
-        return None  # the router refuses it (no_contact)
-    company_settings = tenancy.get_company(session, company_id=lead.company_id).settings
-    account = (
-        tenancy.company_channel_account(session, company_id=lead.company_id, channel=channel.value)
-        if channel in (Channel.wa_cloud, Channel.email, Channel.sms)
-        else None
-    )
-    hold = limits.limit_verdict(
-        session,
-        company_id=lead.company_id,
-        channel_account_id=account.id if account is not None else None,
-        channel=channel.value,
-        recipient=contact.value,
-        now=now,
-        limits=limits.limits_for(channel.value, company_settings),
-    )
-    if hold is None:
-        return None
-    return hold.until, str(hold.reason)
 
 
 class _StepCannotGo(Exception):
@@ -245,9 +215,9 @@ def run_step(ctx: JobContext) -> Phases[dict[str, Any]]:
         # steps, due from this one's send, shift with it.
         raise _hold(enrollment, opening, "window", now=now)
     channel = service.step_channel(session, lead, step)
-    limit = _limit_hold(session, channel, lead, now=now)
-    if limit is not None:
-        raise _hold(enrollment, limit[0], limit[1], now=now)
+    limited = service.step_limits(session, channel, lead, now=now)
+    if limited is not None and limited.hold is not None:
+        raise _hold(enrollment, limited.hold.until, limited.hold.reason, now=now)
     verdict = channels.preflight(
         session,
         company_id=lead.company_id,
