@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,12 +30,13 @@ from shvya.channels.email import (
 from shvya.config import Settings
 from shvya.conversations.models import Message
 from shvya.crm.models import Suppression
+from shvya.db.phases import commit_between_phases, run_phases
 from shvya.events.models import Event
 from shvya.jobs.engines.embedded import EmbeddedWorker
 from shvya.tenancy.models import ChannelAccount
 from tests.fakes.meta_graph import FakeMetaGraph
 from tests.fakes.smtp_sink import SmtpSink
-from tests.support import Tenant
+from tests.support import T0, Tenant
 
 # SMTP's bytes are what these prove: the same on either database (the send-once rows are the
 # router's, proved on both by tests/channels/test_sending.py).
@@ -459,3 +461,62 @@ def test_email_from_a_domain_with_a_dkim_key_arrives_signed_over_its_unsubscribe
     one_click = b"List-Unsubscribe-Post: List-Unsubscribe=One-Click"
     tampered = received.data.replace(one_click, one_click.replace(b"One", b"Two"))
     assert not dkim.verify(tampered, dnsfunc=dns)
+
+
+def test_smtp_settings_connect_the_default_mailbox_once_checked_with_the_server(
+    settings: Settings, acme: Tenant, session_factory: sessionmaker[Session]
+) -> None:
+    """SMTP_HOST, SMTP_PORT, SMTP_USER, SMTP_PASS, SMTP_FROM_EMAIL at `shvya serve` (docs/email.md
+    5): a password the server refuses connects nothing and names the setting; the right one
+    connects the mailbox with the password encrypted; a restart with the same settings asks
+    the server nothing and changes nothing; a new password is checked and replaces the old."""
+
+    def connect(sink: SmtpSink, password: str) -> ChannelAccount | None:
+        configured = settings.model_copy(
+            update={
+                "smtp_host": "127.0.0.1",
+                "smtp_port": sink.port,
+                "smtp_security": "none",
+                "smtp_user": "sales",
+                "smtp_pass": SecretStr(password),
+                "smtp_from_email": "Sales@Example.com",
+            }
+        )
+        with session_factory() as session:
+            account = run_phases(
+                channels.connect_email_from_environment(
+                    session, company_id=acme.company_id, settings=configured, now=T0
+                ),
+                session=session,
+                end_prepare=commit_between_phases(session),
+            )
+            session.commit()
+            return account
+
+    def accounts() -> list[ChannelAccount]:
+        with session_factory() as session:
+            return list(
+                session.scalars(
+                    select(ChannelAccount).where(ChannelAccount.company_id == acme.company_id)
+                )
+            )
+
+    with SmtpSink(users={"sales": "right-password"}) as sink:
+        with pytest.raises(channels.EmailCheckFailed) as refused:
+            connect(sink, "wrong-password")
+        assert "password" in str(refused.value)
+        assert accounts() == []
+        assert connect(sink, "right-password") is not None
+        [account] = accounts()
+        assert account.external_id == "sales@example.com"
+        assert account.credentials_encrypted
+        assert "right-password" not in account.credentials_encrypted
+        asked = sink.connections
+        assert connect(sink, "right-password") is not None
+        assert sink.connections == asked  # connected already with these settings
+        assert len(accounts()) == 1
+        sink.users = {"sales": "new-password"}
+        assert connect(sink, "new-password") is not None
+        assert sink.connections > asked
+        [account] = accounts()
+        assert account.external_id == "sales@example.com"
