@@ -212,7 +212,9 @@ def start_server(
         if not line:
             break
         lines.append(line.rstrip("\n"))
-        if "Uvicorn running on" in line or "Application startup complete" in line:
+        # Uvicorn says it is running once its socket is bound; "Application startup complete"
+        # comes before that, and a request sent then can be refused.
+        if "Uvicorn running on" in line:
             return process, lines
     process.kill()
     raise AssertionError("server did not start:\n" + "\n".join(lines))
